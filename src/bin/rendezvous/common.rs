@@ -1,0 +1,131 @@
+//! What every subcommand shares: errors, logging, identity files, the swarm.
+
+// Some helpers are used only by subcommands still being built.
+#![allow(dead_code)]
+
+use std::{fmt, fs, io::Write, path::Path, time::Duration};
+
+use libp2p::{identity::Keypair, noise, swarm::NetworkBehaviour, tcp, yamux, Swarm};
+
+/// A failure of a subcommand; `Usage` exits with status 2, `Failed` with 1.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user gave a flag value or file we cannot use; the text says what was expected.
+    Usage(String),
+    /// The command ran and failed.
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(s) | CliError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+pub type CliResult = Result<std::process::ExitCode, CliError>;
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for output.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loads the keypair in `path` (protobuf encoding, as libp2p writes it), or creates an ed25519
+/// key there with mode 0600 when the file does not exist, so the peer id survives restarts.
+pub fn load_or_create_identity(path: &Path) -> Result<Keypair, CliError> {
+    match fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+            CliError::Usage(format!(
+                "--identity {}: not a libp2p private key in protobuf encoding ({e})",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| CliError::Failed(format!("cannot encode the new key: {e}")))?;
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(|e| {
+                CliError::Usage(format!(
+                    "--identity {}: cannot create the key file ({e})",
+                    path.display()
+                ))
+            })?;
+            file.write_all(&bytes).map_err(|e| {
+                CliError::Failed(format!("--identity {}: cannot write ({e})", path.display()))
+            })?;
+            Ok(key)
+        }
+        Err(e) => Err(CliError::Usage(format!(
+            "--identity {}: cannot read the key file ({e})",
+            path.display()
+        ))),
+    }
+}
+
+/// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`.
+pub fn build_swarm<B: NetworkBehaviour>(
+    key: Keypair,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Result<Swarm<B>, CliError> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| CliError::Failed(format!("cannot set up TCP: {e}")))?
+        .with_quic()
+        .with_behaviour(|key| behaviour(key))
+        .map_err(|e| CliError::Failed(format!("cannot build the behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_file_is_created_once_and_reloaded() {
+        let dir = std::env::temp_dir().join(format!("rdv-id-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        let _ = fs::remove_file(&path);
+        let first = load_or_create_identity(&path).unwrap();
+        let second = load_or_create_identity(&path).unwrap();
+        assert_eq!(first.public(), second.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::write(&path, b"not a key").unwrap();
+        assert!(matches!(
+            load_or_create_identity(&path),
+            Err(CliError::Usage(_))
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

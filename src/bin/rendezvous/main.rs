@@ -1,0 +1,62 @@
+//! `rendezvous`: run a rendezvous server, discover and register against one, load-test one.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod common;
+mod demo;
+mod discover;
+mod load;
+mod register;
+mod serve;
+
+/// The libp2p rendezvous server and client.
+#[derive(Debug, Parser)]
+#[command(name = "rendezvous", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a rendezvous server (TCP + QUIC) until Ctrl-C.
+    Serve(serve::Args),
+    /// Discover peers through a rendezvous server and print them.
+    Discover(discover::Args),
+    /// Register in namespaces with a rendezvous server and keep the registrations fresh.
+    Register(register::Args),
+    /// Load-test a rendezvous server: connect, register, discover; report throughput.
+    Load(load::Args),
+    /// Show a server and peers discovering each other on loopback, then exit.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Discover(args) => discover::run(args).await,
+            Command::Register(args) => register::run(args).await,
+            Command::Load(args) => load::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_status())
+        }
+    }
+}
