@@ -223,6 +223,19 @@ pub async fn send(stream: &mut Stream, message: &Message) {
         .unwrap();
 }
 
+/// Writes `body` as one frame, whatever it holds.
+pub async fn send_frame(stream: &mut Stream, body: &[u8]) {
+    write_frame(stream, body, usize::MAX).await.unwrap();
+}
+
+/// Writes raw bytes (a length prefix of the test's choosing, say); errors are ignored since
+/// the server may close the stream meanwhile.
+pub async fn send_bytes(stream: &mut Stream, bytes: &[u8]) {
+    use futures::AsyncWriteExt;
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
+}
+
 /// Reads one message; `None` when the server closed the stream (cleanly or not).
 pub async fn recv(stream: &mut Stream) -> Option<Message> {
     match read_frame(stream, DEFAULT_MAX_MESSAGE_SIZE).await {
