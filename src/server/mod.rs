@@ -36,7 +36,7 @@
 //!   connection of a peer with registrations alive. Turn it off for spec-style soft state, where
 //!   registrations live until their TTL ends.
 //! - **Record formats (serving rust-libp2p 0.18 clients).** Two signed-record envelope formats
-//!   exist (see [`RecordFormat`]). rust-libp2p's rendezvous 0.18 client rejects a whole
+//!   exist (see [`RecordFormat`](crate::RecordFormat)). rust-libp2p's rendezvous 0.18 client rejects a whole
 //!   DISCOVER_RESPONSE that holds one standard-format record, so the server sends each peer only
 //!   what it can decode: a peer whose latest REGISTER was legacy gets only legacy records; a peer
 //!   whose latest REGISTER was standard gets all records; a peer that never registered gets
