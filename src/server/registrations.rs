@@ -849,6 +849,48 @@ mod tests {
     }
 
     #[test]
+    fn given_a_5000_record_page_of_big_records_then_the_response_stays_under_1_mib() {
+        let config = Config::default()
+            .with_max_page(5000)
+            .with_max_registrations_per_peer(100);
+        let mut store = Registrations::new(config, START);
+        let now = Instant::now();
+        let addrs: Vec<libp2p::Multiaddr> = (0..10)
+            .map(|i| {
+                format!("/dns4/host-{i:02}.example.com/tcp/4001")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        for i in 0..64u16 {
+            let record = SignedRecord::new(&key(i), addrs.clone(), RecordFormat::Legacy).unwrap();
+            for n in 0..80 {
+                let request = NewRegistration {
+                    namespace: ns(&format!("ns-{n}")),
+                    record: record.clone(),
+                    ttl: None,
+                };
+                store.register(peer(i), request, now).unwrap();
+            }
+        }
+        let (page, cookie) = store
+            .discover(peer(9), None, None, Some(5000), now)
+            .unwrap();
+        let encoded = Message::DiscoverResponse(Ok(DiscoverPage {
+            registrations: page.clone(),
+            cookie: Some(cookie),
+            skipped: 0,
+        }))
+        .encoded_len();
+        assert!(
+            encoded <= crate::codec::DEFAULT_MAX_MESSAGE_SIZE,
+            "{encoded} bytes"
+        );
+        assert!(page.len() < 5000, "cut at {} registrations", page.len());
+        assert_eq!(page_all(&store, peer(9), None, 5000, now).len(), 64 * 80);
+    }
+
+    #[test]
     fn given_mixed_formats_then_each_peer_gets_only_what_it_can_decode() {
         let mut store = store();
         let now = Instant::now();
