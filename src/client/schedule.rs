@@ -1157,3 +1157,383 @@ impl Schedule {
 fn same_set(a: &[Multiaddr], b: &[Multiaddr]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.contains(x))
 }
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+
+    use super::*;
+    use crate::codec::ErrorResponse;
+
+    const NS: &str = "ns";
+
+    fn ns() -> Namespace {
+        Namespace::from_static(NS)
+    }
+
+    fn peer(seed: u8) -> PeerId {
+        key(seed).public().to_peer_id()
+    }
+
+    fn key(seed: u8) -> Keypair {
+        Keypair::ed25519_from_bytes([seed; 32]).unwrap()
+    }
+
+    fn registration(seed: u8, port: u16, ttl: Ttl) -> Registration {
+        Registration {
+            namespace: ns(),
+            record: SignedRecord::new(
+                &key(seed),
+                vec![format!("/ip4/10.0.0.{seed}/tcp/{port}").parse().unwrap()],
+                RecordFormat::Standard,
+            )
+            .unwrap(),
+            ttl,
+        }
+    }
+
+    use crate::SignedRecord;
+
+    fn page(registrations: Vec<Registration>, cookie: &[u8]) -> Response {
+        Response::Page(DiscoverPage {
+            registrations,
+            cookie: Some(Cookie::new(cookie.to_vec()).unwrap()),
+            skipped: 0,
+        })
+    }
+
+    use crate::codec::DiscoverPage;
+
+    const SERVER: u8 = 200;
+
+    /// A schedule with one connected server and addresses, past the initial dial.
+    fn connected(config: Config, t0: Instant) -> Schedule {
+        let config = config.with_server(peer(SERVER), vec![]).with_seed(7);
+        let mut s = Schedule::new(peer(1), config, t0);
+        assert!(matches!(s.poll(t0), Some(Action::Dial { .. })));
+        s.addresses_changed(t0, true);
+        s.connected(t0, peer(SERVER));
+        s
+    }
+
+    fn drain(s: &mut Schedule, now: Instant) -> Vec<Action> {
+        std::iter::from_fn(|| s.poll(now)).collect()
+    }
+
+    fn sends(actions: &[Action]) -> Vec<(RequestId, Request)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { request, body, .. } => Some((*request, body.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(actions: Vec<Action>) -> Vec<Event> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn register_only() -> Config {
+        Config::default()
+            .with_namespace(ns())
+            .with_discovery(false)
+            .with_ttl(1000)
+    }
+
+    fn discover_only() -> Config {
+        Config::default()
+            .with_namespace(ns())
+            .with_registration(false)
+            .with_limit(2)
+            .with_interval(Duration::from_secs(30))
+    }
+
+    #[test]
+    fn given_a_granted_ttl_when_registered_then_refresh_falls_between_70_and_80_percent() {
+        for seed in 0..20 {
+            let t0 = Instant::now();
+            let mut s = connected(register_only().with_seed(seed), t0);
+            let sent = sends(&drain(&mut s, t0));
+            assert_eq!(sent.len(), 1);
+            s.on_response(t0, sent[0].0, Ok(Response::Registered(1000)));
+            let due = s.poll_timeout().expect("a refresh is scheduled");
+            let after = due - t0;
+            assert!(
+                after >= Duration::from_secs(700) && after <= Duration::from_secs(800),
+                "{after:?}"
+            );
+            assert!(sends(&drain(&mut s, due - Duration::from_millis(1))).is_empty());
+            let refresh = sends(&drain(&mut s, due));
+            assert!(matches!(&refresh[..], [(_, Request::Register { .. })]));
+        }
+    }
+
+    #[test]
+    fn given_failing_registrations_then_backoff_doubles_with_jitter_up_to_the_cap() {
+        let t0 = Instant::now();
+        let config = register_only().with_backoff(Duration::from_secs(1), Duration::from_secs(16));
+        let mut s = connected(config, t0);
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let sent = sends(&drain(&mut s, now));
+            assert_eq!(sent.len(), 1);
+            s.on_response(
+                now,
+                sent[0].0,
+                Err(RequestError::Remote(ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    "busy",
+                ))),
+            );
+            let due = s.poll_timeout().unwrap();
+            delays.push(due - now);
+            now = due;
+        }
+        for (i, d) in delays.iter().enumerate() {
+            let base = Duration::from_secs(1 << i.min(4));
+            assert!(
+                *d >= base / 2 && *d <= base,
+                "failure {i}: {d:?} not in [{:?}, {base:?}]",
+                base / 2
+            );
+        }
+        // The cap holds from the fifth failure on.
+        assert!(delays[4..].iter().all(|d| *d <= Duration::from_secs(16)));
+    }
+
+    #[test]
+    fn given_full_pages_when_discovering_then_next_page_is_asked_at_once_with_the_cookie() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Request::Discover {
+                    cookie: None,
+                    limit: Some(2),
+                    ..
+                }
+            )]
+        ));
+        s.on_response(
+            t0,
+            sent[0].0,
+            Ok(page(
+                vec![registration(2, 1, 100), registration(3, 1, 100)],
+                b"c1",
+            )),
+        );
+        let actions = drain(&mut s, t0);
+        let next = sends(&actions);
+        assert_eq!(events(actions).len(), 2, "two peers discovered");
+        let [(
+            id,
+            Request::Discover {
+                cookie: Some(c), ..
+            },
+        )] = &next[..]
+        else {
+            panic!("expected an immediate second page, got {next:?}");
+        };
+        assert_eq!(c.as_bytes(), b"c1");
+        // A short page ends the paging until the next tick.
+        s.on_response(t0, *id, Ok(page(vec![registration(4, 1, 100)], b"c2")));
+        assert!(sends(&drain(&mut s, t0)).is_empty());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+        let tick = sends(&drain(&mut s, t0 + Duration::from_secs(30)));
+        let [(
+            _,
+            Request::Discover {
+                cookie: Some(c), ..
+            },
+        )] = &tick[..]
+        else {
+            panic!("expected a tick with the stored cookie, got {tick:?}");
+        };
+        assert_eq!(c.as_bytes(), b"c2", "the latest cookie is reused");
+    }
+
+    #[test]
+    fn given_an_invalid_cookie_then_discovery_starts_over_without_duplicate_events() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        s.on_response(
+            t0,
+            sent[0].0,
+            Ok(page(vec![registration(2, 1, 100)], b"c1")),
+        );
+        assert_eq!(events(drain(&mut s, t0)).len(), 1);
+        let t1 = t0 + Duration::from_secs(30);
+        let sent = sends(&drain(&mut s, t1));
+        s.on_response(
+            t1,
+            sent[0].0,
+            Err(RequestError::Remote(ErrorResponse::new(
+                ErrorCode::InvalidCookie,
+                "restarted",
+            ))),
+        );
+        let actions = drain(&mut s, t1);
+        let retry = sends(&actions);
+        assert!(
+            events(actions).is_empty(),
+            "a cookie reset is not reported as a failure"
+        );
+        let [(id, Request::Discover { cookie: None, .. })] = &retry[..] else {
+            panic!("expected an immediate DISCOVER without cookie, got {retry:?}");
+        };
+        // The same peer with the same addresses: nothing new. A changed address: reported.
+        s.on_response(t1, *id, Ok(page(vec![registration(2, 1, 100)], b"d1")));
+        assert!(events(drain(&mut s, t1)).is_empty());
+        let t2 = t1 + Duration::from_secs(30);
+        let sent = sends(&drain(&mut s, t2));
+        s.on_response(
+            t2,
+            sent[0].0,
+            Ok(page(vec![registration(2, 9, 100)], b"d2")),
+        );
+        let evs = events(drain(&mut s, t2));
+        assert!(matches!(&evs[..], [Event::Discovered { peer: p, .. }] if *p == peer(2)));
+    }
+
+    #[test]
+    fn given_a_discovered_registration_when_its_ttl_ends_unseen_then_it_expires() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only().with_interval(Duration::from_secs(100)), t0);
+        let sent = sends(&drain(&mut s, t0));
+        s.on_response(t0, sent[0].0, Ok(page(vec![registration(2, 1, 10)], b"c1")));
+        assert_eq!(events(drain(&mut s, t0)).len(), 1);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        assert!(events(drain(&mut s, t0 + Duration::from_secs(9))).is_empty());
+        let evs = events(drain(&mut s, t0 + Duration::from_secs(10)));
+        assert!(matches!(&evs[..], [Event::Expired { peer: p, .. }] if *p == peer(2)));
+        assert!(s.discovered_addresses(&peer(2)).is_empty());
+    }
+
+    #[test]
+    fn given_hostile_pages_then_self_foreign_namespace_zero_ttl_and_huge_ttl_are_handled() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        let mut foreign = registration(3, 1, 100);
+        foreign.namespace = Namespace::from_static("other");
+        let regs = vec![
+            registration(1, 1, 100), // ourselves
+            foreign,
+            registration(4, 1, 0),
+            registration(5, 1, u64::MAX),
+        ];
+        s.on_response(t0, sent[0].0, Ok(page(regs, b"c")));
+        let evs = events(drain(&mut s, t0));
+        assert!(
+            matches!(&evs[..], [Event::Discovered { peer: p, .. }] if *p == peer(5)),
+            "{evs:?}"
+        );
+        // The huge TTL is clamped to MAX_TTL rather than overflowing the clock.
+        let cap = t0 + Duration::from_secs(MAX_TTL);
+        assert!(events(drain(&mut s, cap - Duration::from_secs(1))).is_empty());
+        let evs = events(drain(&mut s, cap));
+        assert!(matches!(&evs[..], [Event::Expired { peer: p, .. }] if *p == peer(5)));
+    }
+
+    #[test]
+    fn given_a_standard_register_dropped_without_reply_then_the_server_is_switched_to_legacy() {
+        let t0 = Instant::now();
+        let mut s = connected(register_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Request::Register {
+                    format: RecordFormat::Standard,
+                    ..
+                }
+            )]
+        ));
+        s.on_response(t0, sent[0].0, Err(RequestError::NoResponse));
+        let actions = drain(&mut s, t0);
+        let retry = sends(&actions);
+        assert!(events(actions).is_empty());
+        assert!(matches!(
+            &retry[..],
+            [(
+                _,
+                Request::Register {
+                    format: RecordFormat::Legacy,
+                    ..
+                }
+            )]
+        ));
+        // Without the fallback the failure is reported and backed off.
+        let mut s = connected(register_only().with_legacy_fallback(false), t0);
+        let sent = sends(&drain(&mut s, t0));
+        s.on_response(t0, sent[0].0, Err(RequestError::NoResponse));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(
+            &evs[..],
+            [Event::RegisterFailed {
+                error: RequestError::NoResponse,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn given_no_addresses_then_it_says_so_once_and_registers_when_one_appears() {
+        let t0 = Instant::now();
+        let config = register_only()
+            .with_server(peer(SERVER), vec![])
+            .with_seed(1);
+        let mut s = Schedule::new(peer(1), config, t0);
+        drain(&mut s, t0);
+        s.connected(t0, peer(SERVER));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(&evs[..], [Event::NoAddressesToRegister]));
+        assert_eq!(s.poll_timeout(), None);
+        s.addresses_changed(t0, true);
+        assert_eq!(sends(&drain(&mut s, t0)).len(), 1);
+    }
+
+    #[test]
+    fn given_registrations_when_stopped_then_each_is_unregistered_and_stopped_follows() {
+        let t0 = Instant::now();
+        let mut s = connected(
+            register_only().with_namespace(Namespace::from_static("b")),
+            t0,
+        );
+        let sent = sends(&drain(&mut s, t0));
+        assert_eq!(sent.len(), 2);
+        for (id, _) in &sent {
+            s.on_response(t0, *id, Ok(Response::Registered(1000)));
+        }
+        drain(&mut s, t0);
+        s.stop();
+        let actions = drain(&mut s, t0);
+        let unregs = sends(&actions);
+        assert_eq!(unregs.len(), 2);
+        assert!(unregs
+            .iter()
+            .all(|(_, r)| matches!(r, Request::Unregister { .. })));
+        assert!(!events(actions).iter().any(|e| matches!(e, Event::Stopped)));
+        s.on_response(t0, unregs[0].0, Ok(Response::Sent));
+        assert!(!events(drain(&mut s, t0))
+            .iter()
+            .any(|e| matches!(e, Event::Stopped)));
+        s.on_response(t0, unregs[1].0, Ok(Response::Sent));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(evs.last(), Some(Event::Stopped)));
+        assert_eq!(s.poll_timeout(), None, "nothing more is scheduled");
+    }
+}
