@@ -340,11 +340,11 @@ impl NetworkBehaviour for Behaviour {
                     self.wake();
                 }
             }
-            FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr }) => {
-                if !self.external.contains(addr) {
-                    self.external.push(addr.clone());
-                    self.addresses_changed();
-                }
+            FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr })
+                if !self.external.contains(addr) =>
+            {
+                self.external.push(addr.clone());
+                self.addresses_changed();
             }
             FromSwarm::ExternalAddrExpired(ExternalAddrExpired { addr }) => {
                 if let Some(i) = self.external.iter().position(|a| a == addr) {

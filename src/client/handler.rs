@@ -259,11 +259,11 @@ impl ConnectionHandler for Handler {
                     result: Err(error),
                 });
             }
-            ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(mut added)) => {
-                if !self.remote_supports && added.any(|p| *p == self.protocol) {
-                    self.remote_supports = true;
-                    self.events.push_back(OutEvent::RemoteSupportsProtocol);
-                }
+            ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(added))
+                if !self.remote_supports && added.clone().any(|p| *p == self.protocol) =>
+            {
+                self.remote_supports = true;
+                self.events.push_back(OutEvent::RemoteSupportsProtocol);
             }
             _ => {}
         }
