@@ -21,7 +21,8 @@ use libp2p::{
 
 use super::{RequestError, RequestId, MAX_PENDING_REQUESTS};
 use crate::codec::{
-    read_message, write_message, DiscoverPage, FrameError, Message, Ttl, DEFAULT_MAX_MESSAGE_SIZE,
+    read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
+    DEFAULT_MAX_MESSAGE_SIZE,
 };
 
 /// The successful outcome of a request.
@@ -62,6 +63,10 @@ pub enum OutEvent {
     /// The remote announced the rendezvous protocol.
     RemoteSupportsProtocol,
 }
+
+/// After an UNREGISTER, how long to wait for the server to end the stream before reporting it
+/// sent anyway (servers that keep the stream open must not hold up `Stopped` for long).
+const UNREGISTER_LINGER: Duration = Duration::from_secs(2);
 
 type Running = BoxFuture<'static, (RequestId, Result<Response, RequestError>)>;
 
@@ -110,8 +115,15 @@ async fn exchange(mut stream: Stream, message: Message) -> Result<Response, Requ
         .await
         .map_err(|e| RequestError::Stream(e.to_string()))?;
     if matches!(message, Message::Unregister(_)) {
-        // No response: closing flushes and tells the server we are done.
+        // No response. Closing flushes our side; the frames may still sit in the muxer's
+        // buffers, so wait (briefly) for the server to end the stream too: then it has read the
+        // UNREGISTER, and an application that drops the swarm on `Stopped` loses nothing.
         let _ = stream.close().await;
+        let _ = futures::future::select(
+            Box::pin(read_frame(&mut stream, max)),
+            Delay::new(UNREGISTER_LINGER),
+        )
+        .await;
         return Ok(Response::Sent);
     }
     let reply = match read_message(&mut stream, max).await {

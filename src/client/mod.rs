@@ -50,8 +50,9 @@
 //!   or any protocol that reports remote protocols) is taken as a server too: the node registers
 //!   there and polls it, up to [`MAX_SERVERS`]. Learned servers are not redialed when they go away.
 //! - **Stop**: [`Behaviour::stop`] unregisters every namespace on every connected server and emits
-//!   [`Event::Stopped`] once every UNREGISTER has been written and flushed, so an application can
-//!   wait for it before dropping the swarm.
+//!   [`Event::Stopped`] once every UNREGISTER has been written and flushed and the server has
+//!   ended the stream (or two seconds passed: UNREGISTER has no response), so an application can
+//!   wait for it before dropping the swarm without losing the UNREGISTERs in the muxer's buffers.
 //!
 //! # Remote input
 //!
