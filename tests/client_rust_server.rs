@@ -211,3 +211,110 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
         "A re-registered"
     );
 }
+
+#[tokio::test]
+async fn a_discovered_peer_can_be_dialed_by_peer_id_alone() {
+    let server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let a = client(config(&server).with_discovery(false)).await;
+    let mut b = client(config(&server).with_registration(false)).await;
+    b.wait_for(discovered(a.peer)).await;
+    let a_peer = a.peer;
+    b.run(move |swarm| {
+        swarm
+            .dial(a_peer)
+            .expect("the behaviour knows A's addresses")
+    });
+    b.wait_connected(a.peer).await;
+}
+
+#[tokio::test]
+async fn a_new_external_address_is_registered_again_with_a_new_record() {
+    let server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let a = client(config(&server).with_discovery(false)).await;
+    let mut b = client(config(&server).with_registration(false)).await;
+    assert_eq!(b.wait_for(discovered(a.peer)).await.len(), 1);
+    let extra = memory_addr();
+    let added = extra.clone();
+    a.run(move |swarm| swarm.add_external_address(added));
+    let addrs = b.wait_for(discovered(a.peer)).await;
+    assert_eq!(addrs.len(), 2);
+    assert!(addrs.contains(&extra));
+}
+
+#[tokio::test]
+async fn a_manual_request_to_an_unreachable_server_fails_with_not_connected() {
+    let mut c = client(client::Config::default()).await;
+    let nobody = Keypair::generate_ed25519().public().to_peer_id();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.run(move |swarm| {
+        let _ = tx.send(swarm.behaviour_mut().register(nobody, ns(), None));
+    });
+    let id = rx.await.unwrap();
+    let (request, error) = c
+        .wait_for(|e| match e {
+            Event::RegisterFailed { request, error, .. } => Some((*request, error.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!((request, error), (id, client::RequestError::NotConnected));
+}
+
+/// A client and a server that both run identify, so the client learns the server's protocols.
+mod learned {
+    use libp2p::{identify, swarm::NetworkBehaviour};
+
+    use super::*;
+
+    #[derive(NetworkBehaviour)]
+    pub struct ServerNode {
+        pub identify: identify::Behaviour,
+        pub rendezvous: rendezvous::server::Behaviour,
+    }
+
+    #[derive(NetworkBehaviour)]
+    pub struct ClientNode {
+        pub identify: identify::Behaviour,
+        pub rendezvous: client::Behaviour,
+    }
+
+    fn identify(key: &Keypair) -> identify::Behaviour {
+        identify::Behaviour::new(identify::Config::new("/test/1".into(), key.public()))
+    }
+
+    #[tokio::test]
+    async fn a_connected_peer_announcing_the_protocol_becomes_a_server() {
+        let server = swarm(Keypair::generate_ed25519(), |key| ServerNode {
+            identify: identify(key),
+            rendezvous: rendezvous::server::Behaviour::new(
+                rendezvous::server::Config::default().with_min_ttl(1),
+            ),
+        });
+        let server = spawn(server, Some(memory_addr())).await;
+        // Not configured with any server: it must learn this one.
+        let config = client::Config::default()
+            .with_namespace(ns())
+            .with_record_format(RecordFormat::Legacy)
+            .with_interval(Duration::from_secs(1));
+        let c = swarm(Keypair::generate_ed25519(), |key| ClientNode {
+            identify: identify(key),
+            rendezvous: client::Behaviour::new(key.clone(), config),
+        });
+        let mut c = spawn(c, Some(memory_addr())).await;
+        let addr = server.addr.clone().unwrap();
+        c.run(move |swarm| swarm.dial(addr).unwrap());
+        let added = c
+            .wait_for(|e| match e {
+                ClientNodeEvent::Rendezvous(Event::ServerAdded { server }) => Some(*server),
+                _ => None,
+            })
+            .await;
+        assert_eq!(added, server.peer);
+        let at = c
+            .wait_for(|e| match e {
+                ClientNodeEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
+                _ => None,
+            })
+            .await;
+        assert_eq!(at, server.peer);
+    }
+}

@@ -25,6 +25,8 @@ pub struct Node<B: NetworkBehaviour> {
     pub peer: PeerId,
     pub addr: Option<Multiaddr>,
     pub events: mpsc::UnboundedReceiver<B::ToSwarm>,
+    /// Peers a connection was established with, in order.
+    pub connected: mpsc::UnboundedReceiver<PeerId>,
     listener: Option<libp2p::core::transport::ListenerId>,
     commands: mpsc::UnboundedSender<Command<B>>,
     task: JoinHandle<()>,
@@ -70,13 +72,20 @@ where
     }
     let peer = *swarm.local_peer_id();
     let (event_tx, events) = mpsc::unbounded_channel();
+    let (connected_tx, connected) = mpsc::unbounded_channel();
     let (commands, mut command_rx) = mpsc::unbounded_channel::<Command<B>>();
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 event = swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(e) = event {
-                        let _ = event_tx.send(e);
+                    match event {
+                        SwarmEvent::Behaviour(e) => {
+                            let _ = event_tx.send(e);
+                        }
+                        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                            let _ = connected_tx.send(peer_id);
+                        }
+                        _ => {}
                     }
                 }
                 command = command_rx.recv() => match command {
@@ -90,6 +99,7 @@ where
         peer,
         addr: listen,
         events,
+        connected,
         listener,
         commands,
         task,
@@ -119,6 +129,16 @@ where
         })
         .await
         .unwrap_or_else(|_| panic!("{peer}: the awaited event never came"))
+    }
+
+    /// Waits until a connection to `peer` is established.
+    pub async fn wait_connected(&mut self, peer: PeerId) {
+        let me = self.peer;
+        tokio::time::timeout(HANG, async {
+            while self.connected.recv().await.expect("node task ended") != peer {}
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{me}: no connection to {peer}"))
     }
 
     /// Events received so far, without waiting.
