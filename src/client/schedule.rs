@@ -623,6 +623,15 @@ impl Schedule {
             Err(e) => Err(e),
         };
         if self.stopped {
+            if let Err(error) = result {
+                self.out.push_back(Action::Event(Event::RegisterFailed {
+                    server,
+                    namespace,
+                    error,
+                    request: id,
+                }));
+                return;
+            }
             if let Ok(granted) = result {
                 self.out.push_back(Action::Event(Event::Registered {
                     server,
@@ -735,7 +744,7 @@ impl Schedule {
         limit: Option<u64>,
         result: Result<Response, RequestError>,
     ) {
-        if self.stopped {
+        if self.stopped && origin == Origin::Auto {
             return;
         }
         let result = match result {
