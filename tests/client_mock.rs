@@ -559,3 +559,90 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
         vec!["/memory/9".parse::<Multiaddr>().unwrap()]
     );
 }
+
+/// Records what other behaviours learn through `ToSwarm::NewExternalAddrOfPeer`.
+#[derive(Default)]
+struct Recorder {
+    seen: VecDeque<(PeerId, Multiaddr)>,
+}
+
+impl NetworkBehaviour for Recorder {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = (PeerId, Multiaddr);
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::NewExternalAddrOfPeer(e) = event {
+            self.seen.push_back((e.peer_id, e.addr.clone()));
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
+        match e {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        match self.seen.pop_front() {
+            Some(seen) => Poll::Ready(ToSwarm::GenerateEvent(seen)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Recorded {
+    client: client::Behaviour,
+    recorder: Recorder,
+}
+
+#[tokio::test]
+async fn discovered_addresses_are_announced_to_the_swarm() {
+    let key = Keypair::generate_ed25519();
+    let reg = peer_registration(&key, 11);
+    let server = mock(move |m| match cookie_of(m) {
+        Some(None) => page(vec![reg.clone()], "c"),
+        _ => page(vec![], "c"),
+    })
+    .await;
+    let config = discover_only(&server);
+    let s = swarm(Keypair::generate_ed25519(), |k| Recorded {
+        client: client::Behaviour::new(k.clone(), config),
+        recorder: Recorder::default(),
+    });
+    let mut node = spawn(s, Some(memory_addr())).await;
+    let seen = node
+        .wait_for(|e| match e {
+            RecordedEvent::Recorder(seen) => Some(seen.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        seen,
+        (key.public().to_peer_id(), "/memory/11".parse().unwrap())
+    );
+}

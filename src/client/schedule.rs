@@ -1545,4 +1545,30 @@ mod tests {
         assert!(matches!(evs.last(), Some(Event::Stopped)));
         assert_eq!(s.poll_timeout(), None, "nothing more is scheduled");
     }
+
+    #[test]
+    fn given_more_manual_requests_than_the_queue_holds_then_the_excess_fails_at_once() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(peer(1), Config::default().with_seed(1), t0);
+        let ids: Vec<RequestId> = (0..MAX_QUEUED_PER_SERVER + 3)
+            .map(|_| s.discover(peer(SERVER), Some(ns()), None, None))
+            .collect();
+        let actions = drain(&mut s, t0);
+        let failed: Vec<RequestId> = events(actions.clone())
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::DiscoverFailed {
+                    request,
+                    error: RequestError::TooManyPending,
+                    ..
+                } => Some(request),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed, ids[MAX_QUEUED_PER_SERVER..].to_vec());
+        assert!(actions.iter().any(|a| matches!(a, Action::Dial { .. })));
+        // The queued ones go out once connected.
+        s.connected(t0, peer(SERVER));
+        assert_eq!(sends(&drain(&mut s, t0)).len(), MAX_QUEUED_PER_SERVER);
+    }
 }
