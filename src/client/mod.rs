@@ -42,6 +42,9 @@
 //!   since the cookie says where to go on. The cookie is kept forever, so a steady poll returns only
 //!   what is new. `E_INVALID_COOKIE` (for example after a server restart) drops the cookie and starts
 //!   over; peers already known with the same addresses produce no second [`Event::Discovered`].
+//!   Discovery at a server waits while a REGISTER is in flight there, because a server may pick
+//!   the records it serves by the format of the asker's registration (ours does), and a page
+//!   served before would move the cookie past records the client could not see.
 //! - **Record format**: standard by default. rust-libp2p's `libp2p-rendezvous` 0.18 servers only
 //!   accept the legacy format and drop a standard REGISTER without a reply; with
 //!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that

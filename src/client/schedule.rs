@@ -962,9 +962,11 @@ impl Schedule {
                             }
                         }
                     }
-                    for disc in server.discs.values() {
-                        if let (Some(t), None) = (disc.task.due, disc.task.inflight) {
-                            consider(t);
+                    if !registering(server) {
+                        for disc in server.discs.values() {
+                            if let (Some(t), None) = (disc.task.due, disc.task.inflight) {
+                                consider(t);
+                            }
                         }
                     }
                 }
@@ -1125,6 +1127,13 @@ impl Schedule {
                 },
             });
         }
+        // Discovery waits for REGISTERs in flight at this server: a server may choose what to
+        // serve by the record format of the asker's registration (ours serves standard-format
+        // records only to peers that registered in that format), and a page served before that
+        // would advance the cookie past records we could not see.
+        if registering(server) {
+            return None;
+        }
         let due_disc = server
             .discs
             .iter()
@@ -1161,6 +1170,10 @@ impl Schedule {
         }
         None
     }
+}
+
+fn registering(server: &Server) -> bool {
+    server.regs.values().any(|t| t.inflight.is_some())
 }
 
 fn same_set(a: &[Multiaddr], b: &[Multiaddr]) -> bool {
@@ -1570,5 +1583,28 @@ mod tests {
         // The queued ones go out once connected.
         s.connected(t0, peer(SERVER));
         assert_eq!(sends(&drain(&mut s, t0)).len(), MAX_QUEUED_PER_SERVER);
+    }
+
+    #[test]
+    fn given_registration_and_discovery_then_discovery_waits_for_the_register_outcome() {
+        let t0 = Instant::now();
+        let config = Config::default().with_namespace(ns()).with_ttl(1000);
+        let mut s = connected(config, t0);
+        let first = sends(&drain(&mut s, t0));
+        assert!(
+            matches!(&first[..], [(_, Request::Register { .. })]),
+            "{first:?}"
+        );
+        assert_eq!(
+            s.poll_timeout(),
+            None,
+            "nothing else until the REGISTER ends"
+        );
+        s.on_response(t0, first[0].0, Ok(Response::Registered(1000)));
+        let next = sends(&drain(&mut s, t0));
+        assert!(
+            matches!(&next[..], [(_, Request::Discover { .. })]),
+            "{next:?}"
+        );
     }
 }
