@@ -10,6 +10,7 @@ use libp2p::StreamProtocol;
 
 pub mod client;
 pub mod codec;
+pub mod server;
 
 pub use codec::{
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord, Ttl,
