@@ -32,3 +32,9 @@ pub const MAX_NAMESPACE_LEN: usize = 255;
 
 /// The most registrations one DISCOVER returns, by the spec.
 pub const MAX_DISCOVER_LIMIT: u64 = 1000;
+
+pub mod bootstrap;
+pub mod discovery;
+#[cfg(feature = "mdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
+pub mod mdns;
