@@ -93,7 +93,8 @@ pub enum Event<E> {
         /// The peer.
         peer: PeerId,
     },
-    /// An event of the wrapped source, passed through untouched (discoveries included).
+    /// An event of the wrapped source, passed through untouched (discoveries included), right
+    /// after the `Discovered`/`Expired` events it caused.
     Source(E),
 }
 
@@ -155,8 +156,6 @@ impl<S: Source> Behaviour<S> {
 
     fn handle_source_event(&mut self, event: S::ToSwarm) {
         self.inner.discoveries(&event, &mut self.found);
-        self.pending
-            .push_back(ToSwarm::GenerateEvent(Event::Source(event)));
         let mut found = std::mem::take(&mut self.found);
         for (source, discovery) in found.drain() {
             match discovery {
@@ -197,6 +196,10 @@ impl<S: Source> Behaviour<S> {
         }
         // Give the allocation back for the next event.
         self.found = found;
+        // After what it means, so an application that sees the source's event has seen the
+        // discoveries it carried.
+        self.pending
+            .push_back(ToSwarm::GenerateEvent(Event::Source(event)));
     }
 
     fn queue_dial(&mut self, peer: PeerId) {
