@@ -1,7 +1,7 @@
 //! rust-libp2p's mdns as a discovery source (feature `mdns`, on by default).
 //!
 //! [`libp2p::mdns::tokio::Behaviour`] (re-exported here as [`Behaviour`]) implements
-//! [`Source`](crate::discovery::Source): `mdns::Event::Discovered` becomes one discovery per
+//! [`discovery::Source`](crate::discovery::Source): `mdns::Event::Discovered` becomes one discovery per
 //! peer with its addresses; `mdns::Event::Expired` becomes `Expired` for a peer only when mdns
 //! has no address of that peer left (mdns expires addresses one by one).
 //!
