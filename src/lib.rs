@@ -8,7 +8,9 @@
 
 use libp2p::StreamProtocol;
 
+pub mod client;
 pub mod codec;
+pub mod server;
 
 pub use codec::{
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord, Ttl,

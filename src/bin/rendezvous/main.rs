@@ -34,7 +34,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line saying what was wrong and expected; clap's tips and usage follow on
+            // stderr only with --help.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{line} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     common::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
