@@ -2,6 +2,15 @@
 //! as a peer-discovery source, and an embedded rendezvous server.
 //!
 //! (Crate docs are completed as the client, server and aggregator land.)
+//!
+//! # Discovery from several sources
+//!
+//! Rendezvous is one discovery source among others: [`discovery::Behaviour`] aggregates any
+//! number of sources ([`mdns`], a [`bootstrap`] list, the rendezvous [`client`], your own via
+//! [`discovery::Source`]) into one stream of `Discovered { peer, addrs, source }` and
+//! `Expired { peer }`, deduplicated by peer and address. [`node::Behaviour`] is a client with an
+//! optional embedded server. `examples/discover.rs` puts mdns, a bootstrap list and rendezvous
+//! together; `rendezvous demo` shows a server and peers on loopback.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -40,3 +49,4 @@ pub mod discovery;
 #[cfg(feature = "mdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
 pub mod mdns;
+pub mod node;
