@@ -66,8 +66,14 @@
 //! # }
 //! ```
 //!
-//! `examples/discover.rs` puts rendezvous next to mdns and a bootstrap list behind one
-//! aggregator; `rendezvous demo` shows a server and several peers on loopback.
+//! # Discovery from several sources
+//!
+//! Rendezvous is one discovery source among others: [`discovery::Behaviour`] aggregates any
+//! number of sources ([`mdns`], a [`bootstrap`] list, the rendezvous [`client`], your own via
+//! [`discovery::Source`]) into one stream of `Discovered { peer, addrs, source }` and
+//! `Expired { peer }`, deduplicated by peer and address. [`node::Behaviour`] is a client with an
+//! optional embedded server. `examples/discover.rs` puts mdns, a bootstrap list and rendezvous
+//! together; `rendezvous demo` shows a server and peers on loopback.
 //!
 //! # Where we differ from the spec or from rust-libp2p
 //!
@@ -123,3 +129,10 @@ pub const MAX_NAMESPACE_LEN: usize = 255;
 
 /// The most registrations one DISCOVER returns, by the spec.
 pub const MAX_DISCOVER_LIMIT: u64 = 1000;
+
+pub mod bootstrap;
+pub mod discovery;
+#[cfg(feature = "mdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
+pub mod mdns;
+pub mod node;
