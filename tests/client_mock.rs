@@ -202,7 +202,9 @@ fn config(server: &Node<Mock>) -> client::Config {
         .with_interval(Duration::from_secs(1))
         .with_limit(2)
         .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .with_request_timeout(Duration::from_millis(500))
+        // Long enough that no test but the one about timeouts ever sees one, even on a loaded
+        // 2-core machine (a short timeout here made other tests flaky).
+        .with_request_timeout(Duration::from_secs(20))
         .with_seed(5)
 }
 
@@ -376,7 +378,8 @@ async fn unavailable_is_reported_and_retried() {
 #[tokio::test]
 async fn no_reply_times_out() {
     let server = mock(|_| Reply::Silence).await;
-    let mut c = client(discover_only(&server)).await;
+    let mut c =
+        client(discover_only(&server).with_request_timeout(Duration::from_millis(300))).await;
     assert_eq!(c.wait_for(discover_failed).await, RequestError::Timeout);
 }
 
