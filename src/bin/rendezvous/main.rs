@@ -10,6 +10,7 @@ mod discover;
 mod load;
 mod register;
 mod serve;
+mod streams;
 
 /// The libp2p rendezvous server and client.
 #[derive(Debug, Parser)]
@@ -34,7 +35,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout with status 0; a bad flag is one line with status 2.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
     common::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
