@@ -48,6 +48,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stream requests a client's swarm task can have queued: backpressure for the request window.
 const STREAM_REQUEST_QUEUE: usize = 32;
 
+/// Requests one client has in flight at once by default: below the streams per connection
+/// servers accept (8 for ours by default, 100 for rust-libp2p's), which reset streams beyond.
+const DEFAULT_STREAMS_PER_CLIENT: usize = 8;
+
 /// Clients the load generator accepts: each holds a socket, and the process's descriptor limit
 /// is typically a few ten thousands.
 const MAX_CLIENTS: usize = 50_000;
@@ -94,6 +98,10 @@ pub struct Args {
     /// Requests (and connection attempts) in flight at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Requests one client has in flight at once (servers reset streams over their
+    /// per-connection cap).
+    #[arg(long, default_value_t = DEFAULT_STREAMS_PER_CLIENT)]
+    streams_per_client: usize,
     /// The server's process id, to report its CPU time and memory per phase (Linux /proc).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -149,6 +157,7 @@ struct Config {
     format: RecordFormat,
     scope: Scope,
     concurrency: usize,
+    streams_per_client: usize,
     server_pid: Option<u32>,
 }
 
@@ -176,6 +185,7 @@ impl Config {
         in_range("namespaces", args.namespaces, MAX_NAMESPACES)?;
         in_range("discoverers", args.discoverers, MAX_DISCOVERERS)?;
         in_range("concurrency", args.concurrency, 100_000)?;
+        in_range("streams-per-client", args.streams_per_client, 1000)?;
         if args.limit == 0 || args.limit > MAX_DISCOVER_LIMIT {
             return Err(CliError::Usage(format!(
                 "--limit {}: expected 1 to {MAX_DISCOVER_LIMIT}",
@@ -198,6 +208,7 @@ impl Config {
             format: args.record_format,
             scope: args.scope,
             concurrency: args.concurrency,
+            streams_per_client: args.streams_per_client,
             server_pid: args.server_pid,
         })
     }
@@ -218,7 +229,12 @@ impl Config {
         let results: Vec<(Result<Client, String>, Duration)> = stream::iter(0..total)
             .map(|_| async {
                 let t = Instant::now();
-                let client = Client::connect(self.server.clone(), self.server_peer).await;
+                let client = Client::connect(
+                    self.server.clone(),
+                    self.server_peer,
+                    self.streams_per_client,
+                )
+                .await;
                 (client, t.elapsed())
             })
             .buffered(self.concurrency)
@@ -248,6 +264,38 @@ impl Config {
         }
         let discoverers = peers.split_off(self.clients);
         let clients = peers;
+
+        // A server that tailors pages to each peer's record format (ours serves peers that
+        // never registered legacy records only, what rust-libp2p 0.18 clients decode) must
+        // know that standard-format discoverers read standard records: they register once, in
+        // a namespace of their own, before the timed phases.
+        if self.format == RecordFormat::Standard {
+            let namespace = Namespace::new(format!("load-{run_id:08x}-discoverers"))
+                .map_err(|e| CliError::Failed(format!("cannot build namespace: {e}")))?;
+            for discoverer in &discoverers {
+                let record = SignedRecord::new(
+                    &discoverer.key,
+                    vec!["/ip4/127.0.0.1/tcp/9"
+                        .parse()
+                        .expect("a valid literal multiaddr")],
+                    self.format,
+                )
+                .map_err(|e| CliError::Failed(format!("cannot sign a peer record: {e}")))?;
+                let message = Message::Register(NewRegistration {
+                    namespace: namespace.clone(),
+                    record,
+                    ttl: self.ttl,
+                });
+                match discoverer.request(&message).await {
+                    Ok(Message::RegisterResponse(Ok(_))) => {}
+                    other => {
+                        return Err(CliError::Failed(format!(
+                            "a discoverer could not register its record format: {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
 
         // Register: namespace-major order spreads the window over all clients' connections
         // (rust-libp2p's server takes at most 100 concurrent streams per connection).
@@ -455,12 +503,17 @@ struct Report {
 struct Client {
     key: Keypair,
     peer: PeerId,
+    in_flight: tokio::sync::Semaphore,
     streams: mpsc::Sender<streams::StreamReply>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Client {
-    async fn connect(server: Multiaddr, server_peer: PeerId) -> Result<Self, String> {
+    async fn connect(
+        server: Multiaddr,
+        server_peer: PeerId,
+        streams_per_client: usize,
+    ) -> Result<Self, String> {
         let key = Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
         let (streams, requests) = mpsc::channel(STREAM_REQUEST_QUEUE);
@@ -508,6 +561,7 @@ impl Client {
             Ok(Ok(Ok(()))) => Ok(Self {
                 key,
                 peer,
+                in_flight: tokio::sync::Semaphore::new(streams_per_client),
                 streams,
                 task,
             }),
@@ -539,6 +593,11 @@ impl Client {
 
     /// Sends one request on a fresh stream and reads its response.
     async fn request(&self, message: &Message) -> Result<Message, String> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "the client is shutting down".to_string())?;
         let exchange = async {
             let mut stream = self.open().await?;
             write_message(&mut stream, message, DEFAULT_MAX_MESSAGE_SIZE)
