@@ -37,12 +37,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // Help and version go to stdout with status 0; a bad flag is one line with status 2.
+        // --help and --version print as clap prints them.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            let rendered = e.to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{line}");
+            // One line saying what was wrong and expected; clap's tips and usage follow on
+            // stderr only with --help.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{line} (see --help)");
             return ExitCode::from(2);
         }
     };
