@@ -38,8 +38,9 @@ mkdir -p "$OUT"
 
 echo "building (release)..." >&2
 cargo build --release --quiet --bin rendezvous --example reference_server
-BIN=target/release/rendezvous
-REF=target/release/examples/reference_server
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/rendezvous
+REF=$TARGET/release/examples/reference_server
 
 SERVER_PID=
 stop_server() {
