@@ -79,8 +79,8 @@ run_one() { # run_one IMPL SIZE ROUND
     local impl=$1 size=$2 round=$3
     local namespaces=$((size / CLIENTS))
     case $impl in
-        ours) start_server "ours-$size-$round" "$BIN" serve --listen /ip4/127.0.0.1/tcp/0 $OURS_FLAGS ;;
-        theirs) start_server "theirs-$size-$round" "$REF" --listen /ip4/127.0.0.1/tcp/0 ;;
+        ours) RUST_LOG=warn start_server "ours-$size-$round" "$BIN" serve --listen /ip4/127.0.0.1/tcp/0 $OURS_FLAGS ;;
+        theirs) RUST_LOG=warn start_server "theirs-$size-$round" "$REF" --listen /ip4/127.0.0.1/tcp/0 ;;
     esac
     local report="$OUT/$impl-$size-$round.json"
     echo "round $round, $size registrations, $impl ($SERVER_ADDR)" >&2
