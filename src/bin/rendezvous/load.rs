@@ -7,6 +7,14 @@
 //!
 //! The protocol is spoken with the crate's own framing, one stream per request, the transport
 //! every server accepts (rust-libp2p's server handles one request per stream).
+//!
+//! `--json` prints one object: the parameters, `registrations` (C*K), `registered`,
+//! `discovered` (registrations received by all discoverers), `phases.{connect,register,
+//! discover}` each with `ops`, `errors`, `seconds`, `per_second`, `p50_ms`, `p99_ms` (and with
+//! `--server-pid`: `server_cpu_seconds`, `server_cpu_us_per_op`, `server_rss_kib_after`,
+//! `server_hwm_kib_after`), `server_rss_kib_baseline`, `server_bytes_per_registration`,
+//! `discoverer_results` (`missing`, `duplicates`, `foreign`, `skipped` per discoverer),
+//! `first_error` and the verdict `exactly_once`.
 
 use std::{
     collections::HashMap,
