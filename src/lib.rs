@@ -9,6 +9,7 @@
 use libp2p::StreamProtocol;
 
 pub mod codec;
+pub mod server;
 
 pub use codec::{
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord, Ttl,

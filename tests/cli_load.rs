@@ -150,3 +150,79 @@ async fn verify_bench_reports_the_cost_of_one_record() {
     assert_eq!(report["verify_records"], 3);
     assert!(report["verify_us_per_record"].as_f64().unwrap() > 0.0);
 }
+
+/// Starts our server on 127.0.0.1 and returns its address with `/p2p/`.
+async fn our_server() -> Multiaddr {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            rendezvous_discovery::server::Behaviour::new(
+                rendezvous_discovery::server::Config::default().with_min_ttl(1),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let local = *swarm.local_peer_id();
+    tokio::spawn(async move { while swarm.next().await.is_some() {} });
+    format!("{address}/p2p/{local}").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_against_our_server_sees_every_registration_exactly_once_in_both_formats() {
+    for (format, scope) in [
+        ("legacy", "namespaces"),
+        ("standard", "all"),
+        ("legacy", "all"),
+    ] {
+        // A fresh server each time: the previous run's registrations leave with its connections.
+        let server = our_server().await.to_string();
+        let out = load(&[
+            "--server",
+            &server,
+            "--clients",
+            "4",
+            "--namespaces",
+            "3",
+            "--discoverers",
+            "2",
+            "--limit",
+            "5",
+            "--ttl",
+            "600",
+            "--record-format",
+            format,
+            "--scope",
+            scope,
+            "--json",
+        ])
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format} {scope}: {stderr}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["exactly_once"], true, "{report}");
+        assert_eq!(report["registered"], 12);
+        // Standard-format discoverers announce their format by registering once in a namespace
+        // of their own, which "all namespaces" also returns (2 discoverers x 2 records).
+        let own = if (format, scope) == ("standard", "all") {
+            4
+        } else {
+            0
+        };
+        assert_eq!(report["discovered"], 24 + own, "{report}");
+    }
+}

@@ -1,13 +1,230 @@
-//! `rendezvous serve`.
+//! `rendezvous serve`: the rendezvous server on TCP and QUIC, with identify and ping.
 
-use crate::common::{CliError, CliResult};
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+
+use futures::StreamExt;
+use libp2p::{
+    identify, identity::Keypair, ping, swarm::NetworkBehaviour, swarm::SwarmEvent, Multiaddr,
+    StreamProtocol,
+};
+use rendezvous_discovery::{
+    server::{self, ServedFormats},
+    RecordFormat, Ttl,
+};
+
+use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
 
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on (repeatable).
+    #[arg(
+        long = "listen",
+        value_name = "MULTIADDR",
+        default_values = ["/ip4/0.0.0.0/tcp/62649", "/ip4/0.0.0.0/udp/62649/quic-v1"]
+    )]
+    listen: Vec<Multiaddr>,
+    /// Key file: loaded, or created (mode 0600) on first run so the peer id stays stable.
+    /// Without it, a fresh key each run.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Protocol id to serve.
+    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = parse_protocol)]
+    protocol: StreamProtocol,
+    /// Shortest TTL accepted, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = rendezvous_discovery::MIN_TTL)]
+    min_ttl: Ttl,
+    /// Longest TTL accepted, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = rendezvous_discovery::MAX_TTL)]
+    max_ttl: Ttl,
+    /// Registrations one peer may hold.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_REGISTRATIONS_PER_PEER)]
+    max_registrations_per_peer: usize,
+    /// Registrations the server holds in total.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_REGISTRATIONS)]
+    max_registrations: usize,
+    /// Registrations per page when a DISCOVER gives no limit.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_PAGE)]
+    default_page: usize,
+    /// Most registrations per page.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_PAGE)]
+    max_page: usize,
+    /// Largest message read or written, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = rendezvous_discovery::codec::DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: usize,
+    /// Inbound rendezvous streams one connection may have open at once.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    max_streams_per_connection: usize,
+    /// Seconds a stream may idle between requests.
+    #[arg(long, value_name = "SECONDS", default_value_t = server::DEFAULT_STREAM_TIMEOUT.as_secs())]
+    stream_timeout: u64,
+    /// Requests (REGISTER, DISCOVER) per second one peer may make; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_REQUESTS_PER_SECOND)]
+    requests_per_second: u32,
+    /// Requests one peer may make in a burst.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_REQUEST_BURST)]
+    request_burst: u32,
+    /// Keep a peer's registrations when its last connection closes (until their TTL ends).
+    #[arg(long)]
+    keep_on_disconnect: bool,
+    /// Record formats sent to peers that never registered and whose agent is rust-libp2p:
+    /// `legacy` (safe for rust-libp2p 0.18 clients) or `all`.
+    #[arg(long, value_name = "FORMATS", default_value = "legacy", value_parser = parse_formats)]
+    unknown_peer_formats: ServedFormats,
+}
 
-pub async fn run(_args: Args) -> CliResult {
-    Err(CliError::Failed(
-        "`rendezvous serve` is not built yet".into(),
-    ))
+fn parse_protocol(s: &str) -> Result<StreamProtocol, String> {
+    StreamProtocol::try_from_owned(s.to_owned())
+        .map_err(|e| format!("expected a protocol id starting with '/' ({e})"))
+}
+
+fn parse_formats(s: &str) -> Result<ServedFormats, String> {
+    match s {
+        "legacy" => Ok(ServedFormats::LegacyOnly),
+        "all" => Ok(ServedFormats::All),
+        other => Err(format!("expected `legacy` or `all`, got `{other}`")),
+    }
+}
+
+impl Args {
+    fn config(&self) -> Result<server::Config, CliError> {
+        if self.min_ttl > self.max_ttl {
+            return Err(CliError::Usage(format!(
+                "--min-ttl {} is above --max-ttl {}; expected min <= max",
+                self.min_ttl, self.max_ttl
+            )));
+        }
+        Ok(server::Config::default()
+            .with_protocol(self.protocol.clone())
+            .with_min_ttl(self.min_ttl)
+            .with_max_ttl(self.max_ttl)
+            .with_max_registrations_per_peer(self.max_registrations_per_peer)
+            .with_max_registrations(self.max_registrations)
+            .with_default_page(self.default_page)
+            .with_max_page(self.max_page)
+            .with_max_message_size(self.max_message_size)
+            .with_max_streams_per_connection(self.max_streams_per_connection)
+            .with_stream_timeout(Duration::from_secs(self.stream_timeout))
+            .with_requests_per_second(self.requests_per_second)
+            .with_request_burst(self.request_burst)
+            .with_remove_on_disconnect(!self.keep_on_disconnect)
+            .with_unknown_peer_formats(self.unknown_peer_formats))
+    }
+}
+
+/// The server with identify and ping beside it.
+#[derive(NetworkBehaviour)]
+struct Serve {
+    rendezvous: server::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// The agent version this server announces over identify.
+const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
+
+pub async fn run(args: Args) -> CliResult {
+    let config = args.config()?;
+    let key = match &args.identity {
+        Some(path) => load_or_create_identity(path)?,
+        None => Keypair::generate_ed25519(),
+    };
+    let mut swarm = build_swarm(key, |key| Serve {
+        rendezvous: server::Behaviour::new(config),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                .with_agent_version(AGENT_VERSION.into()),
+        ),
+        ping: ping::Behaviour::default(),
+    })?;
+    let local = *swarm.local_peer_id();
+    let mut listeners = 0usize;
+    for address in &args.listen {
+        swarm.listen_on(address.clone()).map_err(|e| {
+            CliError::Usage(format!("--listen {address}: cannot listen there ({e})"))
+        })?;
+        listeners += 1;
+    }
+    tracing::info!(peer = %local, "rendezvous server starting");
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let event = tokio::select! {
+            _ = &mut ctrl_c => {
+                tracing::info!("stopping on Ctrl-C");
+                return Ok(ExitCode::SUCCESS);
+            }
+            event = swarm.select_next_some() => event,
+        };
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let mut out = std::io::stdout().lock();
+                // A closed stdout must not stop the server; the address is logged too.
+                let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                listeners = listeners.saturating_sub(1);
+                if let Err(error) = reason {
+                    tracing::warn!(?addresses, %error, "listener failed");
+                }
+                if listeners == 0 {
+                    return Err(CliError::Failed("every listener closed".into()));
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(%error, "listener error");
+            }
+            SwarmEvent::Behaviour(ServeEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if !info.agent_version.starts_with("rust-libp2p") => {
+                // Only rust-libp2p's own rendezvous client (0.18) needs legacy-only pages.
+                swarm
+                    .behaviour_mut()
+                    .rendezvous
+                    .set_peer_record_format(peer_id, RecordFormat::Standard);
+            }
+            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
+            _ => {}
+        }
+    }
+}
+
+fn log_event(event: server::Event) {
+    use server::Event::*;
+    match event {
+        PeerRegistered { peer, registration } => tracing::info!(
+            %peer,
+            namespace = %registration.namespace,
+            ttl = registration.ttl,
+            format = %registration.record.format(),
+            "registered"
+        ),
+        PeerNotRegistered {
+            peer,
+            namespace,
+            error,
+        } => tracing::info!(%peer, %namespace, %error, "registration refused"),
+        PeerUnregistered { peer, namespace } => {
+            tracing::info!(%peer, %namespace, "unregistered")
+        }
+        DiscoverServed {
+            peer,
+            namespace,
+            count,
+        } => tracing::debug!(%peer, ?namespace, count, "discover served"),
+        DiscoverNotServed {
+            peer,
+            namespace,
+            error,
+        } => tracing::info!(%peer, ?namespace, %error, "discover refused"),
+        RegistrationExpired(registration) => tracing::info!(
+            peer = %registration.record.peer_id(),
+            namespace = %registration.namespace,
+            "registration expired"
+        ),
+    }
 }

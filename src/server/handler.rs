@@ -1,0 +1,254 @@
+//! The server's connection handler: inbound streams only, several requests per stream served in
+//! order, a cap on concurrent streams and on message size.
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{
+    channel::{mpsc, oneshot},
+    future::{BoxFuture, Either},
+    stream::FuturesUnordered,
+    AsyncWriteExt, FutureExt, SinkExt, StreamExt,
+};
+use futures_timer::Delay;
+use libp2p::{
+    core::upgrade::{DeniedUpgrade, ReadyUpgrade},
+    swarm::{
+        handler::{ConnectionEvent, FullyNegotiatedInbound},
+        ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
+    },
+};
+
+use super::Config;
+use crate::codec::{
+    read_frame, write_message, Cookie, DecodeError, FrameError, Message, Namespace,
+    NewRegistration, RequestKind,
+};
+
+/// A request read from a stream, on its way to the [`super::Behaviour`].
+#[derive(Debug)]
+pub struct InboundRequest {
+    pub(crate) request: Request,
+    /// Where the answer goes; `None` for UNREGISTER, which has no response.
+    pub(crate) responder: Option<oneshot::Sender<Message>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Request {
+    Register(NewRegistration),
+    Unregister(Namespace),
+    Discover {
+        namespace: Option<Namespace>,
+        cookie: Option<Cookie>,
+        limit: Option<u64>,
+    },
+}
+
+/// What the [`super::Behaviour`] tells a [`Handler`].
+#[derive(Debug, Clone, Copy)]
+pub enum FromBehaviour {
+    /// Whether to keep the connection alive while no stream is open (the peer has registrations
+    /// that would be removed when the connection closes).
+    KeepAlive(bool),
+}
+
+/// Why a stream ended other than by the peer closing it between requests.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the stream was idle for longer than {0:?}")]
+    Timeout(Duration),
+    #[error("undecodable request: {0}")]
+    Decode(DecodeError),
+    #[error("a {0} message is not a request")]
+    NotARequest(&'static str),
+    #[error("the server is shutting down this connection")]
+    Gone,
+}
+
+/// The [`libp2p::swarm::ConnectionHandler`] of the rendezvous server.
+pub struct Handler {
+    protocol: StreamProtocol,
+    max_message_size: usize,
+    max_streams: usize,
+    timeout: Duration,
+    streams: FuturesUnordered<BoxFuture<'static, Result<(), StreamError>>>,
+    requests_tx: mpsc::Sender<InboundRequest>,
+    requests_rx: mpsc::Receiver<InboundRequest>,
+    keep_alive: bool,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("streams", &self.streams.len())
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    pub(crate) fn new(config: &Config, keep_alive: bool) -> Self {
+        // Each stream has at most one request in flight, so this never fills for long.
+        let (requests_tx, requests_rx) = mpsc::channel(config.max_streams_per_connection);
+        Self {
+            protocol: config.protocol.clone(),
+            max_message_size: config.max_message_size,
+            max_streams: config.max_streams_per_connection,
+            timeout: config.stream_timeout,
+            streams: FuturesUnordered::new(),
+            requests_tx,
+            requests_rx,
+            keep_alive,
+        }
+    }
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = FromBehaviour;
+    type ToBehaviour = InboundRequest;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
+        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
+    }
+
+    fn on_behaviour_event(&mut self, event: FromBehaviour) {
+        match event {
+            FromBehaviour::KeepAlive(keep) => self.keep_alive = keep,
+        }
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, InboundRequest>>
+    {
+        loop {
+            if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(request));
+            }
+            match self.streams.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(()))) => continue,
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "rendezvous stream closed");
+                    continue;
+                }
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: stream,
+            ..
+        }) = event
+        {
+            if self.streams.len() >= self.max_streams {
+                tracing::debug!(
+                    max = self.max_streams,
+                    "too many rendezvous streams on one connection; dropping the new one"
+                );
+                return;
+            }
+            self.streams.push(
+                serve_stream(
+                    stream,
+                    self.requests_tx.clone(),
+                    self.max_message_size,
+                    self.timeout,
+                )
+                .boxed(),
+            );
+        }
+    }
+}
+
+/// Runs `future`, failing with [`StreamError::Timeout`] when it takes longer than `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    future: impl std::future::Future<Output = Result<T, FrameError>>,
+) -> Result<T, StreamError> {
+    match futures::future::select(std::pin::pin!(future), Delay::new(timeout)).await {
+        Either::Left((result, _)) => Ok(result?),
+        Either::Right(((), _)) => Err(StreamError::Timeout(timeout)),
+    }
+}
+
+/// Serves the requests of one stream, in order, until the peer closes it.
+async fn serve_stream(
+    mut stream: Stream,
+    mut requests: mpsc::Sender<InboundRequest>,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<(), StreamError> {
+    loop {
+        let Some(body) = within(timeout, read_frame(&mut stream, max_size)).await? else {
+            return Ok(());
+        };
+        let request = match Message::decode(&body) {
+            Ok(Message::Register(registration)) => Request::Register(registration),
+            Ok(Message::Unregister(namespace)) => Request::Unregister(namespace),
+            Ok(Message::Discover {
+                namespace,
+                cookie,
+                limit,
+            }) => Request::Discover {
+                namespace,
+                cookie,
+                limit,
+            },
+            Ok(Message::RegisterResponse(_)) => {
+                return Err(StreamError::NotARequest("REGISTER_RESPONSE"))
+            }
+            Ok(Message::DiscoverResponse(_)) => {
+                return Err(StreamError::NotARequest("DISCOVER_RESPONSE"))
+            }
+            Err(DecodeError::InvalidRequest { kind, error }) => {
+                let response = match kind {
+                    RequestKind::Register => Some(Message::RegisterResponse(Err(error.clone()))),
+                    RequestKind::Discover => Some(Message::DiscoverResponse(Err(error.clone()))),
+                    RequestKind::Unregister => None,
+                };
+                if let Some(response) = response {
+                    within(timeout, write_message(&mut stream, &response, max_size)).await?;
+                }
+                let _ = stream.close().await;
+                return Err(StreamError::Decode(DecodeError::InvalidRequest {
+                    kind,
+                    error,
+                }));
+            }
+            Err(other) => return Err(StreamError::Decode(other)),
+        };
+        let (responder, response) = match request {
+            Request::Unregister(_) => (None, None),
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        requests
+            .send(InboundRequest { request, responder })
+            .await
+            .map_err(|_| StreamError::Gone)?;
+        if let Some(response) = response {
+            let response = response.await.map_err(|_| StreamError::Gone)?;
+            within(timeout, write_message(&mut stream, &response, max_size)).await?;
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The embedded rendezvous server: a [`Behaviour`] to put in a [`libp2p::Swarm`].
+//!
+//! The logic lives in [`Registrations`], a pure store fed `now: Instant` (no IO, no clock
+//! reads); [`Behaviour`] is a thin shell that moves requests from the connections to the store,
+//! answers them and runs one timer for expiry.
+//!
+//! # Rules
+//!
+//! - **Stateless cookies.** Every REGISTER (new or refresh) takes the next number of a
+//!   monotonic counter, which starts at the wall clock in microseconds so a cookie from before
+//!   a restart never hides registrations made after it. A cookie is that number (8 bytes,
+//!   big-endian) followed by the namespace asked for (nothing for "all namespaces"). A DISCOVER
+//!   returns registrations with a higher number, in order: O(log n + page), no memory per
+//!   cookie, and paging with any page size returns every registration exactly once. Every OK
+//!   response carries a cookie, empty pages included. A cookie for another namespace, bytes that
+//!   do not parse, or a number ahead of the counter get `E_INVALID_COOKIE`.
+//! - **Refresh.** A REGISTER for a (peer, namespace) that exists replaces the old registration
+//!   everywhere: it gets a new number (so pollers see it again, with its new addresses) and a new
+//!   deadline; the old deadline never fires.
+//! - **Pages** hold at most `limit` registrations (default [`DEFAULT_PAGE`], at most
+//!   [`DEFAULT_MAX_PAGE`]; both configurable) and are cut so the encoded response fits the
+//!   message cap; the cookie then says where to go on. A DISCOVER looks at no more than
+//!   [`MAX_SCANNED_PER_DISCOVER`] entries.
+//! - **Errors.** Every failure is answered with its status and a `statusText` saying what was
+//!   wrong and what was expected; a rejected request changes nothing. A record signed by another
+//!   peer than the one on the connection: `E_NOT_AUTHORIZED`. A peer at its registration limit:
+//!   `E_NOT_AUTHORIZED` (as rust-libp2p answers it: the request is refused for this peer, not
+//!   because the server is failing). Server full, or a peer over its request rate:
+//!   `E_UNAVAILABLE` (try later). A request that fails to decode is answered with the right
+//!   response type when its type is known, then the stream is closed; a message of unknown type
+//!   or over the size cap closes the stream. UNREGISTER has no response; unregistering an unknown
+//!   namespace does nothing. UNREGISTER does not count toward the rate limit (it only frees
+//!   state, and could not be told that it was refused).
+//! - **Disconnect.** With [`Config::with_remove_on_disconnect`] (default on) a peer's
+//!   registrations are removed when its last connection closes, and the server keeps a
+//!   connection of a peer with registrations alive. Turn it off for spec-style soft state, where
+//!   registrations live until their TTL ends.
+//! - **Record formats (serving rust-libp2p 0.18 clients).** Two signed-record envelope formats
+//!   exist (see [`RecordFormat`](crate::RecordFormat)). rust-libp2p's rendezvous 0.18 client rejects a whole
+//!   DISCOVER_RESPONSE that holds one standard-format record, so the server sends each peer only
+//!   what it can decode: a peer whose latest REGISTER was legacy gets only legacy records; a peer
+//!   whose latest REGISTER was standard gets all records; a peer that never registered gets
+//!   [`Config::with_unknown_peer_formats`] (default: legacy only, safe for every client). An
+//!   application that knows better (for example from identify's agent version) calls
+//!   [`Behaviour::set_peer_record_format`], which takes precedence. Records left out of a page
+//!   still advance its cookie.
+//! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
+
+mod behaviour;
+mod handler;
+mod rate;
+mod registrations;
+
+use std::time::Duration;
+
+use libp2p::{PeerId, StreamProtocol};
+
+pub use behaviour::Behaviour;
+pub use handler::Handler;
+pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
+pub use registrations::{Registrations, MAX_PEER_FORMAT_OVERRIDES, MAX_SCANNED_PER_DISCOVER};
+
+use crate::codec::{ErrorResponse, Namespace, Registration, Ttl, DEFAULT_MAX_MESSAGE_SIZE};
+
+/// Registrations one peer may hold, by the spec.
+pub const DEFAULT_MAX_REGISTRATIONS_PER_PEER: usize = 1000;
+
+/// Registrations the server holds in total. At about 1 KiB per registration with its record this
+/// is about 1 GiB; lower it on small machines.
+pub const DEFAULT_MAX_REGISTRATIONS: usize = 1_000_000;
+
+/// Registrations in a DISCOVER_RESPONSE when the request gives no limit.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// The most registrations in one DISCOVER_RESPONSE, by the spec.
+pub const DEFAULT_MAX_PAGE: usize = crate::MAX_DISCOVER_LIMIT as usize;
+
+/// Inbound rendezvous streams one connection may have open at once. Clients need one or two;
+/// more streams are refused (reset) so a peer cannot pin server memory with idle streams.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 8;
+
+/// How long an inbound stream may wait for its next request (or for a slow write) before the
+/// server closes it.
+pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests (REGISTER and DISCOVER) a peer may make per second, averaged.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
+
+/// Requests a peer may make at once before the per-second rate applies.
+pub const DEFAULT_REQUEST_BURST: u32 = 100;
+
+/// Which record formats a peer is sent in DISCOVER_RESPONSEs (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ServedFormats {
+    /// Only legacy (`libp2p-routing-state`) records: what rust-libp2p 0.18 clients decode.
+    #[default]
+    LegacyOnly,
+    /// Records of both formats.
+    All,
+}
+
+impl ServedFormats {
+    /// Whether a record of `format` is served.
+    pub fn includes(self, format: crate::RecordFormat) -> bool {
+        match self {
+            ServedFormats::All => true,
+            ServedFormats::LegacyOnly => format == crate::RecordFormat::Legacy,
+        }
+    }
+}
+
+/// The server's configuration: protocol id and every limit.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) protocol: StreamProtocol,
+    pub(crate) min_ttl: Ttl,
+    pub(crate) max_ttl: Ttl,
+    pub(crate) max_registrations_per_peer: usize,
+    pub(crate) max_registrations: usize,
+    pub(crate) default_page: usize,
+    pub(crate) max_page: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_streams_per_connection: usize,
+    pub(crate) stream_timeout: Duration,
+    pub(crate) requests_per_second: u32,
+    pub(crate) request_burst: u32,
+    pub(crate) remove_on_disconnect: bool,
+    pub(crate) unknown_peer_formats: ServedFormats,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            protocol: crate::PROTOCOL,
+            min_ttl: crate::MIN_TTL,
+            max_ttl: crate::MAX_TTL,
+            max_registrations_per_peer: DEFAULT_MAX_REGISTRATIONS_PER_PEER,
+            max_registrations: DEFAULT_MAX_REGISTRATIONS,
+            default_page: DEFAULT_PAGE,
+            max_page: DEFAULT_MAX_PAGE,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            stream_timeout: DEFAULT_STREAM_TIMEOUT,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            request_burst: DEFAULT_REQUEST_BURST,
+            remove_on_disconnect: true,
+            unknown_peer_formats: ServedFormats::LegacyOnly,
+        }
+    }
+}
+
+impl Config {
+    /// The protocol id to serve (default [`crate::PROTOCOL`], `/rendezvous/1.0.0`).
+    pub fn with_protocol(mut self, protocol: StreamProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The shortest TTL accepted, in seconds (default [`crate::MIN_TTL`], 2 h). An operator may
+    /// lower it, for example for tests or short-lived networks.
+    pub fn with_min_ttl(mut self, seconds: Ttl) -> Self {
+        self.min_ttl = seconds;
+        self
+    }
+
+    /// The longest TTL accepted, in seconds (default [`crate::MAX_TTL`], 72 h).
+    pub fn with_max_ttl(mut self, seconds: Ttl) -> Self {
+        self.max_ttl = seconds;
+        self
+    }
+
+    /// Registrations one peer may hold (default [`DEFAULT_MAX_REGISTRATIONS_PER_PEER`]).
+    pub fn with_max_registrations_per_peer(mut self, n: usize) -> Self {
+        self.max_registrations_per_peer = n;
+        self
+    }
+
+    /// Registrations the server holds in total (default [`DEFAULT_MAX_REGISTRATIONS`]). A
+    /// refresh never counts as new.
+    pub fn with_max_registrations(mut self, n: usize) -> Self {
+        self.max_registrations = n;
+        self
+    }
+
+    /// Registrations per page when a DISCOVER gives no limit (default [`DEFAULT_PAGE`]).
+    pub fn with_default_page(mut self, n: usize) -> Self {
+        self.default_page = n.max(1);
+        self
+    }
+
+    /// The most registrations per page (default [`DEFAULT_MAX_PAGE`]); larger limits are
+    /// lowered to it.
+    pub fn with_max_page(mut self, n: usize) -> Self {
+        self.max_page = n.max(1);
+        self
+    }
+
+    /// The largest message read or written, in bytes (default
+    /// [`crate::codec::DEFAULT_MAX_MESSAGE_SIZE`], 1 MiB). Pages are cut to fit it.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Inbound streams one connection may have open at once (default
+    /// [`DEFAULT_MAX_STREAMS_PER_CONNECTION`]).
+    pub fn with_max_streams_per_connection(mut self, n: usize) -> Self {
+        self.max_streams_per_connection = n.max(1);
+        self
+    }
+
+    /// How long a stream may idle between requests (default [`DEFAULT_STREAM_TIMEOUT`]).
+    pub fn with_stream_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_timeout = timeout;
+        self
+    }
+
+    /// Requests per second one peer may make, averaged (default
+    /// [`DEFAULT_REQUESTS_PER_SECOND`]); 0 turns the rate limit off.
+    pub fn with_requests_per_second(mut self, n: u32) -> Self {
+        self.requests_per_second = n;
+        self
+    }
+
+    /// Requests one peer may make in a burst (default [`DEFAULT_REQUEST_BURST`]).
+    pub fn with_request_burst(mut self, n: u32) -> Self {
+        self.request_burst = n.max(1);
+        self
+    }
+
+    /// Whether a peer's registrations are removed when its last connection closes (default
+    /// `true`). With `false`, registrations live until their TTL ends.
+    pub fn with_remove_on_disconnect(mut self, remove: bool) -> Self {
+        self.remove_on_disconnect = remove;
+        self
+    }
+
+    /// The record formats served to a peer that never registered and whose format the
+    /// application did not set (default [`ServedFormats::LegacyOnly`], safe for rust-libp2p 0.18
+    /// clients; see the module docs).
+    pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
+        self.unknown_peer_formats = formats;
+        self
+    }
+
+    /// The protocol id served.
+    pub fn protocol(&self) -> &StreamProtocol {
+        &self.protocol
+    }
+
+    /// The largest message read or written, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+}
+
+/// What the server did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer registered (or refreshed a registration).
+    PeerRegistered {
+        /// The peer.
+        peer: PeerId,
+        /// The registration as stored, with the granted TTL.
+        registration: Registration,
+    },
+    /// A REGISTER was refused.
+    PeerNotRegistered {
+        /// The peer.
+        peer: PeerId,
+        /// The namespace it asked for.
+        namespace: Namespace,
+        /// The status and text it was answered with.
+        error: ErrorResponse,
+    },
+    /// A peer unregistered from a namespace, or its registration was removed because its last
+    /// connection closed.
+    PeerUnregistered {
+        /// The peer.
+        peer: PeerId,
+        /// The namespace.
+        namespace: Namespace,
+    },
+    /// A DISCOVER was answered with a page.
+    DiscoverServed {
+        /// The peer that asked.
+        peer: PeerId,
+        /// The namespace asked for; `None` for all namespaces.
+        namespace: Option<Namespace>,
+        /// Registrations in the page.
+        count: usize,
+    },
+    /// A DISCOVER was refused.
+    DiscoverNotServed {
+        /// The peer that asked.
+        peer: PeerId,
+        /// The namespace asked for; `None` for all namespaces.
+        namespace: Option<Namespace>,
+        /// The status and text it was answered with.
+        error: ErrorResponse,
+    },
+    /// A registration reached the end of its TTL without a refresh (its `ttl` is the one granted).
+    RegistrationExpired(Registration),
+}

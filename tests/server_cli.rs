@@ -1,0 +1,150 @@
+//! `rendezvous serve` as a process: it prints its listen addresses, and refuses bad flags.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use libp2p::{multiaddr::Protocol, Multiaddr};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
+
+/// A `rendezvous serve` process, killed when dropped (also when a test panics).
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `rendezvous serve` on a free loopback TCP port; returns it and its first address.
+fn serve() -> (Serve, Multiaddr) {
+    let mut child = Serve(
+        Command::new(BIN)
+            .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line.trim().parse().expect("a multiaddr on stdout");
+    (child, address)
+}
+
+#[test]
+fn serve_prints_each_listen_address_with_its_peer_id() {
+    let (_serve, address) = serve();
+    let protocols: Vec<_> = address.iter().collect();
+    assert!(
+        matches!(protocols[0], Protocol::Ip4(ip) if ip.is_loopback()),
+        "{address}"
+    );
+    assert!(
+        matches!(protocols[1], Protocol::Tcp(port) if port != 0),
+        "{address}"
+    );
+    assert!(
+        matches!(protocols.last(), Some(Protocol::P2p(_))),
+        "{address}"
+    );
+}
+
+fn serve_fails(args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn serve_refuses_a_bad_flag_with_one_line_and_status_2() {
+    let stderr = serve_fails(&["--no-such-flag"]);
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+    let stderr = serve_fails(&["--listen", "not-a-multiaddr"]);
+    assert!(stderr.contains("--listen"), "{stderr}");
+    let stderr = serve_fails(&["--min-ttl", "100", "--max-ttl", "10"]);
+    assert!(stderr.contains("expected min <= max"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_an_unreadable_key_file_with_status_2() {
+    let path = std::env::temp_dir().join(format!("rdv-serve-badkey-{}", std::process::id()));
+    std::fs::write(&path, b"not a key").unwrap();
+    let stderr = serve_fails(&["--identity", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    assert!(stderr.contains("--identity"), "{stderr}");
+    assert!(stderr.contains("not a libp2p private key"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_answers_a_rust_libp2p_client_over_tcp() {
+    use futures::StreamExt;
+    use libp2p::{noise, rendezvous, swarm::SwarmEvent, tcp, yamux, PeerId};
+
+    let (_serve, address) = serve();
+    let Some(Protocol::P2p(server)) = address.iter().last() else {
+        panic!("no peer id in {address}");
+    };
+    let server: PeerId = server;
+    let mut client = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| rendezvous::client::Behaviour::new(key.clone()))
+        .unwrap()
+        .build();
+    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    client.dial(address).unwrap();
+    let chat = rendezvous::Namespace::from_static("chat");
+    let me = *client.local_peer_id();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
+                    client
+                        .behaviour_mut()
+                        .register(chat.clone(), server, None)
+                        .unwrap();
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    client
+                        .behaviour_mut()
+                        .discover(Some(chat.clone()), None, None, server);
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
+                    registrations,
+                    ..
+                }) => {
+                    return registrations
+                        .iter()
+                        .map(|r| r.record.peer_id())
+                        .collect::<Vec<_>>()
+                }
+                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
+                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial: {error}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("registered and discovered within 20 s");
+    assert_eq!(found, vec![me]);
+}

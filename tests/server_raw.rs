@@ -1,0 +1,363 @@
+//! The server's wire behaviour through the raw test client: several requests per stream,
+//! oversized and undecodable messages, every status code, stream and rate caps.
+
+mod common;
+
+use libp2p::{identity::Keypair, Stream, Swarm};
+use libp2p_swarm_test::SwarmExt;
+use rendezvous_discovery::{
+    codec::{Message, NewRegistration},
+    server, Cookie, ErrorCode, Namespace, RecordFormat, SignedRecord, Ttl,
+};
+
+use common::{raw, run_while};
+
+struct Setup {
+    server: Swarm<server::Behaviour>,
+    client: Swarm<raw::Behaviour>,
+    stream: Stream,
+}
+
+async fn setup(config: server::Config) -> Setup {
+    let mut server = Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(config));
+    server.listen().with_memory_addr_external().await;
+    let mut client = Swarm::new_ephemeral_tokio(raw::Behaviour::new);
+    client.connect(&mut server).await;
+    let stream = raw::open_stream(&mut client, &mut server).await;
+    Setup {
+        server,
+        client,
+        stream,
+    }
+}
+
+impl Setup {
+    /// Sends `requests` on the stream in a row, then reads `responses` answers.
+    async fn exchange(
+        &mut self,
+        requests: Vec<Message>,
+        responses: usize,
+    ) -> (Vec<Option<Message>>, Vec<server::Event>) {
+        let stream = &mut self.stream;
+        run_while(
+            async move {
+                for request in &requests {
+                    raw::send(stream, request).await;
+                }
+                let mut out = Vec::new();
+                for _ in 0..responses {
+                    out.push(raw::recv(stream).await);
+                }
+                out
+            },
+            &mut self.server,
+            &mut self.client,
+        )
+        .await
+    }
+
+    /// Sends one request and returns its answer.
+    async fn ask(&mut self, request: Message) -> Message {
+        let (mut responses, _) = self.exchange(vec![request], 1).await;
+        responses.pop().unwrap().expect("an answer")
+    }
+
+    /// Sends raw bytes, then reads once: `None` when the server closed the stream.
+    async fn send_bytes_then_recv(&mut self, bytes: Vec<u8>) -> Option<Message> {
+        let stream = &mut self.stream;
+        run_while(
+            async move {
+                raw::send_bytes(stream, &bytes).await;
+                raw::recv(stream).await
+            },
+            &mut self.server,
+            &mut self.client,
+        )
+        .await
+        .0
+    }
+
+    fn record(&self, format: RecordFormat) -> SignedRecord {
+        self.client.behaviour().record(format)
+    }
+
+    fn register(&self, namespace: &str, ttl: Option<Ttl>) -> Message {
+        Message::Register(NewRegistration {
+            namespace: Namespace::new(namespace).unwrap(),
+            record: self.record(RecordFormat::Standard),
+            ttl,
+        })
+    }
+}
+
+fn discover(namespace: Option<&str>, cookie: Option<Cookie>) -> Message {
+    Message::Discover {
+        namespace: namespace.map(|ns| Namespace::new(ns).unwrap()),
+        cookie,
+        limit: None,
+    }
+}
+
+fn page(message: &Message) -> (Vec<(String, RecordFormat)>, Cookie) {
+    match message {
+        Message::DiscoverResponse(Ok(page)) => (
+            page.registrations
+                .iter()
+                .map(|r| (r.namespace.to_string(), r.record.format()))
+                .collect(),
+            page.cookie.clone().expect("every OK page has a cookie"),
+        ),
+        other => panic!("expected a page, got {other:?}"),
+    }
+}
+
+fn register_error(message: &Message) -> (ErrorCode, String) {
+    match message {
+        Message::RegisterResponse(Err(e)) => (e.code, e.text.clone()),
+        other => panic!("expected a REGISTER_RESPONSE error, got {other:?}"),
+    }
+}
+
+fn discover_error(message: &Message) -> (ErrorCode, String) {
+    match message {
+        Message::DiscoverResponse(Err(e)) => (e.code, e.text.clone()),
+        other => panic!("expected a DISCOVER_RESPONSE error, got {other:?}"),
+    }
+}
+
+/// A protobuf length-delimited field.
+fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag, bytes.len() as u8];
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[tokio::test]
+async fn several_requests_on_one_stream_are_served_in_order() {
+    let mut s = setup(server::Config::default()).await;
+    let (responses, events) = s
+        .exchange(
+            vec![
+                s.register("a", None),
+                s.register("b", Some(3 * 3600)),
+                discover(None, None),
+                // No response, and an unknown namespace is a no-op.
+                Message::Unregister(Namespace::from_static("nope")),
+                Message::Unregister(Namespace::from_static("a")),
+                discover(Some("a"), None),
+                discover(Some("b"), None),
+            ],
+            5,
+        )
+        .await;
+    let responses: Vec<Message> = responses.into_iter().map(Option::unwrap).collect();
+    assert_eq!(responses[0], Message::RegisterResponse(Ok(2 * 3600)));
+    assert_eq!(responses[1], Message::RegisterResponse(Ok(3 * 3600)));
+    let (all, _) = page(&responses[2]);
+    assert_eq!(
+        all,
+        vec![
+            ("a".into(), RecordFormat::Standard),
+            ("b".into(), RecordFormat::Standard)
+        ]
+    );
+    assert!(page(&responses[3]).0.is_empty(), "a was unregistered");
+    assert_eq!(page(&responses[4]).0.len(), 1);
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            server::Event::PeerRegistered { .. } => "registered",
+            server::Event::PeerUnregistered { .. } => "unregistered",
+            server::Event::DiscoverServed { .. } => "served",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "registered",
+            "registered",
+            "served",
+            "unregistered",
+            "served",
+            "served"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_is_answered_with_its_code_and_a_reason() {
+    let config = server::Config::default().with_max_registrations_per_peer(1);
+    let mut s = setup(config).await;
+
+    let foreign = SignedRecord::new(
+        &Keypair::generate_ed25519(),
+        vec!["/memory/9".parse().unwrap()],
+        RecordFormat::Standard,
+    )
+    .unwrap();
+    let (code, text) = register_error(
+        &s.ask(Message::Register(NewRegistration {
+            namespace: Namespace::from_static("a"),
+            record: foreign,
+            ttl: None,
+        }))
+        .await,
+    );
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(text.contains("can only register itself"), "{text}");
+
+    let (code, text) = register_error(&s.ask(s.register("a", Some(60))).await);
+    assert_eq!(code, ErrorCode::InvalidTtl);
+    assert!(text.contains("expected"), "{text}");
+
+    assert!(matches!(
+        s.ask(s.register("a", None)).await,
+        Message::RegisterResponse(Ok(_))
+    ));
+    let (code, text) = register_error(&s.ask(s.register("b", None)).await);
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(text.contains("already has 1"), "{text}");
+
+    let (_, cookie_a) = page(&s.ask(discover(Some("a"), None)).await);
+    let (code, text) = discover_error(&s.ask(discover(Some("b"), Some(cookie_a))).await);
+    assert_eq!(code, ErrorCode::InvalidCookie);
+    assert!(text.contains("namespace"), "{text}");
+    let (code, _) = discover_error(
+        &s.ask(discover(None, Some(Cookie::new(vec![1]).unwrap())))
+            .await,
+    );
+    assert_eq!(code, ErrorCode::InvalidCookie);
+
+    // The stream still serves after all that, and nothing changed.
+    assert_eq!(page(&s.ask(discover(None, None)).await).0.len(), 1);
+    assert_eq!(s.server.behaviour().registration_count(), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_register_is_answered_then_the_stream_closes() {
+    let mut s = setup(server::Config::default()).await;
+    // type REGISTER, register { ns "chat", signedPeerRecord "garbage" }.
+    let body = [
+        vec![0x08, 0x00],
+        field(
+            0x12,
+            &[field(0x0a, b"chat"), field(0x12, b"garbage")].concat(),
+        ),
+    ]
+    .concat();
+    let mut frame = vec![body.len() as u8];
+    frame.extend_from_slice(&body);
+    let answer = s.send_bytes_then_recv(frame).await.expect("an answer");
+    let (code, text) = register_error(&answer);
+    assert_eq!(code, ErrorCode::InvalidSignedPeerRecord);
+    assert!(text.contains("signed envelope"), "{text}");
+    assert_eq!(s.send_bytes_then_recv(Vec::new()).await, None, "closed");
+    assert_eq!(s.server.behaviour().registration_count(), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_discover_namespace_is_answered_then_the_stream_closes() {
+    let mut s = setup(server::Config::default()).await;
+    let long = vec![b'x'; 256];
+    // type DISCOVER, discover { ns 256 × "x" }: two-byte lengths, so built by hand.
+    let mut discover = vec![0x0a, 0x80, 0x02];
+    discover.extend_from_slice(&long);
+    let mut body = vec![0x08, 0x03, 0x2a, 0x83, 0x02];
+    body.extend_from_slice(&discover);
+    let mut frame = vec![(body.len() as u8) | 0x80, (body.len() >> 7) as u8];
+    frame.extend_from_slice(&body);
+    let (code, text) = discover_error(&s.send_bytes_then_recv(frame).await.expect("an answer"));
+    assert_eq!(code, ErrorCode::InvalidNamespace);
+    assert!(text.contains("256"), "{text}");
+    assert_eq!(s.send_bytes_then_recv(Vec::new()).await, None, "closed");
+}
+
+#[tokio::test]
+async fn a_message_of_unknown_type_closes_the_stream_without_an_answer() {
+    let mut s = setup(server::Config::default()).await;
+    assert_eq!(s.send_bytes_then_recv(vec![2, 0x08, 0x09]).await, None);
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_the_stream_and_the_connection_still_serves() {
+    let mut s = setup(server::Config::default().with_max_message_size(1024)).await;
+    // A length prefix of 2000 bytes (over the 1024 cap), then some of the body.
+    let mut frame = vec![0xd0, 0x0f];
+    frame.extend_from_slice(&[0u8; 64]);
+    assert_eq!(s.send_bytes_then_recv(frame).await, None);
+
+    // A REGISTER just over the cap, sent as a well-formed frame: refused the same way.
+    let big = SignedRecord::new(
+        &s.client.behaviour().key,
+        (0..40)
+            .map(|i| {
+                format!("/dns4/host-{i:04}.example.com/tcp/4001")
+                    .parse()
+                    .unwrap()
+            })
+            .collect(),
+        RecordFormat::Standard,
+    )
+    .unwrap();
+    let register = Message::Register(NewRegistration {
+        namespace: Namespace::from_static("a"),
+        record: big,
+        ttl: None,
+    });
+    assert!(register.encoded_len() > 1024);
+    s.stream = raw::open_stream(&mut s.client, &mut s.server).await;
+    let (answers, _) = s.exchange(vec![register], 1).await;
+    assert_eq!(answers, vec![None]);
+
+    s.stream = raw::open_stream(&mut s.client, &mut s.server).await;
+    assert!(matches!(
+        s.ask(s.register("a", None)).await,
+        Message::RegisterResponse(Ok(_))
+    ));
+}
+
+#[tokio::test]
+async fn streams_over_the_per_connection_cap_are_refused() {
+    let mut s = setup(server::Config::default().with_max_streams_per_connection(1)).await;
+    // The first stream is in use (the server has seen a request on it).
+    assert_eq!(page(&s.ask(discover(None, None)).await).0.len(), 0);
+    let mut second = raw::open_stream(&mut s.client, &mut s.server).await;
+    let (answer, _) = run_while(
+        async {
+            // Writing may fail already: the server dropped the stream.
+            let frame = [vec![2], vec![0x08, 0x03]].concat();
+            raw::send_bytes(&mut second, &frame).await;
+            raw::recv(&mut second).await
+        },
+        &mut s.server,
+        &mut s.client,
+    )
+    .await;
+    assert_eq!(answer, None, "the second stream is refused");
+    assert_eq!(page(&s.ask(discover(None, None)).await).0.len(), 0);
+}
+
+#[tokio::test]
+async fn a_peer_over_its_request_rate_gets_unavailable() {
+    let config = server::Config::default()
+        .with_requests_per_second(1)
+        .with_request_burst(2);
+    let mut s = setup(config).await;
+    let (answers, events) = s.exchange(vec![discover(None, None); 10], 10).await;
+    let answers: Vec<Message> = answers.into_iter().map(Option::unwrap).collect();
+    // The burst passes; refusals follow (ten requests cannot take 8 s).
+    assert!(matches!(answers[0], Message::DiscoverResponse(Ok(_))));
+    assert!(matches!(answers[1], Message::DiscoverResponse(Ok(_))));
+    let refused: Vec<_> = answers[2..]
+        .iter()
+        .filter(|a| matches!(a, Message::DiscoverResponse(Err(_))))
+        .collect();
+    assert!(!refused.is_empty());
+    let (code, text) = discover_error(refused[0]);
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(text.contains("too many requests"), "{text}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, server::Event::DiscoverNotServed { .. })));
+}
