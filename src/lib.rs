@@ -8,6 +8,7 @@
 
 use libp2p::StreamProtocol;
 
+pub mod client;
 pub mod codec;
 pub mod server;
 

@@ -1,13 +1,318 @@
-//! `rendezvous discover`.
+//! `rendezvous discover`: run the rendezvous discovery source against one server and print
+//! one line per event.
 
-use crate::common::{CliError, CliResult};
+use std::{collections::BTreeMap, process::ExitCode, time::Duration};
+
+use futures::StreamExt;
+use libp2p::{identity::Keypair, multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
+use rendezvous_discovery::{client, Cookie, Namespace, RecordFormat};
+
+use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
 
 /// Flags of `rendezvous discover`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The server's multiaddr, ending in /p2p/PEER_ID.
+    #[arg(long)]
+    server: String,
+    /// A namespace to discover in (repeatable).
+    #[arg(long = "namespace", required = true)]
+    namespaces: Vec<String>,
+    /// Also register in the namespaces.
+    #[arg(long)]
+    register: bool,
+    /// TTL to ask for when registering, in seconds.
+    #[arg(long, default_value_t = rendezvous_discovery::DEFAULT_TTL)]
+    ttl: u64,
+    /// Seconds between polls.
+    #[arg(long, default_value_t = 60)]
+    interval: u64,
+    /// Page through everything once, print it, and exit.
+    #[arg(long)]
+    once: bool,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+}
 
-pub async fn run(_args: Args) -> CliResult {
-    Err(CliError::Failed(
-        "`rendezvous discover` is not built yet".into(),
-    ))
+/// Flags shared by `discover` and `register`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Address to listen on (repeatable); its addresses go into our signed record.
+    #[arg(long = "listen", default_value = "/ip4/127.0.0.1/tcp/0")]
+    pub listen: Vec<String>,
+    /// An address to announce in our signed record in addition (repeatable).
+    #[arg(long = "external")]
+    pub external: Vec<String>,
+    /// Signed-record format: standard or legacy (rust-libp2p 0.18 servers).
+    #[arg(long, default_value = "standard")]
+    pub record_format: String,
+    /// Key file (created if absent); without it a new identity is used.
+    #[arg(long)]
+    pub identity: Option<std::path::PathBuf>,
+}
+
+/// The peer id and address of `--server`.
+pub fn parse_server(value: &str) -> Result<(PeerId, Multiaddr), CliError> {
+    let addr: Multiaddr = value
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--server {value}: not a multiaddr ({e})")))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+        _ => Err(CliError::Usage(format!(
+            "--server {value}: expected a multiaddr ending in /p2p/<peer id>"
+        ))),
+    }
+}
+
+pub fn parse_namespaces(values: &[String]) -> Result<Vec<Namespace>, CliError> {
+    values
+        .iter()
+        .map(|v| {
+            Namespace::new(v.clone())
+                .map_err(|e| CliError::Usage(format!("--namespace {v:?}: {e}")))
+        })
+        .collect()
+}
+
+fn parse_addrs(flag: &str, values: &[String]) -> Result<Vec<Multiaddr>, CliError> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse()
+                .map_err(|e| CliError::Usage(format!("--{flag} {v}: not a multiaddr ({e})")))
+        })
+        .collect()
+}
+
+/// Builds the swarm for `config` and starts listening; announces the listen addresses.
+pub fn start(
+    node: &NodeArgs,
+    config: client::Config,
+) -> Result<Swarm<client::Behaviour>, CliError> {
+    let format = match node.record_format.as_str() {
+        "standard" => RecordFormat::Standard,
+        "legacy" => RecordFormat::Legacy,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--record-format {other}: expected standard or legacy"
+            )))
+        }
+    };
+    let listen = parse_addrs("listen", &node.listen)?;
+    let external = parse_addrs("external", &node.external)?;
+    let key = match &node.identity {
+        Some(path) => load_or_create_identity(path)?,
+        None => Keypair::generate_ed25519(),
+    };
+    let mut config = config.with_record_format(format);
+    for addr in external {
+        config = config.with_external_address(addr);
+    }
+    let mut swarm = build_swarm(key, |key| client::Behaviour::new(key.clone(), config))?;
+    for addr in listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| CliError::Usage(format!("--listen {addr}: cannot listen ({e})")))?;
+    }
+    Ok(swarm)
+}
+
+/// What to do with a swarm event common to both commands: listen addresses become external
+/// addresses (this tool has no other way to learn them).
+pub fn on_swarm_event(swarm: &mut Swarm<client::Behaviour>, event: &SwarmEvent<client::Event>) {
+    if let SwarmEvent::NewListenAddr { address, .. } = event {
+        swarm.add_external_address(address.clone());
+    }
+}
+
+/// One output line for an event, or `None` for events that are not printed.
+pub fn render(event: &client::Event, json: bool) -> Option<String> {
+    use client::Event as E;
+    let value = match event {
+        E::Discovered {
+            peer,
+            addrs,
+            namespace,
+            server,
+        } => {
+            if !json {
+                let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                return Some(format!("discovered {peer} {}", addrs.join(" ")));
+            }
+            serde_json::json!({
+                "event": "discovered",
+                "peer": peer.to_string(),
+                "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "namespace": namespace.as_str(),
+                "server": server.to_string(),
+            })
+        }
+        E::Expired { peer, namespace } => {
+            if !json {
+                return Some(format!("expired {peer}"));
+            }
+            serde_json::json!({"event": "expired", "peer": peer.to_string(), "namespace": namespace.as_str()})
+        }
+        E::Registered {
+            server,
+            namespace,
+            ttl,
+            ..
+        } => {
+            if !json {
+                return Some(format!("registered {namespace} at {server} ttl {ttl}"));
+            }
+            serde_json::json!({"event": "registered", "namespace": namespace.as_str(), "server": server.to_string(), "ttl": ttl})
+        }
+        E::RegisterFailed {
+            server,
+            namespace,
+            error,
+            ..
+        } => {
+            if !json {
+                return Some(format!("register-failed {namespace} at {server}: {error}"));
+            }
+            serde_json::json!({"event": "register_failed", "namespace": namespace.as_str(), "server": server.to_string(), "error": error.to_string()})
+        }
+        E::Unregistered {
+            server, namespace, ..
+        } => {
+            if !json {
+                return Some(format!("unregistered {namespace} at {server}"));
+            }
+            serde_json::json!({"event": "unregistered", "namespace": namespace.as_str(), "server": server.to_string()})
+        }
+        E::DiscoverFailed {
+            server,
+            namespace,
+            error,
+            ..
+        } => {
+            let ns = namespace.as_ref().map_or("*", |n| n.as_str());
+            if !json {
+                return Some(format!("discover-failed {ns} at {server}: {error}"));
+            }
+            serde_json::json!({"event": "discover_failed", "namespace": ns, "server": server.to_string(), "error": error.to_string()})
+        }
+        E::NoAddressesToRegister => {
+            if !json {
+                return Some("no-addresses-to-register".into());
+            }
+            serde_json::json!({"event": "no_addresses_to_register"})
+        }
+        _ => return None,
+    };
+    Some(value.to_string())
+}
+
+pub async fn run(args: Args) -> CliResult {
+    let (server, server_addr) = parse_server(&args.server)?;
+    let namespaces = parse_namespaces(&args.namespaces)?;
+    if args.interval == 0 {
+        return Err(CliError::Usage(
+            "--interval 0: expected at least 1 second".into(),
+        ));
+    }
+    let mut config = client::Config::default()
+        .with_server(server, vec![server_addr])
+        .with_ttl(args.ttl)
+        .with_interval(Duration::from_secs(args.interval))
+        .with_registration(args.register)
+        .with_discovery(!args.once)
+        .with_learned_servers(false);
+    for ns in &namespaces {
+        config = config.with_namespace(ns.clone());
+    }
+    let mut swarm = start(&args.node, config)?;
+    let limit = client::DEFAULT_LIMIT;
+
+    // --once: page through each namespace with the manual API, then exit.
+    let mut paging: BTreeMap<client::RequestId, Namespace> = BTreeMap::new();
+    let mut to_register: usize = if args.once && args.register {
+        namespaces.len()
+    } else {
+        0
+    };
+    if args.once {
+        for ns in &namespaces {
+            let id = swarm
+                .behaviour_mut()
+                .discover(server, Some(ns.clone()), None, Some(limit));
+            paging.insert(id, ns.clone());
+        }
+    }
+    loop {
+        let event = tokio::select! {
+            event = swarm.select_next_some() => event,
+            _ = tokio::signal::ctrl_c(), if !args.once => {
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        on_swarm_event(&mut swarm, &event);
+        let SwarmEvent::Behaviour(event) = event else {
+            if let SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(p),
+                error,
+                ..
+            } = &event
+            {
+                if *p == server {
+                    tracing::warn!(%server, "cannot reach the server: {error}");
+                }
+            }
+            continue;
+        };
+        if let Some(line) = render(&event, args.json) {
+            println!("{line}");
+        }
+        if !args.once {
+            continue;
+        }
+        match event {
+            client::Event::DiscoverCompleted {
+                request,
+                registrations,
+                cookie,
+                ..
+            } => {
+                let Some(ns) = paging.remove(&request) else {
+                    continue;
+                };
+                if registrations.len() as u64 >= limit {
+                    if let Some(cookie) = cookie {
+                        let id = next_page(&mut swarm, server, &ns, cookie, limit);
+                        paging.insert(id, ns);
+                    }
+                }
+            }
+            client::Event::DiscoverFailed { request, error, .. }
+                if paging.contains_key(&request) =>
+            {
+                return Err(CliError::Failed(format!("discovery failed: {error}")));
+            }
+            client::Event::Registered { .. } | client::Event::RegisterFailed { .. } => {
+                to_register = to_register.saturating_sub(1);
+            }
+            _ => {}
+        }
+        if paging.is_empty() && to_register == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+fn next_page(
+    swarm: &mut Swarm<client::Behaviour>,
+    server: PeerId,
+    ns: &Namespace,
+    cookie: Cookie,
+    limit: u64,
+) -> client::RequestId {
+    swarm
+        .behaviour_mut()
+        .discover(server, Some(ns.clone()), Some(cookie), Some(limit))
 }

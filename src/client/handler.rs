@@ -1,0 +1,283 @@
+//! The client's connection handler (an implementation detail of [`super::Behaviour`], public
+//! only because the behaviour names it): one outbound stream per request, a request timeout, a
+//! bounded number of requests in flight, and a report when the remote announces the protocol.
+
+use std::{
+    collections::VecDeque,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{future::BoxFuture, stream::FuturesUnordered, AsyncWriteExt, FutureExt, StreamExt};
+use futures_timer::Delay;
+use libp2p::{
+    core::upgrade::{DeniedUpgrade, ReadyUpgrade},
+    swarm::{
+        handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedOutbound, ProtocolsChange},
+        ConnectionHandler, ConnectionHandlerEvent, Stream, StreamUpgradeError, SubstreamProtocol,
+    },
+    StreamProtocol,
+};
+
+use super::{RequestError, RequestId, MAX_PENDING_REQUESTS};
+use crate::codec::{
+    read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
+    DEFAULT_MAX_MESSAGE_SIZE,
+};
+
+/// The successful outcome of a request.
+#[derive(Debug, Clone)]
+pub enum Response {
+    /// REGISTER_RESPONSE OK with the granted TTL.
+    Registered(Ttl),
+    /// DISCOVER_RESPONSE OK.
+    Page(DiscoverPage),
+    /// The UNREGISTER was written and flushed.
+    Sent,
+}
+
+/// From the behaviour to the handler.
+#[derive(Debug)]
+pub enum InEvent {
+    /// Send a request on a new stream.
+    Send {
+        /// The request id.
+        request: RequestId,
+        /// The request.
+        message: Message,
+    },
+    /// Keep the connection alive while idle (it is to one of our servers).
+    KeepAlive(bool),
+}
+
+/// From the handler to the behaviour.
+#[derive(Debug)]
+pub enum OutEvent {
+    /// The outcome of a request.
+    Outcome {
+        /// The request id.
+        request: RequestId,
+        /// The outcome.
+        result: Result<Response, RequestError>,
+    },
+    /// The remote announced the rendezvous protocol.
+    RemoteSupportsProtocol,
+}
+
+/// After an UNREGISTER, how long to wait for the server to end the stream before reporting it
+/// sent anyway (servers that keep the stream open must not hold up `Stopped` for long).
+const UNREGISTER_LINGER: Duration = Duration::from_secs(2);
+
+type Running = BoxFuture<'static, (RequestId, Result<Response, RequestError>)>;
+
+/// The client's connection handler.
+pub struct Handler {
+    protocol: StreamProtocol,
+    timeout: Duration,
+    keep_alive: bool,
+    to_open: VecDeque<(RequestId, Message)>,
+    opening: usize,
+    running: FuturesUnordered<Running>,
+    events: VecDeque<OutEvent>,
+    remote_supports: bool,
+}
+
+impl Handler {
+    pub(crate) fn new(protocol: StreamProtocol, timeout: Duration, keep_alive: bool) -> Self {
+        Self {
+            protocol,
+            timeout,
+            keep_alive,
+            to_open: VecDeque::new(),
+            opening: 0,
+            running: FuturesUnordered::new(),
+            events: VecDeque::new(),
+            remote_supports: false,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.to_open.len() + self.opening + self.running.len()
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn exchange(mut stream: Stream, message: Message) -> Result<Response, RequestError> {
+    let max = DEFAULT_MAX_MESSAGE_SIZE;
+    write_message(&mut stream, &message, max)
+        .await
+        .map_err(|e| RequestError::Stream(e.to_string()))?;
+    if matches!(message, Message::Unregister(_)) {
+        // No response. Closing flushes our side; the frames may still sit in the muxer's
+        // buffers, so wait (briefly) for the server to end the stream too: then it has read the
+        // UNREGISTER, and an application that drops the swarm on `Stopped` loses nothing.
+        let _ = stream.close().await;
+        let _ = futures::future::select(
+            Box::pin(read_frame(&mut stream, max)),
+            Delay::new(UNREGISTER_LINGER),
+        )
+        .await;
+        return Ok(Response::Sent);
+    }
+    let reply = match read_message(&mut stream, max).await {
+        Ok(None) => return Err(RequestError::NoResponse),
+        // A reset stream (how a server that rejects the request without a reply drops it) is
+        // an I/O error here.
+        Err(FrameError::Io(_)) => return Err(RequestError::NoResponse),
+        Err(e) => return Err(RequestError::UnexpectedResponse(e.to_string())),
+        Ok(Some(Err(e))) => return Err(RequestError::UnexpectedResponse(e.to_string())),
+        Ok(Some(Ok(reply))) => reply,
+    };
+    let _ = stream.close().await;
+    match (&message, reply) {
+        (Message::Register(_), Message::RegisterResponse(Ok(ttl))) => Ok(Response::Registered(ttl)),
+        (Message::Register(_), Message::RegisterResponse(Err(e))) => Err(RequestError::Remote(e)),
+        (Message::Discover { .. }, Message::DiscoverResponse(Ok(page))) => Ok(Response::Page(page)),
+        (Message::Discover { .. }, Message::DiscoverResponse(Err(e))) => {
+            Err(RequestError::Remote(e))
+        }
+        (_, other) => Err(RequestError::UnexpectedResponse(format!(
+            "a {} in reply to a {}",
+            kind_name(&other),
+            kind_name(&message)
+        ))),
+    }
+}
+
+fn kind_name(message: &Message) -> &'static str {
+    match message {
+        Message::Register(_) => "REGISTER",
+        Message::RegisterResponse(_) => "REGISTER_RESPONSE",
+        Message::Unregister(_) => "UNREGISTER",
+        Message::Discover { .. } => "DISCOVER",
+        Message::DiscoverResponse(_) => "DISCOVER_RESPONSE",
+    }
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = InEvent;
+    type ToBehaviour = OutEvent;
+    type InboundProtocol = DeniedUpgrade;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = (RequestId, Message);
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
+        SubstreamProtocol::new(DeniedUpgrade, ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        self.keep_alive || self.pending() > 0
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<
+        ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
+    > {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+            }
+            if let Some((request, message)) = self.to_open.pop_front() {
+                self.opening += 1;
+                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    protocol: SubstreamProtocol::new(
+                        ReadyUpgrade::new(self.protocol.clone()),
+                        (request, message),
+                    )
+                    .with_timeout(self.timeout),
+                });
+            }
+            match self.running.poll_next_unpin(cx) {
+                Poll::Ready(Some((request, result))) => {
+                    self.events.push_back(OutEvent::Outcome { request, result });
+                    continue;
+                }
+                Poll::Ready(None) | Poll::Pending => {}
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: InEvent) {
+        match event {
+            InEvent::Send { request, message } => {
+                if self.pending() >= MAX_PENDING_REQUESTS {
+                    self.events.push_back(OutEvent::Outcome {
+                        request,
+                        result: Err(RequestError::TooManyPending),
+                    });
+                } else {
+                    self.to_open.push_back((request, message));
+                }
+            }
+            InEvent::KeepAlive(on) => self.keep_alive = on,
+        }
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<
+            Self::InboundProtocol,
+            Self::OutboundProtocol,
+            Self::InboundOpenInfo,
+            Self::OutboundOpenInfo,
+        >,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: stream,
+                info: (request, message),
+            }) => {
+                self.opening = self.opening.saturating_sub(1);
+                let timeout = self.timeout;
+                let exchange = exchange(stream, message);
+                self.running.push(
+                    async move {
+                        let result =
+                            match futures::future::select(Box::pin(exchange), Delay::new(timeout))
+                                .await
+                            {
+                                futures::future::Either::Left((result, _)) => result,
+                                futures::future::Either::Right(_) => Err(RequestError::Timeout),
+                            };
+                        (request, result)
+                    }
+                    .boxed(),
+                );
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError {
+                info: (request, _),
+                error,
+            }) => {
+                self.opening = self.opening.saturating_sub(1);
+                let error = match error {
+                    StreamUpgradeError::NegotiationFailed => RequestError::Unsupported,
+                    StreamUpgradeError::Timeout => RequestError::Timeout,
+                    StreamUpgradeError::Io(e) => RequestError::Stream(e.to_string()),
+                    StreamUpgradeError::Apply(never) => match never {},
+                };
+                self.events.push_back(OutEvent::Outcome {
+                    request,
+                    result: Err(error),
+                });
+            }
+            ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(added))
+                if !self.remote_supports && added.clone().any(|p| *p == self.protocol) =>
+            {
+                self.remote_supports = true;
+                self.events.push_back(OutEvent::RemoteSupportsProtocol);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `rendezvous discover` and `rendezvous register` against an in-process rust-libp2p
+//! rendezvous server on 127.0.0.1 TCP.
+
+use std::{process::Stdio, time::Duration};
+
+use futures::StreamExt;
+use libp2p::{
+    identity::Keypair, noise, rendezvous, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId,
+};
+use rendezvous_discovery::{client, Namespace, RecordFormat};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+    sync::mpsc,
+};
+
+const HANG: Duration = Duration::from_secs(60);
+
+/// Starts a rust-libp2p server on 127.0.0.1; returns its `/p2p/` address and its events.
+async fn server() -> (
+    Multiaddr,
+    mpsc::UnboundedReceiver<rendezvous::server::Event>,
+) {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            rendezvous::server::Behaviour::new(
+                rendezvous::server::Config::default().with_min_ttl(1),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = *swarm.local_peer_id();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(e) = swarm.select_next_some().await {
+                let _ = tx.send(e);
+            }
+        }
+    });
+    (addr.with(libp2p::multiaddr::Protocol::P2p(peer)), rx)
+}
+
+/// Registers a peer with our client library, in process; returns its id once registered.
+async fn registrant(server: &Multiaddr, ns: &str) -> PeerId {
+    let Some(libp2p::multiaddr::Protocol::P2p(server_peer)) = server.iter().last() else {
+        unreachable!()
+    };
+    let external: Multiaddr = "/ip4/127.0.0.1/tcp/4999".parse().unwrap();
+    let config = client::Config::default()
+        .with_server(server_peer, vec![server.clone()])
+        .with_namespace(Namespace::new(ns).unwrap())
+        .with_discovery(false)
+        .with_record_format(RecordFormat::Legacy)
+        .with_external_address(external);
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| client::Behaviour::new(key.clone(), config))
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let peer = *swarm.local_peer_id();
+    tokio::time::timeout(HANG, async {
+        loop {
+            if let SwarmEvent::Behaviour(client::Event::Registered { .. }) =
+                swarm.select_next_some().await
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the registrant registered");
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    peer
+}
+
+fn rendezvous() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rendezvous"));
+    cmd.env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn discover_once_json_prints_the_registered_peer_and_exits_0() {
+    let (server, _events) = server().await;
+    let peer = registrant(&server, "cli").await;
+    let output = tokio::time::timeout(
+        HANG,
+        rendezvous()
+            .args(["discover", "--server", &server.to_string()])
+            .args(["--namespace", "cli", "--once", "--json"])
+            .output(),
+    )
+    .await
+    .expect("discover --once exits")
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["event"], "discovered");
+    assert_eq!(lines[0]["peer"], peer.to_string());
+    assert_eq!(lines[0]["namespace"], "cli");
+    assert_eq!(lines[0]["addrs"][0], "/ip4/127.0.0.1/tcp/4999");
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2_with_one_line() {
+    for args in [
+        &[
+            "discover",
+            "--server",
+            "/ip4/127.0.0.1/tcp/1",
+            "--namespace",
+            "x",
+        ][..],
+        &["discover", "--server", "not an address", "--namespace", "x"][..],
+        &[
+            "register",
+            "--server",
+            "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+            "--namespace",
+            "x",
+            "--record-format",
+            "fancy",
+        ][..],
+    ] {
+        let output = rendezvous().args(args).output().await.unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn register_keeps_registered_until_interrupted_then_unregisters() {
+    let (server, mut events) = server().await;
+    let mut child = rendezvous()
+        .args(["register", "--server", &server.to_string()])
+        .args(["--namespace", "cli-reg", "--record-format", "legacy"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Skip a possible `no-addresses-to-register` printed before the listen address is known.
+    let first = tokio::time::timeout(HANG, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("a line");
+            if !line.starts_with("no-addresses") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("a line");
+    assert!(first.starts_with("registered cli-reg at "), "{first}");
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(HANG, child.wait())
+        .await
+        .expect("register exits after Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let unregistered = tokio::time::timeout(HANG, async {
+        loop {
+            if let Some(rendezvous::server::Event::PeerUnregistered { namespace, .. }) =
+                events.recv().await
+            {
+                return namespace.to_string();
+            }
+        }
+    })
+    .await
+    .expect("the server saw the UNREGISTER");
+    assert_eq!(unregistered, "cli-reg");
+}

@@ -1,0 +1,648 @@
+//! The client against a scripted mock server: a small behaviour that accepts inbound
+//! `/rendezvous/1.0.0` streams, reports each request it reads, and answers as the test's script
+//! says (a crafted message, raw bytes, a close without reply, or silence).
+
+mod client_support;
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use client_support::{memory_addr, spawn, swarm, Node};
+use futures::{future::BoxFuture, stream::FuturesUnordered, AsyncWriteExt, FutureExt, StreamExt};
+use libp2p::{
+    core::{
+        transport::PortUse,
+        upgrade::{DeniedUpgrade, ReadyUpgrade},
+        Endpoint,
+    },
+    identity::Keypair,
+    swarm::{
+        handler::{ConnectionEvent, FullyNegotiatedInbound},
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+        NetworkBehaviour, Stream, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent,
+        ToSwarm,
+    },
+    Multiaddr, PeerId, StreamProtocol,
+};
+use rendezvous_discovery::{
+    client::{self, Event, RequestError},
+    codec::{read_message, write_frame, DiscoverPage, Message, DEFAULT_MAX_MESSAGE_SIZE},
+    Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord,
+    PROTOCOL,
+};
+
+// ---- the mock server ----
+
+/// What the mock does with a request.
+enum Reply {
+    Message(Message),
+    /// A framed body of raw bytes.
+    Raw(Vec<u8>),
+    /// Close the stream without a reply.
+    Close,
+    /// Keep the stream open and say nothing.
+    Silence,
+}
+
+type Script = Arc<dyn Fn(&Message) -> Reply + Send + Sync>;
+
+struct Mock {
+    script: Script,
+    events: VecDeque<Message>,
+}
+
+struct MockHandler {
+    script: Script,
+    running: FuturesUnordered<BoxFuture<'static, Option<(Message, Stream)>>>,
+    replying: FuturesUnordered<BoxFuture<'static, ()>>,
+}
+
+async fn read_request(mut stream: Stream) -> Option<(Message, Stream)> {
+    match read_message(&mut stream, DEFAULT_MAX_MESSAGE_SIZE).await {
+        Ok(Some(Ok(message))) => Some((message, stream)),
+        _ => None,
+    }
+}
+
+async fn answer(mut stream: Stream, reply: Reply) {
+    let max = DEFAULT_MAX_MESSAGE_SIZE;
+    match reply {
+        Reply::Message(m) => {
+            let _ = write_frame(&mut stream, &m.encode(), max).await;
+        }
+        Reply::Raw(bytes) => {
+            let _ = write_frame(&mut stream, &bytes, max).await;
+        }
+        Reply::Close => {}
+        Reply::Silence => {
+            futures_timer::Delay::new(Duration::from_secs(60)).await;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+impl ConnectionHandler for MockHandler {
+    type FromBehaviour = Infallible;
+    type ToBehaviour = Message;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol> {
+        SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<DeniedUpgrade, (), Message>> {
+        while let Poll::Ready(Some(())) = self.replying.poll_next_unpin(cx) {}
+        while let Poll::Ready(Some(read)) = self.running.poll_next_unpin(cx) {
+            if let Some((message, stream)) = read {
+                let reply = (self.script)(&message);
+                self.replying.push(answer(stream, reply).boxed());
+                let _ = self.replying.poll_next_unpin(cx);
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(message));
+            }
+        }
+        Poll::Pending
+    }
+
+    fn on_behaviour_event(&mut self, event: Infallible) {
+        match event {}
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: stream,
+            ..
+        }) = event
+        {
+            self.running.push(read_request(stream).boxed());
+        }
+    }
+}
+
+impl NetworkBehaviour for Mock {
+    type ConnectionHandler = MockHandler;
+    type ToSwarm = Message;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(MockHandler {
+            script: self.script.clone(),
+            running: FuturesUnordered::new(),
+            replying: FuturesUnordered::new(),
+        })
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Err(ConnectionDenied::new("the mock does not dial"))
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        m: THandlerOutEvent<Self>,
+    ) {
+        self.events.push_back(m);
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Message, THandlerInEvent<Self>>> {
+        match self.events.pop_front() {
+            Some(m) => Poll::Ready(ToSwarm::GenerateEvent(m)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+async fn mock(script: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> Node<Mock> {
+    let script: Script = Arc::new(script);
+    let s = swarm(Keypair::generate_ed25519(), |_| Mock {
+        script,
+        events: VecDeque::new(),
+    });
+    spawn(s, Some(memory_addr())).await
+}
+
+// ---- helpers ----
+
+fn ns() -> Namespace {
+    Namespace::from_static("mock")
+}
+
+fn config(server: &Node<Mock>) -> client::Config {
+    client::Config::default()
+        .with_server(server.peer, vec![server.addr.clone().unwrap()])
+        .with_namespace(ns())
+        .with_interval(Duration::from_secs(1))
+        .with_limit(2)
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .with_request_timeout(Duration::from_millis(500))
+        .with_seed(5)
+}
+
+async fn client(config: client::Config) -> Node<client::Behaviour> {
+    let s = swarm(Keypair::generate_ed25519(), |key| {
+        client::Behaviour::new(key.clone(), config)
+    });
+    spawn(s, Some(memory_addr())).await
+}
+
+fn discover_only(server: &Node<Mock>) -> client::Config {
+    config(server).with_registration(false)
+}
+
+fn register_only(server: &Node<Mock>) -> client::Config {
+    config(server).with_discovery(false)
+}
+
+fn peer_registration(key: &Keypair, port: u16) -> Registration {
+    Registration {
+        namespace: ns(),
+        record: SignedRecord::new(
+            key,
+            vec![format!("/memory/{port}").parse().unwrap()],
+            RecordFormat::Standard,
+        )
+        .unwrap(),
+        ttl: 3600,
+    }
+}
+
+fn page(registrations: Vec<Registration>, cookie: &str) -> Reply {
+    Reply::Message(Message::DiscoverResponse(Ok(DiscoverPage {
+        registrations,
+        cookie: Some(Cookie::new(cookie.as_bytes().to_vec()).unwrap()),
+        skipped: 0,
+    })))
+}
+
+fn failure(code: ErrorCode) -> Reply {
+    Reply::Message(Message::DiscoverResponse(Err(ErrorResponse::new(
+        code, "scripted",
+    ))))
+}
+
+fn cookie_of(m: &Message) -> Option<Option<String>> {
+    match m {
+        Message::Discover { cookie, .. } => Some(
+            cookie
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned()),
+        ),
+        _ => None,
+    }
+}
+
+fn discovered(e: &Event) -> Option<PeerId> {
+    match e {
+        Event::Discovered { peer, .. } => Some(*peer),
+        _ => None,
+    }
+}
+
+fn discover_failed(e: &Event) -> Option<RequestError> {
+    match e {
+        Event::DiscoverFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    }
+}
+
+// ---- the tests ----
+
+#[tokio::test]
+async fn full_pages_are_followed_at_once_and_the_cookie_is_reused() {
+    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
+    let regs: Vec<Registration> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| peer_registration(k, i as u16 + 1))
+        .collect();
+    let mut server = mock(move |m| match cookie_of(m) {
+        Some(None) => page(regs[..2].to_vec(), "p1"),
+        Some(Some(c)) if c == "p1" => page(regs[2..].to_vec(), "p2"),
+        _ => page(vec![], "p2"),
+    })
+    .await;
+    let mut c = client(discover_only(&server)).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(c.wait_for(discovered).await);
+    }
+    let wanted: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    assert_eq!(seen, wanted);
+    let mut cookies = Vec::new();
+    for _ in 0..4 {
+        cookies.push(server.wait_for(cookie_of).await);
+    }
+    assert_eq!(
+        cookies,
+        vec![
+            None,
+            Some("p1".into()),
+            Some("p2".into()),
+            Some("p2".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_cookie_starts_over_without_duplicates() {
+    let key = Keypair::generate_ed25519();
+    let reg = peer_registration(&key, 7);
+    let starts = Arc::new(Mutex::new(0));
+    let mut server = mock(move |m| match cookie_of(m) {
+        Some(None) => {
+            let mut n = starts.lock().unwrap();
+            *n += 1;
+            page(vec![reg.clone()], if *n == 1 { "old" } else { "new" })
+        }
+        Some(Some(c)) if c == "old" => failure(ErrorCode::InvalidCookie),
+        _ => page(vec![], "new"),
+    })
+    .await;
+    let mut c = client(discover_only(&server)).await;
+    assert_eq!(c.wait_for(discovered).await, key.public().to_peer_id());
+    // None, "old" (rejected), None again, then "new": the client has handled the second page.
+    let mut cookies = Vec::new();
+    for _ in 0..4 {
+        cookies.push(server.wait_for(cookie_of).await);
+    }
+    assert_eq!(
+        cookies,
+        vec![None, Some("old".into()), None, Some("new".into())]
+    );
+    let events = c.drain();
+    assert!(
+        !events
+            .iter()
+            .any(|e| discovered(e).is_some() || discover_failed(e).is_some()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_is_reported_and_retried() {
+    let calls = Arc::new(Mutex::new(0));
+    let mut server = mock(move |_| {
+        let mut n = calls.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            failure(ErrorCode::Unavailable)
+        } else {
+            page(vec![], "c")
+        }
+    })
+    .await;
+    let mut c = client(discover_only(&server)).await;
+    let error = c.wait_for(discover_failed).await;
+    assert!(
+        matches!(&error, RequestError::Remote(e) if e.code == ErrorCode::Unavailable),
+        "{error:?}"
+    );
+    server.wait_for(cookie_of).await;
+    assert_eq!(
+        server.wait_for(cookie_of).await,
+        None,
+        "retried from the start"
+    );
+}
+
+#[tokio::test]
+async fn no_reply_times_out() {
+    let server = mock(|_| Reply::Silence).await;
+    let mut c = client(discover_only(&server)).await;
+    assert_eq!(c.wait_for(discover_failed).await, RequestError::Timeout);
+}
+
+#[tokio::test]
+async fn malformed_and_mistyped_replies_fail_the_request_without_panic() {
+    let calls = Arc::new(Mutex::new(0));
+    let server = mock(move |_| {
+        let mut n = calls.lock().unwrap();
+        *n += 1;
+        match *n {
+            1 => Reply::Raw(vec![0xff, 0xff, 0xff]),
+            2 => Reply::Message(Message::RegisterResponse(Ok(10))),
+            _ => Reply::Close,
+        }
+    })
+    .await;
+    let mut c = client(discover_only(&server)).await;
+    for _ in 0..3 {
+        let error = c.wait_for(discover_failed).await;
+        assert!(
+            matches!(
+                error,
+                RequestError::UnexpectedResponse(_) | RequestError::NoResponse
+            ),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_record_in_a_page_is_skipped_and_the_rest_kept() {
+    let good = Keypair::generate_ed25519();
+    let reg = peer_registration(&good, 3);
+    let server = mock(move |m| {
+        if cookie_of(m) != Some(None) {
+            return page(vec![], "c");
+        }
+        let Reply::Message(message) = page(vec![reg.clone()], "c") else {
+            unreachable!()
+        };
+        let mut bytes = message.encode();
+        // A second discoverResponse (field 6) merges into the first: one more registration
+        // whose signed record is garbage.
+        let bad_register = [
+            &[0x0a, 0x04][..],
+            b"mock",
+            &[0x12, 0x03, 1, 2, 3, 0x18, 0x10],
+        ]
+        .concat();
+        let registrations = [&[0x0a, bad_register.len() as u8][..], &bad_register].concat();
+        bytes.extend_from_slice(&[0x32, registrations.len() as u8]);
+        bytes.extend_from_slice(&registrations);
+        Reply::Raw(bytes)
+    })
+    .await;
+    let mut c = client(discover_only(&server)).await;
+    assert_eq!(c.wait_for(discovered).await, good.public().to_peer_id());
+}
+
+#[tokio::test]
+async fn a_dropped_standard_register_falls_back_to_legacy() {
+    let mut server = mock(|m| match m {
+        Message::Register(r) if r.record.format() == RecordFormat::Standard => Reply::Close,
+        Message::Register(_) => Reply::Message(Message::RegisterResponse(Ok(7200))),
+        _ => Reply::Close,
+    })
+    .await;
+    let mut c = client(register_only(&server)).await;
+    let ttl = c
+        .wait_for(|e| match e {
+            Event::Registered { ttl, .. } => Some(*ttl),
+            Event::RegisterFailed { error, .. } => panic!("failed: {error}"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(ttl, 7200);
+    let formats: Vec<RecordFormat> = vec![
+        server
+            .wait_for(|m| match m {
+                Message::Register(r) => Some(r.record.format()),
+                _ => None,
+            })
+            .await,
+        server
+            .wait_for(|m| match m {
+                Message::Register(r) => Some(r.record.format()),
+                _ => None,
+            })
+            .await,
+    ];
+    assert_eq!(formats, vec![RecordFormat::Standard, RecordFormat::Legacy]);
+}
+
+#[tokio::test]
+async fn out_of_range_ttls_and_refusals_do_not_break_registration() {
+    let calls = Arc::new(Mutex::new(0));
+    let server = mock(move |m| {
+        let Message::Register(_) = m else {
+            return Reply::Close;
+        };
+        let mut n = calls.lock().unwrap();
+        *n += 1;
+        Reply::Message(Message::RegisterResponse(match *n {
+            1 => Err(ErrorResponse::new(ErrorCode::InvalidTtl, "scripted")),
+            2 => Ok(u64::MAX),
+            _ => Ok(0),
+        }))
+    })
+    .await;
+    let mut c = client(register_only(&server)).await;
+    let error = c
+        .wait_for(|e| match e {
+            Event::RegisterFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(matches!(error, RequestError::Remote(e) if e.code == ErrorCode::InvalidTtl));
+    let granted = c
+        .wait_for(|e| match e {
+            Event::Registered { ttl, .. } => Some(*ttl),
+            _ => None,
+        })
+        .await;
+    assert_eq!(granted, u64::MAX, "reported as granted, clamped inside");
+}
+
+#[tokio::test]
+async fn manual_requests_carry_their_id_and_return_the_page() {
+    let key = Keypair::generate_ed25519();
+    let reg = peer_registration(&key, 9);
+    let server = mock(move |m| match m {
+        Message::Discover { .. } => page(vec![reg.clone()], "m1"),
+        Message::Register(_) => Reply::Message(Message::RegisterResponse(Ok(100))),
+        _ => Reply::Close,
+    })
+    .await;
+    let server_peer = server.peer;
+    let mut c = client(
+        config(&server)
+            .with_registration(false)
+            .with_discovery(false),
+    )
+    .await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.run(move |swarm| {
+        let d = swarm
+            .behaviour_mut()
+            .discover(server_peer, Some(ns()), None, Some(10));
+        let r = swarm.behaviour_mut().register(server_peer, ns(), Some(100));
+        let _ = tx.send((d, r));
+    });
+    let (d, r) = rx.await.unwrap();
+    // The two outcomes may come in either order.
+    let (mut completed, mut registered) = (None, None);
+    while completed.is_none() || registered.is_none() {
+        let event = c.wait_for(|e| Some(e.clone())).await;
+        match event {
+            Event::DiscoverCompleted {
+                request,
+                registrations,
+                cookie,
+                ..
+            } => completed = Some((request, registrations.len(), cookie)),
+            Event::Registered { request, .. } => registered = Some(request),
+            _ => {}
+        }
+    }
+    let (request, count, cookie) = completed.unwrap();
+    assert_eq!((request, count), (d, 1));
+    assert_eq!(cookie.unwrap().as_bytes(), b"m1");
+    assert_eq!(registered, Some(r));
+    // Discovered addresses make `swarm.dial(peer_id)` work.
+    let peer = key.public().to_peer_id();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.run(move |swarm| {
+        let _ = tx.send(swarm.behaviour().discovered_addresses(&peer));
+    });
+    assert_eq!(
+        rx.await.unwrap(),
+        vec!["/memory/9".parse::<Multiaddr>().unwrap()]
+    );
+}
+
+/// Records what other behaviours learn through `ToSwarm::NewExternalAddrOfPeer`.
+#[derive(Default)]
+struct Recorder {
+    seen: VecDeque<(PeerId, Multiaddr)>,
+}
+
+impl NetworkBehaviour for Recorder {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = (PeerId, Multiaddr);
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::NewExternalAddrOfPeer(e) = event {
+            self.seen.push_back((e.peer_id, e.addr.clone()));
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        e: THandlerOutEvent<Self>,
+    ) {
+        match e {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        match self.seen.pop_front() {
+            Some(seen) => Poll::Ready(ToSwarm::GenerateEvent(seen)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Recorded {
+    client: client::Behaviour,
+    recorder: Recorder,
+}
+
+#[tokio::test]
+async fn discovered_addresses_are_announced_to_the_swarm() {
+    let key = Keypair::generate_ed25519();
+    let reg = peer_registration(&key, 11);
+    let server = mock(move |m| match cookie_of(m) {
+        Some(None) => page(vec![reg.clone()], "c"),
+        _ => page(vec![], "c"),
+    })
+    .await;
+    let config = discover_only(&server);
+    let s = swarm(Keypair::generate_ed25519(), |k| Recorded {
+        client: client::Behaviour::new(k.clone(), config),
+        recorder: Recorder::default(),
+    });
+    let mut node = spawn(s, Some(memory_addr())).await;
+    let seen = node
+        .wait_for(|e| match e {
+            RecordedEvent::Recorder(seen) => Some(seen.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        seen,
+        (key.public().to_peer_id(), "/memory/11".parse().unwrap())
+    );
+}
