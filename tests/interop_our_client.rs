@@ -123,9 +123,8 @@ async fn standard_and_legacy_registrants_on_our_server_are_both_discovered_by_ou
         true,
     );
     // What `rendezvous serve` does from identify's agent version: tell the server that this
-    // peer reads standard records. Without it, a peer that has not registered yet is served
-    // legacy records only (safe for rust-libp2p 0.18 clients), and our client's first DISCOVER
-    // races its own REGISTER.
+    // peer reads standard records (a peer that has not registered yet is otherwise served
+    // legacy records only, which is safe for rust-libp2p 0.18 clients).
     server
         .behaviour_mut()
         .set_peer_record_format(*discoverer.local_peer_id(), RecordFormat::Standard);
@@ -168,14 +167,12 @@ async fn standard_and_legacy_registrants_on_our_server_are_both_discovered_by_ou
     discovers_each_once(&mut discoverer, &want).await;
 }
 
-/// Known issue, found by this suite: on a bare `server::Behaviour` (no identify to tell it the
-/// peer's format), our standard-format client's first DISCOVER is answered before its own
-/// REGISTER has marked it as a standard reader, so it is served legacy records only; the cookie
-/// moves past the standard registrant, which the discoverer then never sees (until that peer
-/// refreshes). `rendezvous serve` narrows the window with identify, but identify races the
-/// first DISCOVER too.
+/// Regression: on a bare `server::Behaviour` (no identify to tell it the peer's format), a
+/// standard-format client's first DISCOVER used to be answered before its own REGISTER had
+/// marked it as a standard reader, so it was served legacy records only and its cookie moved
+/// past the standard registrant for good. The client now holds discovery while a REGISTER is in
+/// flight at that server.
 #[tokio::test]
-#[ignore = "known issue: a standard client's first DISCOVER races its own REGISTER on our server"]
 async fn a_standard_client_discovers_standard_registrants_without_a_format_hint() {
     let mut server =
         Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(server::Config::default()));
