@@ -1,7 +1,102 @@
 //! The [libp2p rendezvous protocol](https://github.com/libp2p/specs/blob/master/rendezvous/README.md)
 //! as a peer-discovery source, and an embedded rendezvous server.
 //!
-//! (Crate docs are completed as the client, server and aggregator land.)
+//! Rendezvous servers keep registrations per namespace; clients register themselves and ask who
+//! else is there. This crate writes the loop every application would otherwise write around a
+//! rendezvous client (register, refresh before the TTL ends, poll with cookies, follow full
+//! pages, back off, unregister on stop) once, as a [`client::Behaviour`] that sits in a libp2p
+//! `Swarm` and emits [`client::Event::Discovered`]. Beside it:
+//!
+//! - [`server`]: a rendezvous server with stateless cookies, O(log n + page) work per request,
+//!   bounded memory and every status code of the spec;
+//! - [`codec`]: the wire types and framing, both signed-peer-record formats.
+//!
+//! The `rendezvous` binary runs the server (`rendezvous serve`) and offers `discover`,
+//! `register`, `load` (a load generator for any rendezvous server) and `demo`.
+//!
+//! # Example
+//!
+//! A server and two clients in one process, on libp2p's memory transport: Alice registers in
+//! `chat`, Bob registers too and discovers Alice.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use libp2p::{swarm::SwarmEvent, Swarm};
+//! use libp2p_swarm_test::SwarmExt;
+//! use rendezvous_discovery::{client, server, Namespace};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut server = Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(server::Config::default()));
+//! let (server_addr, _) = server.listen().with_memory_addr_external().await;
+//! let server_id = *server.local_peer_id();
+//! tokio::spawn(server.loop_on_next());
+//!
+//! let config = client::Config::default()
+//!     .with_server(server_id, vec![server_addr])
+//!     .with_namespace(Namespace::from_static("chat"));
+//!
+//! let mut alice = Swarm::new_ephemeral_tokio(|key| client::Behaviour::new(key, config.clone()));
+//! alice.listen_on("/memory/0".parse().unwrap()).unwrap();
+//! let alice_id = *alice.local_peer_id();
+//! // Alice dials the server and registers on her own once she has an address to announce.
+//! loop {
+//!     match alice.select_next_some().await {
+//!         SwarmEvent::NewListenAddr { address, .. } => alice.add_external_address(address),
+//!         SwarmEvent::Behaviour(client::Event::Registered { .. }) => break,
+//!         _ => {}
+//!     }
+//! }
+//! tokio::spawn(alice.loop_on_next());
+//!
+//! let mut bob = Swarm::new_ephemeral_tokio(|key| client::Behaviour::new(key, config));
+//! bob.listen_on("/memory/0".parse().unwrap()).unwrap();
+//! loop {
+//!     match bob.select_next_some().await {
+//!         SwarmEvent::NewListenAddr { address, .. } => bob.add_external_address(address),
+//!         SwarmEvent::Behaviour(client::Event::Discovered { peer, addrs, namespace, .. }) => {
+//!             assert_eq!(peer, alice_id);
+//!             assert_eq!(namespace.as_str(), "chat");
+//!             assert!(!addrs.is_empty());
+//!             break;
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! # Discovery from several sources
+//!
+//! Rendezvous is one discovery source among others: [`discovery::Behaviour`] aggregates any
+//! number of sources ([`mdns`], a [`bootstrap`] list, the rendezvous [`client`], your own via
+//! [`discovery::Source`]) into one stream of `Discovered { peer, addrs, source }` and
+//! `Expired { peer }`, deduplicated by peer and address. [`node::Behaviour`] is a client with an
+//! optional embedded server. `examples/discover.rs` puts mdns, a bootstrap list and rendezvous
+//! together; `rendezvous demo` shows a server and peers on loopback.
+//!
+//! # Where we differ from the spec or from rust-libp2p
+//!
+//! - **Cookies** are stateless: a big-endian sequence number followed by the namespace. A
+//!   DISCOVER returns what registered (or refreshed) after the cookie's number, so a steady poll
+//!   returns only what is new, and paging is exactly-once whatever the page size. The counter
+//!   starts from the wall clock, so cookies from before a server restart stay valid.
+//! - **Pages** are cut to fit the message size cap (1 MiB by default); the cookie says where to
+//!   go on. A client therefore treats any page shorter than its limit as the end of the paging
+//!   for this tick.
+//! - **Disconnect**: by default a peer's registrations are removed when its last connection to
+//!   the server closes (`server::Config::with_remove_on_disconnect(false)` keeps the spec's soft
+//!   state until the TTL ends).
+//! - **Record formats**: rust-libp2p 0.18 signs its peer records in a legacy envelope
+//!   (`libp2p-routing-state`) and rejects a whole DISCOVER_RESPONSE holding one standard-format
+//!   record. Our server serves each asker only records it can decode (see the [`server`] docs
+//!   for the rule); our client registers in the standard format (go, js, nim) and falls back to
+//!   the legacy format, per server, when a rust-libp2p 0.18 server drops its REGISTER.
+//! - **Several requests per stream** are served in order (go's client does that); our client
+//!   sends one request per stream, which every server accepts.
+//! - **Limits** the spec leaves open are bounded and configurable: requests per peer per second
+//!   (`E_UNAVAILABLE` when exceeded), streams per connection, total registrations.
+//!   `Unregister.id` is never sent and ignored when received.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -34,3 +129,10 @@ pub const MAX_NAMESPACE_LEN: usize = 255;
 
 /// The most registrations one DISCOVER returns, by the spec.
 pub const MAX_DISCOVER_LIMIT: u64 = 1000;
+
+pub mod bootstrap;
+pub mod discovery;
+#[cfg(feature = "mdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
+pub mod mdns;
+pub mod node;

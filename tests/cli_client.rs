@@ -217,3 +217,63 @@ async fn register_keeps_registered_until_interrupted_then_unregisters() {
     .expect("the server saw the UNREGISTER");
     assert_eq!(unregistered, "cli-reg");
 }
+
+/// The whole tool chain: `serve`, `register` (standard records) and `discover --once` without
+/// registering, which the server must still serve standard records to (we announce ourselves
+/// over identify as not rust-libp2p).
+#[tokio::test]
+async fn discover_once_finds_a_register_process_through_a_serve_process() {
+    let mut serve = rendezvous()
+        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .spawn()
+        .unwrap();
+    let mut serve_out = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let server = tokio::time::timeout(HANG, serve_out.next_line())
+        .await
+        .expect("serve prints its address")
+        .unwrap()
+        .expect("an address line");
+    assert!(server.contains("/p2p/"), "{server}");
+
+    let mut register = rendezvous()
+        .args(["register", "--server", &server, "--namespace", "e2e"])
+        .spawn()
+        .unwrap();
+    let mut register_out = BufReader::new(register.stdout.take().unwrap()).lines();
+    tokio::time::timeout(HANG, async {
+        loop {
+            let line = register_out.next_line().await.unwrap().expect("a line");
+            if line.starts_with("registered e2e") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("register registered");
+
+    let output = tokio::time::timeout(
+        HANG,
+        rendezvous()
+            .args(["discover", "--server", &server, "--namespace", "e2e"])
+            .args(["--once", "--json"])
+            .output(),
+    )
+    .await
+    .expect("discover --once exits")
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["event"], "discovered");
+    assert_eq!(lines[0]["namespace"], "e2e");
+    let _ = register.kill().await;
+    let _ = serve.kill().await;
+}

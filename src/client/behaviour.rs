@@ -132,6 +132,11 @@ impl Behaviour {
         self.schedule.is_stopped()
     }
 
+    /// The namespaces this client registers in and discovers (from its configuration).
+    pub fn namespaces(&self) -> &[Namespace] {
+        self.schedule.namespaces()
+    }
+
     /// The addresses discovered for `peer` (over all namespaces).
     pub fn discovered_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.schedule.discovered_addresses(peer)

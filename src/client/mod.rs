@@ -431,3 +431,23 @@ impl Config {
         self
     }
 }
+
+/// The label of the client's discoveries in
+/// [`discovery::Event::Discovered`](crate::discovery::Event).
+pub const SOURCE: &str = "rendezvous";
+
+/// `Discovered` and `Expired` are discoveries; a peer expires only when no namespace on any
+/// server still lists it.
+impl crate::discovery::Source for Behaviour {
+    fn discoveries(&self, event: &Event, found: &mut crate::discovery::Found) {
+        match event {
+            Event::Discovered { peer, addrs, .. } => {
+                found.discovered(SOURCE, *peer, addrs.iter().cloned())
+            }
+            Event::Expired { peer, .. } if self.discovered_addresses(peer).is_empty() => {
+                found.expired(SOURCE, *peer)
+            }
+            _ => {}
+        }
+    }
+}

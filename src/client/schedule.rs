@@ -252,6 +252,11 @@ impl Schedule {
             .collect()
     }
 
+    /// The configured namespaces.
+    pub(crate) fn namespaces(&self) -> &[Namespace] {
+        &self.config.namespaces
+    }
+
     /// Every address discovered for `peer`, over all namespaces.
     pub(crate) fn discovered_addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
         let mut out: Vec<Multiaddr> = Vec::new();

@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use futures::StreamExt;
-use libp2p::{identity::Keypair, multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    identify, identity::Keypair, multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent,
+    Multiaddr, PeerId, Swarm,
+};
 use rendezvous_discovery::{client, Cookie, Namespace, RecordFormat};
 
 use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
@@ -54,6 +57,17 @@ pub struct NodeArgs {
     pub identity: Option<std::path::PathBuf>,
 }
 
+/// The agent version announced over identify. Our server serves records of both formats to
+/// peers whose agent is not rust-libp2p; without identify it would send us legacy records only.
+const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
+
+/// The client behaviour with identify beside it, so servers learn what we decode.
+#[derive(NetworkBehaviour)]
+pub struct Node {
+    pub rendezvous: client::Behaviour,
+    pub identify: identify::Behaviour,
+}
+
 /// The peer id and address of `--server`.
 pub fn parse_server(value: &str) -> Result<(PeerId, Multiaddr), CliError> {
     let addr: Multiaddr = value
@@ -88,10 +102,7 @@ fn parse_addrs(flag: &str, values: &[String]) -> Result<Vec<Multiaddr>, CliError
 }
 
 /// Builds the swarm for `config` and starts listening; announces the listen addresses.
-pub fn start(
-    node: &NodeArgs,
-    config: client::Config,
-) -> Result<Swarm<client::Behaviour>, CliError> {
+pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, CliError> {
     let format = match node.record_format.as_str() {
         "standard" => RecordFormat::Standard,
         "legacy" => RecordFormat::Legacy,
@@ -111,7 +122,13 @@ pub fn start(
     for addr in external {
         config = config.with_external_address(addr);
     }
-    let mut swarm = build_swarm(key, |key| client::Behaviour::new(key.clone(), config))?;
+    let mut swarm = build_swarm(key, |key| Node {
+        rendezvous: client::Behaviour::new(key.clone(), config),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                .with_agent_version(AGENT_VERSION.into()),
+        ),
+    })?;
     for addr in listen {
         swarm
             .listen_on(addr.clone())
@@ -122,7 +139,7 @@ pub fn start(
 
 /// What to do with a swarm event common to both commands: listen addresses become external
 /// addresses (this tool has no other way to learn them).
-pub fn on_swarm_event(swarm: &mut Swarm<client::Behaviour>, event: &SwarmEvent<client::Event>) {
+pub fn on_swarm_event(swarm: &mut Swarm<Node>, event: &SwarmEvent<NodeEvent>) {
     if let SwarmEvent::NewListenAddr { address, .. } = event {
         swarm.add_external_address(address.clone());
     }
@@ -237,14 +254,9 @@ pub async fn run(args: Args) -> CliResult {
     } else {
         0
     };
-    if args.once {
-        for ns in &namespaces {
-            let id = swarm
-                .behaviour_mut()
-                .discover(server, Some(ns.clone()), None, Some(limit));
-            paging.insert(id, ns.clone());
-        }
-    }
+    // With --once, the pages are asked for once the server has our identify info (or failed
+    // to get it), so it serves us records of both formats.
+    let mut started = !args.once;
     loop {
         let event = tokio::select! {
             event = swarm.select_next_some() => event,
@@ -253,18 +265,37 @@ pub async fn run(args: Args) -> CliResult {
             }
         };
         on_swarm_event(&mut swarm, &event);
-        let SwarmEvent::Behaviour(event) = event else {
-            if let SwarmEvent::OutgoingConnectionError {
+        let event = match event {
+            SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) => event,
+            SwarmEvent::Behaviour(NodeEvent::Identify(
+                identify::Event::Sent { peer_id, .. } | identify::Event::Error { peer_id, .. },
+            )) if peer_id == server && !started => {
+                started = true;
+                for ns in &namespaces {
+                    let id = swarm.behaviour_mut().rendezvous.discover(
+                        server,
+                        Some(ns.clone()),
+                        None,
+                        Some(limit),
+                    );
+                    paging.insert(id, ns.clone());
+                }
+                continue;
+            }
+            SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(p),
                 error,
                 ..
-            } = &event
-            {
-                if *p == server {
-                    tracing::warn!(%server, "cannot reach the server: {error}");
+            } if p == server => {
+                if args.once {
+                    return Err(CliError::Failed(format!(
+                        "cannot reach the server: {error}"
+                    )));
                 }
+                tracing::warn!(%server, "cannot reach the server: {error}");
+                continue;
             }
-            continue;
+            _ => continue,
         };
         if let Some(line) = render(&event, args.json) {
             println!("{line}");
@@ -299,14 +330,14 @@ pub async fn run(args: Args) -> CliResult {
             }
             _ => {}
         }
-        if paging.is_empty() && to_register == 0 {
+        if started && paging.is_empty() && to_register == 0 {
             return Ok(ExitCode::SUCCESS);
         }
     }
 }
 
 fn next_page(
-    swarm: &mut Swarm<client::Behaviour>,
+    swarm: &mut Swarm<Node>,
     server: PeerId,
     ns: &Namespace,
     cookie: Cookie,
@@ -314,5 +345,6 @@ fn next_page(
 ) -> client::RequestId {
     swarm
         .behaviour_mut()
+        .rendezvous
         .discover(server, Some(ns.clone()), Some(cookie), Some(limit))
 }

@@ -1,0 +1,208 @@
+//! The client against our own server (`rendezvous_discovery::server`), both running identify
+//! next to rendezvous so the client learns servers it was not configured with.
+
+mod client_support;
+
+use std::time::Duration;
+
+use client_support::{memory_addr, spawn, swarm, Node};
+use libp2p::{identify, identity::Keypair, swarm::NetworkBehaviour, Multiaddr, PeerId};
+use rendezvous_discovery::{
+    client::{self, Event},
+    server, Namespace,
+};
+
+#[derive(NetworkBehaviour)]
+struct ServerNode {
+    identify: identify::Behaviour,
+    rendezvous: server::Behaviour,
+}
+
+#[derive(NetworkBehaviour)]
+struct ClientNode {
+    identify: identify::Behaviour,
+    rendezvous: client::Behaviour,
+}
+
+type Server = Node<ServerNode>;
+type Client = Node<ClientNode>;
+
+fn ns() -> Namespace {
+    Namespace::from_static("our-server-test")
+}
+
+fn identify(key: &Keypair) -> identify::Behaviour {
+    identify::Behaviour::new(identify::Config::new("/test/1".into(), key.public()))
+}
+
+async fn server_at(key: Keypair, addr: Multiaddr) -> Server {
+    let s = swarm(key, |key| ServerNode {
+        identify: identify(key),
+        // Soft state: an UNREGISTER seen by the server can only come from `stop()`.
+        rendezvous: server::Behaviour::new(
+            server::Config::default()
+                .with_min_ttl(1)
+                .with_remove_on_disconnect(false),
+        ),
+    });
+    spawn(s, Some(addr)).await
+}
+
+async fn server() -> Server {
+    server_at(Keypair::generate_ed25519(), memory_addr()).await
+}
+
+fn config(servers: &[&Server]) -> client::Config {
+    let mut config = client::Config::default()
+        .with_namespace(ns())
+        .with_interval(Duration::from_secs(1))
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .with_seed(11);
+    for s in servers {
+        config = config.with_server(s.peer, vec![s.addr.clone().unwrap()]);
+    }
+    config
+}
+
+async fn client(config: client::Config) -> Client {
+    let s = swarm(Keypair::generate_ed25519(), |key| ClientNode {
+        identify: identify(key),
+        rendezvous: client::Behaviour::new(key.clone(), config),
+    });
+    spawn(s, Some(memory_addr())).await
+}
+
+fn discovered(of: PeerId) -> impl FnMut(&ClientNodeEvent) -> Option<Vec<Multiaddr>> {
+    move |e| match e {
+        ClientNodeEvent::Rendezvous(Event::Discovered { peer, addrs, .. }) if *peer == of => {
+            Some(addrs.clone())
+        }
+        _ => None,
+    }
+}
+
+fn registered_at(e: &ClientNodeEvent) -> Option<PeerId> {
+    match e {
+        ClientNodeEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
+        _ => None,
+    }
+}
+
+fn server_registered(e: &ServerNodeEvent) -> Option<PeerId> {
+    match e {
+        ServerNodeEvent::Rendezvous(server::Event::PeerRegistered { peer, .. }) => Some(*peer),
+        _ => None,
+    }
+}
+
+fn server_unregistered(e: &ServerNodeEvent) -> Option<(PeerId, Namespace)> {
+    match e {
+        ServerNodeEvent::Rendezvous(server::Event::PeerUnregistered { peer, namespace }) => {
+            Some((*peer, namespace.clone()))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn two_clients_find_each_other() {
+    let s = server().await;
+    let mut a = client(config(&[&s])).await;
+    let mut b = client(config(&[&s])).await;
+    assert_eq!(
+        b.wait_for(discovered(a.peer)).await,
+        vec![a.addr.clone().unwrap()]
+    );
+    assert_eq!(
+        a.wait_for(discovered(b.peer)).await,
+        vec![b.addr.clone().unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn a_server_connected_later_receives_the_registrations() {
+    let first = server().await;
+    let mut a = client(config(&[&first])).await;
+    let mut b = client(config(&[&first])).await;
+    a.wait_for(registered_at).await;
+    b.wait_for(registered_at).await;
+
+    let mut later = server().await;
+    for c in [&a, &b] {
+        let addr = later.addr.clone().unwrap();
+        c.run(move |swarm| swarm.dial(addr).unwrap());
+    }
+    let mut registered = std::collections::HashSet::new();
+    while registered.len() < 2 {
+        registered.insert(later.wait_for(server_registered).await);
+    }
+    assert!(registered.contains(&a.peer) && registered.contains(&b.peer));
+    // And it is polled: A learns of B through it too (B registered only there and at `first`).
+    let later_peer = later.peer;
+    a.wait_for(|e| match e {
+        ClientNodeEvent::Rendezvous(Event::ServerAdded { server }) if *server == later_peer => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stopping_unregisters_everywhere() {
+    let mut one = server().await;
+    let mut two = server().await;
+    let mut a = client(config(&[&one, &two]).with_discovery(false)).await;
+    let mut at = std::collections::HashSet::new();
+    while at.len() < 2 {
+        at.insert(a.wait_for(registered_at).await);
+    }
+    a.run(|swarm| swarm.behaviour_mut().rendezvous.stop());
+    a.wait_for(|e| matches!(e, ClientNodeEvent::Rendezvous(Event::Stopped)).then_some(()))
+        .await;
+    for s in [&mut one, &mut two] {
+        assert_eq!(s.wait_for(server_unregistered).await, (a.peer, ns()));
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_server_is_recovered_from_without_duplicates() {
+    let key = Keypair::generate_ed25519();
+    let addr = memory_addr();
+    let first = server_at(key.clone(), addr.clone()).await;
+    let mut a = client(config(&[&first]).with_discovery(false)).await;
+    let mut b = client(config(&[&first])).await;
+    b.wait_for(discovered(a.peer)).await;
+
+    first.kill().await;
+    let mut second = server_at(key, addr).await;
+    let (a_peer, b_peer) = (a.peer, b.peer);
+    // A registers again with the new server on its own.
+    while second.wait_for(server_registered).await != a_peer {}
+    a.wait_for(registered_at).await;
+    // B polls until a page with A was served, then asks again: by then it has handled that page.
+    second
+        .wait_for(|e| match e {
+            ServerNodeEvent::Rendezvous(server::Event::DiscoverServed { peer, count, .. }) => {
+                (*peer == b_peer && *count > 0).then_some(())
+            }
+            _ => None,
+        })
+        .await;
+    second
+        .wait_for(|e| match e {
+            ServerNodeEvent::Rendezvous(server::Event::DiscoverServed { peer, .. }) => {
+                (*peer == b_peer).then_some(())
+            }
+            _ => None,
+        })
+        .await;
+    let again: Vec<_> = b
+        .drain()
+        .into_iter()
+        .filter(|e| {
+            matches!(e, ClientNodeEvent::Rendezvous(Event::Discovered { peer, .. }) if *peer == a_peer)
+        })
+        .collect();
+    assert!(again.is_empty(), "A was reported again: {again:?}");
+}

@@ -1,0 +1,100 @@
+//! The rendezvous client as one discovery source among others.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::{multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent, Multiaddr, Swarm};
+use libp2p_swarm_test::SwarmExt as _;
+use rendezvous_discovery::{bootstrap, client, discovery, server, Namespace};
+
+#[derive(NetworkBehaviour)]
+struct Sources {
+    rendezvous: client::Behaviour,
+    bootstrap: bootstrap::Behaviour,
+}
+
+impl discovery::Source for Sources {
+    fn discoveries(&self, event: &SourcesEvent, found: &mut discovery::Found) {
+        match event {
+            SourcesEvent::Rendezvous(e) => self.rendezvous.discoveries(e, found),
+            SourcesEvent::Bootstrap(e) => self.bootstrap.discoveries(e, found),
+        }
+    }
+}
+
+fn memory_addr() -> Multiaddr {
+    Multiaddr::empty().with(Protocol::Memory(rand::random::<u64>() >> 1))
+}
+
+#[tokio::test]
+async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
+    let ns = Namespace::from_static("chat");
+    let mut rendezvous_server = Swarm::new_ephemeral_tokio(|_| {
+        // a only discovers (never registers), so the server cannot know which record format a
+        // speaks; serve it both (the default serves unknown peers only rust-libp2p 0.18's).
+        server::Behaviour::new(
+            server::Config::default().with_unknown_peer_formats(server::ServedFormats::All),
+        )
+    });
+    let (server_addr, _) = rendezvous_server.listen().with_memory_addr_external().await;
+    let server_id = *rendezvous_server.local_peer_id();
+    tokio::spawn(rendezvous_server.loop_on_next());
+
+    // t registers in "chat" at the server, with its memory address.
+    let t_addr = memory_addr();
+    let mut t = Swarm::new_ephemeral_tokio(|key| {
+        client::Behaviour::new(
+            key,
+            client::Config::default()
+                .with_server(server_id, vec![server_addr.clone()])
+                .with_namespace(ns.clone())
+                .with_discovery(false),
+        )
+    });
+    t.listen_on(t_addr.clone()).unwrap();
+    t.add_external_address(t_addr.clone());
+    let t_id = *t.local_peer_id();
+    tokio::spawn(t.loop_on_next());
+
+    // a knows t from its bootstrap list too.
+    let mut a = Swarm::new_ephemeral_tokio(|key| {
+        let sources = Sources {
+            rendezvous: client::Behaviour::new(
+                key,
+                client::Config::default()
+                    .with_server(server_id, vec![server_addr.clone()])
+                    .with_namespace(ns.clone())
+                    .with_registration(false)
+                    .with_interval(Duration::from_millis(50)),
+            ),
+            bootstrap: bootstrap::Behaviour::new(
+                bootstrap::Config::new([t_addr.clone().with(Protocol::P2p(t_id))]).unwrap(),
+            ),
+        };
+        discovery::Behaviour::new(sources, discovery::Config::default())
+    });
+
+    let mut reports = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match a.select_next_some().await {
+                SwarmEvent::Behaviour(discovery::Event::Discovered {
+                    peer,
+                    addrs,
+                    source,
+                }) => reports.push((peer, addrs, source)),
+                SwarmEvent::Behaviour(discovery::Event::Source(SourcesEvent::Rendezvous(
+                    client::Event::Discovered { peer, .. },
+                ))) if peer == t_id => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a discovers t through rendezvous");
+
+    assert_eq!(reports, [(t_id, vec![t_addr.clone()], bootstrap::SOURCE)]);
+    let book = a.behaviour().address_book();
+    assert_eq!(book.sources_of(&t_id), [bootstrap::SOURCE, client::SOURCE]);
+    assert_eq!(book.addresses_of(&t_id).collect::<Vec<_>>(), [&t_addr]);
+}
