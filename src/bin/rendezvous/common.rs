@@ -38,7 +38,7 @@ pub type CliResult = Result<std::process::ExitCode, CliError>;
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for output.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

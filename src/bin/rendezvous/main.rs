@@ -10,6 +10,7 @@ mod discover;
 mod load;
 mod register;
 mod serve;
+mod streams;
 
 /// The libp2p rendezvous server and client.
 #[derive(Debug, Parser)]
