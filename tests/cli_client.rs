@@ -1,12 +1,12 @@
 //! `rendezvous discover` and `rendezvous register` against an in-process rust-libp2p
 //! rendezvous server on 127.0.0.1 TCP.
 
+mod common;
+
 use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt;
-use libp2p::{
-    identity::Keypair, noise, rendezvous, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId,
-};
+use libp2p::{noise, rendezvous, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId};
 use rendezvous_discovery::{client, Namespace, RecordFormat};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -16,45 +16,13 @@ use tokio::{
 
 const HANG: Duration = Duration::from_secs(60);
 
-/// Starts a rust-libp2p server on 127.0.0.1; returns its `/p2p/` address and its events.
+/// Starts rust-libp2p's rendezvous server on 127.0.0.1; returns its address and its events.
 async fn server() -> (
     Multiaddr,
     mpsc::UnboundedReceiver<rendezvous::server::Event>,
 ) {
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            rendezvous::server::Behaviour::new(
-                rendezvous::server::Config::default().with_min_ttl(1),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    let peer = *swarm.local_peer_id();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(e) = swarm.select_next_some().await {
-                let _ = tx.send(e);
-            }
-        }
-    });
-    (addr.with(libp2p::multiaddr::Protocol::P2p(peer)), rx)
+    let config = rendezvous::server::Config::default().with_min_ttl(1);
+    common::spawn_on_tcp(rendezvous::server::Behaviour::new(config)).await
 }
 
 /// Registers a peer with our client library, in process; returns its id once registered.

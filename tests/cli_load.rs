@@ -1,41 +1,19 @@
 //! `rendezvous load` end to end: the binary against rust-libp2p's rendezvous server (0.18) on
 //! loopback TCP, in this process.
 
-use std::{process::Output, time::Duration};
+mod common;
 
-use futures::StreamExt;
-use libp2p::{noise, rendezvous, swarm::SwarmEvent, tcp, yamux, Multiaddr};
+use std::process::Output;
+
+use libp2p::{rendezvous, Multiaddr};
 use serde_json::Value;
 
 /// Starts rust-libp2p's rendezvous server on 127.0.0.1 and returns its address with `/p2p/`.
 async fn reference_server() -> Multiaddr {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            rendezvous::server::Behaviour::new(
-                rendezvous::server::Config::default().with_min_ttl(1),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let address = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    let local = *swarm.local_peer_id();
-    tokio::spawn(async move { while swarm.next().await.is_some() {} });
-    format!("{address}/p2p/{local}").parse().unwrap()
+    let config = rendezvous::server::Config::default().with_min_ttl(1);
+    common::spawn_on_tcp(rendezvous::server::Behaviour::new(config))
+        .await
+        .0
 }
 
 async fn load(args: &[&str]) -> Output {
@@ -153,33 +131,10 @@ async fn verify_bench_reports_the_cost_of_one_record() {
 
 /// Starts our server on 127.0.0.1 and returns its address with `/p2p/`.
 async fn our_server() -> Multiaddr {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            rendezvous_discovery::server::Behaviour::new(
-                rendezvous_discovery::server::Config::default().with_min_ttl(1),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let address = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    let local = *swarm.local_peer_id();
-    tokio::spawn(async move { while swarm.next().await.is_some() {} });
-    format!("{address}/p2p/{local}").parse().unwrap()
+    let config = rendezvous_discovery::server::Config::default().with_min_ttl(1);
+    common::spawn_on_tcp(rendezvous_discovery::server::Behaviour::new(config))
+        .await
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,3 +42,48 @@ where
     .expect("the exchange finishes within 20 s");
     (output, events)
 }
+
+/// Starts `behaviour` in a swarm listening on 127.0.0.1 TCP (noise + yamux) in a task; returns
+/// its address with `/p2p/` and the behaviour's events.
+pub async fn spawn_on_tcp<B>(
+    behaviour: B,
+) -> (
+    libp2p::Multiaddr,
+    tokio::sync::mpsc::UnboundedReceiver<B::ToSwarm>,
+)
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send,
+{
+    use libp2p::{multiaddr::Protocol, noise, tcp, yamux};
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("TCP with noise and yamux builds")
+        .with_behaviour(|_| behaviour)
+        .expect("the behaviour is given")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = *swarm.local_peer_id();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(event) = swarm.select_next_some().await {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    (address.with(Protocol::P2p(peer)), rx)
+}
