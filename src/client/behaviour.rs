@@ -39,6 +39,8 @@ pub struct Behaviour {
     key: Keypair,
     config_protocol: libp2p::StreamProtocol,
     request_timeout: std::time::Duration,
+    /// Whether handlers list [`super::STANDARD_RECORDS_PROTOCOL`].
+    standard_marker: bool,
     schedule: Schedule,
     timer: Option<Delay>,
     /// Open connections per peer, first one used for requests.
@@ -67,6 +69,7 @@ impl Behaviour {
         let static_addresses = config.external_addresses.clone();
         let protocol = config.protocol.clone();
         let timeout = config.request_timeout;
+        let standard_marker = config.record_format == RecordFormat::Standard;
         let now = Instant::now();
         let mut schedule = Schedule::new(local, config, now);
         if !static_addresses.is_empty() {
@@ -76,6 +79,7 @@ impl Behaviour {
             key,
             config_protocol: protocol,
             request_timeout: timeout,
+            standard_marker,
             schedule,
             timer: None,
             connections: HashMap::new(),
@@ -251,6 +255,7 @@ impl Behaviour {
             self.request_timeout,
             self.schedule.is_server(&peer) && !self.schedule.is_stopped(),
         )
+        .with_standard_marker(self.standard_marker)
     }
 }
 

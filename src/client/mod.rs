@@ -90,6 +90,14 @@ pub(crate) mod schedule;
 
 pub use behaviour::Behaviour;
 
+/// The marker protocol our client lists (over identify) when its record format is
+/// [`RecordFormat::Standard`]: it tells a server of ours that this peer decodes standard-format
+/// records, so a client that only discovers is served all records rather than the legacy-only
+/// default kept for rust-libp2p 0.18 clients (see the [server docs](crate::server)). The client
+/// accepts a stream on it and drops it at once; it never keeps a connection alive for it.
+pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
+
 /// Most rendezvous servers one client tracks, configured and learned together. Each costs a
 /// few small maps and a poll per interval; a node that meets many peers announcing the protocol
 /// must not grow without limit.
