@@ -203,9 +203,7 @@ impl ConnectionHandler for Handler {
     type OutboundOpenInfo = (RequestId, Message);
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
-        let marker = self
-            .standard_marker
-            .then_some(STANDARD_RECORDS_PROTOCOL);
+        let marker = self.standard_marker.then_some(STANDARD_RECORDS_PROTOCOL);
         SubstreamProtocol::new(Marker(marker), ())
     }
 

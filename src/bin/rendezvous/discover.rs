@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use futures::StreamExt;
-use libp2p::{identity::Keypair, multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    identify, identity::Keypair, multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent,
+    Multiaddr, PeerId, Swarm,
+};
 use rendezvous_discovery::{client, Cookie, Namespace, RecordFormat};
 
 use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
@@ -35,6 +38,38 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     node: NodeArgs,
+}
+
+/// The agent version the client commands announce over identify.
+const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
+
+/// The rendezvous client with identify beside it: identify tells a server of ours that we list
+/// [`client::STANDARD_RECORDS_PROTOCOL`], so discovering without registering still gets every
+/// record.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "NodeEvent")]
+pub struct Node {
+    pub rendezvous: client::Behaviour,
+    identify: identify::Behaviour,
+}
+
+/// The events of [`Node`].
+#[derive(Debug)]
+pub enum NodeEvent {
+    Rendezvous(client::Event),
+    Identify,
+}
+
+impl From<client::Event> for NodeEvent {
+    fn from(event: client::Event) -> Self {
+        Self::Rendezvous(event)
+    }
+}
+
+impl From<identify::Event> for NodeEvent {
+    fn from(_: identify::Event) -> Self {
+        Self::Identify
+    }
 }
 
 /// Flags shared by `discover` and `register`.
@@ -88,10 +123,7 @@ fn parse_addrs(flag: &str, values: &[String]) -> Result<Vec<Multiaddr>, CliError
 }
 
 /// Builds the swarm for `config` and starts listening; announces the listen addresses.
-pub fn start(
-    node: &NodeArgs,
-    config: client::Config,
-) -> Result<Swarm<client::Behaviour>, CliError> {
+pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, CliError> {
     let format = match node.record_format.as_str() {
         "standard" => RecordFormat::Standard,
         "legacy" => RecordFormat::Legacy,
@@ -111,7 +143,13 @@ pub fn start(
     for addr in external {
         config = config.with_external_address(addr);
     }
-    let mut swarm = build_swarm(key, |key| client::Behaviour::new(key.clone(), config))?;
+    let mut swarm = build_swarm(key, |key| Node {
+        rendezvous: client::Behaviour::new(key.clone(), config),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                .with_agent_version(AGENT_VERSION.into()),
+        ),
+    })?;
     for addr in listen {
         swarm
             .listen_on(addr.clone())
@@ -122,7 +160,7 @@ pub fn start(
 
 /// What to do with a swarm event common to both commands: listen addresses become external
 /// addresses (this tool has no other way to learn them).
-pub fn on_swarm_event(swarm: &mut Swarm<client::Behaviour>, event: &SwarmEvent<client::Event>) {
+pub fn on_swarm_event(swarm: &mut Swarm<Node>, event: &SwarmEvent<NodeEvent>) {
     if let SwarmEvent::NewListenAddr { address, .. } = event {
         swarm.add_external_address(address.clone());
     }
@@ -239,9 +277,12 @@ pub async fn run(args: Args) -> CliResult {
     };
     if args.once {
         for ns in &namespaces {
-            let id = swarm
-                .behaviour_mut()
-                .discover(server, Some(ns.clone()), None, Some(limit));
+            let id = swarm.behaviour_mut().rendezvous.discover(
+                server,
+                Some(ns.clone()),
+                None,
+                Some(limit),
+            );
             paging.insert(id, ns.clone());
         }
     }
@@ -253,7 +294,7 @@ pub async fn run(args: Args) -> CliResult {
             }
         };
         on_swarm_event(&mut swarm, &event);
-        let SwarmEvent::Behaviour(event) = event else {
+        let SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) = event else {
             if let SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(p),
                 error,
@@ -306,7 +347,7 @@ pub async fn run(args: Args) -> CliResult {
 }
 
 fn next_page(
-    swarm: &mut Swarm<client::Behaviour>,
+    swarm: &mut Swarm<Node>,
     server: PeerId,
     ns: &Namespace,
     cookie: Cookie,
@@ -314,5 +355,6 @@ fn next_page(
 ) -> client::RequestId {
     swarm
         .behaviour_mut()
+        .rendezvous
         .discover(server, Some(ns.clone()), Some(cookie), Some(limit))
 }

@@ -9,7 +9,9 @@ use rendezvous_discovery::client;
 
 use crate::{
     common::{CliError, CliResult},
-    discover::{on_swarm_event, parse_namespaces, parse_server, render, start, NodeArgs},
+    discover::{
+        on_swarm_event, parse_namespaces, parse_server, render, start, NodeArgs, NodeEvent,
+    },
 };
 
 /// How long to wait for the UNREGISTERs to be written after Ctrl-C.
@@ -50,7 +52,7 @@ pub async fn run(args: Args) -> CliResult {
         tokio::select! {
             event = swarm.select_next_some() => {
                 on_swarm_event(&mut swarm, &event);
-                if let SwarmEvent::Behaviour(event) = event {
+                if let SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) = event {
                     if let Some(line) = render(&event, args.json) {
                         println!("{line}");
                     }
@@ -59,10 +61,12 @@ pub async fn run(args: Args) -> CliResult {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    swarm.behaviour_mut().stop();
+    swarm.behaviour_mut().rendezvous.stop();
     let stopped = tokio::time::timeout(STOP_GRACE, async {
         loop {
-            if let SwarmEvent::Behaviour(event) = swarm.select_next_some().await {
+            if let SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) =
+                swarm.select_next_some().await
+            {
                 if let Some(line) = render(&event, args.json) {
                     println!("{line}");
                 }
