@@ -963,12 +963,12 @@ mod tests {
     #[test]
     fn given_no_register_then_the_hint_beats_the_default_and_is_forgotten() {
         let open = Config::default().with_unknown_peer_formats(ServedFormats::All);
-        let mut store = Registrations::new(open, START);
-        assert_eq!(store.served_formats(&peer(9)), ServedFormats::All);
-        store.set_peer_record_format(peer(9), RecordFormat::Legacy);
-        assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
-        store.forget_peer_record_format(&peer(9));
-        assert_eq!(store.served_formats(&peer(9)), ServedFormats::All);
+        let mut open = Registrations::new(open, START);
+        assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
+        open.set_peer_record_format(peer(9), RecordFormat::Legacy);
+        assert_eq!(open.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+        open.forget_peer_record_format(&peer(9));
+        assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
 
         let mut store = store();
         store.set_peer_record_format(peer(9), RecordFormat::Standard);
