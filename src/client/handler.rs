@@ -62,6 +62,9 @@ pub enum OutEvent {
     },
     /// The remote announced the rendezvous protocol.
     RemoteSupportsProtocol,
+    /// The remote's protocols arrived for the first time on this connection (identify finished
+    /// on our side).
+    RemoteProtocolsKnown,
 }
 
 /// After an UNREGISTER, how long to wait for the server to end the stream before reporting it
@@ -80,6 +83,7 @@ pub struct Handler {
     running: FuturesUnordered<Running>,
     events: VecDeque<OutEvent>,
     remote_supports: bool,
+    remote_protocols_known: bool,
     standard_marker: bool,
 }
 
@@ -119,6 +123,7 @@ impl Handler {
             running: FuturesUnordered::new(),
             events: VecDeque::new(),
             remote_supports: false,
+            remote_protocols_known: false,
             standard_marker: false,
         }
     }
@@ -267,6 +272,12 @@ impl ConnectionHandler for Handler {
             Self::OutboundOpenInfo,
         >,
     ) {
+        if matches!(event, ConnectionEvent::RemoteProtocolsChange(_))
+            && !self.remote_protocols_known
+        {
+            self.remote_protocols_known = true;
+            self.events.push_back(OutEvent::RemoteProtocolsKnown);
+        }
         match event {
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
