@@ -158,3 +158,32 @@ async fn a_rust_libp2p_client_never_gets_an_undecodable_page() {
         served(&server, r.peer, ServedFormats::LegacyOnly).await;
     }
 }
+
+#[tokio::test]
+async fn a_discover_only_client_holds_its_first_discover_until_identify_and_sees_all() {
+    let server = server().await;
+    let registrant = standard_registrant(&server).await;
+    // Configured with the server: it dials and discovers at once, racing identify but for the
+    // hold. A long interval: only the first DISCOVER can find the record.
+    let config = client::Config::default()
+        .with_server(server.peer, vec![server.addr.clone().unwrap()])
+        .with_namespace(ns())
+        .with_registration(false)
+        .with_interval(Duration::from_secs(3600));
+    let d = swarm(Keypair::generate_ed25519(), |key| ClientNode {
+        identify: identify(key),
+        rendezvous: client::Behaviour::new(key.clone(), config),
+    });
+    let mut d = spawn(d, None).await;
+    let found = d
+        .wait_for(|e| match e {
+            ClientNodeEvent::Rendezvous(Event::Discovered { peer, .. }) => Some(*peer),
+            ClientNodeEvent::Rendezvous(Event::DiscoverCompleted { registrations, .. }) => {
+                assert!(!registrations.is_empty(), "the first page missed the record");
+                None
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(found, registrant.peer);
+}
