@@ -179,7 +179,10 @@ async fn a_discover_only_client_holds_its_first_discover_until_identify_and_sees
         .wait_for(|e| match e {
             ClientNodeEvent::Rendezvous(Event::Discovered { peer, .. }) => Some(*peer),
             ClientNodeEvent::Rendezvous(Event::DiscoverCompleted { registrations, .. }) => {
-                assert!(!registrations.is_empty(), "the first page missed the record");
+                assert!(
+                    !registrations.is_empty(),
+                    "the first page missed the record"
+                );
                 None
             }
             _ => None,
