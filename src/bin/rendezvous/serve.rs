@@ -243,3 +243,37 @@ fn log_event(event: server::Event) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(agent: &str, protocols: Vec<StreamProtocol>) -> identify::Info {
+        identify::Info {
+            public_key: Keypair::generate_ed25519().public(),
+            protocol_version: "/ipfs/id/1.0.0".into(),
+            agent_version: agent.into(),
+            listen_addrs: Vec::new(),
+            protocols,
+            observed_addr: Multiaddr::empty(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn identify_hints_legacy_only_for_rust_libp2p_agents_without_the_marker() {
+        let marker = vec![client::STANDARD_RECORDS_PROTOCOL];
+        assert_eq!(
+            identify_hint(&info("rust-libp2p/0.57.0", Vec::new())),
+            RecordFormat::Legacy
+        );
+        assert_eq!(
+            identify_hint(&info("rust-libp2p/0.57.0", marker)),
+            RecordFormat::Standard
+        );
+        assert_eq!(
+            identify_hint(&info("go-libp2p/0.40", Vec::new())),
+            RecordFormat::Standard
+        );
+    }
+}
