@@ -30,6 +30,10 @@ use crate::{
     Cookie, Namespace, RecordFormat, SignedRecord, Ttl,
 };
 
+/// How long a client that does not register holds its first DISCOVER on a new connection while
+/// waiting for identify (see [`Behaviour`]'s `held`); servers without identify get it then.
+const IDENTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most addresses we keep in our own signed record; more would only bloat every REGISTER.
 const MAX_OWN_ADDRESSES: usize = 32;
 
@@ -39,6 +43,8 @@ pub struct Behaviour {
     key: Keypair,
     config_protocol: libp2p::StreamProtocol,
     request_timeout: std::time::Duration,
+    /// Whether handlers list [`super::STANDARD_RECORDS_PROTOCOL`].
+    standard_marker: bool,
     schedule: Schedule,
     timer: Option<Delay>,
     /// Open connections per peer, first one used for requests.
@@ -50,6 +56,19 @@ pub struct Behaviour {
     external: Vec<Multiaddr>,
     records: HashMap<RecordFormat, SignedRecord>,
     queue: VecDeque<ToSwarm<Event, InEvent>>,
+    /// Whether we register (then a server of ours serves us by our REGISTER's format, and the
+    /// schedule holds DISCOVERs behind REGISTERs in flight already).
+    registers: bool,
+    /// Servers whose connection has not yet told us the remote's protocols, with when we stop
+    /// waiting. A server of ours learns our record format from identify (our marker protocol);
+    /// a DISCOVER sent before that is served by its default (legacy only) and its cookie moves
+    /// past standard records, so a client that does not register holds DISCOVERs until the
+    /// remote's protocols arrive here (the server then has answered our identify request, and
+    /// its own request to us went out at the same time), or [`IDENTIFY_WAIT`] passes. Bounded
+    /// by our connected servers.
+    awaiting_identify: HashMap<PeerId, Instant>,
+    /// DISCOVERs held by `awaiting_identify`; bounded by the schedule's requests in flight.
+    held: Vec<Action>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -67,6 +86,8 @@ impl Behaviour {
         let static_addresses = config.external_addresses.clone();
         let protocol = config.protocol.clone();
         let timeout = config.request_timeout;
+        let standard_marker = config.record_format == RecordFormat::Standard;
+        let registers = config.registration && !config.namespaces.is_empty();
         let now = Instant::now();
         let mut schedule = Schedule::new(local, config, now);
         if !static_addresses.is_empty() {
@@ -76,6 +97,7 @@ impl Behaviour {
             key,
             config_protocol: protocol,
             request_timeout: timeout,
+            standard_marker,
             schedule,
             timer: None,
             connections: HashMap::new(),
@@ -84,6 +106,37 @@ impl Behaviour {
             external: Vec::new(),
             records: HashMap::new(),
             queue: VecDeque::new(),
+            registers,
+            awaiting_identify: HashMap::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Whether `action` waits for identify on its server's connection (see `awaiting_identify`).
+    fn must_hold(&self, action: &Action, now: Instant) -> bool {
+        match action {
+            Action::Send {
+                server,
+                body: Request::Discover { .. },
+                ..
+            } => self
+                .awaiting_identify
+                .get(server)
+                .is_some_and(|until| now < *until),
+            _ => false,
+        }
+    }
+
+    /// Sends the held DISCOVERs that need not wait any longer.
+    fn release_held(&mut self, now: Instant) {
+        self.awaiting_identify.retain(|_, until| now < *until);
+        let held = std::mem::take(&mut self.held);
+        for action in held {
+            if self.must_hold(&action, now) {
+                self.held.push(action);
+            } else {
+                self.act(action);
+            }
         }
     }
 
@@ -256,6 +309,7 @@ impl Behaviour {
             self.request_timeout,
             self.schedule.is_server(&peer) && !self.schedule.is_stopped(),
         )
+        .with_standard_marker(self.standard_marker)
     }
 }
 
@@ -310,6 +364,10 @@ impl NetworkBehaviour for Behaviour {
                 let conns = self.connections.entry(e.peer_id).or_default();
                 conns.push(e.connection_id);
                 if conns.len() == 1 {
+                    if !self.registers && self.schedule.is_server(&e.peer_id) {
+                        self.awaiting_identify
+                            .insert(e.peer_id, now + IDENTIFY_WAIT);
+                    }
                     self.schedule.connected(now, e.peer_id);
                     self.wake();
                 }
@@ -328,6 +386,9 @@ impl NetworkBehaviour for Behaviour {
                     }
                 }
                 if remaining_established == 0 {
+                    // Held DISCOVERs to it now fail as not connected.
+                    self.awaiting_identify.remove(&peer_id);
+                    self.release_held(now);
                     self.schedule.disconnected(now, peer_id);
                 }
                 self.wake();
@@ -372,6 +433,11 @@ impl NetworkBehaviour for Behaviour {
             OutEvent::Outcome { request, result } => {
                 self.requests.remove(&request);
                 self.schedule.on_response(now, request, result);
+            }
+            OutEvent::RemoteProtocolsKnown => {
+                if self.awaiting_identify.remove(&peer).is_some() {
+                    self.release_held(now);
+                }
             }
             OutEvent::RemoteSupportsProtocol => {
                 let was = self.schedule.is_server(&peer);
@@ -419,11 +485,28 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(out);
             }
             let now = Instant::now();
-            if let Some(action) = self.schedule.poll(now) {
-                self.act(action);
+            if !self.held.is_empty() && self.awaiting_identify.values().any(|until| now >= *until) {
+                self.release_held(now);
                 continue;
             }
-            match self.schedule.poll_timeout() {
+            if let Some(action) = self.schedule.poll(now) {
+                if self.must_hold(&action, now) {
+                    self.held.push(action);
+                } else {
+                    self.act(action);
+                }
+                continue;
+            }
+            let hold_until = if self.held.is_empty() {
+                None
+            } else {
+                self.awaiting_identify.values().min().copied()
+            };
+            let timeout = match (self.schedule.poll_timeout(), hold_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match timeout {
                 None => {
                     self.timer = None;
                     return Poll::Pending;

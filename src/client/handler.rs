@@ -11,7 +11,7 @@ use std::{
 use futures::{future::BoxFuture, stream::FuturesUnordered, AsyncWriteExt, FutureExt, StreamExt};
 use futures_timer::Delay;
 use libp2p::{
-    core::upgrade::{DeniedUpgrade, ReadyUpgrade},
+    core::upgrade::{InboundUpgrade, ReadyUpgrade, UpgradeInfo},
     swarm::{
         handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedOutbound, ProtocolsChange},
         ConnectionHandler, ConnectionHandlerEvent, Stream, StreamUpgradeError, SubstreamProtocol,
@@ -19,7 +19,7 @@ use libp2p::{
     StreamProtocol,
 };
 
-use super::{RequestError, RequestId, MAX_PENDING_REQUESTS};
+use super::{RequestError, RequestId, MAX_PENDING_REQUESTS, STANDARD_RECORDS_PROTOCOL};
 use crate::codec::{
     read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -62,6 +62,9 @@ pub enum OutEvent {
     },
     /// The remote announced the rendezvous protocol.
     RemoteSupportsProtocol,
+    /// The remote's protocols arrived for the first time on this connection (identify finished
+    /// on our side).
+    RemoteProtocolsKnown,
 }
 
 /// After an UNREGISTER, how long to wait for the server to end the stream before reporting it
@@ -80,6 +83,33 @@ pub struct Handler {
     running: FuturesUnordered<Running>,
     events: VecDeque<OutEvent>,
     remote_supports: bool,
+    remote_protocols_known: bool,
+    standard_marker: bool,
+}
+
+/// The inbound side: [`STANDARD_RECORDS_PROTOCOL`] when the client uses standard records (a
+/// stream on it is accepted and dropped), else nothing.
+#[derive(Debug, Clone)]
+pub struct Marker(Option<StreamProtocol>);
+
+impl UpgradeInfo for Marker {
+    type Info = StreamProtocol;
+    type InfoIter = std::option::IntoIter<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.clone().into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for Marker {
+    type Output = ();
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Ready<Result<(), Self::Error>>;
+
+    fn upgrade_inbound(self, _stream: Stream, _: StreamProtocol) -> Self::Future {
+        // The marker carries nothing: the stream is dropped (closed) here.
+        futures::future::ready(Ok(()))
+    }
 }
 
 impl Handler {
@@ -93,7 +123,15 @@ impl Handler {
             running: FuturesUnordered::new(),
             events: VecDeque::new(),
             remote_supports: false,
+            remote_protocols_known: false,
+            standard_marker: false,
         }
+    }
+
+    /// Lists [`STANDARD_RECORDS_PROTOCOL`] on this connection.
+    pub(crate) fn with_standard_marker(mut self, on: bool) -> Self {
+        self.standard_marker = on;
+        self
     }
 
     fn pending(&self) -> usize {
@@ -164,13 +202,14 @@ fn kind_name(message: &Message) -> &'static str {
 impl ConnectionHandler for Handler {
     type FromBehaviour = InEvent;
     type ToBehaviour = OutEvent;
-    type InboundProtocol = DeniedUpgrade;
+    type InboundProtocol = Marker;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = (RequestId, Message);
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
-        SubstreamProtocol::new(DeniedUpgrade, ())
+        let marker = self.standard_marker.then_some(STANDARD_RECORDS_PROTOCOL);
+        SubstreamProtocol::new(Marker(marker), ())
     }
 
     fn connection_keep_alive(&self) -> bool {
@@ -233,6 +272,12 @@ impl ConnectionHandler for Handler {
             Self::OutboundOpenInfo,
         >,
     ) {
+        if matches!(event, ConnectionEvent::RemoteProtocolsChange(_))
+            && !self.remote_protocols_known
+        {
+            self.remote_protocols_known = true;
+            self.events.push_back(OutEvent::RemoteProtocolsKnown);
+        }
         match event {
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,

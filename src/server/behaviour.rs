@@ -18,7 +18,7 @@ use libp2p::{
 };
 
 use super::{
-    handler::{FromBehaviour, Handler, InboundRequest, Request},
+    handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
     Config, Event, RateLimiter, Registrations,
 };
 use crate::codec::{
@@ -83,9 +83,12 @@ impl Behaviour {
         self.store.registrations_of(peer, Instant::now())
     }
 
-    /// Tells the server which record format `peer` decodes (for example from identify's agent
-    /// version); it takes precedence over the format of the peer's REGISTERs. Forgotten when the
-    /// peer's last connection closes. See the [module docs](super).
+    /// Hints which record format `peer` decodes (for example from identify's agent version), for
+    /// as long as it has not registered: the format of its latest REGISTER wins. The server sets
+    /// a Standard hint itself when the peer lists
+    /// [`client::STANDARD_RECORDS_PROTOCOL`](crate::client::STANDARD_RECORDS_PROTOCOL); the
+    /// latest hint wins. Forgotten when the peer's last connection closes. See the
+    /// [module docs](super).
     pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
         self.store.set_peer_record_format(peer, format);
     }
@@ -279,7 +282,14 @@ impl NetworkBehaviour for Behaviour {
         _: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        self.handle_request(peer, event);
+        match event {
+            ToBehaviour::Request(request) => self.handle_request(peer, request),
+            ToBehaviour::DecodesStandardRecords => {
+                tracing::debug!(%peer, "peer lists the standard-records marker");
+                self.store
+                    .set_peer_record_format(peer, RecordFormat::Standard);
+            }
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {

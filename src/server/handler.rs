@@ -16,12 +16,13 @@ use futures_timer::Delay;
 use libp2p::{
     core::upgrade::{DeniedUpgrade, ReadyUpgrade},
     swarm::{
-        handler::{ConnectionEvent, FullyNegotiatedInbound},
+        handler::{ConnectionEvent, FullyNegotiatedInbound, ProtocolsChange},
         ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
     },
 };
 
 use super::Config;
+use crate::client::STANDARD_RECORDS_PROTOCOL;
 use crate::codec::{
     read_frame, write_message, Cookie, DecodeError, FrameError, Message, Namespace,
     NewRegistration, RequestKind,
@@ -44,6 +45,16 @@ pub(crate) enum Request {
         cookie: Option<Cookie>,
         limit: Option<u64>,
     },
+}
+
+/// What a [`Handler`] tells the [`super::Behaviour`].
+#[derive(Debug)]
+pub enum ToBehaviour {
+    /// A request read from a stream.
+    Request(InboundRequest),
+    /// The remote lists [`STANDARD_RECORDS_PROTOCOL`] (learned from identify): it decodes
+    /// standard-format records.
+    DecodesStandardRecords,
 }
 
 /// What the [`super::Behaviour`] tells a [`Handler`].
@@ -79,6 +90,9 @@ pub struct Handler {
     requests_tx: mpsc::Sender<InboundRequest>,
     requests_rx: mpsc::Receiver<InboundRequest>,
     keep_alive: bool,
+    /// Whether [`ToBehaviour::DecodesStandardRecords`] was reported (once per connection).
+    marker_seen: bool,
+    events: Option<ToBehaviour>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -103,13 +117,15 @@ impl Handler {
             requests_tx,
             requests_rx,
             keep_alive,
+            marker_seen: false,
+            events: None,
         }
     }
 }
 
 impl ConnectionHandler for Handler {
     type FromBehaviour = FromBehaviour;
-    type ToBehaviour = InboundRequest;
+    type ToBehaviour = ToBehaviour;
     type InboundProtocol = ReadyUpgrade<StreamProtocol>;
     type OutboundProtocol = DeniedUpgrade;
     type InboundOpenInfo = ();
@@ -132,11 +148,16 @@ impl ConnectionHandler for Handler {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, InboundRequest>>
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, ToBehaviour>>
     {
         loop {
+            if let Some(event) = self.events.take() {
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+            }
             if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
-                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(request));
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                    ToBehaviour::Request(request),
+                ));
             }
             match self.streams.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(()))) => continue,
@@ -153,6 +174,13 @@ impl ConnectionHandler for Handler {
         &mut self,
         event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
     ) {
+        if let ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(mut added)) = event {
+            if !self.marker_seen && added.any(|p| *p == STANDARD_RECORDS_PROTOCOL) {
+                self.marker_seen = true;
+                self.events = Some(ToBehaviour::DecodesStandardRecords);
+            }
+            return;
+        }
         if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
             protocol: stream,
             ..

@@ -38,12 +38,18 @@
 //! - **Record formats (serving rust-libp2p 0.18 clients).** Two signed-record envelope formats
 //!   exist (see [`RecordFormat`](crate::RecordFormat)). rust-libp2p's rendezvous 0.18 client rejects a whole
 //!   DISCOVER_RESPONSE that holds one standard-format record, so the server sends each peer only
-//!   what it can decode: a peer whose latest REGISTER was legacy gets only legacy records; a peer
-//!   whose latest REGISTER was standard gets all records; a peer that never registered gets
-//!   [`Config::with_unknown_peer_formats`] (default: legacy only, safe for every client). An
-//!   application that knows better (for example from identify's agent version) calls
-//!   [`Behaviour::set_peer_record_format`], which takes precedence. Records left out of a page
-//!   still advance its cookie.
+//!   what it can decode, by this priority: (1) a peer that has registered is served by the format
+//!   of its latest REGISTER (legacy: legacy records only; standard: all records); (2) else by a
+//!   hint: our own client lists the marker protocol
+//!   [`client::STANDARD_RECORDS_PROTOCOL`](crate::client::STANDARD_RECORDS_PROTOCOL) when it
+//!   uses standard records, which the server learns from identify and takes as a Standard hint,
+//!   and an application that knows better (for example from identify's agent version) calls
+//!   [`Behaviour::set_peer_record_format`]; the latest hint wins; (3) else
+//!   [`Config::with_unknown_peer_formats`] (default: legacy only, safe for every client). Hints
+//!   are bounded by [`MAX_PEER_FORMAT_OVERRIDES`] and forgotten when the peer's last connection
+//!   closes. Records left out of a page still advance its cookie. The marker is only seen once
+//!   identify has run on the connection; a DISCOVER that arrives earlier is served by the
+//!   default (our client holds its first DISCOVER for that, see the client docs).
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 
 mod behaviour;

@@ -286,8 +286,9 @@ impl Registrations {
         self.remove_entry(seq).map(Entry::into_granted)
     }
 
-    /// Sets which formats `peer` is served, overriding what its REGISTERs say (see the module
-    /// docs). At most [`MAX_PEER_FORMAT_OVERRIDES`] are kept; beyond that the call is ignored.
+    /// Hints which record format `peer` decodes, for when it has not registered (the format of
+    /// its latest REGISTER wins; see the module docs). At most [`MAX_PEER_FORMAT_OVERRIDES`] hints
+    /// are kept; beyond that the call is ignored and the peer gets the configured default.
     pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
         if self.format_overrides.len() < MAX_PEER_FORMAT_OVERRIDES
             || self.format_overrides.contains_key(&peer)
@@ -296,19 +297,21 @@ impl Registrations {
         }
     }
 
-    /// Forgets the override of `peer` (its last connection closed).
+    /// Forgets the hint for `peer` (its last connection closed).
     pub fn forget_peer_record_format(&mut self, peer: &PeerId) {
         self.format_overrides.remove(peer);
     }
 
-    /// The formats served to `peer`: an override, else the format of its latest REGISTER, else
-    /// the configured default for unknown peers.
+    /// The formats served to `peer`: the format of its latest REGISTER (what it sends is what it
+    /// decodes), else a hint (the client marker protocol or
+    /// [`set_peer_record_format`](Self::set_peer_record_format)), else the configured default for
+    /// unknown peers.
     pub fn served_formats(&self, peer: &PeerId) -> ServedFormats {
         let format = self
-            .format_overrides
+            .peers
             .get(peer)
-            .copied()
-            .or_else(|| self.peers.get(peer).and_then(|p| p.format));
+            .and_then(|p| p.format)
+            .or_else(|| self.format_overrides.get(peer).copied());
         match format {
             Some(RecordFormat::Standard) => ServedFormats::All,
             Some(RecordFormat::Legacy) => ServedFormats::LegacyOnly,
@@ -914,10 +917,8 @@ mod tests {
         // Filtered records still advance the cookie: a legacy pager with limit 1 never loops.
         let seen = page_all(&store, peer(9), None, 1, now);
         assert_eq!(seen, vec![(peer(1), ns("a")), (peer(3), ns("a"))]);
-        // The application's word wins over the REGISTER's format, and can be forgotten.
-        store.set_peer_record_format(peer(1), RecordFormat::Standard);
+        // A hint decides for a peer that never registered, and can be forgotten.
         store.set_peer_record_format(peer(9), RecordFormat::Standard);
-        assert_eq!(peers(&store, peer(1)).len(), 3);
         assert_eq!(peers(&store, peer(9)).len(), 3);
         store.forget_peer_record_format(&peer(9));
         assert_eq!(peers(&store, peer(9)).len(), 2);
@@ -938,6 +939,52 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn given_a_hint_and_a_register_then_the_register_format_wins_over_the_hint() {
+        let mut store = store();
+        let now = Instant::now();
+        let standard = NewRegistration {
+            namespace: ns("a"),
+            record: record(2, RecordFormat::Standard),
+            ttl: None,
+        };
+        store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+        store.register(peer(2), standard, now).unwrap();
+        // Peer 1 registered legacy: a Standard hint (say from a marker) does not change that.
+        store.set_peer_record_format(peer(1), RecordFormat::Standard);
+        assert_eq!(store.served_formats(&peer(1)), ServedFormats::LegacyOnly);
+        // Peer 2 registered standard: a Legacy hint (say from its agent) does not change that.
+        store.set_peer_record_format(peer(2), RecordFormat::Legacy);
+        assert_eq!(store.served_formats(&peer(2)), ServedFormats::All);
+    }
+
+    #[test]
+    fn given_no_register_then_the_hint_beats_the_default_and_is_forgotten() {
+        let open = Config::default().with_unknown_peer_formats(ServedFormats::All);
+        let mut open = Registrations::new(open, START);
+        assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
+        open.set_peer_record_format(peer(9), RecordFormat::Legacy);
+        assert_eq!(open.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+        open.forget_peer_record_format(&peer(9));
+        assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
+
+        let mut store = store();
+        store.set_peer_record_format(peer(9), RecordFormat::Standard);
+        assert_eq!(store.served_formats(&peer(9)), ServedFormats::All);
+        store.forget_peer_record_format(&peer(9));
+        assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+    }
+
+    #[test]
+    fn given_the_hint_map_is_full_then_new_peers_get_the_default() {
+        let mut store = store();
+        for _ in 0..MAX_PEER_FORMAT_OVERRIDES {
+            store.set_peer_record_format(PeerId::random(), RecordFormat::Standard);
+        }
+        store.set_peer_record_format(peer(9), RecordFormat::Standard);
+        assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
     }
 
     proptest! {

@@ -8,6 +8,7 @@ use libp2p::{
     StreamProtocol,
 };
 use rendezvous_discovery::{
+    client,
     server::{self, ServedFormats},
     RecordFormat, Ttl,
 };
@@ -67,8 +68,9 @@ pub struct Args {
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
-    /// Record formats sent to peers that never registered and whose agent is rust-libp2p:
-    /// `legacy` (safe for rust-libp2p 0.18 clients) or `all`.
+    /// Record formats sent to peers that never registered and that identify has not (yet) told
+    /// about: `legacy` (safe for rust-libp2p 0.18 clients) or `all`. Identify hints Legacy for a
+    /// rust-libp2p agent without our standard-records marker and Standard for everyone else.
     #[arg(long, value_name = "FORMATS", default_value = "legacy", value_parser = parse_formats)]
     unknown_peer_formats: ServedFormats,
 }
@@ -180,16 +182,29 @@ pub async fn run(args: Args) -> CliResult {
                 peer_id,
                 info,
                 ..
-            })) if !info.agent_version.starts_with("rust-libp2p") => {
-                // Only rust-libp2p's own rendezvous client (0.18) needs legacy-only pages.
+            })) => {
                 swarm
                     .behaviour_mut()
                     .rendezvous
-                    .set_peer_record_format(peer_id, RecordFormat::Standard);
+                    .set_peer_record_format(peer_id, identify_hint(&info));
             }
             SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
             _ => {}
         }
+    }
+}
+
+/// The record format to hint for a peer from its identify info (its latest REGISTER still
+/// wins). Only rust-libp2p's own rendezvous client (0.18) needs legacy-only pages; our client
+/// lists [`client::STANDARD_RECORDS_PROTOCOL`] when it uses standard records (the server handler
+/// also sees that by itself, so both agree), and any other agent decodes standard records.
+fn identify_hint(info: &identify::Info) -> RecordFormat {
+    if info.protocols.contains(&client::STANDARD_RECORDS_PROTOCOL)
+        || !info.agent_version.starts_with("rust-libp2p")
+    {
+        RecordFormat::Standard
+    } else {
+        RecordFormat::Legacy
     }
 }
 
@@ -228,5 +243,39 @@ fn log_event(event: server::Event) {
             namespace = %registration.namespace,
             "registration expired"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(agent: &str, protocols: Vec<StreamProtocol>) -> identify::Info {
+        identify::Info {
+            public_key: Keypair::generate_ed25519().public(),
+            protocol_version: "/ipfs/id/1.0.0".into(),
+            agent_version: agent.into(),
+            listen_addrs: Vec::new(),
+            protocols,
+            observed_addr: Multiaddr::empty(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn identify_hints_legacy_only_for_rust_libp2p_agents_without_the_marker() {
+        let marker = vec![client::STANDARD_RECORDS_PROTOCOL];
+        assert_eq!(
+            identify_hint(&info("rust-libp2p/0.57.0", Vec::new())),
+            RecordFormat::Legacy
+        );
+        assert_eq!(
+            identify_hint(&info("rust-libp2p/0.57.0", marker)),
+            RecordFormat::Standard
+        );
+        assert_eq!(
+            identify_hint(&info("go-libp2p/0.40", Vec::new())),
+            RecordFormat::Standard
+        );
     }
 }
