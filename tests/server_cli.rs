@@ -76,6 +76,7 @@ fn serve_refuses_a_bad_flag_with_one_line_and_status_2() {
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
     let stderr = serve_fails(&["--listen", "not-a-multiaddr"]);
     assert!(stderr.contains("--listen"), "{stderr}");
+    assert!(stderr.contains("expected a multiaddr such as"), "{stderr}");
     let stderr = serve_fails(&["--min-ttl", "100", "--max-ttl", "10"]);
     assert!(stderr.contains("expected min <= max"), "{stderr}");
 }

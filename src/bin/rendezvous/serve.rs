@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(
         long = "listen",
         value_name = "MULTIADDR",
-        default_values = ["/ip4/0.0.0.0/tcp/62649", "/ip4/0.0.0.0/udp/62649/quic-v1"]
+        default_values = ["/ip4/0.0.0.0/tcp/62649", "/ip4/0.0.0.0/udp/62649/quic-v1"],
+        value_parser = parse_listen
     )]
     listen: Vec<Multiaddr>,
     /// Key file: loaded, or created (mode 0600) on first run so the peer id stays stable.
@@ -73,6 +74,15 @@ pub struct Args {
     /// rust-libp2p agent without our standard-records marker and Standard for everyone else.
     #[arg(long, value_name = "FORMATS", default_value = "legacy", value_parser = parse_formats)]
     unknown_peer_formats: ServedFormats,
+}
+
+fn parse_listen(s: &str) -> Result<Multiaddr, String> {
+    s.parse().map_err(|e| {
+        format!(
+            "expected a multiaddr such as /ip4/0.0.0.0/tcp/62649 or \
+             /ip4/0.0.0.0/udp/62649/quic-v1 ({e})"
+        )
+    })
 }
 
 fn parse_protocol(s: &str) -> Result<StreamProtocol, String> {
