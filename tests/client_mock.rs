@@ -649,3 +649,53 @@ async fn discovered_addresses_are_announced_to_the_swarm() {
         (key.public().to_peer_id(), "/memory/11".parse().unwrap())
     );
 }
+
+#[tokio::test]
+async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() {
+    use rendezvous_discovery::client::{MAX_PENDING_REQUESTS, MAX_QUEUED_PER_SERVER};
+    // The server never answers, so every request sent stays pending on the connection.
+    let mut server = mock(|_| Reply::Silence).await;
+    let server_peer = server.peer;
+    let mut c = client(
+        config(&server)
+            .with_registration(false)
+            .with_discovery(false),
+    )
+    .await;
+    // Fill the connection in batches the per-server queue accepts, waiting until each batch
+    // reached the server (so it left the queue for the handler).
+    let mut sent = 0;
+    while sent < MAX_PENDING_REQUESTS {
+        let batch = MAX_QUEUED_PER_SERVER.min(MAX_PENDING_REQUESTS - sent);
+        c.run(move |swarm| {
+            for _ in 0..batch {
+                swarm
+                    .behaviour_mut()
+                    .discover(server_peer, Some(ns()), None, Some(10));
+            }
+        });
+        for _ in 0..batch {
+            server
+                .wait_for(|m| matches!(m, Message::Discover { .. }).then_some(()))
+                .await;
+        }
+        sent += batch;
+    }
+    // One more is refused by the connection, with its own id.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    c.run(move |swarm| {
+        let id = swarm
+            .behaviour_mut()
+            .discover(server_peer, Some(ns()), None, Some(10));
+        let _ = tx.send(id);
+    });
+    let id = rx.await.unwrap();
+    let (request, error) = c
+        .wait_for(|e| match e {
+            Event::DiscoverFailed { request, error, .. } => Some((*request, error.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(request, id);
+    assert_eq!(error, RequestError::TooManyPending);
+}
