@@ -1,8 +1,5 @@
 //! What every subcommand shares: errors, logging, identity files, the swarm.
 
-// Some helpers are used only by subcommands still being built.
-#![allow(dead_code)]
-
 use std::{fmt, fs, io::Write, path::Path, time::Duration};
 
 use libp2p::{identity::Keypair, noise, swarm::NetworkBehaviour, tcp, yamux, Swarm};
@@ -100,6 +97,15 @@ pub fn build_swarm<B: NetworkBehaviour>(
         .map_err(|e| CliError::Failed(format!("cannot build the behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())
+}
+
+/// Parses a `--record-format` value (a clap value parser).
+pub fn parse_record_format(s: &str) -> Result<rendezvous_discovery::RecordFormat, String> {
+    match s {
+        "standard" => Ok(rendezvous_discovery::RecordFormat::Standard),
+        "legacy" => Ok(rendezvous_discovery::RecordFormat::Legacy),
+        other => Err(format!("{other:?}: expected standard or legacy")),
+    }
 }
 
 #[cfg(test)]

@@ -50,8 +50,8 @@ pub struct NodeArgs {
     #[arg(long = "external")]
     pub external: Vec<String>,
     /// Signed-record format: standard or legacy (rust-libp2p 0.18 servers).
-    #[arg(long, default_value = "standard")]
-    pub record_format: String,
+    #[arg(long, default_value = "standard", value_parser = crate::common::parse_record_format)]
+    pub record_format: RecordFormat,
     /// Key file (created if absent); without it a new identity is used.
     #[arg(long)]
     pub identity: Option<std::path::PathBuf>,
@@ -103,22 +103,13 @@ fn parse_addrs(flag: &str, values: &[String]) -> Result<Vec<Multiaddr>, CliError
 
 /// Builds the swarm for `config` and starts listening; announces the listen addresses.
 pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, CliError> {
-    let format = match node.record_format.as_str() {
-        "standard" => RecordFormat::Standard,
-        "legacy" => RecordFormat::Legacy,
-        other => {
-            return Err(CliError::Usage(format!(
-                "--record-format {other}: expected standard or legacy"
-            )))
-        }
-    };
     let listen = parse_addrs("listen", &node.listen)?;
     let external = parse_addrs("external", &node.external)?;
     let key = match &node.identity {
         Some(path) => load_or_create_identity(path)?,
         None => Keypair::generate_ed25519(),
     };
-    let mut config = config.with_record_format(format);
+    let mut config = config.with_record_format(node.record_format);
     for addr in external {
         config = config.with_external_address(addr);
     }

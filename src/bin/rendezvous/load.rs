@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Signed peer record format of the registrants: legacy works with rust-libp2p's server too.
-    #[arg(long, default_value = "legacy", value_parser = parse_format)]
+    #[arg(long, default_value = "legacy", value_parser = crate::common::parse_record_format)]
     record_format: RecordFormat,
     /// What discoverers page through: each namespace, or all namespaces at once.
     #[arg(long, value_enum, default_value_t = Scope::Namespaces)]
@@ -125,14 +125,6 @@ enum Scope {
     Namespaces,
     /// All namespaces in one DISCOVER without namespace.
     All,
-}
-
-fn parse_format(s: &str) -> Result<RecordFormat, String> {
-    match s {
-        "legacy" => Ok(RecordFormat::Legacy),
-        "standard" => Ok(RecordFormat::Standard),
-        other => Err(format!("{other:?}: expected legacy or standard")),
-    }
 }
 
 pub async fn run(args: Args) -> CliResult {
