@@ -59,6 +59,7 @@ async fn served(server: &Node<ServerNode>, peer: PeerId, formats: ServedFormats)
                     s.behaviour()
                         .rendezvous
                         .registrations()
+                        .expect("the memory store has an index")
                         .served_formats(&peer),
                 );
             });
