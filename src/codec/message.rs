@@ -100,8 +100,9 @@ impl Message {
 }
 
 /// Bytes a registration adds to an encoded DISCOVER_RESPONSE: the field tag, its length
-/// prefix and its body. Servers use it to cut a page to the message cap without re-encoding.
-pub(crate) fn registration_wire_len(namespace: &Namespace, envelope_len: usize, ttl: Ttl) -> usize {
+/// prefix and its body. Servers use it to cut a page to the message cap without re-encoding
+/// (the in-memory index and the binary's Redis store alike).
+pub fn registration_wire_len(namespace: &Namespace, envelope_len: usize, ttl: Ttl) -> usize {
     // Each of the three fields (ns, signedPeerRecord, ttl) and the entry itself has a one-byte tag.
     let ns_len = namespace.as_str().len();
     let body = 1

@@ -21,7 +21,7 @@ mod proto {
 }
 
 pub use frame::{read_frame, read_message, write_frame, write_message, FrameError};
-pub(crate) use message::registration_wire_len;
+pub use message::registration_wire_len;
 pub use message::{DecodeError, Message, RequestKind};
 pub use record::{InvalidRecord, RecordFormat, SignedRecord};
 pub use types::{

@@ -14,6 +14,8 @@
 // Each test file uses a different part of the support.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod node;
 pub mod raw;
 pub mod recorder;

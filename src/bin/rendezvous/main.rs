@@ -8,6 +8,8 @@ mod common;
 mod demo;
 mod discover;
 mod load;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod register;
 mod serve;
 mod streams;

@@ -73,6 +73,10 @@ pub struct Args {
     /// rust-libp2p agent without our standard-records marker and Standard for everyone else.
     #[arg(long, value_name = "FORMATS", default_value = "legacy", value_parser = parse_formats)]
     unknown_peer_formats: ServedFormats,
+    /// Keep registrations in a shared Redis (`redis://HOST:PORT/DB`), so several servers act
+    /// as one rendezvous point (needs the `redis` feature). Give every server the same limits.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 fn parse_listen(s: &str) -> Result<Multiaddr, String> {
@@ -123,6 +127,39 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The Redis store at `url`, with this server's limits.
+    #[cfg(feature = "redis")]
+    fn shared_store(&self, url: &str) -> Result<crate::redis_store::RedisStore, CliError> {
+        if !url.starts_with("redis://") {
+            return Err(CliError::Usage(format!(
+                "--store {url}: expected redis://HOST:PORT/DB, such as redis://127.0.0.1:6379/0"
+            )));
+        }
+        let settings = crate::redis_store::Settings {
+            min_ttl: self.min_ttl,
+            max_ttl: self.max_ttl,
+            max_registrations_per_peer: self.max_registrations_per_peer,
+            max_registrations: self.max_registrations,
+            max_bytes: crate::redis_store::DEFAULT_MAX_BYTES,
+            default_page: self.default_page.max(1),
+            max_page: self.max_page.max(1),
+            max_message_size: self.max_message_size,
+            unknown_peer_formats: self.unknown_peer_formats,
+        };
+        crate::redis_store::RedisStore::new(url, settings)
+            .map_err(|e| CliError::Usage(format!("--store {url}: {}", e.0)))
+    }
+
+    /// Without the `redis` feature there is no shared store.
+    #[cfg(not(feature = "redis"))]
+    fn shared_store(&self, url: &str) -> Result<server::MemoryStore, CliError> {
+        Err(CliError::Usage(format!(
+            "--store {url}: this build has no Redis support; build with --features redis"
+        )))
+    }
+}
+
 /// The server with identify and ping beside it.
 #[derive(NetworkBehaviour)]
 struct Serve {
@@ -140,8 +177,12 @@ pub async fn run(args: Args) -> CliResult {
         Some(path) => load_or_create_identity(path)?,
         None => Keypair::generate_ed25519(),
     };
+    let rendezvous = match &args.store {
+        None => server::Behaviour::new(config),
+        Some(url) => server::Behaviour::with_store(config, args.shared_store(url)?),
+    };
     let mut swarm = build_swarm(key, |key| Serve {
-        rendezvous: server::Behaviour::new(config),
+        rendezvous,
         identify: identify::Behaviour::new(
             identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
                 .with_agent_version(AGENT_VERSION.into()),

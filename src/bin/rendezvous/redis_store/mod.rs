@@ -1,0 +1,499 @@
+//! `serve --store redis://HOST:PORT/DB`: registrations in one shared Redis (or Valkey), so a
+//! fleet of `rendezvous serve` instances acts as one rendezvous point.
+//!
+//! # Where it lives, and why
+//!
+//! The `redis` crate's connection manager (reconnects by itself, pipelines many requests on one
+//! connection) needs tokio. The library has no tokio, so this store lives in the binary, which
+//! already runs on tokio: [`RedisStore`] implements the library's poll-based
+//! [`Store`] and hands each operation to one worker task
+//! on the binary's runtime (`worker.rs`), which sends what has queued up as one pipeline and
+//! sends the answers back over a channel that wakes the swarm.
+//!
+//! # Rules
+//!
+//! - **Redis decides.** Every REGISTER, UNREGISTER, disconnect removal, DISCOVER and expiry is
+//!   one Lua script (`lua/*.lua`), so it is atomic: the limits (per peer, in total, in bytes)
+//!   are checked and the registration written, and its sequence number taken from one counter,
+//!   in the same step. A cookie from any instance therefore pages on any other, exactly once and
+//!   in order, while others write.
+//! - **One clock.** Deadlines and expiry are judged by Redis's `TIME` inside the scripts, never
+//!   by an instance's clock.
+//! - **Expiry.** Every instance runs `reap.lua` every [`REAP_INTERVAL`], removing at most
+//!   [`REAP_BATCH`] expired registrations per run (again at once while it finds a full batch).
+//!   Removal is idempotent, so instances reaping at the same time do no harm. DISCOVER skips
+//!   expired registrations that are not reaped yet.
+//! - **Remove-on-disconnect.** Each registration records the instance that took its latest
+//!   REGISTER (its *owner*, a random id per process). When a peer's last connection to an
+//!   instance closes, that instance removes the peer's registrations it owns, and only those: a
+//!   peer connected to A and B that registered through B keeps its registrations when it leaves
+//!   A. An instance that dies (or loses Redis when the peer leaves) removes nothing; those
+//!   registrations live until their TTL ends.
+//! - **Redis down.** Each batch of requests gets at most [`REDIS_TIMEOUT`] to be answered; past
+//!   it (or on a connection error) every request in it is answered `E_UNAVAILABLE` with a
+//!   statusText saying the store is unreachable. The swarm and its connections are untouched;
+//!   the connection manager reconnects by itself and the next request goes through.
+//! - **Records.** Redis holds the envelope bytes as the peer signed them (verified once, by the
+//!   instance that took the REGISTER). Each instance keeps the decoded records of the latest
+//!   [`MAX_DECODED_RECORDS`] registrations it served, so a DISCOVER verifies a signature only
+//!   the first time it sends a registration.
+//! - **Identity.** Instances may each have their own key (`--identity`; clients then list each
+//!   address with its peer id) or share one key file (one peer id behind one DNS name; a client
+//!   that dials the name reaches whichever instance answers). Both work: the registrations are
+//!   in Redis, not tied to the peer id.
+//!
+//! # Keys
+//!
+//! Every key starts with [`KEY_PREFIX`]; choose the database with the URL's `/DB`. No script
+//! or instance ever lists keys (no `KEYS`, no `SCAN`).
+//!
+//! | key | type | holds | why |
+//! | --- | --- | --- | --- |
+//! | `rdv:counter` | string | the last sequence number given out (starts at Redis's clock in µs) | cookies: one counter for the fleet, `INCR`ed inside `register.lua` |
+//! | `rdv:reg:<seq>` | hash | `ns`, `peer`, `rec` (envelope bytes), `fmt` (`s`/`l`), `ttl`, `dl` (deadline, ms of Redis time), `own` (instance), `b` (bytes counted) | the registration itself, found by its sequence number from every index |
+//! | `rdv:all` | sorted set | sequence numbers, scored by themselves | DISCOVER across all namespaces pages by score: O(log n + page) |
+//! | `rdv:ns:<namespace>` | sorted set | sequence numbers of the namespace | DISCOVER in one namespace, the same way; deleted by Redis when empty |
+//! | `rdv:exp` | sorted set | sequence numbers scored by deadline | `reap.lua` takes the earliest expired first, in bounded batches |
+//! | `rdv:peer:<peer id>` | hash | `fmt` (format of the peer's latest REGISTER) and `n:<namespace>` → sequence number | refresh in place, the per-peer limit, UNREGISTER, disconnect removal, the formats a peer is served; deleted with the peer's last registration |
+//! | `rdv:stats` | hash | `bytes`: the bytes counted for all registrations | the fleet's byte budget, checked and updated in the same script |
+//!
+//! A registration counts `len(namespace) + len(record) +` [`ENTRY_OVERHEAD`] bytes (its keys
+//! and index entries), against [`Settings::max_bytes`].
+//!
+//! # Scripts, each bounded
+//!
+//! | script | work |
+//! | --- | --- |
+//! | `register.lua` | O(log n): a few hash and sorted-set writes |
+//! | `unregister.lua` | O(log n) |
+//! | `remove_peer.lua` | O(r log n), r = the peer's registrations (at most the per-peer limit) |
+//! | `discover.lua` | O(log n + s), s ≤ the page limit or [`MAX_SCANNED_PER_DISCOVER`](rendezvous_discovery::server::MAX_SCANNED_PER_DISCOVER) entries looked at |
+//! | `reap.lua` | O(b log n), b ≤ [`REAP_BATCH`] |
+//!
+//! # Redis Cluster
+//!
+//! The scripts build key names from [`KEY_PREFIX`] instead of declaring them in `KEYS`, which a
+//! single Redis (with replicas, or Sentinel) accepts and Cluster does not. To run on Cluster,
+//! every key a script touches must be declared and live in one slot: hash-tag the per-namespace
+//! keys by namespace (`rdv:{ns}:...`) so a namespace's index and registrations share a slot, and
+//! keep per-peer keys with them only by making registrations per (namespace, peer) slot. What
+//! cannot be split stays global and would need its own slot and a second round trip: the
+//! counter (cookies across namespaces), `rdv:all`, `rdv:exp`, the total and byte budgets. A
+//! Cluster port would give DISCOVER-in-a-namespace its own slot and serve all-namespace
+//! DISCOVER and the fleet-wide limits from a global slot; it is not done here.
+
+mod worker;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures::{channel::mpsc as fmpsc, StreamExt};
+use libp2p::PeerId;
+use rendezvous_discovery::{
+    codec::{Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, SignedRecord},
+    server::{
+        store::{Operation, OperationId, Outcome, Store, StoreEvent},
+        Registrations, ServedFormats, MAX_PEER_FORMAT_OVERRIDES,
+    },
+    Ttl,
+};
+use tokio::sync::mpsc;
+
+/// Every key this store uses starts with it.
+pub const KEY_PREFIX: &str = "rdv:";
+
+/// How long a batch of requests may wait for Redis before each is answered `E_UNAVAILABLE`
+/// (also the connection timeout for each reconnect attempt).
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often each instance removes expired registrations.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most expired registrations one `reap.lua` run removes (it runs again at once while it
+/// finds this many).
+pub const REAP_BATCH: usize = 500;
+
+/// The most operations sent to Redis in one pipeline.
+pub const MAX_BATCH: usize = 512;
+
+/// Bytes counted for one registration besides its namespace and record: its hash fields, its
+/// entries in three sorted sets and its peer's hash (measured with `MEMORY USAGE`, rounded up).
+pub const ENTRY_OVERHEAD: usize = 256;
+
+/// Decoded records each instance keeps (by sequence number) so a DISCOVER does not verify a
+/// signature it verified before. At about 1 KiB each, 128 Mi at most.
+pub const MAX_DECODED_RECORDS: usize = 131_072;
+
+/// Bytes the fleet's registrations may take in Redis, counted as the module docs say (1 GiB).
+pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The limits the fleet enforces, from `serve`'s flags (each instance should get the same).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Shortest TTL accepted, in seconds.
+    pub min_ttl: Ttl,
+    /// Longest TTL accepted, in seconds.
+    pub max_ttl: Ttl,
+    /// Registrations one peer may hold.
+    pub max_registrations_per_peer: usize,
+    /// Registrations the fleet holds in total.
+    pub max_registrations: usize,
+    /// Bytes the fleet's registrations may take in Redis, counted as the module docs say.
+    pub max_bytes: usize,
+    /// Registrations per page when a DISCOVER gives no limit.
+    pub default_page: usize,
+    /// Most registrations per page.
+    pub max_page: usize,
+    /// Largest message written; pages are cut to fit it.
+    pub max_message_size: usize,
+    /// Formats served to peers that never registered and gave no hint.
+    pub unknown_peer_formats: ServedFormats,
+}
+
+/// What the worker was asked to do. (Nearly every job is an `Op`; boxing it would only add an
+/// allocation.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Op {
+        id: OperationId,
+        peer: PeerId,
+        command: Command,
+    },
+    Reap,
+}
+
+/// An operation, checked and ready for its script.
+#[derive(Debug)]
+enum Command {
+    Register {
+        namespace: Namespace,
+        record: SignedRecord,
+        ttl: Ttl,
+    },
+    Unregister {
+        namespace: Namespace,
+    },
+    RemovePeer,
+    Discover {
+        namespace: Option<Namespace>,
+        after: u64,
+        limit: usize,
+        /// Formats served if the peer never registered (its hint, else the default).
+        fallback: ServedFormats,
+    },
+}
+
+/// What the worker sends back.
+#[derive(Debug)]
+enum Done {
+    Completed {
+        id: OperationId,
+        peer: PeerId,
+        outcome: Outcome,
+        /// Registrations the peer holds, when Redis said (not on a failure).
+        count: Option<usize>,
+    },
+    Expired {
+        registration: rendezvous_discovery::Registration,
+        count: usize,
+    },
+    /// A reap ended; `full`: it removed a whole batch, so more may be waiting.
+    Reaped { full: bool },
+}
+
+/// The Redis store: see the [module docs](self).
+pub struct RedisStore {
+    settings: Arc<Settings>,
+    jobs: mpsc::UnboundedSender<Job>,
+    done: fmpsc::UnboundedReceiver<Done>,
+    /// For answers decided here (a request refused before it reaches Redis).
+    local: fmpsc::UnboundedSender<Done>,
+    /// Record-format hints of connected peers (at most [`MAX_PEER_FORMAT_OVERRIDES`]).
+    hints: HashMap<PeerId, RecordFormat>,
+    /// Registrations each peer that made requests here holds, as last reported (to answer the
+    /// shell's keep-alive question when Redis cannot); forgotten when its last connection
+    /// closes.
+    counts: HashMap<PeerId, usize>,
+    reaping: bool,
+    next_reap: Instant,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `--store` value that is not a Redis URL we can use.
+#[derive(Debug)]
+pub struct BadUrl(pub String);
+
+impl RedisStore {
+    /// A store on the Redis at `url` (`redis://HOST:PORT/DB`). It connects lazily: a Redis that
+    /// is down at start makes requests fail with `E_UNAVAILABLE` until it is up. Must be called
+    /// on the tokio runtime (it spawns the worker).
+    pub fn new(url: &str, settings: Settings) -> Result<Self, BadUrl> {
+        let client = redis::Client::open(url).map_err(|e| {
+            BadUrl(format!(
+                "expected redis://HOST:PORT/DB, such as redis://127.0.0.1:6379/0 ({e})"
+            ))
+        })?;
+        let owner = format!("{:016x}", rand::random::<u64>());
+        tracing::info!(%owner, "registrations in Redis; this instance's owner id");
+        let settings = Arc::new(settings);
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = fmpsc::unbounded();
+        tokio::spawn(worker::run(
+            client,
+            owner,
+            settings.clone(),
+            jobs_rx,
+            done_tx.clone(),
+        ));
+        Ok(Self {
+            settings,
+            jobs,
+            done,
+            local: done_tx,
+            hints: HashMap::new(),
+            counts: HashMap::new(),
+            reaping: false,
+            next_reap: Instant::now(),
+        })
+    }
+
+    fn answer_here(&self, id: OperationId, peer: PeerId, outcome: Outcome) {
+        let _ = self.local.unbounded_send(Done::Completed {
+            id,
+            peer,
+            outcome,
+            count: None,
+        });
+    }
+
+    fn send(&self, job: Job) {
+        // The worker ends only with the runtime; then nobody waits for an answer.
+        let _ = self.jobs.send(job);
+    }
+
+    fn served_fallback(&self, peer: &PeerId) -> ServedFormats {
+        match self.hints.get(peer) {
+            Some(RecordFormat::Standard) => ServedFormats::All,
+            Some(RecordFormat::Legacy) => ServedFormats::LegacyOnly,
+            None => self.settings.unknown_peer_formats,
+        }
+    }
+
+    fn page_limit(&self, limit: Option<u64>) -> usize {
+        match limit {
+            None | Some(0) => self.settings.default_page,
+            Some(n) => n.min(self.settings.max_page as u64) as usize,
+        }
+    }
+}
+
+/// The cookie that continues `namespace` after sequence number `seq` (the format of the
+/// library's cookies: the number big-endian, then the namespace).
+fn encode_cookie(seq: u64, namespace: Option<&Namespace>) -> Cookie {
+    let mut bytes = seq.to_be_bytes().to_vec();
+    if let Some(ns) = namespace {
+        bytes.extend_from_slice(ns.as_str().as_bytes());
+    }
+    Cookie::new(bytes).expect("8 + at most 255 bytes is under the cookie cap")
+}
+
+/// The sequence number in `cookie` if it is one of ours for `namespace` (whether it is ahead of
+/// the counter only Redis can tell).
+fn parse_cookie(cookie: &Cookie, namespace: Option<&Namespace>) -> Result<u64, ErrorResponse> {
+    let bytes = cookie.as_bytes();
+    let invalid = |text: String| Err(ErrorResponse::new(ErrorCode::InvalidCookie, text));
+    if bytes.len() < 8 {
+        return invalid(format!(
+            "cookie is {} bytes; expected a cookie from this server (8 bytes of sequence \
+             number followed by the namespace)",
+            bytes.len()
+        ));
+    }
+    let (seq, ns) = bytes.split_at(8);
+    let asked = namespace.map_or(&[][..], |ns| ns.as_str().as_bytes());
+    if ns != asked {
+        return invalid(format!(
+            "cookie is for namespace {:?}; this DISCOVER asks for {:?} (a cookie only \
+             continues the namespace it came from)",
+            String::from_utf8_lossy(ns),
+            namespace.map_or("", |ns| ns.as_str()),
+        ));
+    }
+    Ok(u64::from_be_bytes(seq.try_into().expect("split at 8")))
+}
+
+impl Store for RedisStore {
+    fn submit(&mut self, id: OperationId, operation: Operation, _now: Instant) {
+        let peer = operation.peer();
+        let command = match operation {
+            Operation::Register { peer, registration } => {
+                let namespace = registration.namespace;
+                let record = registration.record;
+                if record.peer_id() != peer {
+                    let error = ErrorResponse::new(
+                        ErrorCode::NotAuthorized,
+                        format!(
+                            "the signed peer record is for peer {}; a peer can only register \
+                             itself ({peer})",
+                            record.peer_id()
+                        ),
+                    );
+                    let result = Err(error);
+                    return self.answer_here(id, peer, Outcome::Registered { namespace, result });
+                }
+                let ttl = registration
+                    .ttl
+                    .unwrap_or(rendezvous_discovery::DEFAULT_TTL);
+                let (min, max) = (self.settings.min_ttl, self.settings.max_ttl);
+                if ttl < min || ttl > max {
+                    let error = ErrorResponse::new(
+                        ErrorCode::InvalidTtl,
+                        format!("ttl is {ttl} s; expected {min}..={max} s"),
+                    );
+                    let result = Err(error);
+                    return self.answer_here(id, peer, Outcome::Registered { namespace, result });
+                }
+                Command::Register {
+                    namespace,
+                    record,
+                    ttl,
+                }
+            }
+            Operation::Unregister { namespace, .. } => Command::Unregister { namespace },
+            Operation::RemovePeer { .. } => Command::RemovePeer,
+            Operation::Discover {
+                namespace,
+                cookie,
+                limit,
+                ..
+            } => {
+                let after = match cookie.as_ref().map(|c| parse_cookie(c, namespace.as_ref())) {
+                    None => 0,
+                    Some(Ok(after)) => after,
+                    Some(Err(error)) => {
+                        let result = Err(error);
+                        return self.answer_here(
+                            id,
+                            peer,
+                            Outcome::Discovered { namespace, result },
+                        );
+                    }
+                };
+                Command::Discover {
+                    limit: self.page_limit(limit),
+                    fallback: self.served_fallback(&peer),
+                    namespace,
+                    after,
+                }
+            }
+        };
+        self.send(Job::Op { id, peer, command });
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<StoreEvent> {
+        loop {
+            match self.done.poll_next_unpin(cx) {
+                Poll::Ready(Some(Done::Completed {
+                    id,
+                    peer,
+                    outcome,
+                    count,
+                })) => {
+                    let peer_registrations = match (count, &outcome) {
+                        (_, Outcome::PeerRemoved { .. }) => {
+                            self.counts.remove(&peer);
+                            count.unwrap_or(0)
+                        }
+                        (Some(count), _) => {
+                            self.counts.insert(peer, count);
+                            count
+                        }
+                        (None, _) => self.counts.get(&peer).copied().unwrap_or(0),
+                    };
+                    return Poll::Ready(StoreEvent::Completed {
+                        id,
+                        peer,
+                        outcome,
+                        peer_registrations,
+                    });
+                }
+                Poll::Ready(Some(Done::Expired {
+                    registration,
+                    count,
+                })) => {
+                    let peer = registration.record.peer_id();
+                    if let Some(known) = self.counts.get_mut(&peer) {
+                        *known = count;
+                    }
+                    return Poll::Ready(StoreEvent::Expired {
+                        registration,
+                        peer_registrations: count,
+                    });
+                }
+                Poll::Ready(Some(Done::Reaped { full })) => {
+                    self.reaping = false;
+                    self.next_reap = if full { now } else { now + REAP_INTERVAL };
+                }
+                // The worker is gone only when the runtime shuts down.
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if !self.reaping && now >= self.next_reap {
+            self.reaping = true;
+            self.send(Job::Reap);
+        }
+        Poll::Pending
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        // While a reap runs, its answer wakes the shell.
+        (!self.reaping).then_some(self.next_reap)
+    }
+
+    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
+        if self.hints.len() < MAX_PEER_FORMAT_OVERRIDES || self.hints.contains_key(&peer) {
+            self.hints.insert(peer, format);
+        }
+    }
+
+    fn forget_peer_record_format(&mut self, peer: &PeerId) {
+        self.hints.remove(peer);
+        self.counts.remove(peer);
+    }
+
+    fn index(&self) -> Option<&Registrations> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_round_trip_and_refuse_another_namespace() {
+        let ns = Namespace::from_static("chat");
+        let cookie = encode_cookie(42, Some(&ns));
+        assert_eq!(parse_cookie(&cookie, Some(&ns)).unwrap(), 42);
+        let error = parse_cookie(&cookie, None).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidCookie);
+        assert!(error.text.contains("chat"), "{}", error.text);
+        let short = Cookie::new(vec![1, 2, 3]).unwrap();
+        assert_eq!(
+            parse_cookie(&short, None).unwrap_err().code,
+            ErrorCode::InvalidCookie
+        );
+    }
+}

@@ -1,0 +1,569 @@
+//! The task that talks to Redis: takes the queued jobs (at most [`MAX_BATCH`]), sends them as one
+//! pipeline of `EVALSHA`s, in order, and turns each answer into what the store reports.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use futures::channel::mpsc as fmpsc;
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Script, Value,
+};
+use rendezvous_discovery::{
+    codec::{
+        registration_wire_len, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace,
+        RecordFormat, Registration, SignedRecord,
+    },
+    server::{store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
+};
+use tokio::sync::mpsc;
+
+use super::{
+    encode_cookie, Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH,
+    MAX_DECODED_RECORDS, REAP_BATCH, REDIS_TIMEOUT,
+};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// One script: its code (the prelude in front) and its SHA1, for `EVALSHA`.
+struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(body: &str) -> Self {
+        let code = format!("{PRELUDE}\n{body}");
+        let hash = Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+}
+
+/// The five scripts.
+struct Scripts {
+    register: Lua,
+    unregister: Lua,
+    remove_peer: Lua,
+    discover: Lua,
+    reap: Lua,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            register: Lua::new(include_str!("lua/register.lua")),
+            unregister: Lua::new(include_str!("lua/unregister.lua")),
+            remove_peer: Lua::new(include_str!("lua/remove_peer.lua")),
+            discover: Lua::new(include_str!("lua/discover.lua")),
+            reap: Lua::new(include_str!("lua/reap.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Lua; 5] {
+        [
+            &self.register,
+            &self.unregister,
+            &self.remove_peer,
+            &self.discover,
+            &self.reap,
+        ]
+    }
+}
+
+/// Decoded records by sequence number, the oldest dropped first past [`MAX_DECODED_RECORDS`].
+#[derive(Default)]
+struct RecordCache {
+    records: HashMap<u64, SignedRecord>,
+    order: VecDeque<u64>,
+}
+
+impl RecordCache {
+    fn get(&mut self, seq: u64, envelope: &[u8]) -> Option<SignedRecord> {
+        if let Some(record) = self.records.get(&seq) {
+            return Some(record.clone());
+        }
+        let record = SignedRecord::from_bytes(envelope)
+            .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not verify"))
+            .ok()?;
+        if self.order.len() >= MAX_DECODED_RECORDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.records.remove(&oldest);
+            }
+        }
+        self.order.push_back(seq);
+        self.records.insert(seq, record.clone());
+        Some(record)
+    }
+}
+
+struct Worker {
+    client: redis::Client,
+    connection: Option<ConnectionManager>,
+    owner: String,
+    settings: Arc<Settings>,
+    scripts: Scripts,
+    cache: RecordCache,
+    /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
+    response_overhead: usize,
+    done: fmpsc::UnboundedSender<Done>,
+}
+
+/// Runs until the store is dropped (or the runtime stops).
+pub(super) async fn run(
+    client: redis::Client,
+    owner: String,
+    settings: Arc<Settings>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    done: fmpsc::UnboundedSender<Done>,
+) {
+    let longest_cookie = rendezvous_discovery::codec::Cookie::new(vec![
+        0xff;
+        8 + rendezvous_discovery::MAX_NAMESPACE_LEN
+    ])
+    .expect("8 + 255 bytes is under the cookie cap");
+    let response_overhead = Message::DiscoverResponse(Ok(DiscoverPage {
+        registrations: Vec::new(),
+        cookie: Some(longest_cookie),
+        skipped: 0,
+    }))
+    .encoded_len();
+    let mut worker = Worker {
+        client,
+        connection: None,
+        owner,
+        settings,
+        scripts: Scripts::new(),
+        cache: RecordCache::default(),
+        response_overhead,
+        done,
+    };
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let jobs = std::mem::take(&mut batch);
+        match tokio::time::timeout(REDIS_TIMEOUT, worker.execute(&jobs)).await {
+            Ok(Ok(values)) => {
+                for (job, value) in jobs.into_iter().zip(values) {
+                    worker.answer(job, value);
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, operations = jobs.len(), "Redis request failed");
+                let text = format!("the registration store (Redis) failed: {error}; try again");
+                worker.fail(jobs, &text);
+            }
+            Err(_) => {
+                tracing::warn!(operations = jobs.len(), "Redis did not answer in time");
+                // A half-used connection may answer late and out of step: start afresh.
+                worker.connection = None;
+                let text = format!(
+                    "the registration store (Redis) did not answer within {} s; try again",
+                    REDIS_TIMEOUT.as_secs()
+                );
+                worker.fail(jobs, &text);
+            }
+        }
+    }
+}
+
+fn text(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => std::str::from_utf8(text(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn array(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) => items,
+        _ => &[],
+    }
+}
+
+fn parse_namespace(value: &Value) -> Option<Namespace> {
+    Namespace::new(String::from_utf8(text(value)?.to_vec()).ok()?).ok()
+}
+
+/// A registration removed by a script: `[namespace, record, ttl]` at `items`.
+fn removed(items: &[Value]) -> Option<Registration> {
+    let [ns, record, ttl, ..] = items else {
+        return None;
+    };
+    Some(Registration {
+        namespace: parse_namespace(ns)?,
+        record: SignedRecord::from_bytes(text(record)?).ok()?,
+        ttl: int(ttl)?,
+    })
+}
+
+impl Worker {
+    /// Sends `jobs` as one pipeline and returns one answer per job, in order. A job whose
+    /// script Redis has forgotten (it restarted) is sent again after the scripts are loaded.
+    async fn execute(&mut self, jobs: &[Job]) -> redis::RedisResult<Vec<Value>> {
+        let mut connection = match &self.connection {
+            Some(connection) => connection.clone(),
+            None => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_number_of_retries(1);
+                let connection =
+                    ConnectionManager::new_with_config(self.client.clone(), config).await?;
+                self.connection = Some(connection.clone());
+                connection
+            }
+        };
+        let connection = &mut connection;
+        let mut values = self
+            .pipeline(jobs)
+            .query_async::<Vec<Value>>(connection)
+            .await;
+        let missing: Vec<usize> = match &values {
+            Ok(values) => (0..values.len())
+                .filter(|&i| matches!(&values[i], Value::ServerError(e) if e.code() == "NOSCRIPT"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if !missing.is_empty() {
+            let mut load = redis::pipe();
+            for script in self.scripts.all() {
+                load.cmd("SCRIPT").arg("LOAD").arg(&script.code);
+            }
+            load.query_async::<Vec<Value>>(connection).await?;
+            let again: Vec<&Job> = missing.iter().map(|&i| &jobs[i]).collect();
+            let retried = self
+                .pipeline_of(again)
+                .query_async::<Vec<Value>>(connection)
+                .await?;
+            if let Ok(values) = &mut values {
+                for (i, value) in missing.into_iter().zip(retried) {
+                    values[i] = value;
+                }
+            }
+        }
+        let values = values?;
+        if values.len() != jobs.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "Redis answered a different number of requests than were sent",
+            )));
+        }
+        Ok(values)
+    }
+
+    fn pipeline(&self, jobs: &[Job]) -> redis::Pipeline {
+        self.pipeline_of(jobs.iter().collect())
+    }
+
+    fn pipeline_of(&self, jobs: Vec<&Job>) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for job in jobs {
+            let (script, cmd) = self.invocation(job);
+            pipe.cmd("EVALSHA").arg(&script.hash).arg(0).arg(KEY_PREFIX);
+            for arg in cmd {
+                pipe.arg(arg);
+            }
+        }
+        pipe
+    }
+
+    /// The script for `job` and its arguments after the key prefix.
+    fn invocation(&self, job: &Job) -> (&Lua, Vec<Vec<u8>>) {
+        let s = &self.settings;
+        match job {
+            Job::Reap => (
+                &self.scripts.reap,
+                vec![REAP_BATCH.to_string().into_bytes()],
+            ),
+            Job::Op { peer, command, .. } => {
+                let peer = peer.to_base58().into_bytes();
+                match command {
+                    Command::Register {
+                        namespace,
+                        record,
+                        ttl,
+                    } => {
+                        let envelope = record.envelope_bytes();
+                        let bytes = namespace.as_str().len() + envelope.len() + ENTRY_OVERHEAD;
+                        let format = match record.format() {
+                            RecordFormat::Standard => "s",
+                            RecordFormat::Legacy => "l",
+                        };
+                        (
+                            &self.scripts.register,
+                            vec![
+                                peer,
+                                namespace.as_str().as_bytes().to_vec(),
+                                envelope.to_vec(),
+                                format.into(),
+                                ttl.to_string().into_bytes(),
+                                self.owner.clone().into_bytes(),
+                                s.max_registrations_per_peer.to_string().into_bytes(),
+                                s.max_registrations.to_string().into_bytes(),
+                                s.max_bytes.to_string().into_bytes(),
+                                bytes.to_string().into_bytes(),
+                            ],
+                        )
+                    }
+                    Command::Unregister { namespace } => (
+                        &self.scripts.unregister,
+                        vec![peer, namespace.as_str().as_bytes().to_vec()],
+                    ),
+                    Command::RemovePeer => (
+                        &self.scripts.remove_peer,
+                        vec![peer, self.owner.clone().into_bytes()],
+                    ),
+                    Command::Discover {
+                        namespace,
+                        after,
+                        limit,
+                        fallback,
+                    } => (
+                        &self.scripts.discover,
+                        vec![
+                            peer,
+                            namespace
+                                .as_ref()
+                                .map_or(Vec::new(), |ns| ns.as_str().as_bytes().to_vec()),
+                            if namespace.is_some() { "1" } else { "0" }.into(),
+                            after.to_string().into_bytes(),
+                            limit.to_string().into_bytes(),
+                            MAX_SCANNED_PER_DISCOVER.to_string().into_bytes(),
+                            match fallback {
+                                ServedFormats::All => "all",
+                                ServedFormats::LegacyOnly => "legacy",
+                            }
+                            .into(),
+                        ],
+                    ),
+                }
+            }
+        }
+    }
+
+    fn send(&self, done: Done) {
+        // The store is gone only when the server stops.
+        let _ = self.done.unbounded_send(done);
+    }
+
+    /// Answers every job of a batch that Redis did not answer.
+    fn fail(&mut self, jobs: Vec<Job>, text: &str) {
+        for job in jobs {
+            let Job::Op { id, peer, command } = job else {
+                self.send(Done::Reaped { full: false });
+                continue;
+            };
+            let error = ErrorResponse::new(ErrorCode::Unavailable, text);
+            let outcome = match command {
+                Command::Register { namespace, .. } => Outcome::Registered {
+                    namespace,
+                    result: Err(error),
+                },
+                Command::Discover { namespace, .. } => Outcome::Discovered {
+                    namespace,
+                    result: Err(error),
+                },
+                Command::Unregister { namespace } => Outcome::Unregistered {
+                    namespace,
+                    removed: None,
+                },
+                Command::RemovePeer => Outcome::PeerRemoved {
+                    removed: Vec::new(),
+                },
+            };
+            self.send(Done::Completed {
+                id,
+                peer,
+                outcome,
+                count: None,
+            });
+        }
+    }
+
+    /// Turns Redis's answer to `job` into what the store reports.
+    fn answer(&mut self, job: Job, value: Value) {
+        if let Value::ServerError(error) = &value {
+            tracing::warn!(?error, "a Redis script failed");
+            let text = format!("the registration store (Redis) refused the request: {error:?}");
+            return self.fail(vec![job], &text);
+        }
+        let Job::Op { id, peer, command } = job else {
+            return self.answer_reap(&value);
+        };
+        let items = array(&value);
+        let (outcome, count) = match command {
+            Command::Register {
+                namespace,
+                record,
+                ttl,
+            } => {
+                let status = items.first().and_then(text).unwrap_or_default();
+                let n = items.get(1).and_then(int).unwrap_or(0);
+                let count = items.get(2).and_then(int).map(|c| c as usize);
+                let result = match status {
+                    b"ok" => Ok(Registration {
+                        namespace: namespace.clone(),
+                        record,
+                        ttl,
+                    }),
+                    b"peer_full" => Err(ErrorResponse::new(
+                        ErrorCode::NotAuthorized,
+                        format!(
+                            "peer already has {n} registrations, the most this server allows; \
+                             unregister one first"
+                        ),
+                    )),
+                    b"full" => Err(ErrorResponse::new(
+                        ErrorCode::Unavailable,
+                        format!("server is full ({n} registrations); try later or another server"),
+                    )),
+                    b"bytes" => Err(ErrorResponse::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "server is full ({n} bytes of registrations, the most is {}); try \
+                             later or another server",
+                            self.settings.max_bytes
+                        ),
+                    )),
+                    _ => Err(ErrorResponse::new(
+                        ErrorCode::Unavailable,
+                        "the registration store (Redis) gave an answer this server does not \
+                         understand; try again",
+                    )),
+                };
+                (Outcome::Registered { namespace, result }, count)
+            }
+            Command::Unregister { namespace } => {
+                let count = items.first().and_then(int).map(|c| c as usize);
+                let removed = items.get(1..).and_then(removed);
+                (Outcome::Unregistered { namespace, removed }, count)
+            }
+            Command::RemovePeer => {
+                let count = items.first().and_then(int).map(|c| c as usize);
+                let removed = items
+                    .get(1)
+                    .map(array)
+                    .unwrap_or_default()
+                    .chunks(3)
+                    .filter_map(removed)
+                    .collect();
+                (Outcome::PeerRemoved { removed }, count)
+            }
+            Command::Discover { namespace, .. } => {
+                let result = self.page(items, namespace.as_ref());
+                (Outcome::Discovered { namespace, result }, None)
+            }
+        };
+        self.send(Done::Completed {
+            id,
+            peer,
+            outcome,
+            count,
+        });
+    }
+
+    fn answer_reap(&mut self, value: &Value) {
+        let entries = array(value);
+        for entry in entries {
+            let items = array(entry);
+            let (Some(registration), Some(count)) =
+                (items.get(1..).and_then(removed), items.get(4).and_then(int))
+            else {
+                continue;
+            };
+            self.send(Done::Expired {
+                registration,
+                count: count as usize,
+            });
+        }
+        self.send(Done::Reaped {
+            full: entries.len() >= REAP_BATCH,
+        });
+    }
+
+    /// The page and cookie from `discover.lua`'s answer, cut to the message cap.
+    fn page(
+        &mut self,
+        items: &[Value],
+        namespace: Option<&Namespace>,
+    ) -> Result<(Vec<Registration>, rendezvous_discovery::codec::Cookie), ErrorResponse> {
+        let unexpected = || {
+            ErrorResponse::new(
+                ErrorCode::Unavailable,
+                "the registration store (Redis) gave an answer this server does not \
+                 understand; try again",
+            )
+        };
+        let status = items.first().and_then(text).ok_or_else(unexpected)?;
+        let counter = items.get(1).and_then(int).ok_or_else(unexpected)?;
+        if status == b"ahead" {
+            return Err(ErrorResponse::new(
+                ErrorCode::InvalidCookie,
+                format!(
+                    "cookie is ahead of this server (server at {counter}); discover without a \
+                     cookie to start over"
+                ),
+            ));
+        }
+        let complete = items.get(2).and_then(int).ok_or_else(unexpected)? == 1;
+        let last_scanned = items.get(3).and_then(int);
+        let now = items.get(4).and_then(int).ok_or_else(unexpected)?;
+        let entries = items.get(5).map(array).unwrap_or_default();
+        let mut page = Vec::new();
+        let mut size = self.response_overhead;
+        // The last entry dealt with (sent or skipped), and whether all of them were.
+        let mut last = None;
+        let mut all_taken = true;
+        for entry in entries.chunks(4) {
+            let [seq, ns, record, deadline] = entry else {
+                return Err(unexpected());
+            };
+            let (Some(seq), Some(ns), Some(envelope), Some(deadline)) =
+                (int(seq), parse_namespace(ns), text(record), int(deadline))
+            else {
+                return Err(unexpected());
+            };
+            let ttl = (deadline.saturating_sub(now) / 1000).max(1);
+            let wire = registration_wire_len(&ns, envelope.len(), ttl);
+            if size + wire > self.settings.max_message_size && !page.is_empty() {
+                all_taken = false;
+                break;
+            }
+            last = Some(seq);
+            if size + wire > self.settings.max_message_size {
+                // Alone it does not fit any page: skip it, or paging would stop here.
+                tracing::debug!(seq, "registration larger than a whole response; skipped");
+                continue;
+            }
+            // A record that no longer verifies is skipped (and logged) like one in a format
+            // the peer cannot decode.
+            let Some(record) = self.cache.get(seq, envelope) else {
+                continue;
+            };
+            size += wire;
+            page.push(Registration {
+                namespace: ns,
+                record,
+                ttl,
+            });
+        }
+        let seq = match (all_taken, complete) {
+            // Everything up to the counter has been seen.
+            (true, true) => counter,
+            // Redis looked further than the page (entries it filtered out).
+            (true, false) => last_scanned.unwrap_or(counter),
+            (false, _) => last.unwrap_or(counter),
+        };
+        Ok((page, encode_cookie(seq, namespace)))
+    }
+}

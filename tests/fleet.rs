@@ -1,0 +1,310 @@
+//! A fleet of `rendezvous serve --store redis://...` processes on one `redis-server` that each
+//! test starts itself (free loopback port, temporary directory). Needs the `redis` feature and
+//! `redis-server` on the PATH: `cargo test --features redis --test fleet`.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+
+use libp2p::PeerId;
+use rendezvous_discovery::{client, client::RequestError, ErrorCode, Namespace};
+use support::{
+    fleet::{client, client_with, discover, discover_all, register, unregister, Redis, Serve},
+    HANG,
+};
+
+const TTL: u64 = 3600;
+
+fn refused(result: Result<impl std::fmt::Debug, RequestError>, code: ErrorCode) -> String {
+    match result {
+        Err(RequestError::Remote(error)) if error.code == code => error.text,
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn registered_on_one_instance_discovered_on_the_other_refreshed_in_place_and_unregistered() {
+    let redis = Redis::start();
+    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let mut peer = client(&[&a, &b]);
+    let mut reader = client(&[&a, &b]);
+
+    assert_eq!(register(&mut peer, a.peer, "chat", TTL).await, Ok(TTL));
+    let found = discover_all(&mut reader, b.peer, Some("chat")).await;
+    assert_eq!(found, vec![(peer.peer, Namespace::from_static("chat"))]);
+
+    // A refresh through B replaces the registration: still one, with the new TTL.
+    assert_eq!(
+        register(&mut peer, b.peer, "chat", 2 * TTL).await,
+        Ok(2 * TTL)
+    );
+    let (page, _) = discover(&mut reader, a.peer, Some("chat"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0].ttl > TTL, "the refreshed TTL: {}", page[0].ttl);
+
+    unregister(&mut peer, a.peer, "chat").await;
+    // UNREGISTER has no answer: a DISCOVER on the same connection comes after it.
+    let _ = discover(&mut peer, a.peer, Some("chat"), None, None).await;
+    assert!(discover_all(&mut reader, b.peer, Some("chat"))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_cookie_from_one_instance_pages_on_the_other_exactly_once() {
+    let redis = Redis::start();
+    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let mut peers = Vec::new();
+    for i in 0..12 {
+        let mut peer = client(&[&a, &b]);
+        let server = if i % 2 == 0 { a.peer } else { b.peer };
+        register(&mut peer, server, "page", TTL).await.unwrap();
+        peers.push(peer);
+    }
+    let mut reader = client(&[&a, &b]);
+    let mut cookie = None;
+    let mut seen = Vec::new();
+    // Pages of 5, alternating A and B, each continuing the other's cookie.
+    for round in 0.. {
+        let server = if round % 2 == 0 { a.peer } else { b.peer };
+        let (page, next) = discover(&mut reader, server, Some("page"), cookie, Some(5))
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 5);
+        seen.extend(page.iter().map(|r| r.record.peer_id()));
+        cookie = next;
+    }
+    let expected: Vec<PeerId> = peers.iter().map(|p| p.peer).collect();
+    assert_eq!(seen, expected, "every registration once, in REGISTER order");
+}
+
+#[tokio::test]
+async fn limits_hold_across_instances() {
+    let redis = Redis::start();
+    let limits = [
+        "--max-registrations-per-peer",
+        "2",
+        "--max-registrations",
+        "3",
+    ];
+    let (a, b) = (Serve::start(&redis, &limits), Serve::start(&redis, &limits));
+    let mut first = client(&[&a, &b]);
+    register(&mut first, a.peer, "one", TTL).await.unwrap();
+    register(&mut first, b.peer, "two", TTL).await.unwrap();
+    let text = refused(
+        register(&mut first, a.peer, "three", TTL).await,
+        ErrorCode::NotAuthorized,
+    );
+    assert!(text.contains("2 registrations"), "{text}");
+    // A refresh is not a new registration.
+    register(&mut first, a.peer, "two", TTL).await.unwrap();
+
+    let mut second = client(&[&a, &b]);
+    register(&mut second, b.peer, "one", TTL).await.unwrap();
+    let text = refused(
+        register(&mut second, a.peer, "two", TTL).await,
+        ErrorCode::Unavailable,
+    );
+    assert!(text.contains("full"), "{text}");
+    // A TTL out of range is refused before it reaches Redis.
+    refused(
+        register(&mut second, a.peer, "one", 10 * 24 * 3600).await,
+        ErrorCode::InvalidTtl,
+    );
+    assert_eq!(discover_all(&mut second, b.peer, None).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_reader_paging_across_instances_while_both_take_writes_sees_each_once() {
+    let redis = Redis::start();
+    let many = ["--max-registrations-per-peer", "1000"];
+    let (a, b) = (Serve::start(&redis, &many), Serve::start(&redis, &many));
+    const EACH: usize = 40;
+    let mut writers = Vec::new();
+    for server in [a.peer, b.peer] {
+        let mut writer = client(&[&a, &b]);
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                register(&mut writer, server, &format!("ns-{i}"), TTL)
+                    .await
+                    .unwrap();
+            }
+            writer
+        }));
+    }
+    let mut reader = client(&[&a, &b]);
+    let mut cookie = None;
+    let mut seen = Vec::new();
+    let mut round = 0;
+    let mut writing = true;
+    // Page (limit 3) while the writers write, alternating servers; after they are done, page
+    // until an empty page.
+    loop {
+        let server = if round % 2 == 0 { a.peer } else { b.peer };
+        round += 1;
+        let (page, next) = discover(&mut reader, server, None, cookie, Some(3))
+            .await
+            .unwrap();
+        seen.extend(
+            page.iter()
+                .map(|r| (r.record.peer_id(), r.namespace.clone())),
+        );
+        cookie = next;
+        if writing && writers.iter().all(|w| w.is_finished()) {
+            writing = false;
+            continue;
+        }
+        if !writing && page.is_empty() {
+            break;
+        }
+    }
+    let mut writer_peers = Vec::new();
+    for writer in writers {
+        writer_peers.push(writer.await.unwrap().peer);
+    }
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no registration twice");
+    assert_eq!(seen.len(), 2 * EACH, "no registration missed");
+    // Each writer's registrations come in the order it made them.
+    let mut per_writer: HashMap<PeerId, Vec<String>> = HashMap::new();
+    for (peer, ns) in &seen {
+        per_writer
+            .entry(*peer)
+            .or_default()
+            .push(ns.as_str().to_owned());
+    }
+    for peer in writer_peers {
+        let expected: Vec<String> = (0..EACH).map(|i| format!("ns-{i}")).collect();
+        assert_eq!(per_writer[&peer], expected);
+    }
+}
+
+#[tokio::test]
+async fn redis_down_answers_unavailable_then_the_fleet_recovers_by_itself() {
+    let mut redis = Redis::start();
+    let a = Serve::start(&redis, &[]);
+    let mut peer = client(&[&a]);
+    register(&mut peer, a.peer, "chat", TTL).await.unwrap();
+
+    redis.stop();
+    let text = refused(
+        discover(&mut peer, a.peer, Some("chat"), None, None).await,
+        ErrorCode::Unavailable,
+    );
+    assert!(text.contains("Redis"), "{text}");
+    let text = refused(
+        register(&mut peer, a.peer, "chat", TTL).await,
+        ErrorCode::Unavailable,
+    );
+    assert!(text.contains("Redis"), "{text}");
+
+    // Back up (empty: this test's Redis keeps nothing): the same connection works again once
+    // the server has reconnected by itself.
+    redis.restart();
+    let start = std::time::Instant::now();
+    loop {
+        match register(&mut peer, a.peer, "chat", TTL).await {
+            Ok(_) => break,
+            Err(RequestError::Remote(e)) if e.code == ErrorCode::Unavailable => {
+                assert!(start.elapsed() < HANG, "never reconnected: {e}");
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let found = discover_all(&mut peer, a.peer, Some("chat")).await;
+    assert_eq!(found, vec![(peer.peer, Namespace::from_static("chat"))]);
+}
+
+#[tokio::test]
+async fn a_killed_instance_leaves_its_registrations_discoverable_and_a_closed_connection_removes_them(
+) {
+    let redis = Redis::start();
+    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let mut stays = client(&[&a]);
+    register(&mut stays, a.peer, "chat", TTL).await.unwrap();
+    let mut leaves = client(&[&b]);
+    register(&mut leaves, b.peer, "chat", TTL).await.unwrap();
+    let mut reader = client(&[&b]);
+    assert_eq!(
+        discover_all(&mut reader, b.peer, Some("chat")).await.len(),
+        2
+    );
+
+    // The peer's last connection to B (which holds its registration) closes: B removes it.
+    leaves.kill().await;
+    let start = std::time::Instant::now();
+    while discover_all(&mut reader, b.peer, Some("chat")).await.len() != 1 {
+        assert!(
+            start.elapsed() < HANG,
+            "the closed peer's registration stayed"
+        );
+    }
+
+    // A dies without a word: what it held stays until its TTL.
+    a.kill();
+    let found = discover_all(&mut reader, b.peer, Some("chat")).await;
+    assert_eq!(found, vec![(stays.peer, Namespace::from_static("chat"))]);
+}
+
+#[tokio::test]
+async fn expired_registrations_are_gone_by_redis_time() {
+    let redis = Redis::start();
+    let a = Serve::start(&redis, &[]);
+    let mut peer = client(&[&a]);
+    register(&mut peer, a.peer, "short", 1).await.unwrap();
+    register(&mut peer, a.peer, "long", TTL).await.unwrap();
+    // Polled until the 1 s TTL has run out by Redis's clock (DISCOVER skips it from then on, and
+    // a reap removes it).
+    let start = std::time::Instant::now();
+    while discover_all(&mut peer, a.peer, None).await.len() != 1 {
+        assert!(start.elapsed() < HANG, "the 1 s registration never expired");
+    }
+    let found = discover_all(&mut peer, a.peer, None).await;
+    assert_eq!(found, vec![(peer.peer, Namespace::from_static("long"))]);
+}
+
+#[tokio::test]
+async fn our_client_with_two_instances_keeps_discovering_when_one_dies() {
+    let redis = Redis::start();
+    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let chat = Namespace::from_static("chat");
+    let mut watcher = client_with(&[&a, &b], |config| {
+        config
+            .with_registration(false)
+            .with_namespace(chat.clone())
+            .with_interval(std::time::Duration::from_secs(1))
+    });
+    let mut first = client(&[&a]);
+    register(&mut first, a.peer, "chat", TTL).await.unwrap();
+    let discovered = |peer: PeerId| {
+        move |event: &client::Event| match event {
+            client::Event::Discovered { peer: found, .. } if *found == peer => Some(()),
+            _ => None,
+        }
+    };
+    watcher.wait_for(discovered(first.peer)).await;
+
+    a.kill();
+    let mut second = client(&[&b]);
+    register(&mut second, b.peer, "chat", TTL).await.unwrap();
+    watcher.wait_for(discovered(second.peer)).await;
+}
+
+#[test]
+fn a_store_url_that_is_not_redis_is_refused_with_one_line_and_status_2() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args(["serve", "--store", "postgres://localhost/x"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("redis://HOST:PORT/DB"), "{stderr}");
+}
