@@ -26,6 +26,9 @@ mod proto {
 
 use proto::message::{MessageType, ResponseStatus};
 
+mod request;
+pub use request::{Request, RequestError, UnverifiedRegistration};
+
 /// Default cap on the size of one framed message (length prefix excluded): 1 MiB, the cap
 /// rust-libp2p's `libp2p-rendezvous` enforces, so nothing we send is too large for it.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;

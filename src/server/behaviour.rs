@@ -18,11 +18,11 @@ use libp2p::{
 };
 
 use super::{
-    handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
-    Config, Event, RateLimiter, Registrations,
+    handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
+    Config, Event, InvalidConfig, RateLimiter, Registrations,
 };
 use crate::codec::{
-    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
+    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration, Request,
 };
 
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
@@ -47,7 +47,9 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// A server with `config`. Its cookie counter starts at the wall clock in microseconds, so
+    /// A server with `config` (see [`Behaviour::try_new`] to have it validated first; an
+    /// unvalidated configuration never makes the server panic, out-of-range values are clamped
+    /// where they are used). Its cookie counter starts at the wall clock in microseconds, so
     /// cookies handed out before a restart stay meaningful after it.
     pub fn new(config: Config) -> Self {
         let start = SystemTime::now()
@@ -61,6 +63,12 @@ impl Behaviour {
             events: VecDeque::new(),
             timer: None,
         }
+    }
+
+    /// A server with `config` after [`Config::validate`] accepted it.
+    pub fn try_new(config: Config) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self::new(config))
     }
 
     /// How many registrations are stored.
@@ -133,26 +141,33 @@ impl Behaviour {
         let (response, event) = match request {
             Request::Register(registration) => {
                 let namespace = registration.namespace.clone();
-                let record = registration.record.clone();
+                // The rate first: it is the cheapest check; the store checks limits and budgets
+                // before it decodes and verifies the envelope.
                 let result = if self.rate.try_acquire(peer, now) {
-                    self.store.register(peer, registration, now)
+                    self.store.register_unverified(peer, registration, now)
                 } else {
                     Err(self.rate_limited())
                 };
-                let event = match &result {
-                    Ok(ttl) => Event::PeerRegistered {
-                        peer,
-                        registration: Registration {
-                            namespace,
-                            record,
-                            ttl: *ttl,
+                let (result, event) = match result {
+                    Ok((ttl, record)) => (
+                        Ok(ttl),
+                        Event::PeerRegistered {
+                            peer,
+                            registration: Registration {
+                                namespace,
+                                record,
+                                ttl,
+                            },
                         },
-                    },
-                    Err(error) => Event::PeerNotRegistered {
-                        peer,
-                        namespace,
-                        error: error.clone(),
-                    },
+                    ),
+                    Err(error) => (
+                        Err(error.clone()),
+                        Event::PeerNotRegistered {
+                            peer,
+                            namespace,
+                            error,
+                        },
+                    ),
                 };
                 (Some(Message::RegisterResponse(result)), Some(event))
             }
