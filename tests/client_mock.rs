@@ -2,7 +2,7 @@
 //! `/rendezvous/1.0.0` streams, reports each request it reads, and answers as the test's script
 //! says (a crafted message, raw bytes, a close without reply, or silence).
 
-mod client_support;
+mod support;
 
 use std::{
     collections::VecDeque,
@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use client_support::{memory_addr, spawn, swarm, Node};
 use futures::{future::BoxFuture, stream::FuturesUnordered, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p::{
     core::{
@@ -34,6 +33,10 @@ use rendezvous_discovery::{
     codec::{read_message, write_frame, DiscoverPage, Message, DEFAULT_MAX_MESSAGE_SIZE},
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord,
     PROTOCOL,
+};
+use support::{
+    node::{spawn, Node},
+    recorder::Recorder,
 };
 
 // ---- the mock server ----
@@ -182,11 +185,11 @@ impl NetworkBehaviour for Mock {
 
 async fn mock(script: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> Node<Mock> {
     let script: Script = Arc::new(script);
-    let s = swarm(Keypair::generate_ed25519(), |_| Mock {
+    spawn(support::swarm(|_| Mock {
         script,
         events: VecDeque::new(),
-    });
-    spawn(s, Some(memory_addr())).await
+    }))
+    .await
 }
 
 // ---- helpers ----
@@ -197,7 +200,7 @@ fn ns() -> Namespace {
 
 fn config(server: &Node<Mock>) -> client::Config {
     client::Config::default()
-        .with_server(server.peer, vec![server.addr.clone().unwrap()])
+        .with_server(server.peer, vec![server.addr()])
         .with_namespace(ns())
         .with_interval(Duration::from_secs(1))
         .with_limit(2)
@@ -209,10 +212,7 @@ fn config(server: &Node<Mock>) -> client::Config {
 }
 
 async fn client(config: client::Config) -> Node<client::Behaviour> {
-    let s = swarm(Keypair::generate_ed25519(), |key| {
-        client::Behaviour::new(key.clone(), config)
-    });
-    spawn(s, Some(memory_addr())).await
+    spawn(support::swarm(|key| client::Behaviour::new(key, config))).await
 }
 
 fn discover_only(server: &Node<Mock>) -> client::Config {
@@ -523,15 +523,15 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
             .with_discovery(false),
     )
     .await;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let d = swarm
-            .behaviour_mut()
-            .discover(server_peer, Some(ns()), None, Some(10));
-        let r = swarm.behaviour_mut().register(server_peer, ns(), Some(100));
-        let _ = tx.send((d, r));
-    });
-    let (d, r) = rx.await.unwrap();
+    let (d, r) = c
+        .ask(move |swarm| {
+            let d = swarm
+                .behaviour_mut()
+                .discover(server_peer, Some(ns()), None, Some(10));
+            let r = swarm.behaviour_mut().register(server_peer, ns(), Some(100));
+            (d, r)
+        })
+        .await;
     // The two outcomes may come in either order.
     let (mut completed, mut registered) = (None, None);
     while completed.is_none() || registered.is_none() {
@@ -553,68 +553,11 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
     assert_eq!(registered, Some(r));
     // Discovered addresses make `swarm.dial(peer_id)` work.
     let peer = key.public().to_peer_id();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let _ = tx.send(swarm.behaviour().discovered_addresses(&peer));
-    });
     assert_eq!(
-        rx.await.unwrap(),
+        c.ask(move |swarm| swarm.behaviour().discovered_addresses(&peer))
+            .await,
         vec!["/memory/9".parse::<Multiaddr>().unwrap()]
     );
-}
-
-/// Records what other behaviours learn through `ToSwarm::NewExternalAddrOfPeer`.
-#[derive(Default)]
-struct Recorder {
-    seen: VecDeque<(PeerId, Multiaddr)>,
-}
-
-impl NetworkBehaviour for Recorder {
-    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
-    type ToSwarm = (PeerId, Multiaddr);
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::NewExternalAddrOfPeer(e) = event {
-            self.seen.push_back((e.peer_id, e.addr.clone()));
-        }
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        e: THandlerOutEvent<Self>,
-    ) {
-        match e {}
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        match self.seen.pop_front() {
-            Some(seen) => Poll::Ready(ToSwarm::GenerateEvent(seen)),
-            None => Poll::Pending,
-        }
-    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -633,11 +576,11 @@ async fn discovered_addresses_are_announced_to_the_swarm() {
     })
     .await;
     let config = discover_only(&server);
-    let s = swarm(Keypair::generate_ed25519(), |k| Recorded {
-        client: client::Behaviour::new(k.clone(), config),
+    let mut node = spawn(support::swarm(|k| Recorded {
+        client: client::Behaviour::new(k, config),
         recorder: Recorder::default(),
-    });
-    let mut node = spawn(s, Some(memory_addr())).await;
+    }))
+    .await;
     let seen = node
         .wait_for(|e| match e {
             RecordedEvent::Recorder(seen) => Some(seen.clone()),
@@ -682,14 +625,13 @@ async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() 
         sent += batch;
     }
     // One more is refused by the connection, with its own id.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let id = swarm
-            .behaviour_mut()
-            .discover(server_peer, Some(ns()), None, Some(10));
-        let _ = tx.send(id);
-    });
-    let id = rx.await.unwrap();
+    let id = c
+        .ask(move |swarm| {
+            swarm
+                .behaviour_mut()
+                .discover(server_peer, Some(ns()), None, Some(10))
+        })
+        .await;
     let (request, error) = c
         .wait_for(|e| match e {
             Event::DiscoverFailed { request, error, .. } => Some((*request, error.clone())),

@@ -4,21 +4,21 @@
 //! response it gets must decode (a response it cannot decode surfaces as `RegisterFailed` or
 //! `DiscoverFailed` with `E_UNAVAILABLE`), also while standard-format peers are registered.
 
-use std::{collections::HashMap, future::Future};
+mod support;
 
-use futures::StreamExt;
+use std::collections::HashMap;
+
 use libp2p::{identity::Keypair, request_response, StreamProtocol};
-use libp2p::{
-    rendezvous,
-    swarm::{NetworkBehaviour, SwarmEvent},
-    PeerId, Swarm,
-};
+use libp2p::{rendezvous, PeerId, Swarm};
 use libp2p_swarm_test::SwarmExt;
 use rendezvous_discovery::{
     codec::{read_message, write_message, Message, NewRegistration, DEFAULT_MAX_MESSAGE_SIZE},
     server, Namespace, RecordFormat, SignedRecord, PROTOCOL,
 };
-use tokio::sync::mpsc;
+use support::{
+    drive_until,
+    node::{spawn_as_is, Node},
+};
 
 const NS: &str = "interop";
 
@@ -34,18 +34,6 @@ async fn our_server() -> (Swarm<server::Behaviour>, PeerId) {
     server.listen().with_memory_addr_external().await;
     let peer = *server.local_peer_id();
     (server, peer)
-}
-
-fn spawn(mut server: Swarm<server::Behaviour>) -> mpsc::UnboundedReceiver<server::Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(event) = server.select_next_some().await {
-                let _ = tx.send(event);
-            }
-        }
-    });
-    rx
 }
 
 async fn their_client(
@@ -131,20 +119,6 @@ fn raw_client() -> (Swarm<request_response::Behaviour<RawCodec>>, Keypair) {
     (swarm, identity.expect("the behaviour closure ran"))
 }
 
-/// Drives `swarm` until `until` completes.
-async fn drive_until<B, T>(swarm: &mut Swarm<B>, until: impl Future<Output = T>) -> T
-where
-    B: NetworkBehaviour,
-{
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            out = &mut until => return out,
-            _ = swarm.select_next_some() => {}
-        }
-    }
-}
-
 async fn register(client: &mut Swarm<rendezvous::client::Behaviour>, server: PeerId) {
     client
         .behaviour_mut()
@@ -202,7 +176,7 @@ async fn their_client_registers_pages_with_cookies_and_unregisters_on_our_server
     for _ in 0..5 {
         clients.push(their_client(&mut server).await);
     }
-    let mut server_events = spawn(server);
+    let mut server: Node<_> = spawn_as_is(server);
     for client in &mut clients {
         register(client, server_peer).await;
     }
@@ -220,13 +194,13 @@ async fn their_client_registers_pages_with_cookies_and_unregisters_on_our_server
     clients[1]
         .behaviour_mut()
         .unregister(their_ns(), server_peer);
-    let unregistered = drive_until(&mut clients[1], async {
-        loop {
-            if let Some(server::Event::PeerUnregistered { peer, .. }) = server_events.recv().await {
-                return peer;
-            }
-        }
-    })
+    let unregistered = drive_until(
+        &mut clients[1],
+        server.wait_for(|e| match e {
+            server::Event::PeerUnregistered { peer, .. } => Some(*peer),
+            _ => None,
+        }),
+    )
     .await;
     assert_eq!(unregistered, registrants[1]);
 
@@ -251,7 +225,7 @@ async fn their_client_never_gets_an_undecodable_page_while_standard_peers_are_re
     for _ in 0..3 {
         legacy.push(their_client(&mut server).await);
     }
-    let mut server_events = spawn(server);
+    let mut server: Node<_> = spawn_as_is(server);
     for (raw, key) in &mut standard {
         let record = SignedRecord::new(
             key,
@@ -281,11 +255,16 @@ async fn their_client_never_gets_an_undecodable_page_while_standard_peers_are_re
     let registered = drive_until(&mut standard[0].0, async {
         let mut formats = Vec::new();
         while formats.len() < 2 {
-            if let Some(server::Event::PeerRegistered { registration, .. }) =
-                server_events.recv().await
-            {
-                formats.push(registration.record.format());
-            }
+            formats.push(
+                server
+                    .wait_for(|e| match e {
+                        server::Event::PeerRegistered { registration, .. } => {
+                            Some(registration.record.format())
+                        }
+                        _ => None,
+                    })
+                    .await,
+            );
         }
         formats
     })
