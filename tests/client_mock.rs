@@ -278,77 +278,6 @@ fn discover_failed(e: &Event) -> Option<RequestError> {
 // ---- the tests ----
 
 #[tokio::test]
-async fn full_pages_are_followed_at_once_and_the_cookie_is_reused() {
-    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
-    let regs: Vec<Registration> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| peer_registration(k, i as u16 + 1))
-        .collect();
-    let mut server = mock(move |m| match cookie_of(m) {
-        Some(None) => page(regs[..2].to_vec(), "p1"),
-        Some(Some(c)) if c == "p1" => page(regs[2..].to_vec(), "p2"),
-        _ => page(vec![], "p2"),
-    })
-    .await;
-    let mut c = client(discover_only(&server)).await;
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        seen.push(c.wait_for(discovered).await);
-    }
-    let wanted: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
-    assert_eq!(seen, wanted);
-    let mut cookies = Vec::new();
-    for _ in 0..4 {
-        cookies.push(server.wait_for(cookie_of).await);
-    }
-    assert_eq!(
-        cookies,
-        vec![
-            None,
-            Some("p1".into()),
-            Some("p2".into()),
-            Some("p2".into())
-        ]
-    );
-}
-
-#[tokio::test]
-async fn an_invalid_cookie_starts_over_without_duplicates() {
-    let key = Keypair::generate_ed25519();
-    let reg = peer_registration(&key, 7);
-    let starts = Arc::new(Mutex::new(0));
-    let mut server = mock(move |m| match cookie_of(m) {
-        Some(None) => {
-            let mut n = starts.lock().unwrap();
-            *n += 1;
-            page(vec![reg.clone()], if *n == 1 { "old" } else { "new" })
-        }
-        Some(Some(c)) if c == "old" => failure(ErrorCode::InvalidCookie),
-        _ => page(vec![], "new"),
-    })
-    .await;
-    let mut c = client(discover_only(&server)).await;
-    assert_eq!(c.wait_for(discovered).await, key.public().to_peer_id());
-    // None, "old" (rejected), None again, then "new": the client has handled the second page.
-    let mut cookies = Vec::new();
-    for _ in 0..4 {
-        cookies.push(server.wait_for(cookie_of).await);
-    }
-    assert_eq!(
-        cookies,
-        vec![None, Some("old".into()), None, Some("new".into())]
-    );
-    let events = c.drain();
-    assert!(
-        !events
-            .iter()
-            .any(|e| discovered(e).is_some() || discover_failed(e).is_some()),
-        "{events:?}"
-    );
-}
-
-#[tokio::test]
 async fn unavailable_is_reported_and_retried() {
     let calls = Arc::new(Mutex::new(0));
     let mut server = mock(move |_| {
@@ -437,40 +366,6 @@ async fn a_bad_record_in_a_page_is_skipped_and_the_rest_kept() {
     .await;
     let mut c = client(discover_only(&server)).await;
     assert_eq!(c.wait_for(discovered).await, good.public().to_peer_id());
-}
-
-#[tokio::test]
-async fn a_dropped_standard_register_falls_back_to_legacy() {
-    let mut server = mock(|m| match m {
-        Message::Register(r) if r.record.format() == RecordFormat::Standard => Reply::Close,
-        Message::Register(_) => Reply::Message(Message::RegisterResponse(Ok(7200))),
-        _ => Reply::Close,
-    })
-    .await;
-    let mut c = client(register_only(&server)).await;
-    let ttl = c
-        .wait_for(|e| match e {
-            Event::Registered { ttl, .. } => Some(*ttl),
-            Event::RegisterFailed { error, .. } => panic!("failed: {error}"),
-            _ => None,
-        })
-        .await;
-    assert_eq!(ttl, 7200);
-    let formats: Vec<RecordFormat> = vec![
-        server
-            .wait_for(|m| match m {
-                Message::Register(r) => Some(r.record.format()),
-                _ => None,
-            })
-            .await,
-        server
-            .wait_for(|m| match m {
-                Message::Register(r) => Some(r.record.format()),
-                _ => None,
-            })
-            .await,
-    ];
-    assert_eq!(formats, vec![RecordFormat::Standard, RecordFormat::Legacy]);
 }
 
 #[tokio::test]

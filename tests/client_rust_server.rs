@@ -12,7 +12,7 @@ use rendezvous_discovery::{
 };
 use support::{
     memory_addr,
-    node::{spawn, spawn_at, Node},
+    node::{spawn, Node},
     WithIdentify, WithIdentifyEvent,
 };
 
@@ -29,11 +29,6 @@ fn rust_server() -> rendezvous::server::Behaviour {
 
 async fn server() -> Server {
     spawn(support::swarm(|_| rust_server())).await
-}
-
-/// A server with identity `key` at `addr`, so that it can be restarted as the same server.
-async fn server_at(key: Keypair, addr: Multiaddr) -> Server {
-    spawn_at(support::swarm_with_key(key, |_| rust_server()), addr).await
 }
 
 fn config(server: &Server) -> client::Config {
@@ -169,54 +164,6 @@ async fn full_pages_are_paged_through_at_once_with_cookies() {
             .await;
         pages += 1;
     }
-}
-
-#[tokio::test]
-async fn a_restarted_server_is_recovered_from_without_duplicates() {
-    let key = Keypair::generate_ed25519();
-    let addr = memory_addr();
-    let first = server_at(key.clone(), addr.clone()).await;
-    let mut a = client(config(&first).with_discovery(false)).await;
-    let mut b = client(config(&first).with_registration(false)).await;
-    a.wait_for(registered).await;
-    b.wait_for(discovered(a.peer)).await;
-
-    first.kill().await;
-    let mut second = server_at(key, addr).await;
-    let b_peer = b.peer;
-    // rust-libp2p's server treats a cookie it does not know as no cookie (it never answers
-    // E_INVALID_COOKIE), so B gets everything again: A must not be reported twice.
-    // Once a page with A was served and B asked again, B has processed it.
-    let a_peer = a.peer;
-    second
-        .wait_for(|e| match e {
-            rendezvous::server::Event::DiscoverServed {
-                enquirer,
-                registrations,
-            } => (*enquirer == b_peer
-                && registrations.iter().any(|r| r.record.peer_id() == a_peer))
-            .then_some(()),
-            _ => None,
-        })
-        .await;
-    second
-        .wait_for(|e| match e {
-            rendezvous::server::Event::DiscoverServed { enquirer, .. } => {
-                (*enquirer == b_peer).then_some(())
-            }
-            _ => None,
-        })
-        .await;
-    let again: Vec<_> = b
-        .drain()
-        .into_iter()
-        .filter(|e| matches!(e, Event::Discovered { peer, .. } if *peer == a_peer))
-        .collect();
-    assert!(again.is_empty(), "A was reported again: {again:?}");
-    assert!(
-        a.drain().iter().any(|e| registered(e).is_some()),
-        "A re-registered"
-    );
 }
 
 #[tokio::test]
