@@ -94,7 +94,10 @@ use std::{
 use futures::{channel::mpsc as fmpsc, StreamExt};
 use libp2p::PeerId;
 use rendezvous_discovery::{
-    codec::{Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, SignedRecord},
+    codec::{
+        Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, SignedRecord,
+        UnverifiedRegistration,
+    },
     server::{
         store::{Operation, OperationId, Outcome, Store, StoreEvent},
         Registrations, ServedFormats, MAX_PEER_FORMAT_OVERRIDES,
@@ -128,9 +131,6 @@ pub const ENTRY_OVERHEAD: usize = 256;
 /// signature it verified before. At about 1 KiB each, 128 Mi at most.
 pub const MAX_DECODED_RECORDS: usize = 131_072;
 
-/// Bytes the fleet's registrations may take in Redis, counted as the module docs say (1 GiB).
-pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024 * 1024;
-
 /// The limits the fleet enforces, from `serve`'s flags (each instance should get the same).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -142,8 +142,13 @@ pub struct Settings {
     pub max_registrations_per_peer: usize,
     /// Registrations the fleet holds in total.
     pub max_registrations: usize,
-    /// Bytes the fleet's registrations may take in Redis, counted as the module docs say.
+    /// Bytes the fleet's registrations may take in Redis, counted as the module docs say
+    /// (`--max-store-bytes`).
     pub max_bytes: usize,
+    /// The largest signed envelope a REGISTER may carry, in bytes.
+    pub max_record_size: usize,
+    /// Most addresses one signed peer record may list.
+    pub max_addresses_per_record: usize,
     /// Registrations per page when a DISCOVER gives no limit.
     pub default_page: usize,
     /// Most registrations per page.
@@ -269,6 +274,65 @@ impl RedisStore {
         })
     }
 
+    /// The checks a REGISTER passes before it goes to Redis, cheapest first: TTL, record size,
+    /// then decoding and verifying the record, its signer and its addresses. (The limits and
+    /// the byte budget need the fleet's state: Redis checks them.)
+    fn check_register(
+        &self,
+        peer: PeerId,
+        registration: UnverifiedRegistration,
+    ) -> Result<Command, ErrorResponse> {
+        let UnverifiedRegistration {
+            namespace,
+            envelope,
+            ttl,
+        } = registration;
+        let ttl = ttl.unwrap_or(rendezvous_discovery::DEFAULT_TTL);
+        let (min, max) = (self.settings.min_ttl, self.settings.max_ttl);
+        if ttl < min || ttl > max {
+            return Err(ErrorResponse::new(
+                ErrorCode::InvalidTtl,
+                format!("ttl is {ttl} s; expected {min}..={max} s"),
+            ));
+        }
+        let (len, max) = (envelope.len(), self.settings.max_record_size);
+        if len > max {
+            return Err(ErrorResponse::new(
+                ErrorCode::InvalidSignedPeerRecord,
+                format!("signed peer record is {len} bytes; this server accepts at most {max}"),
+            ));
+        }
+        let record = SignedRecord::from_bytes(&envelope)
+            .map_err(|e| ErrorResponse::new(ErrorCode::InvalidSignedPeerRecord, e.to_string()))?;
+        if record.peer_id() != peer {
+            return Err(ErrorResponse::new(
+                ErrorCode::NotAuthorized,
+                format!(
+                    "the signed peer record is for peer {}; a peer can only register itself \
+                     ({peer})",
+                    record.peer_id()
+                ),
+            ));
+        }
+        let (count, max) = (
+            record.addresses().len(),
+            self.settings.max_addresses_per_record,
+        );
+        if count > max {
+            return Err(ErrorResponse::new(
+                ErrorCode::InvalidSignedPeerRecord,
+                format!(
+                    "signed peer record lists {count} addresses; this server accepts at most {max}"
+                ),
+            ));
+        }
+        Ok(Command::Register {
+            namespace,
+            record,
+            ttl,
+        })
+    }
+
     fn answer_here(&self, id: OperationId, peer: PeerId, outcome: Outcome) {
         let _ = self.local.unbounded_send(Done::Completed {
             id,
@@ -339,36 +403,17 @@ impl Store for RedisStore {
         let peer = operation.peer();
         let command = match operation {
             Operation::Register { peer, registration } => {
-                let namespace = registration.namespace;
-                let record = registration.record;
-                if record.peer_id() != peer {
-                    let error = ErrorResponse::new(
-                        ErrorCode::NotAuthorized,
-                        format!(
-                            "the signed peer record is for peer {}; a peer can only register \
-                             itself ({peer})",
-                            record.peer_id()
-                        ),
-                    );
-                    let result = Err(error);
-                    return self.answer_here(id, peer, Outcome::Registered { namespace, result });
-                }
-                let ttl = registration
-                    .ttl
-                    .unwrap_or(rendezvous_discovery::DEFAULT_TTL);
-                let (min, max) = (self.settings.min_ttl, self.settings.max_ttl);
-                if ttl < min || ttl > max {
-                    let error = ErrorResponse::new(
-                        ErrorCode::InvalidTtl,
-                        format!("ttl is {ttl} s; expected {min}..={max} s"),
-                    );
-                    let result = Err(error);
-                    return self.answer_here(id, peer, Outcome::Registered { namespace, result });
-                }
-                Command::Register {
-                    namespace,
-                    record,
-                    ttl,
+                let namespace = registration.namespace.clone();
+                match self.check_register(peer, registration) {
+                    Ok(command) => command,
+                    Err(error) => {
+                        let result = Err(error);
+                        return self.answer_here(
+                            id,
+                            peer,
+                            Outcome::Registered { namespace, result },
+                        );
+                    }
                 }
             }
             Operation::Unregister { namespace, .. } => Command::Unregister { namespace },
