@@ -17,19 +17,33 @@ use libp2p::{
     Multiaddr, PeerId,
 };
 
+use futures::channel::oneshot;
+
 use super::{
+    formats::{Decision, PeerFormats},
     handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
-    Config, Event, RateLimiter, Registrations,
+    Config, Event, RateLimiter, Registrations, ServedFormats,
 };
 use crate::codec::{
-    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
+    Cookie, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, Registration,
 };
+
+/// A DISCOVER waiting for its asker's format to be known.
+#[derive(Debug)]
+struct HeldDiscover {
+    namespace: Option<Namespace>,
+    cookie: Option<Cookie>,
+    limit: Option<u64>,
+    responder: Option<oneshot::Sender<Message>>,
+}
 
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
 pub struct Behaviour {
     config: Config,
     store: Registrations,
     rate: RateLimiter,
+    /// What each peer reads, and the DISCOVERs held while the server asks.
+    formats: PeerFormats<HeldDiscover>,
     /// Open connections per peer, to know when the last one closes and whom to keep alive.
     connections: HashMap<PeerId, HashSet<ConnectionId>>,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
@@ -56,6 +70,7 @@ impl Behaviour {
         Self {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
             store: Registrations::new(config.clone(), start),
+            formats: PeerFormats::new(config.unknown_peer_formats),
             config,
             connections: HashMap::new(),
             events: VecDeque::new(),
@@ -83,14 +98,24 @@ impl Behaviour {
         self.store.registrations_of(peer, Instant::now())
     }
 
-    /// Hints which record format `peer` decodes (for example from identify's agent version), for
-    /// as long as it has not registered: the format of its latest REGISTER wins. The server sets
-    /// a Standard hint itself when the peer lists
-    /// [`client::STANDARD_RECORDS_PROTOCOL`](crate::client::STANDARD_RECORDS_PROTOCOL); the
-    /// latest hint wins. Forgotten when the peer's last connection closes. See the
-    /// [module docs](super).
-    pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        self.store.set_peer_record_format(peer, format);
+    /// Tells the server what `peer` reads, when the application knows better than the peer's
+    /// identify answer (the server asks that itself; the latest of the two wins). The marker
+    /// protocol and the peer's latest REGISTER still come first. Forgotten when the peer's last
+    /// connection closes. See the [module docs](super), "Record formats".
+    pub fn set_served_formats(&mut self, peer: PeerId, formats: ServedFormats) {
+        let released = self.formats.set_hint(peer, formats);
+        self.serve_released(peer, released);
+    }
+
+    /// What `peer` is served now (see the [module docs](super), "Record formats").
+    pub fn served_formats(&self, peer: &PeerId) -> ServedFormats {
+        self.formats
+            .served(peer, self.store.registered_format(peer))
+    }
+
+    /// DISCOVERs waiting for their asker's format to be known.
+    pub fn held_discovers(&self) -> usize {
+        self.formats.held()
     }
 
     /// The store, for reading.
@@ -126,10 +151,11 @@ impl Behaviour {
         }
     }
 
-    fn handle_request(&mut self, peer: PeerId, request: InboundRequest) {
+    fn handle_request(&mut self, peer: PeerId, connection: ConnectionId, request: InboundRequest) {
         let now = Instant::now();
         let had_registrations = self.store.count_of(&peer) > 0;
         let InboundRequest { request, responder } = request;
+        let mut registered = false;
         let (response, event) = match request {
             Request::Register(registration) => {
                 let namespace = registration.namespace.clone();
@@ -139,6 +165,7 @@ impl Behaviour {
                 } else {
                     Err(self.rate_limited())
                 };
+                registered = result.is_ok();
                 let event = match &result {
                     Ok(ttl) => Event::PeerRegistered {
                         peer,
@@ -168,35 +195,44 @@ impl Behaviour {
                 cookie,
                 limit,
             } => {
-                let result = if self.rate.try_acquire(peer, now) {
-                    self.store
-                        .discover(peer, namespace.as_ref(), cookie.as_ref(), limit, now)
-                } else {
-                    Err(self.rate_limited())
+                let held = HeldDiscover {
+                    namespace,
+                    cookie,
+                    limit,
+                    responder,
                 };
-                match result {
-                    Ok((registrations, cookie)) => {
-                        let event = Event::DiscoverServed {
-                            peer,
-                            namespace,
-                            count: registrations.len(),
-                        };
-                        let page = DiscoverPage {
-                            registrations,
-                            cookie: Some(cookie),
-                            skipped: 0,
-                        };
-                        (Some(Message::DiscoverResponse(Ok(page))), Some(event))
-                    }
-                    Err(error) => (
-                        Some(Message::DiscoverResponse(Err(error.clone()))),
-                        Some(Event::DiscoverNotServed {
-                            peer,
-                            namespace,
-                            error,
-                        }),
-                    ),
+                if !self.rate.try_acquire(peer, now) {
+                    let error = self.rate_limited();
+                    self.refuse_discover(peer, held, error);
+                    return;
                 }
+                let registered = self.store.registered_format(&peer);
+                match self.formats.discover(peer, registered, held, now) {
+                    Decision::Serve(served, held) => self.serve_discover(peer, served, held, now),
+                    Decision::Held { ask } => {
+                        tracing::debug!(%peer, ask, "DISCOVER held until the peer's format is known");
+                        if ask {
+                            self.events.push_back(ToSwarm::NotifyHandler {
+                                peer_id: peer,
+                                handler: NotifyHandler::One(connection),
+                                event: FromBehaviour::AskIdentify,
+                            });
+                        }
+                    }
+                    Decision::Full(held) => {
+                        let error = ErrorResponse::new(
+                            ErrorCode::Unavailable,
+                            format!(
+                                "too many DISCOVERs wait for their askers' identify ({} of this \
+                                 peer, {} in all); try again in a moment",
+                                super::MAX_HELD_PER_PEER,
+                                super::MAX_HELD
+                            ),
+                        );
+                        self.refuse_discover(peer, held, error);
+                    }
+                }
+                return;
             }
         };
         if let (Some(responder), Some(response)) = (responder, response) {
@@ -207,6 +243,81 @@ impl Behaviour {
             self.events.push_back(ToSwarm::GenerateEvent(event));
         }
         self.update_keep_alive(peer, had_registrations);
+        if registered {
+            let released = self.formats.registered(&peer);
+            self.serve_released(peer, released);
+        }
+    }
+
+    /// Answers `held` with the next page for a peer served `served`.
+    fn serve_discover(
+        &mut self,
+        peer: PeerId,
+        served: ServedFormats,
+        held: HeldDiscover,
+        now: Instant,
+    ) {
+        let HeldDiscover {
+            namespace,
+            cookie,
+            limit,
+            responder,
+        } = held;
+        let result = self
+            .store
+            .discover(served, namespace.as_ref(), cookie.as_ref(), limit, now);
+        let (response, event) = match result {
+            Ok((registrations, cookie)) => {
+                let event = Event::DiscoverServed {
+                    peer,
+                    namespace,
+                    count: registrations.len(),
+                };
+                let page = DiscoverPage {
+                    registrations,
+                    cookie: Some(cookie),
+                    skipped: 0,
+                };
+                (Message::DiscoverResponse(Ok(page)), event)
+            }
+            Err(error) => (
+                Message::DiscoverResponse(Err(error.clone())),
+                Event::DiscoverNotServed {
+                    peer,
+                    namespace,
+                    error,
+                },
+            ),
+        };
+        if let Some(responder) = responder {
+            // The stream may be gone already; then nobody waits for the answer.
+            let _ = responder.send(response);
+        }
+        self.events.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    fn refuse_discover(&mut self, peer: PeerId, held: HeldDiscover, error: ErrorResponse) {
+        if let Some(responder) = held.responder {
+            let _ = responder.send(Message::DiscoverResponse(Err(error.clone())));
+        }
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::DiscoverNotServed {
+                peer,
+                namespace: held.namespace,
+                error,
+            }));
+    }
+
+    /// Serves DISCOVERs of `peer` that no longer wait, by what is known now.
+    fn serve_released(&mut self, peer: PeerId, released: Vec<HeldDiscover>) {
+        if released.is_empty() {
+            return;
+        }
+        let served = self.served_formats(&peer);
+        let now = Instant::now();
+        for held in released {
+            self.serve_discover(peer, served, held, now);
+        }
     }
 
     fn new_handler(&self, peer: PeerId) -> Handler {
@@ -261,7 +372,8 @@ impl NetworkBehaviour for Behaviour {
                     return;
                 }
                 self.connections.remove(&peer_id);
-                self.store.forget_peer_record_format(&peer_id);
+                // Held DISCOVERs are dropped: their streams closed with the connection.
+                drop(self.formats.forget(&peer_id));
                 if self.config.remove_on_disconnect {
                     for registration in self.store.remove_peer(&peer_id) {
                         self.events
@@ -279,17 +391,28 @@ impl NetworkBehaviour for Behaviour {
     fn on_connection_handler_event(
         &mut self,
         peer: PeerId,
-        _: ConnectionId,
+        connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        match event {
-            ToBehaviour::Request(request) => self.handle_request(peer, request),
+        let released = match event {
+            ToBehaviour::Request(request) => {
+                self.handle_request(peer, connection, request);
+                return;
+            }
             ToBehaviour::DecodesStandardRecords => {
                 tracing::debug!(%peer, "peer lists the standard-records marker");
-                self.store
-                    .set_peer_record_format(peer, RecordFormat::Standard);
+                self.formats.marker_seen(peer)
             }
-        }
+            ToBehaviour::Identified { served } => {
+                tracing::debug!(%peer, %served, "peer's identify answered");
+                self.formats.identified(peer, Some(served))
+            }
+            ToBehaviour::IdentifyFailed { error } => {
+                tracing::debug!(%peer, %error, "peer's identify did not answer");
+                self.formats.identified(peer, None)
+            }
+        };
+        self.serve_released(peer, released);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
@@ -298,6 +421,12 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
+            if let Some((peer, held)) = self.formats.poll_expired(now) {
+                let served = self.served_formats(&peer);
+                tracing::debug!(%peer, %served, "DISCOVER waited long enough for identify");
+                self.serve_discover(peer, served, held, now);
+                continue;
+            }
             if let Some(registration) = self.store.poll_expired(now) {
                 let peer = registration.record.peer_id();
                 self.update_keep_alive(peer, true);
@@ -307,7 +436,11 @@ impl NetworkBehaviour for Behaviour {
                     )));
                 continue;
             }
-            let Some(deadline) = self.store.poll_timeout() else {
+            let deadline = match (self.store.poll_timeout(), self.formats.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let Some(deadline) = deadline else {
                 self.timer = None;
                 return Poll::Pending;
             };

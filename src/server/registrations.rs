@@ -21,10 +21,12 @@ use crate::codec::{
 /// cookie then points past what was looked at, so the next DISCOVER continues from there.
 pub const MAX_SCANNED_PER_DISCOVER: usize = 10_000;
 
-/// The most peers whose record format is remembered without them having registrations (set by
-/// [`Registrations::set_peer_record_format`], typically from identify). Beyond it, new peers get
-/// [`Config::with_unknown_peer_formats`]'s formats, which is safe for every client.
-pub const MAX_PEER_FORMAT_OVERRIDES: usize = 65_536;
+/// The two high bits of a cookie's sequence number say whether the pages that led to it left
+/// out registrations for their format, and under which [`ServedFormats`]. Sequence numbers
+/// start at the wall clock in microseconds and grow by one per REGISTER, so they stay far below
+/// 2^62.
+const MARK_SHIFT: u32 = 62;
+const SEQ_MASK: u64 = (1 << MARK_SHIFT) - 1;
 
 /// One stored registration.
 #[derive(Debug, Clone)]
@@ -62,7 +64,6 @@ pub struct Registrations {
     by_namespace: HashMap<Namespace, BTreeSet<u64>>,
     all: BTreeSet<u64>,
     expiry: BTreeSet<(Instant, u64)>,
-    format_overrides: HashMap<PeerId, RecordFormat>,
     /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
     response_overhead: usize,
 }
@@ -87,7 +88,6 @@ impl Registrations {
             by_namespace: HashMap::new(),
             all: BTreeSet::new(),
             expiry: BTreeSet::new(),
-            format_overrides: HashMap::new(),
             response_overhead,
         }
     }
@@ -198,33 +198,36 @@ impl Registrations {
             .collect()
     }
 
-    /// Handles a DISCOVER from `peer`: the next page after `cookie` in `namespace` (all
-    /// namespaces when `None`), and the cookie to continue with.
+    /// Handles a DISCOVER: the next page after `cookie` in `namespace` (all namespaces when
+    /// `None`), for an asker served `served`, and the cookie to continue with.
     ///
-    /// Only records in a format `peer` can decode are returned (see the module docs); the
-    /// others still advance the cookie. The page holds at most `limit` (default and cap from
-    /// the config) registrations and is cut so the encoded response fits the message cap.
+    /// Only registrations `served` includes are returned, in its layout (see the module docs);
+    /// the others still advance the cookie, which then carries a mark saying under which
+    /// formats it was cut. A marked cookie sent back by a peer now served more (its format
+    /// became known after the page was cut) is refused with `E_INVALID_COOKIE`, so the peer
+    /// starts over and nothing it can read stays hidden. The page holds at most `limit` (default
+    /// and cap from the config) registrations and is cut so the encoded response fits the
+    /// message cap.
     pub fn discover(
         &self,
-        peer: PeerId,
+        served: ServedFormats,
         namespace: Option<&Namespace>,
         cookie: Option<&Cookie>,
         limit: Option<u64>,
         now: Instant,
     ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
-        let after = match cookie {
-            Some(cookie) => self.parse_cookie(cookie, namespace)?,
-            None => 0,
+        let (after, mut mark) = match cookie {
+            Some(cookie) => self.parse_cookie(cookie, namespace, served)?,
+            None => (0, None),
         };
         let limit = match limit {
             None | Some(0) => self.config.default_page,
             Some(n) => (n.min(self.config.max_page as u64)) as usize,
         };
-        let served = self.served_formats(&peer);
         let index = match namespace {
             Some(ns) => match self.by_namespace.get(ns) {
                 Some(index) => index,
-                None => return Ok((Vec::new(), self.cookie(self.counter, namespace))),
+                None => return Ok((Vec::new(), self.cookie(self.counter, mark, namespace))),
             },
             None => &self.all,
         };
@@ -241,13 +244,21 @@ impl Registrations {
                 break;
             }
             let entry = &self.entries[&seq];
-            if entry.deadline <= now || !served.includes(entry.record.format()) {
+            if entry.deadline <= now {
                 last = Some(seq);
                 continue;
             }
+            if !served.includes(entry.record.format()) {
+                mark = Some(mark.map_or(served.coverage(), |m| m.min(served.coverage())));
+                last = Some(seq);
+                continue;
+            }
+            let record = match served {
+                ServedFormats::AsPeerInfo => entry.record.to_peer_info(),
+                _ => entry.record.clone(),
+            };
             let ttl = entry.deadline.duration_since(now).as_secs().max(1);
-            let wire =
-                registration_wire_len(&entry.namespace, entry.record.envelope_bytes().len(), ttl);
+            let wire = registration_wire_len(&entry.namespace, record.envelope_bytes().len(), ttl);
             if size + wire > self.config.max_message_size {
                 if page.is_empty() {
                     // Alone it does not fit any page: skip it, or paging would stop here.
@@ -259,7 +270,11 @@ impl Registrations {
                 break;
             }
             size += wire;
-            page.push(entry.clone().into_registration(ttl));
+            page.push(Registration {
+                namespace: entry.namespace.clone(),
+                record,
+                ttl,
+            });
             last = Some(seq);
         }
         let seq = if complete {
@@ -268,7 +283,7 @@ impl Registrations {
         } else {
             last.unwrap_or(after)
         };
-        Ok((page, self.cookie(seq, namespace)))
+        Ok((page, self.cookie(seq, mark, namespace)))
     }
 
     /// When the next registration expires.
@@ -286,37 +301,9 @@ impl Registrations {
         self.remove_entry(seq).map(Entry::into_granted)
     }
 
-    /// Hints which record format `peer` decodes, for when it has not registered (the format of
-    /// its latest REGISTER wins; see the module docs). At most [`MAX_PEER_FORMAT_OVERRIDES`] hints
-    /// are kept; beyond that the call is ignored and the peer gets the configured default.
-    pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        if self.format_overrides.len() < MAX_PEER_FORMAT_OVERRIDES
-            || self.format_overrides.contains_key(&peer)
-        {
-            self.format_overrides.insert(peer, format);
-        }
-    }
-
-    /// Forgets the hint for `peer` (its last connection closed).
-    pub fn forget_peer_record_format(&mut self, peer: &PeerId) {
-        self.format_overrides.remove(peer);
-    }
-
-    /// The formats served to `peer`: the format of its latest REGISTER (what it sends is what it
-    /// decodes), else a hint (the client marker protocol or
-    /// [`set_peer_record_format`](Self::set_peer_record_format)), else the configured default for
-    /// unknown peers.
-    pub fn served_formats(&self, peer: &PeerId) -> ServedFormats {
-        let format = self
-            .peers
-            .get(peer)
-            .and_then(|p| p.format)
-            .or_else(|| self.format_overrides.get(peer).copied());
-        match format {
-            Some(RecordFormat::Standard) => ServedFormats::All,
-            Some(RecordFormat::Legacy) => ServedFormats::LegacyOnly,
-            None => self.config.unknown_peer_formats,
-        }
+    /// The format of `peer`'s latest REGISTER, while it has registrations: what it reads.
+    pub fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat> {
+        self.peers.get(peer).and_then(|p| p.format)
     }
 
     /// How many registrations are stored.
@@ -368,19 +355,26 @@ impl Registrations {
         entry.clone().into_registration(ttl)
     }
 
-    fn cookie(&self, seq: u64, namespace: Option<&Namespace>) -> Cookie {
-        let mut bytes = seq.to_be_bytes().to_vec();
+    /// The cookie for `seq`, with the narrowest coverage under which a registration was left
+    /// out for its format (`None`: nothing was).
+    fn cookie(&self, seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cookie {
+        // Coverage 0 (legacy only) -> mark 2, 1 (signed) -> mark 1; 0 means unmarked.
+        let mark = mark.map_or(0, |coverage| 2 - u64::from(coverage.min(1)));
+        let mut bytes = (seq | (mark << MARK_SHIFT)).to_be_bytes().to_vec();
         if let Some(ns) = namespace {
             bytes.extend_from_slice(ns.as_str().as_bytes());
         }
         Cookie::new(bytes).expect("8 + at most 255 bytes is under the cookie cap")
     }
 
+    /// The sequence number of `cookie` and the coverage it was marked with, checked against the
+    /// namespace asked for and the formats now `served`.
     fn parse_cookie(
         &self,
         cookie: &Cookie,
         namespace: Option<&Namespace>,
-    ) -> Result<u64, ErrorResponse> {
+        served: ServedFormats,
+    ) -> Result<(u64, Option<u8>), ErrorResponse> {
         let bytes = cookie.as_bytes();
         let invalid = |text: String| Err(ErrorResponse::new(ErrorCode::InvalidCookie, text));
         if bytes.len() < 8 {
@@ -391,7 +385,18 @@ impl Registrations {
             ));
         }
         let (seq, ns) = bytes.split_at(8);
-        let seq = u64::from_be_bytes(seq.try_into().expect("split at 8"));
+        let raw = u64::from_be_bytes(seq.try_into().expect("split at 8"));
+        let seq = raw & SEQ_MASK;
+        let mark = match raw >> MARK_SHIFT {
+            0 => None,
+            1 => Some(1),
+            2 => Some(0),
+            _ => {
+                return invalid(format!(
+                    "cookie has an unknown mark ({raw:#018x}); expected a cookie from this server"
+                ))
+            }
+        };
         let asked = namespace.map_or(&[][..], |ns| ns.as_str().as_bytes());
         if ns != asked {
             return invalid(format!(
@@ -408,7 +413,16 @@ impl Registrations {
                 self.counter
             ));
         }
-        Ok(seq)
+        if let Some(coverage) = mark {
+            if coverage < served.coverage() {
+                return invalid(format!(
+                    "this server now sends you {served} records, more than when this cookie was \
+                     cut (records it left out would stay hidden); discover without a cookie to \
+                     start over"
+                ));
+            }
+        }
+        Ok((seq, mark))
     }
 
     /// Removes the entry `seq` from every index.
@@ -486,6 +500,7 @@ mod tests {
         match format {
             RecordFormat::Standard => standard.clone(),
             RecordFormat::Legacy => legacy.clone(),
+            RecordFormat::PeerInfo => legacy.to_peer_info(),
         }
     }
 
@@ -517,7 +532,7 @@ mod tests {
     /// (peer, namespace) seen, in order.
     fn page_all(
         store: &Registrations,
-        asker: PeerId,
+        asker: ServedFormats,
         namespace: Option<&Namespace>,
         limit: u64,
         now: Instant,
@@ -644,7 +659,7 @@ mod tests {
             .register(peer(2), new_reg(2, "a", Some(2 * HOUR)), t0)
             .unwrap();
         let (_, cookie) = store
-            .discover(peer(9), Some(&ns("a")), None, None, t0)
+            .discover(ServedFormats::All, Some(&ns("a")), None, None, t0)
             .unwrap();
         let t1 = t0 + Duration::from_secs(HOUR);
         store
@@ -653,13 +668,13 @@ mod tests {
         assert_eq!(store.len(), 2);
         // The refresh shows up again after the old cookie, once.
         let (page, _) = store
-            .discover(peer(9), Some(&ns("a")), Some(&cookie), None, t1)
+            .discover(ServedFormats::All, Some(&ns("a")), Some(&cookie), None, t1)
             .unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].record.peer_id(), peer(1));
         assert_eq!(page[0].ttl, 2 * HOUR);
         // A fresh pager sees each registration once.
-        assert_eq!(page_all(&store, peer(9), None, 1, t1).len(), 2);
+        assert_eq!(page_all(&store, ServedFormats::All, None, 1, t1).len(), 2);
         // The old deadline does not fire.
         let t2 = t0 + Duration::from_secs(2 * HOUR);
         assert_eq!(
@@ -698,7 +713,9 @@ mod tests {
         assert_eq!(store.namespace_count(), 1);
         assert_eq!(store.registrations_in(&ns("a"), t)[0].ttl, 5);
         // Remaining TTLs are what DISCOVER reports.
-        let (page, _) = store.discover(peer(9), None, None, None, t).unwrap();
+        let (page, _) = store
+            .discover(ServedFormats::All, None, None, None, t)
+            .unwrap();
         assert_eq!(page[0].ttl, 5);
     }
 
@@ -710,7 +727,13 @@ mod tests {
             .register(peer(1), new_reg(1, "a", Some(10)), t0)
             .unwrap();
         let (page, _) = store
-            .discover(peer(9), None, None, None, t0 + Duration::from_secs(10))
+            .discover(
+                ServedFormats::All,
+                None,
+                None,
+                None,
+                t0 + Duration::from_secs(10),
+            )
             .unwrap();
         assert!(page.is_empty());
     }
@@ -746,7 +769,7 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(store.count_of(&peer(1)), 0);
         assert_eq!(
-            page_all(&store, peer(9), None, 10, now),
+            page_all(&store, ServedFormats::All, None, 10, now),
             vec![(peer(2), ns("a"))]
         );
     }
@@ -757,7 +780,7 @@ mod tests {
         let now = Instant::now();
         store.register(peer(1), new_reg(1, "a", None), now).unwrap();
         let (_, cookie_a) = store
-            .discover(peer(9), Some(&ns("a")), None, None, now)
+            .discover(ServedFormats::All, Some(&ns("a")), None, None, now)
             .unwrap();
         let short = Cookie::new(vec![1, 2, 3]).unwrap();
         let ahead = Cookie::new((START + 2).to_be_bytes().to_vec()).unwrap();
@@ -768,14 +791,22 @@ mod tests {
             (None, &ahead, "ahead"),
         ] {
             let error = store
-                .discover(peer(9), namespace.as_ref(), Some(cookie), None, now)
+                .discover(
+                    ServedFormats::All,
+                    namespace.as_ref(),
+                    Some(cookie),
+                    None,
+                    now,
+                )
                 .unwrap_err();
             assert_eq!(error.code, ErrorCode::InvalidCookie);
             assert!(error.text.contains(needle), "{} lacks {needle}", error.text);
         }
         // A cookie at the counter is fine.
         let at = Cookie::new((START + 1).to_be_bytes().to_vec()).unwrap();
-        assert!(store.discover(peer(9), None, Some(&at), None, now).is_ok());
+        assert!(store
+            .discover(ServedFormats::All, None, Some(&at), None, now)
+            .is_ok());
     }
 
     #[test]
@@ -783,17 +814,17 @@ mod tests {
         let mut store = store();
         let now = Instant::now();
         let (page, cookie) = store
-            .discover(peer(9), Some(&ns("a")), None, None, now)
+            .discover(ServedFormats::All, Some(&ns("a")), None, None, now)
             .unwrap();
         assert!(page.is_empty());
         assert_eq!(&cookie.as_bytes()[8..], b"a");
         store.register(peer(1), new_reg(1, "a", None), now).unwrap();
         let (page, cookie) = store
-            .discover(peer(9), Some(&ns("a")), Some(&cookie), None, now)
+            .discover(ServedFormats::All, Some(&ns("a")), Some(&cookie), None, now)
             .unwrap();
         assert_eq!(page.len(), 1);
         let (page, again) = store
-            .discover(peer(9), Some(&ns("a")), Some(&cookie), None, now)
+            .discover(ServedFormats::All, Some(&ns("a")), Some(&cookie), None, now)
             .unwrap();
         assert!(page.is_empty());
         assert_eq!(again, cookie);
@@ -809,7 +840,7 @@ mod tests {
         }
         let count = |limit| {
             store
-                .discover(peer(9), None, None, limit, now)
+                .discover(ServedFormats::All, None, None, limit, now)
                 .unwrap()
                 .0
                 .len()
@@ -832,7 +863,13 @@ mod tests {
         let mut total = 0;
         loop {
             let (page, next) = store
-                .discover(peer(9), Some(&ns("a")), cookie.as_ref(), Some(1000), now)
+                .discover(
+                    ServedFormats::All,
+                    Some(&ns("a")),
+                    cookie.as_ref(),
+                    Some(1000),
+                    now,
+                )
                 .unwrap();
             if page.is_empty() {
                 break;
@@ -877,7 +914,7 @@ mod tests {
             }
         }
         let (page, cookie) = store
-            .discover(peer(9), None, None, Some(5000), now)
+            .discover(ServedFormats::All, None, None, Some(5000), now)
             .unwrap();
         let encoded = Message::DiscoverResponse(Ok(DiscoverPage {
             registrations: page.clone(),
@@ -890,101 +927,208 @@ mod tests {
             "{encoded} bytes"
         );
         assert!(page.len() < 5000, "cut at {} registrations", page.len());
-        assert_eq!(page_all(&store, peer(9), None, 5000, now).len(), 64 * 80);
+        assert_eq!(
+            page_all(&store, ServedFormats::All, None, 5000, now).len(),
+            64 * 80
+        );
     }
 
-    #[test]
-    fn given_mixed_formats_then_each_peer_gets_only_what_it_can_decode() {
-        let mut store = store();
-        let now = Instant::now();
-        let standard = |i, namespace: &str| NewRegistration {
+    fn peer_info(i: u16, namespace: &str) -> NewRegistration {
+        NewRegistration {
+            namespace: ns(namespace),
+            record: SignedRecord::new(
+                &key(i),
+                vec![format!("/memory/{i}").parse().unwrap()],
+                RecordFormat::PeerInfo,
+            )
+            .unwrap(),
+            ttl: None,
+        }
+    }
+
+    fn standard(i: u16, namespace: &str) -> NewRegistration {
+        NewRegistration {
             namespace: ns(namespace),
             record: record(i, RecordFormat::Standard),
             ttl: None,
-        };
-        store.register(peer(1), new_reg(1, "a", None), now).unwrap();
-        store.register(peer(2), standard(2, "a"), now).unwrap();
-        store.register(peer(3), new_reg(3, "a", None), now).unwrap();
-        let peers = |store: &Registrations, asker| {
-            let (page, _) = store.discover(asker, None, None, None, now).unwrap();
-            page.iter().map(|r| r.record.peer_id()).collect::<Vec<_>>()
-        };
-        // Registered legacy: legacy only. Registered standard: everything.
-        assert_eq!(peers(&store, peer(1)), vec![peer(1), peer(3)]);
-        assert_eq!(peers(&store, peer(2)), vec![peer(1), peer(2), peer(3)]);
-        // Never registered: the configured default, legacy only.
-        assert_eq!(peers(&store, peer(9)), vec![peer(1), peer(3)]);
-        // Filtered records still advance the cookie: a legacy pager with limit 1 never loops.
-        let seen = page_all(&store, peer(9), None, 1, now);
-        assert_eq!(seen, vec![(peer(1), ns("a")), (peer(3), ns("a"))]);
-        // A hint decides for a peer that never registered, and can be forgotten.
-        store.set_peer_record_format(peer(9), RecordFormat::Standard);
-        assert_eq!(peers(&store, peer(9)).len(), 3);
-        store.forget_peer_record_format(&peer(9));
-        assert_eq!(peers(&store, peer(9)).len(), 2);
-        // The latest REGISTER decides: peer 2 re-registers legacy.
-        store.register(peer(2), new_reg(2, "b", None), now).unwrap();
-        assert_eq!(
-            peers(&store, peer(2)).len(),
-            3,
-            "peer 2's standard record in a is filtered"
-        );
-        let config = Config::default().with_unknown_peer_formats(ServedFormats::All);
-        let mut open = Registrations::new(config, START);
-        open.register(peer(2), standard(2, "a"), now).unwrap();
-        assert_eq!(
-            open.discover(peer(9), None, None, None, now)
-                .unwrap()
-                .0
-                .len(),
-            1
-        );
+        }
     }
 
     #[test]
-    fn given_a_hint_and_a_register_then_the_register_format_wins_over_the_hint() {
+    fn given_three_generations_then_each_asker_gets_what_it_reads_in_its_layout() {
         let mut store = store();
         let now = Instant::now();
-        let standard = NewRegistration {
-            namespace: ns("a"),
-            record: record(2, RecordFormat::Standard),
-            ttl: None,
-        };
         store.register(peer(1), new_reg(1, "a", None), now).unwrap();
-        store.register(peer(2), standard, now).unwrap();
-        // Peer 1 registered legacy: a Standard hint (say from a marker) does not change that.
-        store.set_peer_record_format(peer(1), RecordFormat::Standard);
-        assert_eq!(store.served_formats(&peer(1)), ServedFormats::LegacyOnly);
-        // Peer 2 registered standard: a Legacy hint (say from its agent) does not change that.
-        store.set_peer_record_format(peer(2), RecordFormat::Legacy);
-        assert_eq!(store.served_formats(&peer(2)), ServedFormats::All);
-    }
-
-    #[test]
-    fn given_no_register_then_the_hint_beats_the_default_and_is_forgotten() {
-        let open = Config::default().with_unknown_peer_formats(ServedFormats::All);
-        let mut open = Registrations::new(open, START);
-        assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
-        open.set_peer_record_format(peer(9), RecordFormat::Legacy);
-        assert_eq!(open.served_formats(&peer(9)), ServedFormats::LegacyOnly);
-        open.forget_peer_record_format(&peer(9));
-        assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
-
-        let mut store = store();
-        store.set_peer_record_format(peer(9), RecordFormat::Standard);
-        assert_eq!(store.served_formats(&peer(9)), ServedFormats::All);
-        store.forget_peer_record_format(&peer(9));
-        assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
-    }
-
-    #[test]
-    fn given_the_hint_map_is_full_then_new_peers_get_the_default() {
-        let mut store = store();
-        for _ in 0..MAX_PEER_FORMAT_OVERRIDES {
-            store.set_peer_record_format(PeerId::random(), RecordFormat::Standard);
+        store.register(peer(2), standard(2, "a"), now).unwrap();
+        store.register(peer(3), peer_info(3, "a"), now).unwrap();
+        let page = |served| {
+            let (page, _) = store.discover(served, None, None, None, now).unwrap();
+            page.into_iter()
+                .map(|r| (r.record.peer_id(), r.record.format()))
+                .collect::<Vec<_>>()
+        };
+        use RecordFormat::*;
+        assert_eq!(page(ServedFormats::LegacyOnly), [(peer(1), Legacy)]);
+        assert_eq!(
+            page(ServedFormats::Signed),
+            [(peer(1), Legacy), (peer(2), Standard)]
+        );
+        assert_eq!(
+            page(ServedFormats::All),
+            [(peer(1), Legacy), (peer(2), Standard), (peer(3), PeerInfo)]
+        );
+        assert_eq!(
+            page(ServedFormats::AsPeerInfo),
+            [
+                (peer(1), PeerInfo),
+                (peer(2), PeerInfo),
+                (peer(3), PeerInfo)
+            ]
+        );
+        // Handed out as PeerInfo, a signed record keeps its peer and addresses.
+        let (as_info, _) = store
+            .discover(ServedFormats::AsPeerInfo, None, None, None, now)
+            .unwrap();
+        let (signed, _) = store
+            .discover(ServedFormats::All, None, None, None, now)
+            .unwrap();
+        for (info, signed) in as_info.iter().zip(&signed) {
+            assert_eq!(info.record.addresses(), signed.record.addresses());
+            let decoded = SignedRecord::from_bytes(info.record.envelope_bytes()).unwrap();
+            assert_eq!(decoded.peer_id(), signed.record.peer_id());
         }
-        store.set_peer_record_format(peer(9), RecordFormat::Standard);
-        assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+        // Filtered records still advance the cookie: a legacy pager with limit 1 never loops.
+        let seen = page_all(&store, ServedFormats::LegacyOnly, None, 1, now);
+        assert_eq!(seen, vec![(peer(1), ns("a"))]);
+    }
+
+    #[test]
+    fn given_registrations_then_the_latest_register_format_is_what_the_peer_reads() {
+        let mut store = store();
+        let now = Instant::now();
+        assert_eq!(store.registered_format(&peer(2)), None);
+        store.register(peer(2), standard(2, "a"), now).unwrap();
+        assert_eq!(
+            store.registered_format(&peer(2)),
+            Some(RecordFormat::Standard)
+        );
+        store.register(peer(2), new_reg(2, "b", None), now).unwrap();
+        assert_eq!(
+            store.registered_format(&peer(2)),
+            Some(RecordFormat::Legacy)
+        );
+        store.register(peer(2), peer_info(2, "c"), now).unwrap();
+        assert_eq!(
+            store.registered_format(&peer(2)),
+            Some(RecordFormat::PeerInfo)
+        );
+        store.remove_peer(&peer(2));
+        assert_eq!(store.registered_format(&peer(2)), None);
+    }
+
+    #[test]
+    fn given_a_peer_info_of_another_peer_then_register_is_not_authorized() {
+        let mut store = store();
+        let result = store.register(peer(1), peer_info(2, "a"), Instant::now());
+        assert_eq!(code(result), ErrorCode::NotAuthorized);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn given_a_cookie_cut_under_narrower_formats_when_the_asker_is_served_more_then_it_starts_over()
+    {
+        let mut store = store();
+        let now = Instant::now();
+        store.register(peer(1), standard(1, "a"), now).unwrap();
+        store.register(peer(2), new_reg(2, "a", None), now).unwrap();
+        let a = Some(ns("a"));
+        // Served legacy only (say identify had not answered yet): the standard record is left out.
+        let (page, cookie) = store
+            .discover(ServedFormats::LegacyOnly, a.as_ref(), None, None, now)
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(cookie.as_bytes().len(), 8 + 1, "still 8 bytes ++ namespace");
+        // The same reader continues with it...
+        assert!(store
+            .discover(
+                ServedFormats::LegacyOnly,
+                a.as_ref(),
+                Some(&cookie),
+                None,
+                now
+            )
+            .is_ok());
+        // ...a reader now served more is told to start over, and then sees both.
+        for wider in [
+            ServedFormats::Signed,
+            ServedFormats::All,
+            ServedFormats::AsPeerInfo,
+        ] {
+            let refused = store.discover(wider, a.as_ref(), Some(&cookie), None, now);
+            assert_eq!(code(refused), ErrorCode::InvalidCookie);
+        }
+        let (page, _) = store
+            .discover(ServedFormats::Signed, a.as_ref(), None, None, now)
+            .unwrap();
+        assert_eq!(page.len(), 2);
+
+        // The mark survives pages that leave nothing out.
+        store.register(peer(3), new_reg(3, "a", None), now).unwrap();
+        let (page, next) = store
+            .discover(
+                ServedFormats::LegacyOnly,
+                a.as_ref(),
+                Some(&cookie),
+                None,
+                now,
+            )
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        let refused = store.discover(ServedFormats::Signed, a.as_ref(), Some(&next), None, now);
+        assert_eq!(code(refused), ErrorCode::InvalidCookie);
+    }
+
+    #[test]
+    fn given_a_cookie_that_left_nothing_out_then_any_reader_continues_with_it() {
+        let mut store = store();
+        let now = Instant::now();
+        store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+        let (_, cookie) = store
+            .discover(ServedFormats::LegacyOnly, None, None, None, now)
+            .unwrap();
+        store.register(peer(2), standard(2, "a"), now).unwrap();
+        let (page, _) = store
+            .discover(ServedFormats::All, None, Some(&cookie), None, now)
+            .unwrap();
+        assert_eq!(
+            page.len(),
+            1,
+            "the standard record registered after the cookie"
+        );
+        // Narrowing never needs a restart: a signed reader's mark allows a legacy reader.
+        store.register(peer(3), peer_info(3, "a"), now).unwrap();
+        let (_, cookie) = store
+            .discover(ServedFormats::Signed, None, None, None, now)
+            .unwrap();
+        assert!(store
+            .discover(ServedFormats::LegacyOnly, None, Some(&cookie), None, now)
+            .is_ok());
+        let refused = store.discover(ServedFormats::AsPeerInfo, None, Some(&cookie), None, now);
+        assert_eq!(code(refused), ErrorCode::InvalidCookie);
+    }
+
+    #[test]
+    fn given_a_cookie_with_an_unknown_mark_then_it_is_invalid() {
+        let store = store();
+        let cookie = Cookie::new(((3u64 << 62) | START).to_be_bytes().to_vec()).unwrap();
+        let refused = store.discover(
+            ServedFormats::All,
+            None,
+            Some(&cookie),
+            None,
+            Instant::now(),
+        );
+        assert_eq!(code(refused), ErrorCode::InvalidCookie);
     }
 
     proptest! {
@@ -1006,18 +1150,18 @@ mod tests {
             }
             let expected: HashSet<(PeerId, Namespace)> =
                 regs.iter().map(|(i, n)| (peer(*i), ns(names[*n]))).collect();
-            let all = page_all(&store, peer(63), None, limit, now);
+            let all = page_all(&store, ServedFormats::All, None, limit, now);
             prop_assert_eq!(all.len(), expected.len());
             prop_assert_eq!(all.iter().cloned().collect::<HashSet<_>>(), expected.clone());
             for name in names {
-                let in_ns = page_all(&store, peer(63), Some(&ns(name)), limit, now);
+                let in_ns = page_all(&store, ServedFormats::All, Some(&ns(name)), limit, now);
                 let want = expected.iter().filter(|(_, n)| n.as_str() == name).count();
                 prop_assert_eq!(in_ns.len(), want);
                 prop_assert!(in_ns.iter().all(|(_, n)| n.as_str() == name));
             }
             // Interleaved: one page, then new registrations and refreshes, then the rest.
             let (first, cookie) =
-                store.discover(peer(63), None, None, Some(limit), now).unwrap();
+                store.discover(ServedFormats::All, None, None, Some(limit), now).unwrap();
             for (i, n) in &later {
                 store.register(peer(*i), new_reg(*i, names[*n], None), now).unwrap();
             }
@@ -1026,7 +1170,7 @@ mod tests {
             let mut cookie = Some(cookie);
             loop {
                 let (page, next) =
-                    store.discover(peer(63), None, cookie.as_ref(), Some(limit), now).unwrap();
+                    store.discover(ServedFormats::All, None, cookie.as_ref(), Some(limit), now).unwrap();
                 if page.is_empty() { break; }
                 seen.extend(page.iter().map(|r| (r.record.peer_id(), r.namespace.clone())));
                 cookie = Some(next);
