@@ -5,13 +5,10 @@
 //! Peers announcing js-libp2p and go-libp2p agents are raw rendezvous clients with identify
 //! (the agent is what the server reads); rust-libp2p's own 0.18 client is the real crate.
 
-mod client_support;
-mod common;
+mod support;
 
 use std::{collections::HashMap, time::Duration};
 
-use client_support::{memory_addr, spawn, swarm, Node, HANG};
-use common::raw;
 use libp2p::{
     identify,
     identity::Keypair,
@@ -24,6 +21,11 @@ use rendezvous_discovery::{
     codec::{DiscoverPage, Message, NewRegistration},
     server::{self, ServedFormats},
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, SignedRecord,
+};
+use support::{
+    memory_addr,
+    node::{spawn, spawn_as_is, Node},
+    raw, HANG,
 };
 
 #[derive(NetworkBehaviour)]
@@ -70,11 +72,11 @@ fn ns() -> Namespace {
 
 /// A server like `rendezvous serve` (identify beside it when `with_identify`).
 async fn server(config: server::Config, with_identify: bool) -> Node<ServerNode> {
-    let server = swarm(Keypair::generate_ed25519(), |key| ServerNode {
-        identify: Toggle::from(with_identify.then(|| identify(key, Some("rendezvous-server")))),
+    let server = support::swarm(|key| ServerNode {
+        identify: Toggle::from(with_identify.then(|| identify(&key, Some("rendezvous-server")))),
         rendezvous: server::Behaviour::new(config),
     });
-    spawn(server, Some(memory_addr())).await
+    spawn(server).await
 }
 
 /// What the server serves `peer` now.
@@ -102,13 +104,12 @@ async fn connected_raw_peer(
     agent: Option<&str>,
 ) -> (Node<RawNode>, Keypair) {
     let key = Keypair::generate_ed25519();
-    let node = swarm(key.clone(), |key| RawNode {
-        identify: Toggle::from(agent.map(|agent| identify(key, Some(agent)))),
+    let node = support::swarm_with_key(key.clone(), |key| RawNode {
+        identify: Toggle::from(agent.map(|agent| identify(&key, Some(agent)))),
         raw: raw::Behaviour::new(key.clone()),
     });
-    let mut node = spawn(node, None).await;
-    let addr = server.addr.clone().unwrap();
-    node.run(move |s| s.dial(addr).unwrap());
+    let mut node = spawn_as_is(node);
+    node.dial(server.addr());
     node.wait_connected(server.peer).await;
     (node, key)
 }
@@ -116,17 +117,12 @@ async fn connected_raw_peer(
 /// Opens a new rendezvous stream from `node` to `server`.
 async fn open(node: &mut Node<RawNode>, server: PeerId) -> Stream {
     node.run(move |s| s.behaviour_mut().raw.open(server));
-    tokio::time::timeout(HANG, async {
-        loop {
-            match node.events.recv().await.expect("node task ended") {
-                RawNodeEvent::Raw(raw::Event::Opened(_, stream)) => return stream,
-                RawNodeEvent::Raw(raw::Event::Failed(_, error)) => panic!("no stream: {error}"),
-                _ => {}
-            }
-        }
+    node.take(|e| match e {
+        RawNodeEvent::Raw(raw::Event::Opened(_, stream)) => Some(stream),
+        RawNodeEvent::Raw(raw::Event::Failed(_, error)) => panic!("no stream: {error}"),
+        _ => None,
     })
     .await
-    .expect("the stream never opened")
 }
 
 async fn request(stream: &mut Stream, message: Message) -> Message {
@@ -283,12 +279,12 @@ async fn a_rust_libp2p_client_never_gets_an_undecodable_page() {
         .find(|r| r.format == RecordFormat::Legacy)
         .unwrap()
         .peer;
-    let r = swarm(Keypair::generate_ed25519(), |key| RustClientNode {
-        identify: identify(key, None),
+    let r = support::swarm(|key| RustClientNode {
+        identify: identify(&key, None),
         rendezvous: rendezvous::client::Behaviour::new(key.clone()),
     });
-    let mut r = spawn(r, None).await;
-    let addr = server.addr.clone().unwrap();
+    let mut r = spawn_as_is(r);
+    let addr = server.addr();
     let server_peer = server.peer;
     r.run(move |s| s.dial(addr).unwrap());
     r.wait_connected(server_peer).await;
@@ -332,12 +328,12 @@ async fn a_discover_only_client_of_ours_is_served_every_entry() {
         .with_namespace(ns())
         .with_registration(false)
         .with_interval(Duration::from_millis(300));
-    let d = swarm(Keypair::generate_ed25519(), |key| ClientNode {
-        identify: identify(key, None),
+    let d = support::swarm(|key| ClientNode {
+        identify: identify(&key, None),
         rendezvous: client::Behaviour::new(key.clone(), config),
     });
-    let mut d = spawn(d, None).await;
-    let addr = server.addr.clone().unwrap();
+    let mut d = spawn_as_is(d);
+    let addr = server.addr();
     d.run(move |s| s.dial(addr).unwrap());
     let registrant = registrant(&server, RecordFormat::Standard).await;
     let found = d
@@ -357,15 +353,15 @@ async fn a_discover_only_client_of_ours_sees_everything_on_its_first_discover() 
     // Configured with the server: it dials and discovers at once. A long interval: only the
     // first DISCOVER can find the record.
     let config = client::Config::default()
-        .with_server(server.peer, vec![server.addr.clone().unwrap()])
+        .with_server(server.peer, vec![server.addr()])
         .with_namespace(ns())
         .with_registration(false)
         .with_interval(Duration::from_secs(3600));
-    let d = swarm(Keypair::generate_ed25519(), |key| ClientNode {
-        identify: identify(key, None),
+    let d = support::swarm(|key| ClientNode {
+        identify: identify(&key, None),
         rendezvous: client::Behaviour::new(key.clone(), config),
     });
-    let mut d = spawn(d, None).await;
+    let mut d = spawn_as_is(d);
     let found = d
         .wait_for(|e| match e {
             ClientNodeEvent::Rendezvous(Event::Discovered { peer, addrs, .. }) => {
@@ -460,18 +456,18 @@ async fn three_generations_in_one_namespace_each_see_every_peer_they_can_read() 
     let server = server(server::Config::default(), true).await;
     let client = |format| {
         let config = client::Config::default()
-            .with_server(server.peer, vec![server.addr.clone().unwrap()])
+            .with_server(server.peer, vec![server.addr()])
             .with_namespace(ns())
             .with_record_format(format)
             .with_interval(Duration::from_millis(300));
-        swarm(Keypair::generate_ed25519(), |key| ClientNode {
-            identify: identify(key, None),
+        support::swarm(|key| ClientNode {
+            identify: identify(&key, None),
             rendezvous: client::Behaviour::new(key.clone(), config),
         })
     };
     // Ours, registering standard records and legacy ones (as at a rust-libp2p 0.18 server).
-    let mut standard = spawn(client(RecordFormat::Standard), Some(memory_addr())).await;
-    let mut legacy = spawn(client(RecordFormat::Legacy), Some(memory_addr())).await;
+    let mut standard = spawn(client(RecordFormat::Standard)).await;
+    let mut legacy = spawn(client(RecordFormat::Legacy)).await;
     // A py-libp2p 0.8 peer: registers a PeerInfo, reads PeerInfo.
     let (py, py_key, mut py_stream) = raw_peer(&server, Some(PY)).await;
     let py_addr = memory_addr();
@@ -481,12 +477,12 @@ async fn three_generations_in_one_namespace_each_see_every_peer_they_can_read() 
     )
     .await;
     // rust-libp2p's own 0.18 client: registers and reads legacy records only.
-    let r = swarm(Keypair::generate_ed25519(), |key| RustClientNode {
-        identify: identify(key, None),
+    let r = support::swarm(|key| RustClientNode {
+        identify: identify(&key, None),
         rendezvous: rendezvous::client::Behaviour::new(key.clone()),
     });
-    let mut r = spawn(r, Some(memory_addr())).await;
-    let (server_peer, server_addr) = (server.peer, server.addr.clone().unwrap());
+    let mut r = spawn(r).await;
+    let (server_peer, server_addr) = (server.peer, server.addr());
     r.run(move |s| s.dial(server_addr).unwrap());
     r.wait_connected(server_peer).await;
     r.run(move |s| {
@@ -505,12 +501,11 @@ async fn three_generations_in_one_namespace_each_see_every_peer_they_can_read() 
     })
     .await;
 
-    let addr_of = |node_addr: &Option<Multiaddr>| vec![node_addr.clone().unwrap()];
     let mut want = HashMap::from([
-        (standard.peer, addr_of(&standard.addr)),
-        (legacy.peer, addr_of(&legacy.addr)),
+        (standard.peer, vec![standard.addr()]),
+        (legacy.peer, vec![legacy.addr()]),
         (py.peer, vec![py_addr]),
-        (r.peer, addr_of(&r.addr)),
+        (r.peer, vec![r.addr()]),
     ]);
     // Our clients see every other peer, with its addresses.
     for node in [&mut standard, &mut legacy] {
