@@ -121,6 +121,14 @@ pub use codec::{
 /// id for the same protocol (some networks run it as `/vac/waku/rendezvous/1.0.0`).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/rendezvous/1.0.0");
 
+/// The marker protocol our client lists (over identify): it tells a server of ours that this
+/// peer reads every entry layout (standard and legacy signed records, unsigned `PeerInfo`), so
+/// it is sent every registration, whether it registers or only discovers (see the
+/// [server docs](crate::server)). The client accepts a stream on it and drops it at once; it
+/// never keeps a connection alive for it.
+pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
+
 /// The TTL a REGISTER without a `ttl` gets, by the spec: 2 hours, in seconds.
 pub const DEFAULT_TTL: Ttl = 2 * 60 * 60;
 

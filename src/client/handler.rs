@@ -19,11 +19,12 @@ use libp2p::{
     StreamProtocol,
 };
 
-use super::{RequestError, RequestId, MAX_PENDING_REQUESTS, STANDARD_RECORDS_PROTOCOL};
+use super::{RequestError, RequestId, MAX_PENDING_REQUESTS};
 use crate::codec::{
     read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
     DEFAULT_MAX_MESSAGE_SIZE,
 };
+use crate::STANDARD_RECORDS_PROTOCOL;
 
 /// The successful outcome of a request.
 #[derive(Debug, Clone)]
@@ -87,8 +88,8 @@ pub struct Handler {
     standard_marker: bool,
 }
 
-/// The inbound side: [`STANDARD_RECORDS_PROTOCOL`] when the client uses standard records (a
-/// stream on it is accepted and dropped), else nothing.
+/// The inbound side: [`STANDARD_RECORDS_PROTOCOL`] (a stream on it is accepted and dropped), or
+/// nothing.
 #[derive(Debug, Clone)]
 pub struct Marker(Option<StreamProtocol>);
 

@@ -50,7 +50,7 @@
 //!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that
 //!   server, and only that server, to the legacy format. The client reads every layout in a
 //!   DISCOVER_RESPONSE (standard, legacy, `PeerInfo`), and its connections list
-//!   [`STANDARD_RECORDS_PROTOCOL`], a marker that tells a server of ours so (through identify),
+//!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL), a marker that tells a server of ours so (through identify),
 //!   so it is sent every registration. A server of ours that has not seen the marker yet when a
 //!   DISCOVER arrives asks our identify itself and holds the DISCOVER meanwhile (see the
 //!   [server docs](crate::server)), so even the first page of a client that only discovers holds
@@ -94,18 +94,10 @@ use crate::{
 };
 
 mod behaviour;
-pub mod handler;
+mod handler;
 pub(crate) mod schedule;
 
 pub use behaviour::Behaviour;
-
-/// The marker protocol our client lists (over identify): it tells a server of ours that this
-/// peer reads every entry layout (standard and legacy signed records, unsigned `PeerInfo`), so
-/// it is sent every registration, whether it registers or only discovers (see the
-/// [server docs](crate::server)). The client accepts a stream on it and drops it at once; it
-/// never keeps a connection alive for it.
-pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
-    StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
 
 /// Most rendezvous servers one client tracks, configured and learned together. Each costs a
 /// few small maps and a poll per interval; a node that meets many peers announcing the protocol

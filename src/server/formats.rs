@@ -10,7 +10,7 @@ use std::{
 use libp2p::PeerId;
 
 use super::ServedFormats;
-use crate::{client::STANDARD_RECORDS_PROTOCOL, RecordFormat};
+use crate::{RecordFormat, STANDARD_RECORDS_PROTOCOL};
 
 /// How long a DISCOVER from a peer of unknown format may wait for the peer's identify answer.
 /// One round trip on a live connection; long enough for a loaded server, short enough that a

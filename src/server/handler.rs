@@ -31,11 +31,11 @@ use super::{
     formats::{IdentifyPb, IDENTIFY_WAIT, MAX_IDENTIFY_MESSAGE_SIZE},
     Config, ServedFormats,
 };
-use crate::client::STANDARD_RECORDS_PROTOCOL;
 use crate::codec::{
     read_frame, write_message, Cookie, DecodeError, FrameError, Message, Namespace,
     NewRegistration, RequestKind,
 };
+use crate::STANDARD_RECORDS_PROTOCOL;
 
 /// A request read from a stream, on its way to the [`super::Behaviour`].
 #[derive(Debug)]

@@ -45,7 +45,7 @@
 //!
 //!   | asker | known by | served |
 //!   |---|---|---|
-//!   | this crate's client | it lists [`client::STANDARD_RECORDS_PROTOCOL`](crate::client::STANDARD_RECORDS_PROTOCOL) | every registration as registered ([`ServedFormats::All`]) |
+//!   | this crate's client | it lists [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL) | every registration as registered ([`ServedFormats::All`]) |
 //!   | a peer that registered | the layout of its latest REGISTER | what it sends: legacy only, signed records, or everything as `PeerInfo` |
 //!   | rust-libp2p 0.18 client | identify agent `rust-libp2p/…` | legacy records only ([`ServedFormats::LegacyOnly`]) |
 //!   | py-libp2p 0.8 | identify agent `py-libp2p/…` | every registration as `PeerInfo` ([`ServedFormats::AsPeerInfo`]) |
