@@ -87,6 +87,9 @@ impl IdentifyPb {
 struct Knowledge {
     /// The peer lists [`STANDARD_RECORDS_PROTOCOL`]: it reads every entry. Beats a REGISTER.
     marker: bool,
+    /// The format of the peer's latest REGISTER answered on its connections (for a store
+    /// without a local index; a local index knows it too).
+    registered: Option<RecordFormat>,
     /// From the peer's identify answer or [`PeerFormats::set_hint`]; the latest wins.
     hint: Option<ServedFormats>,
     /// The server asked the peer's identify (or gave up on it).
@@ -141,13 +144,14 @@ impl<T> PeerFormats<T> {
     }
 
     /// The formats served to `peer`, whose latest REGISTER (if it has registrations) was in
-    /// `registered`.
+    /// `registered` as far as the store knows.
     pub(crate) fn served(&self, peer: &PeerId, registered: Option<RecordFormat>) -> ServedFormats {
         let known = self.peers.get(peer);
         if known.is_some_and(|k| k.marker) {
             return ServedFormats::All;
         }
         registered
+            .or(known.and_then(|k| k.registered))
             .map(ServedFormats::read_by_registrant)
             .or(known.and_then(|k| k.hint))
             .unwrap_or(self.default)
@@ -163,7 +167,12 @@ impl<T> PeerFormats<T> {
     ) -> Decision<T> {
         let settled = registered.is_some()
             || match self.peers.get(&peer) {
-                Some(k) => k.marker || k.hint.is_some() || k.asked == Some(Asked::Done),
+                Some(k) => {
+                    k.marker
+                        || k.registered.is_some()
+                        || k.hint.is_some()
+                        || k.asked == Some(Asked::Done)
+                }
                 None => self.peers.len() >= MAX_KNOWN_PEERS,
             };
         if settled {
@@ -211,9 +220,13 @@ impl<T> PeerFormats<T> {
         self.release(&peer)
     }
 
-    /// `peer` registered: its format is known. Returns its held DISCOVERs, to serve now.
-    pub(crate) fn registered(&mut self, peer: &PeerId) -> Vec<T> {
-        self.release(peer)
+    /// `peer` registered in `format`: what it reads is known. Returns its held DISCOVERs, to
+    /// serve now.
+    pub(crate) fn registered(&mut self, peer: PeerId, format: RecordFormat) -> Vec<T> {
+        if let Some(k) = self.knowledge(peer) {
+            k.registered = Some(format);
+        }
+        self.release(&peer)
     }
 
     /// The last connection of `peer` closed: forgets it. Returns its held DISCOVERs (nobody
@@ -381,7 +394,8 @@ mod tests {
     fn given_a_register_then_it_beats_hints_and_releases_held_discovers() {
         let (mut f, now, p) = (formats(), Instant::now(), PeerId::random());
         held(f.discover(p, None, 1, now));
-        assert_eq!(f.registered(&p), vec![1]);
+        assert_eq!(f.registered(p, RecordFormat::PeerInfo), vec![1]);
+        assert_eq!(f.served(&p, None), ServedFormats::AsPeerInfo);
         assert!(matches!(
             f.discover(p, Some(RecordFormat::PeerInfo), 2, now),
             Decision::Serve(ServedFormats::AsPeerInfo, 2)
@@ -391,7 +405,15 @@ mod tests {
             f.served(&p, Some(RecordFormat::Standard)),
             ServedFormats::Signed
         );
-        assert_eq!(f.served(&p, None), ServedFormats::LegacyOnly);
+        // The shell remembers the REGISTER it answered, for a store without an index.
+        assert_eq!(f.served(&p, None), ServedFormats::AsPeerInfo);
+        let q = PeerId::random();
+        f.set_hint(q, ServedFormats::LegacyOnly);
+        assert_eq!(f.served(&q, None), ServedFormats::LegacyOnly);
+        assert_eq!(
+            f.served(&q, Some(RecordFormat::Standard)),
+            ServedFormats::Signed
+        );
     }
 
     #[test]

@@ -224,5 +224,9 @@ fn log_event(event: server::Event) {
             namespace = %registration.namespace,
             "registration expired"
         ),
+        StoreCommitted {
+            operations,
+            latency,
+        } => tracing::trace!(operations, ?latency, "store commit"),
     }
 }
