@@ -296,6 +296,61 @@ async fn our_client_with_two_instances_keeps_discovering_when_one_dies() {
     watcher.wait_for(discovered(second.peer)).await;
 }
 
+#[tokio::test]
+async fn a_rust_libp2p_reader_gets_only_legacy_records_from_the_fleet() {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::SwarmEvent};
+
+    let redis = Redis::start();
+    let legacy_only = ["--unknown-peer-formats", "legacy"];
+    let (a, b) = (
+        Serve::start(&redis, &legacy_only),
+        Serve::start(&redis, &legacy_only),
+    );
+    let mut standard = client(&[&a]);
+    register(&mut standard, a.peer, "chat", TTL).await.unwrap();
+    let mut legacy = client_with(&[&a], |config| {
+        config
+            .with_registration(false)
+            .with_discovery(false)
+            .with_record_format(rendezvous_discovery::RecordFormat::Legacy)
+    });
+    register(&mut legacy, a.peer, "chat", TTL).await.unwrap();
+
+    // rust-libp2p's client (no identify: the server cannot learn more) fails a whole page that
+    // holds one standard record; through B it gets the legacy one only.
+    let mut reader = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
+    reader.dial(b.addr.clone()).unwrap();
+    let found = tokio::time::timeout(HANG, async {
+        loop {
+            match reader.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == b.peer => {
+                    reader.behaviour_mut().discover(
+                        Some(rendezvous::Namespace::from_static("chat")),
+                        None,
+                        None,
+                        b.peer,
+                    );
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
+                    registrations,
+                    ..
+                }) => {
+                    return registrations
+                        .iter()
+                        .map(|r| r.record.peer_id())
+                        .collect::<Vec<_>>()
+                }
+                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("discovered");
+    assert_eq!(found, vec![legacy.peer]);
+}
+
 #[test]
 fn a_store_url_that_is_not_redis_is_refused_with_one_line_and_status_2() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))

@@ -120,7 +120,7 @@ pub use formats::{
 };
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{Registrations, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::{cookie, Registrations, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{ErrorResponse, Namespace, Registration, Ttl, DEFAULT_MAX_MESSAGE_SIZE};
@@ -236,7 +236,7 @@ impl ServedFormats {
     }
 
     /// How much of the registrations it covers: legacy ones (0), signed ones (1), all (2).
-    pub(crate) fn coverage(self) -> u8 {
+    pub fn coverage(self) -> u8 {
         match self {
             ServedFormats::LegacyOnly => 0,
             ServedFormats::Signed => 1,

@@ -20,7 +20,7 @@ use crate::codec::{
     RecordFormat, Registration, SignedRecord, Ttl, UnverifiedRegistration,
 };
 
-mod cookie;
+pub mod cookie;
 
 /// The most entries one DISCOVER looks at, returned or not. Records filtered out by format (or
 /// expired but not yet collected) still cost a look; this bound keeps a DISCOVER at

@@ -109,8 +109,8 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Starts a server on `redis` with a free loopback port, TTLs from 1 s, standard records
-    /// served to everyone, no request rate limit (tests poll), and `extra` flags.
+    /// Starts a server on `redis` with a free loopback port, TTLs from 1 s, no request rate
+    /// limit (tests poll), and `extra` flags.
     pub fn start(redis: &Redis, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args([
@@ -120,14 +120,7 @@ impl Serve {
                 "--store",
                 &redis.url(),
             ])
-            .args([
-                "--min-ttl",
-                "1",
-                "--unknown-peer-formats",
-                "all",
-                "--requests-per-second",
-                "0",
-            ])
+            .args(["--min-ttl", "1", "--requests-per-second", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

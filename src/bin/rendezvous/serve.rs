@@ -154,7 +154,6 @@ impl Args {
             default_page: self.default_page.max(1),
             max_page: self.max_page.max(1),
             max_message_size: self.max_message_size,
-            unknown_peer_formats: self.unknown_peer_formats,
         };
         crate::redis_store::RedisStore::new(url, settings)
             .map_err(|e| CliError::Usage(format!("--store {url}: {}", e.0)))

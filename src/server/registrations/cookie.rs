@@ -6,6 +6,9 @@
 //! registrations out for their format, and under which [`ServedFormats`] (by its coverage). Sequence
 //! numbers start at the wall clock in microseconds and grow by one per REGISTER, so they stay
 //! far below 2^62 and the cookie stays `8 bytes ++ namespace`, as rust-libp2p 0.18 requires.
+//!
+//! Public so that a store outside the crate (the binary's Redis store) hands out the same
+//! cookies as [`Registrations`](super::Registrations).
 
 use crate::{
     codec::{Cookie, ErrorCode, ErrorResponse, Namespace},
@@ -17,7 +20,7 @@ const SEQ_MASK: u64 = (1 << MARK_SHIFT) - 1;
 
 /// The cookie that continues `namespace` after sequence number `seq`, marked with the narrowest
 /// coverage under which a registration was left out for its format (`None`: nothing was).
-pub(super) fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cookie {
+pub fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cookie {
     // Coverage 0 (legacy only) -> mark 2, 1 (signed) -> mark 1; 0 means unmarked.
     let mark = mark.map_or(0, |coverage| 2 - u64::from(coverage.min(1)));
     let mut bytes = (seq | (mark << MARK_SHIFT)).to_be_bytes().to_vec();
@@ -30,7 +33,7 @@ pub(super) fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) 
 /// The sequence number in `cookie` and its mark, if it is one of ours for `namespace`, not
 /// ahead of `counter` (the last number given out), and not cut under narrower formats than the
 /// asker is `served` now; else `E_INVALID_COOKIE` saying what is wrong.
-pub(super) fn parse(
+pub fn parse(
     cookie: &Cookie,
     namespace: Option<&Namespace>,
     counter: u64,

@@ -50,11 +50,11 @@
 //! | key | type | holds | why |
 //! | --- | --- | --- | --- |
 //! | `rdv:counter` | string | the last sequence number given out (starts at Redis's clock in µs) | cookies: one counter for the fleet, `INCR`ed inside `register.lua` |
-//! | `rdv:reg:<seq>` | hash | `ns`, `peer`, `rec` (envelope bytes), `fmt` (`s`/`l`), `ttl`, `dl` (deadline, ms of Redis time), `own` (instance), `b` (bytes counted) | the registration itself, found by its sequence number from every index |
+//! | `rdv:reg:<seq>` | hash | `ns`, `peer`, `rec` (envelope bytes), `fmt` (`s` standard, `l` legacy, `p` PeerInfo), `ttl`, `dl` (deadline, ms of Redis time), `own` (instance), `b` (bytes counted) | the registration itself, found by its sequence number from every index |
 //! | `rdv:all` | sorted set | sequence numbers, scored by themselves | DISCOVER across all namespaces pages by score: O(log n + page) |
 //! | `rdv:ns:<namespace>` | sorted set | sequence numbers of the namespace | DISCOVER in one namespace, the same way; deleted by Redis when empty |
 //! | `rdv:exp` | sorted set | sequence numbers scored by deadline | `reap.lua` takes the earliest expired first, in bounded batches |
-//! | `rdv:peer:<peer id>` | hash | `fmt` (format of the peer's latest REGISTER) and `n:<namespace>` → sequence number | refresh in place, the per-peer limit, UNREGISTER, disconnect removal, the formats a peer is served; deleted with the peer's last registration |
+//! | `rdv:peer:<peer id>` | hash | `n:<namespace>` → sequence number, one per registration of the peer | refresh in place, the per-peer limit, UNREGISTER, disconnect removal; gone with the peer's last registration |
 //! | `rdv:stats` | hash | `bytes`: the bytes counted for all registrations | the fleet's byte budget, checked and updated in the same script |
 //!
 //! A registration counts `len(namespace) + len(record) +` [`ENTRY_OVERHEAD`] bytes (its keys
@@ -94,13 +94,11 @@ use std::{
 use futures::{channel::mpsc as fmpsc, StreamExt};
 use libp2p::PeerId;
 use rendezvous_discovery::{
-    codec::{
-        Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, SignedRecord,
-        UnverifiedRegistration,
-    },
+    codec::{ErrorCode, ErrorResponse, Namespace, SignedRecord, UnverifiedRegistration},
     server::{
+        cookie,
         store::{Operation, OperationId, Outcome, Store, StoreEvent},
-        Registrations, ServedFormats, MAX_PEER_FORMAT_OVERRIDES,
+        Registrations, ServedFormats,
     },
     Ttl,
 };
@@ -131,6 +129,10 @@ pub const ENTRY_OVERHEAD: usize = 256;
 /// signature it verified before. At about 1 KiB each, 128 Mi at most.
 pub const MAX_DECODED_RECORDS: usize = 131_072;
 
+/// Peers whose registration count each instance remembers (for keep-alive while Redis is
+/// unreachable); beyond it a new peer's count is not remembered (it reads as 0 on a failure).
+pub const MAX_COUNTED_PEERS: usize = 65_536;
+
 /// The limits the fleet enforces, from `serve`'s flags (each instance should get the same).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -155,8 +157,6 @@ pub struct Settings {
     pub max_page: usize,
     /// Largest message written; pages are cut to fit it.
     pub max_message_size: usize,
-    /// Formats served to peers that never registered and gave no hint.
-    pub unknown_peer_formats: ServedFormats,
 }
 
 /// What the worker was asked to do. (Nearly every job is an `Op`; boxing it would only add an
@@ -188,8 +188,10 @@ enum Command {
         namespace: Option<Namespace>,
         after: u64,
         limit: usize,
-        /// Formats served if the peer never registered (its hint, else the default).
-        fallback: ServedFormats,
+        /// What the shell decided the peer reads.
+        served: ServedFormats,
+        /// The mark of the cookie it came with (see the library's `server::cookie`).
+        mark: Option<u8>,
     },
 }
 
@@ -218,11 +220,9 @@ pub struct RedisStore {
     done: fmpsc::UnboundedReceiver<Done>,
     /// For answers decided here (a request refused before it reaches Redis).
     local: fmpsc::UnboundedSender<Done>,
-    /// Record-format hints of connected peers (at most [`MAX_PEER_FORMAT_OVERRIDES`]).
-    hints: HashMap<PeerId, RecordFormat>,
     /// Registrations each peer that made requests here holds, as last reported (to answer the
     /// shell's keep-alive question when Redis cannot); forgotten when its last connection
-    /// closes.
+    /// closes and its registrations are removed. At most [`MAX_COUNTED_PEERS`].
     counts: HashMap<PeerId, usize>,
     reaping: bool,
     next_reap: Instant,
@@ -267,7 +267,6 @@ impl RedisStore {
             jobs,
             done,
             local: done_tx,
-            hints: HashMap::new(),
             counts: HashMap::new(),
             reaping: false,
             next_reap: Instant::now(),
@@ -347,55 +346,12 @@ impl RedisStore {
         let _ = self.jobs.send(job);
     }
 
-    fn served_fallback(&self, peer: &PeerId) -> ServedFormats {
-        match self.hints.get(peer) {
-            Some(RecordFormat::Standard) => ServedFormats::All,
-            Some(RecordFormat::Legacy) => ServedFormats::LegacyOnly,
-            None => self.settings.unknown_peer_formats,
-        }
-    }
-
     fn page_limit(&self, limit: Option<u64>) -> usize {
         match limit {
             None | Some(0) => self.settings.default_page,
             Some(n) => n.min(self.settings.max_page as u64) as usize,
         }
     }
-}
-
-/// The cookie that continues `namespace` after sequence number `seq` (the format of the
-/// library's cookies: the number big-endian, then the namespace).
-fn encode_cookie(seq: u64, namespace: Option<&Namespace>) -> Cookie {
-    let mut bytes = seq.to_be_bytes().to_vec();
-    if let Some(ns) = namespace {
-        bytes.extend_from_slice(ns.as_str().as_bytes());
-    }
-    Cookie::new(bytes).expect("8 + at most 255 bytes is under the cookie cap")
-}
-
-/// The sequence number in `cookie` if it is one of ours for `namespace` (whether it is ahead of
-/// the counter only Redis can tell).
-fn parse_cookie(cookie: &Cookie, namespace: Option<&Namespace>) -> Result<u64, ErrorResponse> {
-    let bytes = cookie.as_bytes();
-    let invalid = |text: String| Err(ErrorResponse::new(ErrorCode::InvalidCookie, text));
-    if bytes.len() < 8 {
-        return invalid(format!(
-            "cookie is {} bytes; expected a cookie from this server (8 bytes of sequence \
-             number followed by the namespace)",
-            bytes.len()
-        ));
-    }
-    let (seq, ns) = bytes.split_at(8);
-    let asked = namespace.map_or(&[][..], |ns| ns.as_str().as_bytes());
-    if ns != asked {
-        return invalid(format!(
-            "cookie is for namespace {:?}; this DISCOVER asks for {:?} (a cookie only \
-             continues the namespace it came from)",
-            String::from_utf8_lossy(ns),
-            namespace.map_or("", |ns| ns.as_str()),
-        ));
-    }
-    Ok(u64::from_be_bytes(seq.try_into().expect("split at 8")))
 }
 
 impl Store for RedisStore {
@@ -422,11 +378,16 @@ impl Store for RedisStore {
                 namespace,
                 cookie,
                 limit,
+                served,
                 ..
             } => {
-                let after = match cookie.as_ref().map(|c| parse_cookie(c, namespace.as_ref())) {
-                    None => 0,
-                    Some(Ok(after)) => after,
+                // Whether the cookie is ahead of the counter only Redis can tell.
+                let parsed = cookie
+                    .as_ref()
+                    .map(|c| cookie::parse(c, namespace.as_ref(), u64::MAX, served));
+                let (after, mark) = match parsed {
+                    None => (0, None),
+                    Some(Ok(parsed)) => parsed,
                     Some(Err(error)) => {
                         let result = Err(error);
                         return self.answer_here(
@@ -438,7 +399,8 @@ impl Store for RedisStore {
                 };
                 Command::Discover {
                     limit: self.page_limit(limit),
-                    fallback: self.served_fallback(&peer),
+                    served,
+                    mark,
                     namespace,
                     after,
                 }
@@ -462,7 +424,11 @@ impl Store for RedisStore {
                             count.unwrap_or(0)
                         }
                         (Some(count), _) => {
-                            self.counts.insert(peer, count);
+                            if self.counts.len() < MAX_COUNTED_PEERS
+                                || self.counts.contains_key(&peer)
+                            {
+                                self.counts.insert(peer, count);
+                            }
                             count
                         }
                         (None, _) => self.counts.get(&peer).copied().unwrap_or(0),
@@ -507,38 +473,7 @@ impl Store for RedisStore {
         (!self.reaping).then_some(self.next_reap)
     }
 
-    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        if self.hints.len() < MAX_PEER_FORMAT_OVERRIDES || self.hints.contains_key(&peer) {
-            self.hints.insert(peer, format);
-        }
-    }
-
-    fn forget_peer_record_format(&mut self, peer: &PeerId) {
-        self.hints.remove(peer);
-        self.counts.remove(peer);
-    }
-
     fn index(&self) -> Option<&Registrations> {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookies_round_trip_and_refuse_another_namespace() {
-        let ns = Namespace::from_static("chat");
-        let cookie = encode_cookie(42, Some(&ns));
-        assert_eq!(parse_cookie(&cookie, Some(&ns)).unwrap(), 42);
-        let error = parse_cookie(&cookie, None).unwrap_err();
-        assert_eq!(error.code, ErrorCode::InvalidCookie);
-        assert!(error.text.contains("chat"), "{}", error.text);
-        let short = Cookie::new(vec![1, 2, 3]).unwrap();
-        assert_eq!(
-            parse_cookie(&short, None).unwrap_err().code,
-            ErrorCode::InvalidCookie
-        );
     }
 }

@@ -16,13 +16,13 @@ use rendezvous_discovery::{
         registration_wire_len, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace,
         RecordFormat, Registration, SignedRecord,
     },
-    server::{store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
+    server::{cookie, store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
 };
 use tokio::sync::mpsc;
 
 use super::{
-    encode_cookie, Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH,
-    MAX_DECODED_RECORDS, REAP_BATCH, REDIS_TIMEOUT,
+    Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH, MAX_DECODED_RECORDS,
+    REAP_BATCH, REDIS_TIMEOUT,
 };
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
@@ -298,6 +298,7 @@ impl Worker {
                         let format = match record.format() {
                             RecordFormat::Standard => "s",
                             RecordFormat::Legacy => "l",
+                            RecordFormat::PeerInfo => "p",
                         };
                         (
                             &self.scripts.register,
@@ -327,7 +328,8 @@ impl Worker {
                         namespace,
                         after,
                         limit,
-                        fallback,
+                        served,
+                        ..
                     } => (
                         &self.scripts.discover,
                         vec![
@@ -339,11 +341,7 @@ impl Worker {
                             after.to_string().into_bytes(),
                             limit.to_string().into_bytes(),
                             MAX_SCANNED_PER_DISCOVER.to_string().into_bytes(),
-                            match fallback {
-                                ServedFormats::All => "all",
-                                ServedFormats::LegacyOnly => "legacy",
-                            }
-                            .into(),
+                            served_letters(*served).into(),
                         ],
                     ),
                 }
@@ -459,8 +457,13 @@ impl Worker {
                     .collect();
                 (Outcome::PeerRemoved { removed }, count)
             }
-            Command::Discover { namespace, .. } => {
-                let result = self.page(items, namespace.as_ref());
+            Command::Discover {
+                namespace,
+                served,
+                mark,
+                ..
+            } => {
+                let result = self.page(items, namespace.as_ref(), served, mark);
                 (Outcome::Discovered { namespace, result }, None)
             }
         };
@@ -496,6 +499,8 @@ impl Worker {
         &mut self,
         items: &[Value],
         namespace: Option<&Namespace>,
+        served: ServedFormats,
+        mark: Option<u8>,
     ) -> Result<(Vec<Registration>, rendezvous_discovery::codec::Cookie), ErrorResponse> {
         let unexpected = || {
             ErrorResponse::new(
@@ -519,6 +524,11 @@ impl Worker {
         let last_scanned = items.get(3).and_then(int);
         let now = items.get(4).and_then(int).ok_or_else(unexpected)?;
         let entries = items.get(5).map(array).unwrap_or_default();
+        // Entries left out for their format mark the cookie, as the library's cookies do.
+        let mark = match items.get(6).and_then(int) {
+            Some(1) => Some(mark.map_or(served.coverage(), |m| m.min(served.coverage()))),
+            _ => mark,
+        };
         let mut page = Vec::new();
         let mut size = self.response_overhead;
         // The last entry dealt with (sent or skipped), and whether all of them were.
@@ -534,7 +544,22 @@ impl Worker {
                 return Err(unexpected());
             };
             let ttl = (deadline.saturating_sub(now) / 1000).max(1);
-            let wire = registration_wire_len(&ns, envelope.len(), ttl);
+            // A PeerInfo reader gets each signed record as the peer and addresses it proves.
+            let record = if served == ServedFormats::AsPeerInfo {
+                match self.cache.get(seq, envelope) {
+                    Some(record) => Some(record.to_peer_info()),
+                    None => {
+                        last = Some(seq);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let len = record
+                .as_ref()
+                .map_or(envelope.len(), |r| r.envelope_bytes().len());
+            let wire = registration_wire_len(&ns, len, ttl);
             if size + wire > self.settings.max_message_size && !page.is_empty() {
                 all_taken = false;
                 break;
@@ -547,7 +572,7 @@ impl Worker {
             }
             // A record that no longer verifies is skipped (and logged) like one in a format
             // the peer cannot decode.
-            let Some(record) = self.cache.get(seq, envelope) else {
+            let Some(record) = record.or_else(|| self.cache.get(seq, envelope)) else {
                 continue;
             };
             size += wire;
@@ -564,6 +589,15 @@ impl Worker {
             (true, false) => last_scanned.unwrap_or(counter),
             (false, _) => last.unwrap_or(counter),
         };
-        Ok((page, encode_cookie(seq, namespace)))
+        Ok((page, cookie::encode(seq, mark, namespace)))
+    }
+}
+
+/// The format letters of `register.lua` that `served` includes.
+fn served_letters(served: ServedFormats) -> &'static str {
+    match served {
+        ServedFormats::LegacyOnly => "l",
+        ServedFormats::Signed => "sl",
+        ServedFormats::AsPeerInfo | ServedFormats::All => "slp",
     }
 }

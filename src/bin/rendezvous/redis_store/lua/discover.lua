@@ -1,16 +1,16 @@
 -- DISCOVER: the registrations after sequence number ARGV[5] in one namespace (ARGV[4] == '1',
 -- name ARGV[3]) or in all, in order, skipping the expired (by Redis's clock) and those in a
--- format the asking peer cannot decode. ARGV: 2 the asking peer, 6 page limit, 7 the most
--- entries to look at, 8 formats served when the peer never registered ('all' or 'legacy').
+-- format the asking peer is not served. ARGV: 6 page limit, 7 the most entries to look at, 8
+-- the formats served (letters of 's', 'l', 'p': see register.lua).
 -- Work: O(log n + ARGV[7]).
 -- Returns {'ahead', counter} for a cookie ahead of the counter, else {'ok', counter, complete
 -- (1: everything up to the counter was seen), last sequence number looked at ('' if none),
--- now in ms, {seq, namespace, record, deadline in ms, ...}}.
+-- now in ms, {seq, namespace, record, deadline in ms, ...}, 1 if an entry was left out for its
+-- format}.
 local counter = redis.call('GET', P .. 'counter') or '0'
 if tonumber(ARGV[5]) > tonumber(counter) then return {'ahead', counter} end
-local fmt = redis.call('HGET', P .. 'peer:' .. ARGV[2], 'fmt')
-local all
-if fmt then all = (fmt == 's') else all = (ARGV[8] == 'all') end
+local served = ARGV[8]
+local filtered = 0
 local idx = P .. 'all'
 if ARGV[4] == '1' then idx = P .. 'ns:' .. ARGV[3] end
 local now = now_ms()
@@ -33,7 +33,9 @@ while true do
     scanned = scanned + 1
     last = seq
     local e = redis.call('HMGET', P .. 'reg:' .. seq, 'ns', 'rec', 'fmt', 'dl')
-    if e[1] and tonumber(e[4]) > now and (all or e[3] == 'l') then
+    if e[1] and tonumber(e[4]) > now and not string.find(served, e[3], 1, true) then
+      filtered = 1
+    elseif e[1] and tonumber(e[4]) > now then
       found = found + 1
       page[#page + 1] = seq
       page[#page + 1] = e[1]
@@ -44,4 +46,4 @@ while true do
   if #seqs < want then break end
   cursor = '(' .. last
 end
-return {'ok', counter, complete, last, s(now), page}
+return {'ok', counter, complete, last, s(now), page, filtered}

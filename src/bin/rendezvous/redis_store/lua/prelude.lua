@@ -8,11 +8,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Registrations a peer holds, from its hash (its fields: 'fmt' and one 'n:<namespace>' each).
+-- Registrations a peer holds: its hash has one field 'n:<namespace>' per registration.
 local function count_of(pk)
-  local n = redis.call('HLEN', pk)
-  if n > 0 then n = n - 1 end
-  return n
+  return redis.call('HLEN', pk)
 end
 -- Removes the registration with sequence number `seq` (a string) from every key. Returns
 -- {peer, namespace, record, ttl, registrations the peer still holds}, or nil if it is gone
@@ -31,7 +29,6 @@ local function remove(seq)
     redis.call('HDEL', pk, 'n:' .. e[2])
   end
   local n = count_of(pk)
-  if n == 0 then redis.call('DEL', pk) end
   redis.call('HINCRBY', P .. 'stats', 'bytes', -tonumber(e[5]))
   return {e[1], e[2], e[3], tonumber(e[4]), n}
 end

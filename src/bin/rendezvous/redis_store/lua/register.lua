@@ -1,6 +1,6 @@
 -- REGISTER (new or refresh), with the limits checked and the sequence number taken in the same
 -- atomic step. ARGV: 2 peer, 3 namespace, 4 signed envelope, 5 format ('s' standard, 'l'
--- legacy), 6 ttl in seconds, 7 owner (the instance), 8 max per peer, 9 max in total, 10 max
+-- legacy, 'p' PeerInfo), 6 ttl in seconds, 7 owner (the instance), 8 max per peer, 9 max in total, 10 max
 -- bytes, 11 this registration's bytes. Work: O(log n).
 -- Returns {'ok', seq, registrations the peer holds} or {'peer_full' | 'full' | 'bytes', value}.
 local pk = P .. 'peer:' .. ARGV[2]
@@ -36,6 +36,6 @@ redis.call('HSET', P .. 'reg:' .. seq, 'ns', ARGV[3], 'peer', ARGV[2], 'rec', AR
 redis.call('ZADD', P .. 'all', seq, seq)
 redis.call('ZADD', P .. 'ns:' .. ARGV[3], seq, seq)
 redis.call('ZADD', P .. 'exp', deadline, seq)
-redis.call('HSET', pk, field, seq, 'fmt', ARGV[5])
+redis.call('HSET', pk, field, seq)
 redis.call('HINCRBY', P .. 'stats', 'bytes', entry_bytes)
 return {'ok', seq, count_of(pk)}
