@@ -1,12 +1,13 @@
-//! The thin [`NetworkBehaviour`] shell around [`Registrations`].
+//! The thin [`NetworkBehaviour`] shell: moves requests from the connections to a [`Store`],
+//! answers them when the store completes them, and runs one timer for the store's expiry.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     task::{Context, Poll},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
-use futures::FutureExt;
+use futures::{channel::oneshot, FutureExt};
 use futures_timer::Delay;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
@@ -19,19 +20,35 @@ use libp2p::{
 
 use super::{
     handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
+    store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
     Config, Event, RateLimiter, Registrations,
 };
 use crate::codec::{
     DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
 };
 
+/// The connections of one peer.
+#[derive(Debug, Default)]
+struct Connected {
+    ids: HashSet<ConnectionId>,
+    /// What the handlers were last told: keep the connections alive (the peer holds
+    /// registrations that its disconnect would remove).
+    keep_alive: bool,
+}
+
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
 pub struct Behaviour {
     config: Config,
-    store: Registrations,
+    store: Box<dyn Store>,
     rate: RateLimiter,
     /// Open connections per peer, to know when the last one closes and whom to keep alive.
-    connections: HashMap<PeerId, HashSet<ConnectionId>>,
+    connections: HashMap<PeerId, Connected>,
+    /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
+    /// most [`MAX_IN_FLIGHT`]).
+    waiting: HashMap<OperationId, oneshot::Sender<Message>>,
+    /// Operations submitted and not completed that count toward [`MAX_IN_FLIGHT`].
+    in_flight: usize,
+    next_id: u64,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     /// The armed expiry timer and the deadline it was armed for.
     timer: Option<(Instant, Delay)>,
@@ -40,47 +57,67 @@ pub struct Behaviour {
 impl std::fmt::Debug for Behaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Behaviour")
-            .field("registrations", &self.store.len())
+            .field("registrations", &self.registration_count())
             .field("connected_peers", &self.connections.len())
+            .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
 }
 
 impl Behaviour {
-    /// A server with `config`. Its cookie counter starts at the wall clock in microseconds, so
-    /// cookies handed out before a restart stay meaningful after it.
+    /// A server with `config`, keeping registrations in memory ([`MemoryStore`]). Its cookie
+    /// counter starts at the wall clock in microseconds, so cookies handed out before a restart
+    /// stay meaningful after it.
     pub fn new(config: Config) -> Self {
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let store = MemoryStore::new(config.clone());
+        Self::with_store(config, store)
+    }
+
+    /// A server with `config` whose registrations live in `store` (for example a
+    /// [`SqliteStore`](super::store) that survives restarts). The store enforces the
+    /// registration limits it was made with; `config` gives the shell's (rate, streams,
+    /// disconnect removal).
+    pub fn with_store(config: Config, store: impl Store) -> Self {
         Self {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
-            store: Registrations::new(config.clone(), start),
+            store: Box::new(store),
             config,
             connections: HashMap::new(),
+            waiting: HashMap::new(),
+            in_flight: 0,
+            next_id: 0,
             events: VecDeque::new(),
             timer: None,
         }
     }
 
-    /// How many registrations are stored.
+    /// How many registrations are stored (0 for a store without a local index).
     pub fn registration_count(&self) -> usize {
-        self.store.len()
+        self.store.index().map_or(0, Registrations::len)
     }
 
-    /// How many namespaces have at least one registration.
+    /// How many namespaces have at least one registration (0 for a store without a local
+    /// index).
     pub fn namespace_count(&self) -> usize {
-        self.store.namespace_count()
+        self.store.index().map_or(0, Registrations::namespace_count)
     }
 
-    /// The registrations in `namespace`, oldest first, with their remaining TTL.
+    /// The registrations in `namespace`, oldest first, with their remaining TTL (empty for a
+    /// store without a local index).
     pub fn registrations_in(&self, namespace: &Namespace) -> Vec<Registration> {
-        self.store.registrations_in(namespace, Instant::now())
+        self.store
+            .index()
+            .map(|index| index.registrations_in(namespace, Instant::now()))
+            .unwrap_or_default()
     }
 
-    /// The registrations of `peer`, with their remaining TTL.
+    /// The registrations of `peer`, with their remaining TTL (empty for a store without a local
+    /// index).
     pub fn registrations_of(&self, peer: &PeerId) -> Vec<Registration> {
-        self.store.registrations_of(peer, Instant::now())
+        self.store
+            .index()
+            .map(|index| index.registrations_of(peer, Instant::now()))
+            .unwrap_or_default()
     }
 
     /// Hints which record format `peer` decodes (for example from identify's agent version), for
@@ -93,9 +130,15 @@ impl Behaviour {
         self.store.set_peer_record_format(peer, format);
     }
 
-    /// The store, for reading.
-    pub fn registrations(&self) -> &Registrations {
-        &self.store
+    /// The store's in-memory index, for reading; `None` for a store without one.
+    pub fn registrations(&self) -> Option<&Registrations> {
+        self.store.index()
+    }
+
+    /// Operations submitted to the store and not yet completed that count toward
+    /// [`MAX_IN_FLIGHT`].
+    pub fn operations_in_flight(&self) -> usize {
+        self.in_flight
     }
 
     fn rate_limited(&self) -> ErrorResponse {
@@ -108,110 +151,220 @@ impl Behaviour {
         )
     }
 
+    fn store_busy() -> ErrorResponse {
+        ErrorResponse::new(
+            ErrorCode::Unavailable,
+            format!(
+                "server busy: {MAX_IN_FLIGHT} requests are waiting for its store; try again \
+                 shortly"
+            ),
+        )
+    }
+
     /// Tells the connections of `peer` whether to stay alive, when the answer changed.
-    fn update_keep_alive(&mut self, peer: PeerId, had_registrations: bool) {
+    fn update_keep_alive(&mut self, peer: PeerId, peer_registrations: usize) {
         if !self.config.remove_on_disconnect {
             return;
         }
-        let has = self.store.count_of(&peer) > 0;
-        if has == had_registrations {
+        let Some(connected) = self.connections.get_mut(&peer) else {
+            return;
+        };
+        let keep = peer_registrations > 0;
+        if connected.keep_alive == keep {
             return;
         }
-        for connection in self.connections.get(&peer).into_iter().flatten() {
+        connected.keep_alive = keep;
+        for connection in &connected.ids {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(*connection),
-                event: FromBehaviour::KeepAlive(has),
+                event: FromBehaviour::KeepAlive(keep),
             });
         }
     }
 
+    fn submit(&mut self, operation: Operation, responder: Option<oneshot::Sender<Message>>) {
+        let id = OperationId(self.next_id);
+        self.next_id += 1;
+        if let Some(responder) = responder {
+            self.in_flight += 1;
+            self.waiting.insert(id, responder);
+        }
+        self.store.submit(id, operation, Instant::now());
+    }
+
     fn handle_request(&mut self, peer: PeerId, request: InboundRequest) {
         let now = Instant::now();
-        let had_registrations = self.store.count_of(&peer) > 0;
         let InboundRequest { request, responder } = request;
-        let (response, event) = match request {
+        // Refusals the shell decides itself: the rate, then the store's capacity.
+        let refusal = match &request {
+            Request::Unregister(_) => None,
+            _ if !self.rate.try_acquire(peer, now) => Some(self.rate_limited()),
+            _ if self.in_flight >= MAX_IN_FLIGHT => Some(Self::store_busy()),
+            _ => None,
+        };
+        let operation = match request {
             Request::Register(registration) => {
-                let namespace = registration.namespace.clone();
-                let record = registration.record.clone();
-                let result = if self.rate.try_acquire(peer, now) {
-                    self.store.register(peer, registration, now)
-                } else {
-                    Err(self.rate_limited())
-                };
-                let event = match &result {
-                    Ok(ttl) => Event::PeerRegistered {
-                        peer,
-                        registration: Registration {
+                if let Some(error) = refusal {
+                    let namespace = registration.namespace;
+                    self.answer(responder, Message::RegisterResponse(Err(error.clone())));
+                    self.events
+                        .push_back(ToSwarm::GenerateEvent(Event::PeerNotRegistered {
+                            peer,
                             namespace,
-                            record,
-                            ttl: *ttl,
-                        },
-                    },
-                    Err(error) => Event::PeerNotRegistered {
-                        peer,
-                        namespace,
-                        error: error.clone(),
-                    },
-                };
-                (Some(Message::RegisterResponse(result)), Some(event))
+                            error,
+                        }));
+                    return;
+                }
+                Operation::Register { peer, registration }
             }
-            Request::Unregister(namespace) => {
-                let removed = self.store.unregister(peer, &namespace);
-                (
-                    None,
-                    removed.map(|_| Event::PeerUnregistered { peer, namespace }),
-                )
-            }
+            Request::Unregister(namespace) => Operation::Unregister { peer, namespace },
             Request::Discover {
                 namespace,
                 cookie,
                 limit,
             } => {
-                let result = if self.rate.try_acquire(peer, now) {
-                    self.store
-                        .discover(peer, namespace.as_ref(), cookie.as_ref(), limit, now)
-                } else {
-                    Err(self.rate_limited())
-                };
-                match result {
-                    Ok((registrations, cookie)) => {
-                        let event = Event::DiscoverServed {
-                            peer,
-                            namespace,
-                            count: registrations.len(),
-                        };
-                        let page = DiscoverPage {
-                            registrations,
-                            cookie: Some(cookie),
-                            skipped: 0,
-                        };
-                        (Some(Message::DiscoverResponse(Ok(page))), Some(event))
-                    }
-                    Err(error) => (
-                        Some(Message::DiscoverResponse(Err(error.clone()))),
-                        Some(Event::DiscoverNotServed {
+                if let Some(error) = refusal {
+                    self.answer(responder, Message::DiscoverResponse(Err(error.clone())));
+                    self.events
+                        .push_back(ToSwarm::GenerateEvent(Event::DiscoverNotServed {
                             peer,
                             namespace,
                             error,
-                        }),
-                    ),
+                        }));
+                    return;
+                }
+                Operation::Discover {
+                    peer,
+                    namespace,
+                    cookie,
+                    limit,
                 }
             }
         };
-        if let (Some(responder), Some(response)) = (responder, response) {
+        self.submit(operation, responder);
+    }
+
+    fn answer(&self, responder: Option<oneshot::Sender<Message>>, response: Message) {
+        if let Some(responder) = responder {
             // The stream may be gone already; then nobody waits for the answer.
             let _ = responder.send(response);
         }
-        if let Some(event) = event {
-            self.events.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    /// Answers a completed operation and reports it.
+    fn on_completed(&mut self, id: OperationId, peer: PeerId, outcome: Outcome, count: usize) {
+        let responder = self.waiting.remove(&id);
+        if responder.is_some() {
+            self.in_flight -= 1;
         }
-        self.update_keep_alive(peer, had_registrations);
+        let (response, events) = match outcome {
+            Outcome::Registered { namespace, result } => match result {
+                Ok(registration) => (
+                    Some(Message::RegisterResponse(Ok(registration.ttl))),
+                    vec![Event::PeerRegistered { peer, registration }],
+                ),
+                Err(error) => (
+                    Some(Message::RegisterResponse(Err(error.clone()))),
+                    vec![Event::PeerNotRegistered {
+                        peer,
+                        namespace,
+                        error,
+                    }],
+                ),
+            },
+            Outcome::Unregistered { namespace, removed } => (
+                None,
+                removed
+                    .map(|_| Event::PeerUnregistered { peer, namespace })
+                    .into_iter()
+                    .collect(),
+            ),
+            Outcome::PeerRemoved { removed } => (
+                None,
+                removed
+                    .into_iter()
+                    .map(|registration| Event::PeerUnregistered {
+                        peer,
+                        namespace: registration.namespace,
+                    })
+                    .collect(),
+            ),
+            Outcome::Discovered { namespace, result } => match result {
+                Ok((registrations, cookie)) => {
+                    let event = Event::DiscoverServed {
+                        peer,
+                        namespace,
+                        count: registrations.len(),
+                    };
+                    let page = DiscoverPage {
+                        registrations,
+                        cookie: Some(cookie),
+                        skipped: 0,
+                    };
+                    (Some(Message::DiscoverResponse(Ok(page))), vec![event])
+                }
+                Err(error) => (
+                    Some(Message::DiscoverResponse(Err(error.clone()))),
+                    vec![Event::DiscoverNotServed {
+                        peer,
+                        namespace,
+                        error,
+                    }],
+                ),
+            },
+        };
+        if let Some(response) = response {
+            self.answer(responder, response);
+        }
+        self.events
+            .extend(events.into_iter().map(ToSwarm::GenerateEvent));
+        self.update_keep_alive(peer, count);
+    }
+
+    fn on_store_event(&mut self, event: StoreEvent) {
+        match event {
+            StoreEvent::Completed {
+                id,
+                peer,
+                outcome,
+                peer_registrations,
+            } => self.on_completed(id, peer, outcome, peer_registrations),
+            StoreEvent::Expired {
+                registration,
+                peer_registrations,
+            } => {
+                let peer = registration.record.peer_id();
+                self.update_keep_alive(peer, peer_registrations);
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::RegistrationExpired(
+                        registration,
+                    )));
+            }
+            StoreEvent::Committed {
+                operations,
+                latency,
+            } => self
+                .events
+                .push_back(ToSwarm::GenerateEvent(Event::StoreCommitted {
+                    operations,
+                    latency,
+                })),
+        }
+    }
+
+    /// Whether a new connection of `peer` starts kept alive (it holds registrations, as far as
+    /// the store's index knows; a store without one tells on the peer's first request).
+    fn holds_registrations(&self, peer: &PeerId) -> bool {
+        self.config.remove_on_disconnect
+            && self
+                .store
+                .index()
+                .is_some_and(|index| index.count_of(peer) > 0)
     }
 
     fn new_handler(&self, peer: PeerId) -> Handler {
-        let keep_alive = self.config.remove_on_disconnect && self.store.count_of(&peer) > 0;
-        Handler::new(&self.config, keep_alive)
+        Handler::new(&self.config, self.holds_registrations(&peer))
     }
 }
 
@@ -243,9 +396,14 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(established) => {
+                let keep_alive = self.holds_registrations(&established.peer_id);
                 self.connections
                     .entry(established.peer_id)
-                    .or_default()
+                    .or_insert_with(|| Connected {
+                        ids: HashSet::new(),
+                        keep_alive,
+                    })
+                    .ids
                     .insert(established.connection_id);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
@@ -254,8 +412,8 @@ impl NetworkBehaviour for Behaviour {
                 remaining_established,
                 ..
             }) => {
-                if let Some(connections) = self.connections.get_mut(&peer_id) {
-                    connections.remove(&connection_id);
+                if let Some(connected) = self.connections.get_mut(&peer_id) {
+                    connected.ids.remove(&connection_id);
                 }
                 if remaining_established > 0 {
                     return;
@@ -263,13 +421,7 @@ impl NetworkBehaviour for Behaviour {
                 self.connections.remove(&peer_id);
                 self.store.forget_peer_record_format(&peer_id);
                 if self.config.remove_on_disconnect {
-                    for registration in self.store.remove_peer(&peer_id) {
-                        self.events
-                            .push_back(ToSwarm::GenerateEvent(Event::PeerUnregistered {
-                                peer: peer_id,
-                                namespace: registration.namespace,
-                            }));
-                    }
+                    self.submit(Operation::RemovePeer { peer: peer_id }, None);
                 }
             }
             _ => {}
@@ -298,13 +450,8 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
-            if let Some(registration) = self.store.poll_expired(now) {
-                let peer = registration.record.peer_id();
-                self.update_keep_alive(peer, true);
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::RegistrationExpired(
-                        registration,
-                    )));
+            if let Poll::Ready(event) = self.store.poll(cx, now) {
+                self.on_store_event(event);
                 continue;
             }
             let Some(deadline) = self.store.poll_timeout() else {

@@ -252,6 +252,10 @@ fn log_event(event: server::Event) {
             namespace = %registration.namespace,
             "registration expired"
         ),
+        StoreCommitted {
+            operations,
+            latency,
+        } => tracing::trace!(operations, ?latency, "store commit"),
     }
 }
 
