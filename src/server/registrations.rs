@@ -160,19 +160,9 @@ impl Registrations {
             self.remove_entry(seq);
         }
         self.counter += 1;
-        let seq = self.counter;
         let deadline = now + Duration::from_secs(ttl);
-        let state = self.peers.entry(peer).or_default();
-        state.namespaces.insert(namespace.clone(), seq);
-        state.format = Some(record.format());
-        self.by_namespace
-            .entry(namespace.clone())
-            .or_default()
-            .insert(seq);
-        self.all.insert(seq);
-        self.expiry.insert((deadline, seq));
-        self.entries.insert(
-            seq,
+        self.insert(
+            self.counter,
             Entry {
                 namespace,
                 record,
@@ -181,6 +171,58 @@ impl Registrations {
             },
         );
         Ok(ttl)
+    }
+
+    /// Puts back a registration stored before a restart, with its sequence number `seq`, the
+    /// TTL it was granted and its `deadline`. Limits are not checked (they apply to new
+    /// REGISTERs; what was accepted once stays until it ends). Restore in sequence order: the
+    /// latest one decides the peer's record format. The counter moves up to `seq` if it was
+    /// below. A registration of the same peer and namespace is replaced.
+    pub fn restore(&mut self, seq: u64, registration: Registration, deadline: Instant) {
+        let Registration {
+            namespace,
+            record,
+            ttl,
+        } = registration;
+        let existing = self
+            .peers
+            .get(&record.peer_id())
+            .and_then(|p| p.namespaces.get(&namespace))
+            .copied();
+        if let Some(old) = existing {
+            self.remove_entry(old);
+        }
+        self.remove_entry(seq);
+        self.counter = self.counter.max(seq);
+        self.insert(
+            seq,
+            Entry {
+                namespace,
+                record,
+                ttl,
+                deadline,
+            },
+        );
+    }
+
+    /// The sequence number of the latest REGISTER (or the start value): a REGISTER that
+    /// succeeded got exactly this number.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Adds `entry` under `seq` to every index; the peer's format becomes the entry's.
+    fn insert(&mut self, seq: u64, entry: Entry) {
+        let state = self.peers.entry(entry.record.peer_id()).or_default();
+        state.namespaces.insert(entry.namespace.clone(), seq);
+        state.format = Some(entry.record.format());
+        self.by_namespace
+            .entry(entry.namespace.clone())
+            .or_default()
+            .insert(seq);
+        self.all.insert(seq);
+        self.expiry.insert((entry.deadline, seq));
+        self.entries.insert(seq, entry);
     }
 
     /// Handles an UNREGISTER: removes `peer`'s registration in `namespace`, if any.

@@ -37,6 +37,8 @@
 //!   [`StoreEvent::Committed`] (operations in it and how long it took), for metrics.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::{
     task::{Context, Poll},
@@ -46,6 +48,8 @@ use std::{
 use libp2p::PeerId;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{OpenError, SqliteStore, SyncMode};
 
 use super::Registrations;
 use crate::codec::{Cookie, ErrorResponse, Namespace, NewRegistration, RecordFormat, Registration};
