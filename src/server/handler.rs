@@ -1,7 +1,13 @@
-//! The server's connection handler: inbound streams only, several requests per stream served in
-//! order, a cap on concurrent streams and on message size.
+//! The server's connection handler: inbound rendezvous streams, several requests per stream
+//! served in order, a cap on concurrent streams and on message size; and, when the behaviour
+//! asks, one outbound identify request to learn which record formats the remote reads.
 
 use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -14,17 +20,23 @@ use futures::{
 };
 use futures_timer::Delay;
 use libp2p::{
-    core::upgrade::{DeniedUpgrade, ReadyUpgrade},
+    core::upgrade::ReadyUpgrade,
     swarm::{
-        handler::{ConnectionEvent, FullyNegotiatedInbound, ProtocolsChange},
+        handler::{
+            ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+            ProtocolsChange,
+        },
         ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
     },
 };
+use prost::Message as _;
 
-use super::Config;
+use super::{
+    formats::{IdentifyPb, IDENTIFY_WAIT, MAX_IDENTIFY_MESSAGE_SIZE},
+    Config, ServedFormats,
+};
 use crate::codec::{
-    read_frame, write_message, Cookie, DecodeError, FrameError, Message, Namespace,
-    NewRegistration, RequestKind,
+    read_frame, write_message, DecodeError, FrameError, Message, Request, RequestError, RequestKind,
 };
 use crate::STANDARD_RECORDS_PROTOCOL;
 
@@ -36,25 +48,24 @@ pub struct InboundRequest {
     pub(crate) responder: Option<oneshot::Sender<Message>>,
 }
 
-#[derive(Debug)]
-pub(crate) enum Request {
-    Register(NewRegistration),
-    Unregister(Namespace),
-    Discover {
-        namespace: Option<Namespace>,
-        cookie: Option<Cookie>,
-        limit: Option<u64>,
-    },
-}
-
 /// What a [`Handler`] tells the [`super::Behaviour`].
 #[derive(Debug)]
 pub enum ToBehaviour {
     /// A request read from a stream.
     Request(InboundRequest),
-    /// The remote lists [`STANDARD_RECORDS_PROTOCOL`] (learned from identify): it decodes
-    /// standard-format records.
+    /// The remote lists [`STANDARD_RECORDS_PROTOCOL`] (learned from identify): it reads every
+    /// entry layout.
     DecodesStandardRecords,
+    /// The remote's identify answer says it reads `served`.
+    Identified {
+        /// What the answer's agent and protocols say it reads.
+        served: ServedFormats,
+    },
+    /// Asking the remote's identify failed (it does not run identify, or sent garbage).
+    IdentifyFailed {
+        /// Why.
+        error: String,
+    },
 }
 
 /// What the [`super::Behaviour`] tells a [`Handler`].
@@ -63,6 +74,8 @@ pub enum FromBehaviour {
     /// Whether to keep the connection alive while no stream is open (the peer has registrations
     /// that would be removed when the connection closes).
     KeepAlive(bool),
+    /// Ask the remote's identify which record formats it reads (once per connection).
+    AskIdentify,
 }
 
 /// Why a stream ended other than by the peer closing it between requests.
@@ -83,6 +96,7 @@ enum StreamError {
 /// The [`libp2p::swarm::ConnectionHandler`] of the rendezvous server.
 pub struct Handler {
     protocol: StreamProtocol,
+    max_request_size: usize,
     max_message_size: usize,
     max_streams: usize,
     timeout: Duration,
@@ -90,9 +104,24 @@ pub struct Handler {
     requests_tx: mpsc::Sender<InboundRequest>,
     requests_rx: mpsc::Receiver<InboundRequest>,
     keep_alive: bool,
+    /// Requests read and not yet answered, over all streams: while one is, the connection stays.
+    in_flight: Arc<AtomicUsize>,
     /// Whether [`ToBehaviour::DecodesStandardRecords`] was reported (once per connection).
     marker_seen: bool,
-    events: Option<ToBehaviour>,
+    /// At most one marker report and one identify outcome per connection.
+    events: VecDeque<ToBehaviour>,
+    identify: IdentifyState,
+}
+
+/// The one identify request a connection may make.
+enum IdentifyState {
+    NotAsked,
+    /// Asked by the behaviour; the outbound stream is to be requested.
+    Wanted,
+    /// The outbound stream was requested.
+    Opening,
+    Reading(BoxFuture<'static, Result<ServedFormats, String>>),
+    Done,
 }
 
 impl std::fmt::Debug for Handler {
@@ -110,15 +139,22 @@ impl Handler {
         let (requests_tx, requests_rx) = mpsc::channel(config.max_streams_per_connection);
         Self {
             protocol: config.protocol.clone(),
+            max_request_size: config.max_request_size(),
             max_message_size: config.max_message_size,
             max_streams: config.max_streams_per_connection,
-            timeout: config.stream_timeout,
+            // A timer deadline past what `Instant` holds would panic; validation refuses such
+            // a timeout, this keeps an unvalidated one harmless.
+            timeout: config
+                .stream_timeout
+                .min(super::MAX_CONFIGURABLE_STREAM_TIMEOUT),
             streams: FuturesUnordered::new(),
             requests_tx,
             requests_rx,
             keep_alive,
+            in_flight: Arc::new(AtomicUsize::new(0)),
             marker_seen: false,
-            events: None,
+            events: VecDeque::new(),
+            identify: IdentifyState::NotAsked,
         }
     }
 }
@@ -127,7 +163,7 @@ impl ConnectionHandler for Handler {
     type FromBehaviour = FromBehaviour;
     type ToBehaviour = ToBehaviour;
     type InboundProtocol = ReadyUpgrade<StreamProtocol>;
-    type OutboundProtocol = DeniedUpgrade;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = ();
 
@@ -138,11 +174,20 @@ impl ConnectionHandler for Handler {
     fn on_behaviour_event(&mut self, event: FromBehaviour) {
         match event {
             FromBehaviour::KeepAlive(keep) => self.keep_alive = keep,
+            FromBehaviour::AskIdentify => {
+                if matches!(self.identify, IdentifyState::NotAsked) {
+                    self.identify = IdentifyState::Wanted;
+                }
+            }
         }
     }
 
+    /// Kept while the peer holds registrations (the behaviour says so) or a request
+    /// is being served. An open stream alone does not keep the connection (streams are
+    /// ignored for keep-alive), so a connection with nothing registered and nothing asked
+    /// closes after the swarm's idle timeout.
     fn connection_keep_alive(&self) -> bool {
-        self.keep_alive
+        self.keep_alive || self.in_flight.load(Ordering::Relaxed) > 0
     }
 
     fn poll(
@@ -151,8 +196,28 @@ impl ConnectionHandler for Handler {
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, ToBehaviour>>
     {
         loop {
-            if let Some(event) = self.events.take() {
+            if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+            }
+            if matches!(self.identify, IdentifyState::Wanted) {
+                self.identify = IdentifyState::Opening;
+                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    protocol: SubstreamProtocol::new(
+                        ReadyUpgrade::new(libp2p::identify::PROTOCOL_NAME),
+                        (),
+                    )
+                    .with_timeout(IDENTIFY_WAIT),
+                });
+            }
+            if let IdentifyState::Reading(reading) = &mut self.identify {
+                if let Poll::Ready(result) = reading.poll_unpin(cx) {
+                    self.identify = IdentifyState::Done;
+                    let event = match result {
+                        Ok(served) => ToBehaviour::Identified { served },
+                        Err(error) => ToBehaviour::IdentifyFailed { error },
+                    };
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+                }
             }
             if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
@@ -174,18 +239,34 @@ impl ConnectionHandler for Handler {
         &mut self,
         event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
     ) {
-        if let ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(mut added)) = event {
-            if !self.marker_seen && added.any(|p| *p == STANDARD_RECORDS_PROTOCOL) {
-                self.marker_seen = true;
-                self.events = Some(ToBehaviour::DecodesStandardRecords);
-            }
-            return;
-        }
-        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+        if let ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
             protocol: stream,
             ..
         }) = event
         {
+            self.identify = IdentifyState::Reading(read_identify(stream).boxed());
+            return;
+        }
+        if let ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) = event {
+            self.identify = IdentifyState::Done;
+            self.events.push_back(ToBehaviour::IdentifyFailed {
+                error: error.to_string(),
+            });
+            return;
+        }
+        if let ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(mut added)) = event {
+            if !self.marker_seen && added.any(|p| *p == STANDARD_RECORDS_PROTOCOL) {
+                self.marker_seen = true;
+                self.events.push_back(ToBehaviour::DecodesStandardRecords);
+            }
+            return;
+        }
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: mut stream,
+            ..
+        }) = event
+        {
+            stream.ignore_for_keep_alive();
             if self.streams.len() >= self.max_streams {
                 tracing::debug!(
                     max = self.max_streams,
@@ -197,13 +278,33 @@ impl ConnectionHandler for Handler {
                 serve_stream(
                     stream,
                     self.requests_tx.clone(),
-                    self.max_message_size,
-                    self.timeout,
+                    Limits {
+                        max_request_size: self.max_request_size,
+                        max_message_size: self.max_message_size,
+                        timeout: self.timeout,
+                    },
+                    self.in_flight.clone(),
                 )
                 .boxed(),
             );
         }
     }
+}
+
+/// Reads the remote's identify message from an outbound `/ipfs/id/1.0.0` stream: what it says
+/// the remote reads.
+async fn read_identify(mut stream: Stream) -> Result<ServedFormats, String> {
+    let body = within(
+        IDENTIFY_WAIT,
+        read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_SIZE),
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .ok_or("the stream closed before the identify message")?;
+    let _ = stream.close().await;
+    let info =
+        IdentifyPb::decode(body.as_slice()).map_err(|e| format!("not an identify message: {e}"))?;
+    Ok(info.served())
 }
 
 /// Runs `future`, failing with [`StreamError::Timeout`] when it takes longer than `timeout`.
@@ -217,36 +318,54 @@ async fn within<T>(
     }
 }
 
+/// The limits one stream is served with.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The largest request read.
+    max_request_size: usize,
+    /// The largest response written.
+    max_message_size: usize,
+    /// How long a read or write may take.
+    timeout: Duration,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves the requests of one stream, in order, until the peer closes it.
 async fn serve_stream(
     mut stream: Stream,
     mut requests: mpsc::Sender<InboundRequest>,
-    max_size: usize,
-    timeout: Duration,
+    limits: Limits,
+    in_flight: Arc<AtomicUsize>,
 ) -> Result<(), StreamError> {
+    let Limits {
+        max_request_size,
+        max_message_size: max_size,
+        timeout,
+    } = limits;
     loop {
-        let Some(body) = within(timeout, read_frame(&mut stream, max_size)).await? else {
+        let Some(body) = within(timeout, read_frame(&mut stream, max_request_size)).await? else {
             return Ok(());
         };
-        let request = match Message::decode(&body) {
-            Ok(Message::Register(registration)) => Request::Register(registration),
-            Ok(Message::Unregister(namespace)) => Request::Unregister(namespace),
-            Ok(Message::Discover {
-                namespace,
-                cookie,
-                limit,
-            }) => Request::Discover {
-                namespace,
-                cookie,
-                limit,
-            },
-            Ok(Message::RegisterResponse(_)) => {
-                return Err(StreamError::NotARequest("REGISTER_RESPONSE"))
-            }
-            Ok(Message::DiscoverResponse(_)) => {
-                return Err(StreamError::NotARequest("DISCOVER_RESPONSE"))
-            }
-            Err(DecodeError::InvalidRequest { kind, error }) => {
+        let _in_flight = InFlight::new(&in_flight);
+        let request = match Request::decode(&body) {
+            Ok(request) => request,
+            Err(RequestError::NotARequest(kind)) => return Err(StreamError::NotARequest(kind)),
+            Err(RequestError::Decode(DecodeError::InvalidRequest { kind, error })) => {
                 let response = match kind {
                     RequestKind::Register => Some(Message::RegisterResponse(Err(error.clone()))),
                     RequestKind::Discover => Some(Message::DiscoverResponse(Err(error.clone()))),
@@ -261,7 +380,7 @@ async fn serve_stream(
                     error,
                 }));
             }
-            Err(other) => return Err(StreamError::Decode(other)),
+            Err(RequestError::Decode(other)) => return Err(StreamError::Decode(other)),
         };
         let (responder, response) = match request {
             Request::Unregister(_) => (None, None),

@@ -29,31 +29,81 @@
 //!   because the server is failing). Server full, or a peer over its request rate:
 //!   `E_UNAVAILABLE` (try later). A request that fails to decode is answered with the right
 //!   response type when its type is known, then the stream is closed; a message of unknown type
-//!   or over the size cap closes the stream. UNREGISTER has no response; unregistering an unknown
+//!   or over the request cap (`max_record_size` + [`REQUEST_OVERHEAD`], at most the message
+//!   cap) closes the stream. A REGISTER whose envelope does not verify is answered with
+//!   `E_INVALID_SIGNED_PEER_RECORD` and the stream serves on. UNREGISTER has no response; unregistering an unknown
 //!   namespace does nothing. UNREGISTER does not count toward the rate limit (it only frees
 //!   state, and could not be told that it was refused).
 //! - **Disconnect.** With [`Config::with_remove_on_disconnect`] (default on) a peer's
 //!   registrations are removed when its last connection closes, and the server keeps a
 //!   connection of a peer with registrations alive. Turn it off for spec-style soft state, where
 //!   registrations live until their TTL ends.
-//! - **Record formats (serving rust-libp2p 0.18 clients).** Two signed-record envelope formats
-//!   exist (see [`RecordFormat`](crate::RecordFormat)). rust-libp2p's rendezvous 0.18 client rejects a whole
-//!   DISCOVER_RESPONSE that holds one standard-format record, so the server sends each peer only
-//!   what it can decode, by this priority: (1) a peer that has registered is served by the format
-//!   of its latest REGISTER (legacy: legacy records only; standard: all records); (2) else by a
-//!   hint: our own client lists the marker protocol
-//!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL) when it
-//!   uses standard records, which the server learns from identify and takes as a Standard hint,
-//!   and an application that knows better (for example from identify's agent version) calls
-//!   [`Behaviour::set_peer_record_format`]; the latest hint wins; (3) else
-//!   [`Config::with_unknown_peer_formats`] (default: legacy only, safe for every client). Hints
-//!   are bounded by [`MAX_PEER_FORMAT_OVERRIDES`] and forgotten when the peer's last connection
-//!   closes. Records left out of a page still advance its cookie. The marker is only seen once
-//!   identify has run on the connection; a DISCOVER that arrives earlier is served by the
-//!   default (our client holds its first DISCOVER for that, see the client docs).
+//! - **Record formats.** Three generations of clients put three layouts in
+//!   `Register.signedPeerRecord` (see [`RecordFormat`](crate::RecordFormat)): standard signed
+//!   envelopes (go, js, nim, this crate), legacy signed envelopes (rust-libp2p's
+//!   `libp2p-rendezvous` 0.18) and unsigned `PeerInfo` (py-libp2p 0.8, go-libp2p-rendezvous before
+//!   signed records). The server accepts all three (a `PeerInfo` only when it names the peer on
+//!   the connection, as for signed records) and sends each asker what it reads
+//!   ([`ServedFormats`]):
+//!
+//!   | asker | known by | served |
+//!   |---|---|---|
+//!   | this crate's client | it lists [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL) | every registration as registered ([`ServedFormats::All`]) |
+//!   | a peer that registered | the layout of its latest REGISTER | what it sends: legacy only, signed records, or everything as `PeerInfo` |
+//!   | rust-libp2p 0.18 client | identify agent `rust-libp2p/…` | legacy records only ([`ServedFormats::LegacyOnly`]) |
+//!   | py-libp2p 0.8 | identify agent `py-libp2p/…` | every registration as `PeerInfo` ([`ServedFormats::AsPeerInfo`]) |
+//!   | go, js, nim, anyone else | any other agent, or no identify at all | standard and legacy records, as the spec says ([`ServedFormats::Signed`]) |
+//!
+//!   The first row beats the second (the marker says exactly what the client reads), the
+//!   second beats the agent. A verified signed record is handed to `PeerInfo` readers as a
+//!   `PeerInfo` of the same peer and addresses; an unsigned registration goes only to askers
+//!   that read `PeerInfo` (the first and fourth rows): signed-record readers cannot decode one.
+//!
+//!   **Who is asked.** The server does not depend on the application's identify: when a
+//!   DISCOVER comes from a peer it knows nothing of (no marker, no registration, no answer yet),
+//!   it opens one `/ipfs/id/1.0.0` stream to the peer itself and reads the peer's identify
+//!   message (agent and protocols; at most [`MAX_IDENTIFY_MESSAGE_SIZE`] bytes). Meanwhile the
+//!   DISCOVER is held: at most [`IDENTIFY_WAIT`], at most [`MAX_HELD_PER_PEER`] per peer and
+//!   [`MAX_HELD`] in all (beyond those, `E_UNAVAILABLE`: try again). The answer, a refusal
+//!   (a peer without identify), a REGISTER or the end of the wait releases it; it is then served
+//!   by what is known, and a peer of which nothing is known gets
+//!   [`Config::with_unknown_peer_formats`] (default [`ServedFormats::Signed`], the spec). So an
+//!   embedded [`Behaviour`] (or [`node::Behaviour`](crate::node::Behaviour)) decides the same as
+//!   `rendezvous serve`, with or without identify in the application's swarm and in whichever
+//!   order identify and the DISCOVER arrive; [`Behaviour::set_served_formats`] is for an
+//!   application that knows better. A rust-libp2p 0.18 client that runs no identify cannot be
+//!   told from a go or js peer: it gets the spec's default (which it cannot decode) unless it
+//!   registered first, or the operator of a network of rust-libp2p 0.18 clients sets
+//!   `with_unknown_peer_formats(ServedFormats::LegacyOnly)` (`serve --unknown-peer-formats
+//!   legacy`).
+//!
+//!   **Cookies never hide a record.** Registrations left out of a page for their format still
+//!   advance its cookie (a legacy reader must not see the same standard records skipped on
+//!   every page), and the cookie then carries a mark: the narrowest [`ServedFormats`] under
+//!   which the pages behind it left something out (the two high bits of its sequence number;
+//!   the cookie stays `8 bytes ++ namespace`, as rust-libp2p 0.18 requires). When the set served
+//!   to a peer widens after a page was cut (its identify answered after the wait, it
+//!   registered in another layout, the application set a hint), a marked cookie of a narrower
+//!   set is answered `E_INVALID_COOKIE`: the peer starts over (our client without duplicate
+//!   events) and sees what was left out. Unmarked cookies and narrowing never cost a restart.
+//! - **Cheap checks first.** A REGISTER is checked in this order: the peer's request rate, the
+//!   TTL, the record's size, the registration limits and the store byte budget; only then is
+//!   its envelope decoded, and the signature verified. An envelope equal byte for byte to one
+//!   the peer already has stored (a refresh, or the same record in another namespace) is not
+//!   decoded or verified again: the stored record is shared, and held and counted once.
+//! - **Bytes.** The store counts what it holds ([`Registrations::stored_bytes`]) and refuses a
+//!   REGISTER that would take it over [`Config::with_max_store_bytes`] with `E_UNAVAILABLE`
+//!   (the statusText names the budget); a refresh that does not grow the store always passes,
+//!   and nothing stored is ever dropped to make room. Records are capped in size
+//!   ([`DEFAULT_MAX_RECORD_SIZE`]) and in addresses ([`DEFAULT_MAX_ADDRESSES_PER_RECORD`]), both
+//!   answered with `E_INVALID_SIGNED_PEER_RECORD`.
+//! - **Arithmetic.** No configuration and no input makes the server panic: deadlines, the
+//!   sequence counter and sizes use checked or saturating arithmetic. [`Config::validate`]
+//!   (used by [`Behaviour::try_new`] and `rendezvous serve`) refuses out-of-range values.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 
 mod behaviour;
+mod formats;
 mod handler;
 mod rate;
 mod registrations;
@@ -64,9 +114,13 @@ use std::time::Duration;
 use libp2p::{PeerId, StreamProtocol};
 
 pub use behaviour::Behaviour;
+pub use formats::{
+    served_by_identify, IDENTIFY_WAIT, MAX_HELD, MAX_HELD_PER_PEER, MAX_IDENTIFY_MESSAGE_SIZE,
+    MAX_KNOWN_PEERS,
+};
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{Registrations, MAX_PEER_FORMAT_OVERRIDES, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::{Registrations, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{ErrorResponse, Namespace, Registration, Ttl, DEFAULT_MAX_MESSAGE_SIZE};
@@ -98,22 +152,122 @@ pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
 /// Requests a peer may make at once before the per-second rate applies.
 pub const DEFAULT_REQUEST_BURST: u32 = 100;
 
-/// Which record formats a peer is sent in DISCOVER_RESPONSEs (see the module docs).
+/// Bytes the store may hold, counted as [`Registrations::stored_bytes`] counts them (each
+/// registration's fixed cost and namespace, each distinct record once per peer with its parsed
+/// addresses). 512 MiB suits a server with 1 to 4 GiB of memory; see the module docs for the
+/// whole bound.
+pub const DEFAULT_MAX_STORE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The largest signed envelope a REGISTER may carry, in bytes. A record with 20 addresses is
+/// about 1 KiB; 8 KiB leaves room for many more (quic, webtransport certhashes, relays).
+pub const DEFAULT_MAX_RECORD_SIZE: usize = 8 * 1024;
+
+/// The most addresses one signed record may list. Parsed addresses cost more memory than their
+/// encoded bytes, so their count is capped as well as the record's size.
+pub const DEFAULT_MAX_ADDRESSES_PER_RECORD: usize = 64;
+
+/// Bytes a REGISTER adds to its envelope on the wire at most: message and field tags, length
+/// prefixes, a namespace of 255 bytes and a TTL. The server reads requests up to
+/// `max_record_size + REQUEST_OVERHEAD` bytes (never more than the message cap), so a peer
+/// cannot make it buffer more than a maximal REGISTER per stream.
+pub const REQUEST_OVERHEAD: usize = 1024;
+
+/// What one registration costs in the store besides its namespace bytes and its record: the
+/// entry and its place in the four indexes (by peer, by namespace, global order, expiry),
+/// with hash-map and B-tree slack, rounded up.
+pub const REGISTRATION_OVERHEAD_BYTES: usize = 512;
+
+/// What one distinct record costs besides its envelope bytes and addresses: the parsed record,
+/// its key in the peer's record table and the allocation headers.
+pub const RECORD_OVERHEAD_BYTES: usize = 256;
+
+/// What one parsed address costs besides its bytes (a shared `Multiaddr` allocation and its
+/// slot in the record).
+pub const ADDRESS_OVERHEAD_BYTES: usize = 64;
+
+/// The longest TTL an operator may configure: one year. Deadlines are `now + ttl`; the cap keeps
+/// them far from any overflow of `Instant`.
+pub const MAX_CONFIGURABLE_TTL: Ttl = 365 * 24 * 60 * 60;
+
+/// The longest stream timeout an operator may configure: one day.
+pub const MAX_CONFIGURABLE_STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest message cap an operator may configure: 64 MiB.
+pub const MAX_CONFIGURABLE_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Which registrations a peer is sent in DISCOVER_RESPONSEs, and in which layout (see the
+/// module docs, "Record formats"). Ordered by how much they cover: a cookie cut under a
+/// narrower set is not continued under a wider one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ServedFormats {
-    /// Only legacy (`libp2p-routing-state`) records: what rust-libp2p 0.18 clients decode.
-    #[default]
+    /// Legacy signed records only: all that rust-libp2p's `libp2p-rendezvous` 0.18 client
+    /// decodes (one standard record fails its whole page).
     LegacyOnly,
-    /// Records of both formats.
+    /// Signed records of both formats, as they were signed: the spec, for go, js and nim
+    /// clients. Unsigned (`PeerInfo`) registrations are left out: these clients cannot read them.
+    #[default]
+    Signed,
+    /// Every registration, each as an unsigned `PeerInfo` (a signed record is handed out with
+    /// the peer and addresses it proves): py-libp2p 0.8 and other third-generation clients.
+    AsPeerInfo,
+    /// Every registration as it was registered (signed records as signed, `PeerInfo`s as
+    /// `PeerInfo`): this crate's client, which reads all three layouts.
     All,
 }
 
 impl ServedFormats {
-    /// Whether a record of `format` is served.
+    /// Whether a registration of `format` is served.
     pub fn includes(self, format: crate::RecordFormat) -> bool {
+        use crate::RecordFormat::*;
         match self {
-            ServedFormats::All => true,
-            ServedFormats::LegacyOnly => format == crate::RecordFormat::Legacy,
+            ServedFormats::LegacyOnly => format == Legacy,
+            ServedFormats::Signed => format != PeerInfo,
+            ServedFormats::AsPeerInfo | ServedFormats::All => true,
+        }
+    }
+
+    /// What a peer that registers in `format` reads: what it sends.
+    pub fn read_by_registrant(format: crate::RecordFormat) -> Self {
+        match format {
+            crate::RecordFormat::Standard => ServedFormats::Signed,
+            crate::RecordFormat::Legacy => ServedFormats::LegacyOnly,
+            crate::RecordFormat::PeerInfo => ServedFormats::AsPeerInfo,
+        }
+    }
+
+    /// How much of the registrations it covers: legacy ones (0), signed ones (1), all (2).
+    pub(crate) fn coverage(self) -> u8 {
+        match self {
+            ServedFormats::LegacyOnly => 0,
+            ServedFormats::Signed => 1,
+            ServedFormats::AsPeerInfo | ServedFormats::All => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ServedFormats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServedFormats::LegacyOnly => "legacy",
+            ServedFormats::Signed => "signed",
+            ServedFormats::AsPeerInfo => "peer-info",
+            ServedFormats::All => "all",
+        })
+    }
+}
+
+impl std::str::FromStr for ServedFormats {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "legacy" => Ok(ServedFormats::LegacyOnly),
+            "signed" => Ok(ServedFormats::Signed),
+            "peer-info" => Ok(ServedFormats::AsPeerInfo),
+            "all" => Ok(ServedFormats::All),
+            other => Err(format!(
+                "expected `legacy`, `signed`, `peer-info` or `all`, got `{other}`"
+            )),
         }
     }
 }
@@ -135,6 +289,9 @@ pub struct Config {
     pub(crate) request_burst: u32,
     pub(crate) remove_on_disconnect: bool,
     pub(crate) unknown_peer_formats: ServedFormats,
+    pub(crate) max_store_bytes: usize,
+    pub(crate) max_record_size: usize,
+    pub(crate) max_addresses_per_record: usize,
 }
 
 impl Default for Config {
@@ -153,7 +310,10 @@ impl Default for Config {
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             request_burst: DEFAULT_REQUEST_BURST,
             remove_on_disconnect: true,
-            unknown_peer_formats: ServedFormats::LegacyOnly,
+            unknown_peer_formats: ServedFormats::Signed,
+            max_store_bytes: DEFAULT_MAX_STORE_BYTES,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
         }
     }
 }
@@ -244,12 +404,135 @@ impl Config {
         self
     }
 
-    /// The record formats served to a peer that never registered and whose format the
-    /// application did not set (default [`ServedFormats::LegacyOnly`], safe for rust-libp2p 0.18
-    /// clients; see the module docs).
+    /// The formats served to a peer whose format is not known: it never registered, does not
+    /// list the marker protocol, and its identify did not answer (default
+    /// [`ServedFormats::Signed`], as the spec says). A network of rust-libp2p 0.18 clients only,
+    /// some without identify, sets [`ServedFormats::LegacyOnly`]. See the module docs.
     pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
         self.unknown_peer_formats = formats;
         self
+    }
+
+    /// Bytes the store may hold (default [`DEFAULT_MAX_STORE_BYTES`]), counted as
+    /// [`Registrations::stored_bytes`] counts them. Over it, a REGISTER that would grow the store
+    /// gets `E_UNAVAILABLE`; a refresh that does not grow it still succeeds.
+    pub fn with_max_store_bytes(mut self, bytes: usize) -> Self {
+        self.max_store_bytes = bytes;
+        self
+    }
+
+    /// The largest signed envelope a REGISTER may carry, in bytes (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`]). Larger records get `E_INVALID_SIGNED_PEER_RECORD`, before
+    /// the envelope is decoded. Requests are read up to this plus [`REQUEST_OVERHEAD`].
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
+    /// The most addresses one record may list (default [`DEFAULT_MAX_ADDRESSES_PER_RECORD`]).
+    pub fn with_max_addresses_per_record(mut self, n: usize) -> Self {
+        self.max_addresses_per_record = n;
+        self
+    }
+
+    /// Checks every limit against its range; [`Behaviour::try_new`] and `rendezvous serve` refuse
+    /// a configuration that fails. (An unchecked configuration never panics the server either:
+    /// out-of-range values are clamped where they are used.)
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let fail = |setting, text: String| Err(InvalidConfig { setting, text });
+        if self.min_ttl == 0 {
+            return fail("min-ttl", "is 0 s; expected at least 1 s".into());
+        }
+        if self.max_ttl > MAX_CONFIGURABLE_TTL {
+            return fail(
+                "max-ttl",
+                format!(
+                    "is {} s; at most {MAX_CONFIGURABLE_TTL} s (one year) allowed",
+                    self.max_ttl
+                ),
+            );
+        }
+        if self.min_ttl > self.max_ttl {
+            return fail(
+                "min-ttl",
+                format!(
+                    "{} s is above max-ttl {} s; expected min <= max",
+                    self.min_ttl, self.max_ttl
+                ),
+            );
+        }
+        if self.max_registrations_per_peer == 0 || self.max_registrations == 0 {
+            return fail("max-registrations", "is 0; expected at least 1".into());
+        }
+        if self.default_page > self.max_page {
+            return fail(
+                "default-page",
+                format!(
+                    "{} is above max-page {}; expected default <= max",
+                    self.default_page, self.max_page
+                ),
+            );
+        }
+        if self.max_page > MAX_SCANNED_PER_DISCOVER {
+            return fail(
+                "max-page",
+                format!(
+                    "is {}; at most {MAX_SCANNED_PER_DISCOVER} allowed",
+                    self.max_page
+                ),
+            );
+        }
+        if self.max_record_size == 0 {
+            return fail("max-record-size", "is 0; expected at least 1 byte".into());
+        }
+        let smallest_message = self.max_record_size.saturating_add(REQUEST_OVERHEAD);
+        if self.max_message_size < smallest_message
+            || self.max_message_size > MAX_CONFIGURABLE_MESSAGE_SIZE
+        {
+            return fail(
+                "max-message-size",
+                format!(
+                    "is {} bytes; expected {smallest_message} (max-record-size + {REQUEST_OVERHEAD}) \
+                     to {MAX_CONFIGURABLE_MESSAGE_SIZE}",
+                    self.max_message_size
+                ),
+            );
+        }
+        if self.max_addresses_per_record == 0 {
+            return fail(
+                "max-addresses-per-record",
+                "is 0; expected at least 1".into(),
+            );
+        }
+        let one_registration = REGISTRATION_OVERHEAD_BYTES + RECORD_OVERHEAD_BYTES;
+        if self.max_store_bytes < one_registration {
+            return fail(
+                "max-store-bytes",
+                format!(
+                    "is {}; expected at least {one_registration} (one registration)",
+                    self.max_store_bytes
+                ),
+            );
+        }
+        if self.stream_timeout.is_zero() || self.stream_timeout > MAX_CONFIGURABLE_STREAM_TIMEOUT {
+            return fail(
+                "stream-timeout",
+                format!(
+                    "is {:?}; expected 1 s to {} s",
+                    self.stream_timeout,
+                    MAX_CONFIGURABLE_STREAM_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The largest request read: a REGISTER with a record of the maximal size, capped by the
+    /// message size.
+    pub(crate) fn max_request_size(&self) -> usize {
+        self.max_record_size
+            .saturating_add(REQUEST_OVERHEAD)
+            .min(self.max_message_size)
     }
 
     /// The protocol id served.
@@ -261,6 +544,17 @@ impl Config {
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
     }
+}
+
+/// A [`Config`] value out of its range: which setting (named as `rendezvous serve`'s flag,
+/// without the dashes) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} {text}")]
+pub struct InvalidConfig {
+    /// The setting, as the flag is named (`max-ttl`, `max-store-bytes`, ...).
+    pub setting: &'static str,
+    /// What was wrong and what was expected.
+    pub text: String,
 }
 
 /// What the server did.

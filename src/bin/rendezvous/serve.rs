@@ -9,7 +9,7 @@ use libp2p::{
 };
 use rendezvous_discovery::{
     server::{self, ServedFormats},
-    RecordFormat, Ttl, STANDARD_RECORDS_PROTOCOL,
+    Ttl,
 };
 
 use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
@@ -79,13 +79,23 @@ pub struct Args {
     /// Requests one peer may make in a burst.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_REQUEST_BURST)]
     request_burst: u32,
+    /// Bytes the store may hold (registrations, records and their addresses, as the server
+    /// counts them); over it, new registrations get E_UNAVAILABLE.
+    #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_STORE_BYTES)]
+    max_store_bytes: usize,
+    /// Largest signed peer record a REGISTER may carry, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_RECORD_SIZE)]
+    max_record_size: usize,
+    /// Most addresses one signed peer record may list.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_ADDRESSES_PER_RECORD)]
+    max_addresses_per_record: usize,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
-    /// Record formats sent to peers that never registered and that identify has not (yet) told
-    /// about: `legacy` (safe for rust-libp2p 0.18 clients) or `all`. Identify hints Legacy for a
-    /// rust-libp2p agent without our standard-records marker and Standard for everyone else.
-    #[arg(long, value_name = "FORMATS", default_value = "legacy", value_parser = parse_formats)]
+    /// Records sent to a peer whose format is not known (it never registered and its identify
+    /// did not answer): `signed` (standard and legacy, as the spec says), `legacy` (for a
+    /// network of rust-libp2p 0.18 clients only), `peer-info` or `all`.
+    #[arg(long, value_name = "FORMATS", default_value = "signed", value_parser = parse_formats)]
     unknown_peer_formats: ServedFormats,
 }
 
@@ -119,22 +129,12 @@ fn parse_sync(s: &str) -> Result<SyncFlag, String> {
 }
 
 fn parse_formats(s: &str) -> Result<ServedFormats, String> {
-    match s {
-        "legacy" => Ok(ServedFormats::LegacyOnly),
-        "all" => Ok(ServedFormats::All),
-        other => Err(format!("expected `legacy` or `all`, got `{other}`")),
-    }
+    s.parse()
 }
 
 impl Args {
     fn config(&self) -> Result<server::Config, CliError> {
-        if self.min_ttl > self.max_ttl {
-            return Err(CliError::Usage(format!(
-                "--min-ttl {} is above --max-ttl {}; expected min <= max",
-                self.min_ttl, self.max_ttl
-            )));
-        }
-        Ok(server::Config::default()
+        let config = server::Config::default()
             .with_protocol(self.protocol.clone())
             .with_min_ttl(self.min_ttl)
             .with_max_ttl(self.max_ttl)
@@ -148,7 +148,14 @@ impl Args {
             .with_requests_per_second(self.requests_per_second)
             .with_request_burst(self.request_burst)
             .with_remove_on_disconnect(!self.keep_on_disconnect)
-            .with_unknown_peer_formats(self.unknown_peer_formats))
+            .with_unknown_peer_formats(self.unknown_peer_formats)
+            .with_max_store_bytes(self.max_store_bytes)
+            .with_max_record_size(self.max_record_size)
+            .with_max_addresses_per_record(self.max_addresses_per_record);
+        config
+            .validate()
+            .map_err(|e| CliError::Usage(format!("--{} {}", e.setting, e.text)))?;
+        Ok(config)
     }
 }
 
@@ -271,33 +278,9 @@ pub async fn run(args: Args) -> CliResult {
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(%error, "listener error");
             }
-            SwarmEvent::Behaviour(ServeEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                swarm
-                    .behaviour_mut()
-                    .rendezvous
-                    .set_peer_record_format(peer_id, identify_hint(&info));
-            }
             SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
             _ => {}
         }
-    }
-}
-
-/// The record format to hint for a peer from its identify info (its latest REGISTER still
-/// wins). Only rust-libp2p's own rendezvous client (0.18) needs legacy-only pages; our client
-/// lists [`STANDARD_RECORDS_PROTOCOL`] when it uses standard records (the server handler
-/// also sees that by itself, so both agree), and any other agent decodes standard records.
-fn identify_hint(info: &identify::Info) -> RecordFormat {
-    if info.protocols.contains(&STANDARD_RECORDS_PROTOCOL)
-        || !info.agent_version.starts_with("rust-libp2p")
-    {
-        RecordFormat::Standard
-    } else {
-        RecordFormat::Legacy
     }
 }
 
@@ -340,39 +323,5 @@ fn log_event(event: server::Event) {
             operations,
             latency,
         } => tracing::trace!(operations, ?latency, "store commit"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(agent: &str, protocols: Vec<StreamProtocol>) -> identify::Info {
-        identify::Info {
-            public_key: Keypair::generate_ed25519().public(),
-            protocol_version: "/ipfs/id/1.0.0".into(),
-            agent_version: agent.into(),
-            listen_addrs: Vec::new(),
-            protocols,
-            observed_addr: Multiaddr::empty(),
-            signed_peer_record: None,
-        }
-    }
-
-    #[test]
-    fn identify_hints_legacy_only_for_rust_libp2p_agents_without_the_marker() {
-        let marker = vec![STANDARD_RECORDS_PROTOCOL];
-        assert_eq!(
-            identify_hint(&info("rust-libp2p/0.57.0", Vec::new())),
-            RecordFormat::Legacy
-        );
-        assert_eq!(
-            identify_hint(&info("rust-libp2p/0.57.0", marker)),
-            RecordFormat::Standard
-        );
-        assert_eq!(
-            identify_hint(&info("go-libp2p/0.40", Vec::new())),
-            RecordFormat::Standard
-        );
     }
 }

@@ -60,13 +60,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::PeerId;
-
 use super::{
     memory::{apply, poll_expired, wall_clock_micros},
     Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT,
 };
-use crate::codec::{ErrorCode, ErrorResponse, RecordFormat};
+use crate::codec::{ErrorCode, ErrorResponse};
 use crate::server::{Config, Registrations};
 use writer::{Numbered, Report, Shared, Write};
 
@@ -463,14 +461,6 @@ impl Store for SqliteStore {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.index.poll_timeout()
-    }
-
-    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        self.index.set_peer_record_format(peer, format);
-    }
-
-    fn forget_peer_record_format(&mut self, peer: &PeerId) {
-        self.index.forget_peer_record_format(peer);
     }
 
     fn index(&self) -> Option<&Registrations> {

@@ -11,10 +11,10 @@
 //!     seq        INTEGER NOT NULL,  -- the cookie sequence number (u64 as its i64 bit pattern)
 //!     ttl        INTEGER NOT NULL,  -- the TTL granted, in seconds
 //!     expires_at INTEGER NOT NULL,  -- wall clock, milliseconds since the Unix epoch
-//!     format     INTEGER NOT NULL,  -- 0 standard, 1 legacy envelope
+//!     format     INTEGER NOT NULL,  -- 0 standard, 1 legacy envelope, 2 unsigned PeerInfo
 //!     record_seq INTEGER NOT NULL,  -- the peer record's own sequence number
 //!     addresses  BLOB    NOT NULL,  -- the record's multiaddrs, each with a u32 length prefix
-//!     envelope   BLOB    NOT NULL,  -- the signed envelope exactly as the peer sent it
+//!     envelope   BLOB    NOT NULL,  -- the record's bytes exactly as the peer sent them
 //!     PRIMARY KEY (peer, namespace)
 //! );
 //! CREATE INDEX registrations_by_expiry ON registrations (expires_at);
@@ -216,6 +216,7 @@ pub(super) fn format_code(format: RecordFormat) -> i64 {
     match format {
         RecordFormat::Standard => 0,
         RecordFormat::Legacy => 1,
+        RecordFormat::PeerInfo => 2,
     }
 }
 
@@ -257,6 +258,7 @@ pub(super) fn load(
         let format = match row.get::<_, i64>(5).map_err(|e| bad("format", &e))? {
             0 => RecordFormat::Standard,
             1 => RecordFormat::Legacy,
+            2 => RecordFormat::PeerInfo,
             other => return Err(bad("format", &other)),
         };
         let record_seq: i64 = row.get(6).map_err(|e| bad("record_seq", &e))?;

@@ -8,10 +8,12 @@ use std::{
 };
 
 use futures::{future::Either, FutureExt};
-use libp2p::identity::Keypair;
+use libp2p::{identity::Keypair, PeerId};
 
 use super::*;
-use crate::codec::{Cookie, Namespace, NewRegistration, Registration, SignedRecord, Ttl};
+use crate::codec::{
+    Cookie, Namespace, RecordFormat, Registration, SignedRecord, Ttl, UnverifiedRegistration,
+};
 
 const HOUR: Ttl = 3600;
 
@@ -46,9 +48,7 @@ fn ns(s: &str) -> Namespace {
 }
 
 fn config() -> Config {
-    Config::default()
-        .with_min_ttl(1)
-        .with_unknown_peer_formats(crate::server::ServedFormats::All)
+    Config::default().with_min_ttl(1)
 }
 
 struct Db {
@@ -111,9 +111,9 @@ fn register(store: &mut SqliteStore, i: u8, namespace: &str, ttl: Ttl) -> Regist
         store,
         Operation::Register {
             peer: peer(i),
-            registration: NewRegistration {
+            registration: UnverifiedRegistration {
                 namespace: ns(namespace),
-                record: record(i),
+                envelope: record(i).envelope_bytes().to_vec(),
                 ttl: Some(ttl),
             },
         },
@@ -133,6 +133,7 @@ fn discover(
         store,
         Operation::Discover {
             peer: peer(0),
+            served: crate::server::ServedFormats::All,
             namespace: None,
             cookie,
             limit: Some(limit),
@@ -195,14 +196,15 @@ fn given_registrations_when_the_store_reopens_then_they_are_back_with_their_ttls
         record(1),
         "the record comes back byte for byte"
     );
-    // Peer 1's latest REGISTER was legacy: it is served legacy only, as before the restart.
+    // The format of each peer's latest REGISTER comes back with it (it decides what it is
+    // served).
     assert_eq!(
-        index.served_formats(&peer(1)),
-        crate::server::ServedFormats::LegacyOnly
+        index.registered_format(&peer(1)),
+        Some(RecordFormat::Legacy)
     );
     assert_eq!(
-        index.served_formats(&peer(2)),
-        crate::server::ServedFormats::All
+        index.registered_format(&peer(2)),
+        Some(RecordFormat::Standard)
     );
 }
 
@@ -402,9 +404,9 @@ fn given_a_group_of_registers_then_they_commit_together_and_are_answered_after()
             OperationId(u64::from(i)),
             Operation::Register {
                 peer: peer(i % 16),
-                registration: NewRegistration {
+                registration: UnverifiedRegistration {
                     namespace: ns(&format!("ns-{i}")),
-                    record: record(i % 16),
+                    envelope: record(i % 16).envelope_bytes().to_vec(),
                     ttl: None,
                 },
             },
