@@ -19,12 +19,12 @@ use libp2p::{
 };
 
 use super::{
-    handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
+    handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
     store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
-    Config, Event, RateLimiter, Registrations,
+    Config, Event, InvalidConfig, RateLimiter, Registrations,
 };
 use crate::codec::{
-    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
+    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration, Request,
 };
 
 /// The connections of one peer.
@@ -65,9 +65,11 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// A server with `config`, keeping registrations in memory ([`MemoryStore`]). Its cookie
-    /// counter starts at the wall clock in microseconds, so cookies handed out before a restart
-    /// stay meaningful after it.
+    /// A server with `config`, keeping registrations in memory ([`MemoryStore`]) (see
+    /// [`Behaviour::try_new`] to have `config` validated first; an unvalidated configuration
+    /// never makes the server panic, out-of-range values are clamped where they are used). Its
+    /// cookie counter starts at the wall clock in microseconds, so cookies handed out before a
+    /// restart stay meaningful after it.
     pub fn new(config: Config) -> Self {
         let store = MemoryStore::new(config.clone());
         Self::with_store(config, store)
@@ -89,6 +91,13 @@ impl Behaviour {
             events: VecDeque::new(),
             timer: None,
         }
+    }
+
+    /// A server with `config` after [`Config::validate`] accepted it, keeping registrations in
+    /// memory.
+    pub fn try_new(config: Config) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self::new(config))
     }
 
     /// How many registrations are stored (0 for a store without a local index).

@@ -59,10 +59,9 @@ pub(crate) fn apply(
     let outcome = match operation {
         Operation::Register { peer, registration } => {
             let namespace = registration.namespace.clone();
-            let record = registration.record.clone();
             let result = index
-                .register(peer, registration, now)
-                .map(|ttl| Registration {
+                .register_unverified(peer, registration, now)
+                .map(|(ttl, record)| Registration {
                     namespace: namespace.clone(),
                     record,
                     ttl,

@@ -48,7 +48,9 @@ use libp2p::PeerId;
 pub use memory::MemoryStore;
 
 use super::Registrations;
-use crate::codec::{Cookie, ErrorResponse, Namespace, NewRegistration, RecordFormat, Registration};
+use crate::codec::{
+    Cookie, ErrorResponse, Namespace, RecordFormat, Registration, UnverifiedRegistration,
+};
 
 /// REGISTERs and DISCOVERs submitted to the store and not yet completed, at most. A local store
 /// completes a DISCOVER at once and a REGISTER within one group commit (milliseconds), so this
@@ -65,12 +67,14 @@ pub struct OperationId(pub u64);
 /// A request to the store, on behalf of `peer` (the peer of the connection it came on).
 #[derive(Debug, Clone)]
 pub enum Operation {
-    /// A REGISTER (new or refresh).
+    /// A REGISTER (new or refresh), its envelope not yet decoded: the store checks its limits
+    /// and budgets first, then decodes and verifies the envelope (see
+    /// [`Registrations::register_unverified`]).
     Register {
         /// The peer of the connection.
         peer: PeerId,
         /// What it asked for.
-        registration: NewRegistration,
+        registration: UnverifiedRegistration,
     },
     /// An UNREGISTER. Unregistering an unknown namespace does nothing.
     Unregister {
