@@ -71,7 +71,9 @@ impl Behaviour {
         let static_addresses = config.external_addresses.clone();
         let protocol = config.protocol.clone();
         let timeout = config.request_timeout;
-        let standard_marker = config.record_format == RecordFormat::Standard;
+        // The client reads all three layouts whatever it registers with, so a server of ours
+        // may send it every entry.
+        let standard_marker = true;
         let now = Instant::now();
         let mut schedule = Schedule::new(local, config, now);
         if !static_addresses.is_empty() {

@@ -1,12 +1,10 @@
 //! Holding DISCOVERs until a new server connection has run identify.
 //!
-//! A server of ours learns our record format from identify (our marker protocol); a DISCOVER
-//! sent before that is served by its default (legacy only) and its cookie moves past standard
-//! records. So a client that does not register (a registering client's REGISTER tells the
-//! server its format, and discovery waits for it already) holds DISCOVERs to a newly connected
-//! server until the connection has told it the remote's protocols (the server then has
-//! answered our identify request, and its own request to us went out at the same time), or
-//! [`IDENTIFY_WAIT`] passes (a server without identify).
+//! A server may pick the records it sends by what identify tells it (ours asks itself when it
+//! must), so a client that does not register (a registering client's REGISTER tells the server
+//! its format, and discovery waits for it already) holds DISCOVERs to a newly connected server
+//! until the connection has told it the remote's protocols, or [`IDENTIFY_WAIT`] passes (a
+//! server without identify).
 
 use std::time::{Duration, Instant};
 
