@@ -303,7 +303,10 @@ async fn over_the_store_byte_budget_register_is_unavailable_and_nothing_is_store
     assert_eq!(code, ErrorCode::Unavailable);
     assert!(text.contains("max-store-bytes"), "{text}");
     assert_eq!(s.server.behaviour().registration_count(), 0);
-    assert_eq!(s.server.behaviour().registrations().unwrap().stored_bytes(), 0);
+    assert_eq!(
+        s.server.behaviour().registrations().unwrap().stored_bytes(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -464,7 +464,7 @@ impl Registrations {
             None => 0,
         };
         let limit = match limit {
-            None | Some(0) => self.config.default_page,
+            None | Some(0) => self.config.default_page.min(self.config.max_page),
             Some(n) => (n.min(self.config.max_page as u64)) as usize,
         };
         let served = self.served_formats(&peer);
