@@ -41,13 +41,24 @@ where
 /// Starts `swarm` (rendezvous next to identify) in a task like [`spawn`], reporting only the
 /// rendezvous behaviour's events.
 pub async fn spawn_with_identify<B>(
-    mut swarm: Swarm<WithIdentify<B>>,
+    swarm: Swarm<WithIdentify<B>>,
 ) -> Node<WithIdentify<B>, B::ToSwarm>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
 {
-    let addr = memory_addr();
+    spawn_with_identify_at(swarm, memory_addr()).await
+}
+
+/// [`spawn_with_identify`] at `addr` (see [`spawn_at`]).
+pub async fn spawn_with_identify_at<B>(
+    mut swarm: Swarm<WithIdentify<B>>,
+    addr: Multiaddr,
+) -> Node<WithIdentify<B>, B::ToSwarm>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Debug + Send + 'static,
+{
     let listener = listen(&mut swarm, addr.clone()).await;
     start(swarm, Some(addr), Some(listener), |e| match e {
         WithIdentifyEvent::Rendezvous(e) => Some(e),
@@ -179,6 +190,22 @@ where
             loop {
                 let event = self.events.recv().await.expect("node task ended");
                 if let Some(t) = f(&event) {
+                    return t;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{peer}: the awaited event never came"))
+    }
+
+    /// Waits for the first event `f` takes (maps to `Some`), dropping the others: for events
+    /// that carry something the test must own, such as a raw stream.
+    pub async fn take<T>(&mut self, mut f: impl FnMut(E) -> Option<T>) -> T {
+        let peer = self.peer;
+        tokio::time::timeout(HANG, async {
+            loop {
+                let event = self.events.recv().await.expect("node task ended");
+                if let Some(t) = f(event) {
                     return t;
                 }
             }
