@@ -164,12 +164,10 @@ pub fn store(data: &[u8]) {
         .with_max_store_bytes(usize::from(c) * 64 + 768)
         .with_max_record_size(if c % 2 == 0 { 8192 } else { 300 })
         .with_max_addresses_per_record(if b % 2 == 0 { 64 } else { 4 })
-        .with_max_page(max_page)
-        .with_unknown_peer_formats(ServedFormats::All);
+        .with_max_page(max_page);
     let mut store = Registrations::new(config, u64::from(a) << 56);
     let t0 = Instant::now();
     let mut now = t0;
-    let asker = PeerId::random();
     let mut cookie: Option<Cookie> = None;
     while let (Some(op), Some(x), Some(y)) = (next(), next(), next()) {
         let p = usize::from(x) % PEERS;
@@ -229,26 +227,30 @@ pub fn store(data: &[u8]) {
                     1 => Cookie::new(data[..data.len().min(usize::from(y))].to_vec()).ok(),
                     _ => None,
                 };
-                if let Ok((page, next_cookie)) =
-                    store.discover(asker, asked, given.as_ref(), Some(u64::from(x)), now)
-                {
+                if let Ok((page, next_cookie)) = store.discover(
+                    ServedFormats::All,
+                    asked,
+                    given.as_ref(),
+                    Some(u64::from(x)),
+                    now,
+                ) {
                     assert!(page.len() <= max_page);
                     cookie = Some(next_cookie);
                 }
             }
-            6 => check_paging(&mut store, asker, now, u64::from(x % 5) + 1),
+            6 => check_paging(&mut store, now, u64::from(x % 5) + 1),
             _ => {
-                let _ = store.discover(asker, None, None, Some(u64::MAX), now);
+                let _ = store.discover(ServedFormats::All, None, None, Some(u64::MAX), now);
             }
         }
         store.check_invariants().unwrap();
     }
-    check_paging(&mut store, asker, now, 2);
+    check_paging(&mut store, now, 2);
 }
 
 /// Paging through everything and through each namespace returns every live registration
 /// exactly once.
-fn check_paging(store: &mut Registrations, asker: PeerId, now: Instant, limit: u64) {
+fn check_paging(store: &mut Registrations, now: Instant, limit: u64) {
     while store.poll_expired(now).is_some() {}
     for namespace in
         std::iter::once(None).chain(NAMESPACES.iter().map(|n| Some(Namespace::new(*n).unwrap())))
@@ -257,7 +259,13 @@ fn check_paging(store: &mut Registrations, asker: PeerId, now: Instant, limit: u
         let mut cookie = None;
         loop {
             let (page, next) = store
-                .discover(asker, namespace.as_ref(), cookie.as_ref(), Some(limit), now)
+                .discover(
+                    ServedFormats::All,
+                    namespace.as_ref(),
+                    cookie.as_ref(),
+                    Some(limit),
+                    now,
+                )
                 .unwrap();
             assert!(page.len() as u64 <= limit);
             if page.is_empty() {
