@@ -97,9 +97,11 @@ fn server_registered(e: &ServerNodeEvent) -> Option<PeerId> {
 
 fn server_unregistered(e: &ServerNodeEvent) -> Option<(PeerId, Namespace)> {
     match e {
-        ServerNodeEvent::Rendezvous(server::Event::PeerUnregistered { peer, namespace }) => {
-            Some((*peer, namespace.clone()))
-        }
+        ServerNodeEvent::Rendezvous(server::Event::PeerUnregistered {
+            peer,
+            namespace,
+            cause: server::Removal::Unregister,
+        }) => Some((*peer, namespace.clone())),
         _ => None,
     }
 }

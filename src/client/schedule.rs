@@ -778,6 +778,11 @@ impl Schedule {
                 }
                 let interval = self.config.interval;
                 let Some(ns) = namespace else { return };
+                self.out.push_back(Action::Event(Event::DiscoverPolled {
+                    server,
+                    namespace: ns.clone(),
+                    registrations: page.registrations.len(),
+                }));
                 let Some(disc) = self
                     .servers
                     .get_mut(&server)
@@ -837,6 +842,10 @@ impl Schedule {
                     tracing::debug!(%server, namespace = %ns, "cookie rejected; discovering from the start");
                     disc.cookie = None;
                     disc.task.due = connected.then_some(now);
+                    self.out.push_back(Action::Event(Event::CookieReset {
+                        server,
+                        namespace: ns,
+                    }));
                     return;
                 }
                 disc.task.failures = failures;
@@ -1257,11 +1266,25 @@ mod tests {
             .collect()
     }
 
+    /// The events, without [`Event::DiscoverPolled`] (one per automatic page; see
+    /// [`polled`]).
     fn events(actions: Vec<Action>) -> Vec<Event> {
         actions
             .into_iter()
             .filter_map(|a| match a {
+                Action::Event(Event::DiscoverPolled { .. }) => None,
                 Action::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The sizes of the automatic pages reported by [`Event::DiscoverPolled`].
+    fn polled(actions: &[Action]) -> Vec<usize> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(Event::DiscoverPolled { registrations, .. }) => Some(*registrations),
                 _ => None,
             })
             .collect()
@@ -1362,6 +1385,7 @@ mod tests {
         );
         let actions = drain(&mut s, t0);
         let next = sends(&actions);
+        assert_eq!(polled(&actions), [2], "one page of two reported");
         assert_eq!(events(actions).len(), 2, "two peers discovered");
         let [(
             id,
@@ -1413,9 +1437,10 @@ mod tests {
         );
         let actions = drain(&mut s, t1);
         let retry = sends(&actions);
+        let evs = events(actions);
         assert!(
-            events(actions).is_empty(),
-            "a cookie reset is not reported as a failure"
+            matches!(&evs[..], [Event::CookieReset { namespace, .. }] if *namespace == ns()),
+            "a cookie reset is reported as such, not as a failure: {evs:?}"
         );
         let [(id, Request::Discover { cookie: None, .. })] = &retry[..] else {
             panic!("expected an immediate DISCOVER without cookie, got {retry:?}");

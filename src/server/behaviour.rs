@@ -19,7 +19,7 @@ use libp2p::{
 
 use super::{
     handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
-    Config, Event, RateLimiter, Registrations,
+    Config, Event, Limit, RateLimiter, Registrations, Removal,
 };
 use crate::codec::{
     DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
@@ -129,30 +129,50 @@ impl Behaviour {
     fn handle_request(&mut self, peer: PeerId, request: InboundRequest) {
         let now = Instant::now();
         let had_registrations = self.store.count_of(&peer) > 0;
-        let InboundRequest { request, responder } = request;
+        let InboundRequest {
+            request,
+            responder,
+            received,
+        } = request;
+        // Read after the store answered, so the duration includes its work.
+        let duration = || Instant::now().saturating_duration_since(received);
         let (response, event) = match request {
             Request::Register(registration) => {
                 let namespace = registration.namespace.clone();
                 let record = registration.record.clone();
                 let result = if self.rate.try_acquire(peer, now) {
-                    self.store.register(peer, registration, now)
+                    self.store
+                        .register(peer, registration, now)
+                        .map_err(|error| {
+                            let limit = register_limit(&error, record.peer_id() == peer);
+                            (error, limit)
+                        })
                 } else {
-                    Err(self.rate_limited())
+                    Err((self.rate_limited(), Some(Limit::Rate)))
                 };
-                let event = match &result {
-                    Ok(ttl) => Event::PeerRegistered {
-                        peer,
-                        registration: Registration {
-                            namespace,
-                            record,
-                            ttl: *ttl,
+                let (result, event) = match result {
+                    Ok(ttl) => (
+                        Ok(ttl),
+                        Event::PeerRegistered {
+                            peer,
+                            registration: Registration {
+                                namespace,
+                                record,
+                                ttl,
+                            },
+                            duration: duration(),
                         },
-                    },
-                    Err(error) => Event::PeerNotRegistered {
-                        peer,
-                        namespace,
-                        error: error.clone(),
-                    },
+                    ),
+                    Err((error, limit)) => (
+                        Err(error.clone()),
+                        Event::PeerNotRegistered {
+                            peer,
+                            namespace,
+                            error,
+                            limit,
+                            duration: duration(),
+                        },
+                    ),
                 };
                 (Some(Message::RegisterResponse(result)), Some(event))
             }
@@ -160,7 +180,11 @@ impl Behaviour {
                 let removed = self.store.unregister(peer, &namespace);
                 (
                     None,
-                    removed.map(|_| Event::PeerUnregistered { peer, namespace }),
+                    removed.map(|_| Event::PeerUnregistered {
+                        peer,
+                        namespace,
+                        cause: Removal::Unregister,
+                    }),
                 )
             }
             Request::Discover {
@@ -171,8 +195,9 @@ impl Behaviour {
                 let result = if self.rate.try_acquire(peer, now) {
                     self.store
                         .discover(peer, namespace.as_ref(), cookie.as_ref(), limit, now)
+                        .map_err(|error| (error, None))
                 } else {
-                    Err(self.rate_limited())
+                    Err((self.rate_limited(), Some(Limit::Rate)))
                 };
                 match result {
                     Ok((registrations, cookie)) => {
@@ -180,6 +205,7 @@ impl Behaviour {
                             peer,
                             namespace,
                             count: registrations.len(),
+                            duration: duration(),
                         };
                         let page = DiscoverPage {
                             registrations,
@@ -188,12 +214,14 @@ impl Behaviour {
                         };
                         (Some(Message::DiscoverResponse(Ok(page))), Some(event))
                     }
-                    Err(error) => (
+                    Err((error, limit)) => (
                         Some(Message::DiscoverResponse(Err(error.clone()))),
                         Some(Event::DiscoverNotServed {
                             peer,
                             namespace,
                             error,
+                            limit,
+                            duration: duration(),
                         }),
                     ),
                 }
@@ -268,6 +296,7 @@ impl NetworkBehaviour for Behaviour {
                             .push_back(ToSwarm::GenerateEvent(Event::PeerUnregistered {
                                 peer: peer_id,
                                 namespace: registration.namespace,
+                                cause: Removal::Disconnect,
                             }));
                     }
                 }
@@ -288,6 +317,18 @@ impl NetworkBehaviour for Behaviour {
                 tracing::debug!(%peer, "peer lists the standard-records marker");
                 self.store
                     .set_peer_record_format(peer, RecordFormat::Standard);
+            }
+            ToBehaviour::Rejected { kind, error } => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::RequestRejected {
+                        peer,
+                        kind,
+                        error,
+                    }));
+            }
+            ToBehaviour::StreamRefused(limit) => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::StreamRefused { peer, limit }));
             }
         }
     }
@@ -327,5 +368,16 @@ impl NetworkBehaviour for Behaviour {
             }
             return Poll::Pending;
         }
+    }
+}
+
+/// The bound behind a REGISTER the store refused, by [`Registrations::register`]'s rules:
+/// `E_NOT_AUTHORIZED` for a record of the connection's own peer is its per-peer limit (for
+/// another peer's record it is the signer check), and `E_UNAVAILABLE` is the total limit.
+fn register_limit(error: &ErrorResponse, own_record: bool) -> Option<Limit> {
+    match error.code {
+        ErrorCode::NotAuthorized if own_record => Some(Limit::PeerRegistrations),
+        ErrorCode::Unavailable => Some(Limit::Registrations),
+        _ => None,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{
@@ -21,10 +21,10 @@ use libp2p::{
     },
 };
 
-use super::Config;
+use super::{Config, Limit};
 use crate::client::STANDARD_RECORDS_PROTOCOL;
 use crate::codec::{
-    read_frame, write_message, Cookie, DecodeError, FrameError, Message, Namespace,
+    read_frame, write_message, Cookie, DecodeError, ErrorResponse, FrameError, Message, Namespace,
     NewRegistration, RequestKind,
 };
 
@@ -34,6 +34,8 @@ pub struct InboundRequest {
     pub(crate) request: Request,
     /// Where the answer goes; `None` for UNREGISTER, which has no response.
     pub(crate) responder: Option<oneshot::Sender<Message>>,
+    /// When the request was read off its stream, to report how long answering took.
+    pub(crate) received: Instant,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,16 @@ pub enum ToBehaviour {
     /// The remote lists [`STANDARD_RECORDS_PROTOCOL`] (learned from identify): it decodes
     /// standard-format records.
     DecodesStandardRecords,
+    /// A request did not decode; the handler answered it with `error` (not an UNREGISTER) and
+    /// closed its stream.
+    Rejected {
+        /// The request kind.
+        kind: RequestKind,
+        /// The answer.
+        error: ErrorResponse,
+    },
+    /// A stream was dropped or closed because of `0`.
+    StreamRefused(Limit),
 }
 
 /// What the [`super::Behaviour`] tells a [`Handler`].
@@ -93,6 +105,9 @@ pub struct Handler {
     /// Whether [`ToBehaviour::DecodesStandardRecords`] was reported (once per connection).
     marker_seen: bool,
     events: Option<ToBehaviour>,
+    /// Streams dropped over the stream cap and not yet reported as [`ToBehaviour::StreamRefused`]
+    /// (a count, so a flood of streams costs no memory).
+    refused_streams: usize,
 }
 
 impl std::fmt::Debug for Handler {
@@ -119,6 +134,7 @@ impl Handler {
             keep_alive,
             marker_seen: false,
             events: None,
+            refused_streams: 0,
         }
     }
 }
@@ -154,6 +170,12 @@ impl ConnectionHandler for Handler {
             if let Some(event) = self.events.take() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
             }
+            if self.refused_streams > 0 {
+                self.refused_streams -= 1;
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                    ToBehaviour::StreamRefused(Limit::Streams),
+                ));
+            }
             if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
                     ToBehaviour::Request(request),
@@ -163,7 +185,16 @@ impl ConnectionHandler for Handler {
                 Poll::Ready(Some(Ok(()))) => continue,
                 Poll::Ready(Some(Err(error))) => {
                     tracing::debug!(%error, "rendezvous stream closed");
-                    continue;
+                    let event = match error {
+                        StreamError::Decode(DecodeError::InvalidRequest { kind, error }) => {
+                            ToBehaviour::Rejected { kind, error }
+                        }
+                        StreamError::Frame(FrameError::TooLarge { .. }) => {
+                            ToBehaviour::StreamRefused(Limit::MessageSize)
+                        }
+                        _ => continue,
+                    };
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
                 }
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
@@ -191,6 +222,7 @@ impl ConnectionHandler for Handler {
                     max = self.max_streams,
                     "too many rendezvous streams on one connection; dropping the new one"
                 );
+                self.refused_streams = self.refused_streams.saturating_add(1);
                 return;
             }
             self.streams.push(
@@ -228,6 +260,7 @@ async fn serve_stream(
         let Some(body) = within(timeout, read_frame(&mut stream, max_size)).await? else {
             return Ok(());
         };
+        let received = Instant::now();
         let request = match Message::decode(&body) {
             Ok(Message::Register(registration)) => Request::Register(registration),
             Ok(Message::Unregister(namespace)) => Request::Unregister(namespace),
@@ -271,7 +304,11 @@ async fn serve_stream(
             }
         };
         requests
-            .send(InboundRequest { request, responder })
+            .send(InboundRequest {
+                request,
+                responder,
+                received,
+            })
             .await
             .map_err(|_| StreamError::Gone)?;
         if let Some(response) = response {
