@@ -115,6 +115,14 @@ pub use codec::{
 /// id for the same protocol (some networks run it as `/vac/waku/rendezvous/1.0.0`).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/rendezvous/1.0.0");
 
+/// The marker protocol our client lists (over identify) when its record format is
+/// [`RecordFormat::Standard`]: it tells a server of ours that this peer decodes standard-format
+/// records, so a client that only discovers is served all records rather than the legacy-only
+/// default kept for rust-libp2p 0.18 clients (see the [server docs](crate::server)). The client
+/// accepts a stream on it and drops it at once; it never keeps a connection alive for it.
+pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
+
 /// The TTL a REGISTER without a `ttl` gets, by the spec: 2 hours, in seconds.
 pub const DEFAULT_TTL: Ttl = 2 * 60 * 60;
 

@@ -1,12 +1,12 @@
 //! `rendezvous discover` and `rendezvous register` against an in-process rust-libp2p
 //! rendezvous server on 127.0.0.1 TCP.
 
-mod common;
+mod support;
 
 use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt;
-use libp2p::{noise, rendezvous, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId};
+use libp2p::{rendezvous, swarm::SwarmEvent, Multiaddr, PeerId};
 use rendezvous_discovery::{client, Namespace, RecordFormat};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -22,7 +22,7 @@ async fn server() -> (
     mpsc::UnboundedReceiver<rendezvous::server::Event>,
 ) {
     let config = rendezvous::server::Config::default().with_min_ttl(1);
-    common::spawn_on_tcp(rendezvous::server::Behaviour::new(config)).await
+    support::tcp::spawn(rendezvous::server::Behaviour::new(config)).await
 }
 
 /// Registers a peer with our client library, in process; returns its id once registered.
@@ -37,18 +37,7 @@ async fn registrant(server: &Multiaddr, ns: &str) -> PeerId {
         .with_discovery(false)
         .with_record_format(RecordFormat::Legacy)
         .with_external_address(external);
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| client::Behaviour::new(key.clone(), config))
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = support::tcp::swarm(|key| client::Behaviour::new(key.clone(), config));
     let peer = *swarm.local_peer_id();
     tokio::time::timeout(HANG, async {
         loop {

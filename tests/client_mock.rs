@@ -2,7 +2,7 @@
 //! `/rendezvous/1.0.0` streams, reports each request it reads, and answers as the test's script
 //! says (a crafted message, raw bytes, a close without reply, or silence).
 
-mod client_support;
+mod support;
 
 use std::{
     collections::VecDeque,
@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use client_support::{memory_addr, spawn, swarm, Node};
 use futures::{future::BoxFuture, stream::FuturesUnordered, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p::{
     core::{
@@ -34,6 +33,10 @@ use rendezvous_discovery::{
     codec::{read_message, write_frame, DiscoverPage, Message, DEFAULT_MAX_MESSAGE_SIZE},
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord,
     PROTOCOL,
+};
+use support::{
+    node::{spawn, Node},
+    recorder::Recorder,
 };
 
 // ---- the mock server ----
@@ -182,11 +185,11 @@ impl NetworkBehaviour for Mock {
 
 async fn mock(script: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> Node<Mock> {
     let script: Script = Arc::new(script);
-    let s = swarm(Keypair::generate_ed25519(), |_| Mock {
+    spawn(support::swarm(|_| Mock {
         script,
         events: VecDeque::new(),
-    });
-    spawn(s, Some(memory_addr())).await
+    }))
+    .await
 }
 
 // ---- helpers ----
@@ -197,7 +200,7 @@ fn ns() -> Namespace {
 
 fn config(server: &Node<Mock>) -> client::Config {
     client::Config::default()
-        .with_server(server.peer, vec![server.addr.clone().unwrap()])
+        .with_server(server.peer, vec![server.addr()])
         .with_namespace(ns())
         .with_interval(Duration::from_secs(1))
         .with_limit(2)
@@ -209,10 +212,7 @@ fn config(server: &Node<Mock>) -> client::Config {
 }
 
 async fn client(config: client::Config) -> Node<client::Behaviour> {
-    let s = swarm(Keypair::generate_ed25519(), |key| {
-        client::Behaviour::new(key.clone(), config)
-    });
-    spawn(s, Some(memory_addr())).await
+    spawn(support::swarm(|key| client::Behaviour::new(key, config))).await
 }
 
 fn discover_only(server: &Node<Mock>) -> client::Config {
@@ -276,77 +276,6 @@ fn discover_failed(e: &Event) -> Option<RequestError> {
 }
 
 // ---- the tests ----
-
-#[tokio::test]
-async fn full_pages_are_followed_at_once_and_the_cookie_is_reused() {
-    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
-    let regs: Vec<Registration> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| peer_registration(k, i as u16 + 1))
-        .collect();
-    let mut server = mock(move |m| match cookie_of(m) {
-        Some(None) => page(regs[..2].to_vec(), "p1"),
-        Some(Some(c)) if c == "p1" => page(regs[2..].to_vec(), "p2"),
-        _ => page(vec![], "p2"),
-    })
-    .await;
-    let mut c = client(discover_only(&server)).await;
-    let mut seen = Vec::new();
-    for _ in 0..3 {
-        seen.push(c.wait_for(discovered).await);
-    }
-    let wanted: Vec<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
-    assert_eq!(seen, wanted);
-    let mut cookies = Vec::new();
-    for _ in 0..4 {
-        cookies.push(server.wait_for(cookie_of).await);
-    }
-    assert_eq!(
-        cookies,
-        vec![
-            None,
-            Some("p1".into()),
-            Some("p2".into()),
-            Some("p2".into())
-        ]
-    );
-}
-
-#[tokio::test]
-async fn an_invalid_cookie_starts_over_without_duplicates() {
-    let key = Keypair::generate_ed25519();
-    let reg = peer_registration(&key, 7);
-    let starts = Arc::new(Mutex::new(0));
-    let mut server = mock(move |m| match cookie_of(m) {
-        Some(None) => {
-            let mut n = starts.lock().unwrap();
-            *n += 1;
-            page(vec![reg.clone()], if *n == 1 { "old" } else { "new" })
-        }
-        Some(Some(c)) if c == "old" => failure(ErrorCode::InvalidCookie),
-        _ => page(vec![], "new"),
-    })
-    .await;
-    let mut c = client(discover_only(&server)).await;
-    assert_eq!(c.wait_for(discovered).await, key.public().to_peer_id());
-    // None, "old" (rejected), None again, then "new": the client has handled the second page.
-    let mut cookies = Vec::new();
-    for _ in 0..4 {
-        cookies.push(server.wait_for(cookie_of).await);
-    }
-    assert_eq!(
-        cookies,
-        vec![None, Some("old".into()), None, Some("new".into())]
-    );
-    let events = c.drain();
-    assert!(
-        !events
-            .iter()
-            .any(|e| discovered(e).is_some() || discover_failed(e).is_some()),
-        "{events:?}"
-    );
-}
 
 #[tokio::test]
 async fn unavailable_is_reported_and_retried() {
@@ -440,40 +369,6 @@ async fn a_bad_record_in_a_page_is_skipped_and_the_rest_kept() {
 }
 
 #[tokio::test]
-async fn a_dropped_standard_register_falls_back_to_legacy() {
-    let mut server = mock(|m| match m {
-        Message::Register(r) if r.record.format() == RecordFormat::Standard => Reply::Close,
-        Message::Register(_) => Reply::Message(Message::RegisterResponse(Ok(7200))),
-        _ => Reply::Close,
-    })
-    .await;
-    let mut c = client(register_only(&server)).await;
-    let ttl = c
-        .wait_for(|e| match e {
-            Event::Registered { ttl, .. } => Some(*ttl),
-            Event::RegisterFailed { error, .. } => panic!("failed: {error}"),
-            _ => None,
-        })
-        .await;
-    assert_eq!(ttl, 7200);
-    let formats: Vec<RecordFormat> = vec![
-        server
-            .wait_for(|m| match m {
-                Message::Register(r) => Some(r.record.format()),
-                _ => None,
-            })
-            .await,
-        server
-            .wait_for(|m| match m {
-                Message::Register(r) => Some(r.record.format()),
-                _ => None,
-            })
-            .await,
-    ];
-    assert_eq!(formats, vec![RecordFormat::Standard, RecordFormat::Legacy]);
-}
-
-#[tokio::test]
 async fn out_of_range_ttls_and_refusals_do_not_break_registration() {
     let calls = Arc::new(Mutex::new(0));
     let server = mock(move |m| {
@@ -523,15 +418,15 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
             .with_discovery(false),
     )
     .await;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let d = swarm
-            .behaviour_mut()
-            .discover(server_peer, Some(ns()), None, Some(10));
-        let r = swarm.behaviour_mut().register(server_peer, ns(), Some(100));
-        let _ = tx.send((d, r));
-    });
-    let (d, r) = rx.await.unwrap();
+    let (d, r) = c
+        .ask(move |swarm| {
+            let d = swarm
+                .behaviour_mut()
+                .discover(server_peer, Some(ns()), None, Some(10));
+            let r = swarm.behaviour_mut().register(server_peer, ns(), Some(100));
+            (d, r)
+        })
+        .await;
     // The two outcomes may come in either order.
     let (mut completed, mut registered) = (None, None);
     while completed.is_none() || registered.is_none() {
@@ -553,68 +448,11 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
     assert_eq!(registered, Some(r));
     // Discovered addresses make `swarm.dial(peer_id)` work.
     let peer = key.public().to_peer_id();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let _ = tx.send(swarm.behaviour().discovered_addresses(&peer));
-    });
     assert_eq!(
-        rx.await.unwrap(),
+        c.ask(move |swarm| swarm.behaviour().discovered_addresses(&peer))
+            .await,
         vec!["/memory/9".parse::<Multiaddr>().unwrap()]
     );
-}
-
-/// Records what other behaviours learn through `ToSwarm::NewExternalAddrOfPeer`.
-#[derive(Default)]
-struct Recorder {
-    seen: VecDeque<(PeerId, Multiaddr)>,
-}
-
-impl NetworkBehaviour for Recorder {
-    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
-    type ToSwarm = (PeerId, Multiaddr);
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(libp2p::swarm::dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::NewExternalAddrOfPeer(e) = event {
-            self.seen.push_back((e.peer_id, e.addr.clone()));
-        }
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        e: THandlerOutEvent<Self>,
-    ) {
-        match e {}
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        match self.seen.pop_front() {
-            Some(seen) => Poll::Ready(ToSwarm::GenerateEvent(seen)),
-            None => Poll::Pending,
-        }
-    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -633,11 +471,11 @@ async fn discovered_addresses_are_announced_to_the_swarm() {
     })
     .await;
     let config = discover_only(&server);
-    let s = swarm(Keypair::generate_ed25519(), |k| Recorded {
-        client: client::Behaviour::new(k.clone(), config),
+    let mut node = spawn(support::swarm(|k| Recorded {
+        client: client::Behaviour::new(k, config),
         recorder: Recorder::default(),
-    });
-    let mut node = spawn(s, Some(memory_addr())).await;
+    }))
+    .await;
     let seen = node
         .wait_for(|e| match e {
             RecordedEvent::Recorder(seen) => Some(seen.clone()),
@@ -682,14 +520,13 @@ async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() 
         sent += batch;
     }
     // One more is refused by the connection, with its own id.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let id = swarm
-            .behaviour_mut()
-            .discover(server_peer, Some(ns()), None, Some(10));
-        let _ = tx.send(id);
-    });
-    let id = rx.await.unwrap();
+    let id = c
+        .ask(move |swarm| {
+            swarm
+                .behaviour_mut()
+                .discover(server_peer, Some(ns()), None, Some(10))
+        })
+        .await;
     let (request, error) = c
         .wait_for(|e| match e {
             Event::DiscoverFailed { request, error, .. } => Some((*request, error.clone())),

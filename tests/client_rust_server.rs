@@ -1,15 +1,19 @@
 //! The client against rust-libp2p's own rendezvous server (`libp2p-rendezvous` 0.18), which only
 //! accepts legacy-format records.
 
-mod client_support;
+mod support;
 
 use std::time::Duration;
 
-use client_support::{memory_addr, spawn, swarm, Node};
 use libp2p::{identity::Keypair, rendezvous, Multiaddr, PeerId};
 use rendezvous_discovery::{
     client::{self, Event},
     Namespace, RecordFormat,
+};
+use support::{
+    memory_addr,
+    node::{spawn, Node},
+    WithIdentify, WithIdentifyEvent,
 };
 
 type Server = Node<rendezvous::server::Behaviour>;
@@ -19,16 +23,17 @@ fn ns() -> Namespace {
     Namespace::from_static("rust-server-test")
 }
 
-async fn server(key: Keypair, addr: Multiaddr) -> Server {
-    let s = swarm(key, |_| {
-        rendezvous::server::Behaviour::new(rendezvous::server::Config::default().with_min_ttl(1))
-    });
-    spawn(s, Some(addr)).await
+fn rust_server() -> rendezvous::server::Behaviour {
+    rendezvous::server::Behaviour::new(rendezvous::server::Config::default().with_min_ttl(1))
+}
+
+async fn server() -> Server {
+    spawn(support::swarm(|_| rust_server())).await
 }
 
 fn config(server: &Server) -> client::Config {
     client::Config::default()
-        .with_server(server.peer, vec![server.addr.clone().unwrap()])
+        .with_server(server.peer, vec![server.addr()])
         .with_namespace(ns())
         .with_record_format(RecordFormat::Legacy)
         .with_interval(Duration::from_secs(1))
@@ -37,10 +42,7 @@ fn config(server: &Server) -> client::Config {
 }
 
 async fn client(config: client::Config) -> Client {
-    let s = swarm(Keypair::generate_ed25519(), |key| {
-        client::Behaviour::new(key.clone(), config)
-    });
-    spawn(s, Some(memory_addr())).await
+    spawn(support::swarm(|key| client::Behaviour::new(key, config))).await
 }
 
 fn discovered(of: PeerId) -> impl FnMut(&Event) -> Option<Vec<Multiaddr>> {
@@ -59,18 +61,18 @@ fn registered(e: &Event) -> Option<u64> {
 
 #[tokio::test]
 async fn two_clients_find_each_other() {
-    let server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let server = server().await;
     let mut a = client(config(&server)).await;
     let mut b = client(config(&server)).await;
     let a_addrs = b.wait_for(discovered(a.peer)).await;
-    assert_eq!(a_addrs, vec![a.addr.clone().unwrap()]);
+    assert_eq!(a_addrs, vec![a.addr()]);
     let b_addrs = a.wait_for(discovered(b.peer)).await;
-    assert_eq!(b_addrs, vec![b.addr.clone().unwrap()]);
+    assert_eq!(b_addrs, vec![b.addr()]);
 }
 
 #[tokio::test]
 async fn a_standard_client_falls_back_to_legacy_on_its_own() {
-    let mut server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let mut server = server().await;
     let mut a = client(config(&server).with_record_format(RecordFormat::Standard)).await;
     a.wait_for(registered).await;
     let who = server
@@ -90,7 +92,7 @@ async fn a_standard_client_falls_back_to_legacy_on_its_own() {
 
 #[tokio::test]
 async fn a_registration_that_is_not_refreshed_expires() {
-    let server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let server = server().await;
     let mut a = client(config(&server).with_ttl(2).with_discovery(false)).await;
     let mut b = client(config(&server).with_registration(false)).await;
     a.wait_for(registered).await;
@@ -108,7 +110,7 @@ async fn a_registration_that_is_not_refreshed_expires() {
 
 #[tokio::test]
 async fn stop_unregisters_and_reports_stopped() {
-    let mut server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let mut server = server().await;
     let mut a = client(config(&server).with_discovery(false)).await;
     a.wait_for(registered).await;
     a.run(|swarm| swarm.behaviour_mut().stop());
@@ -127,7 +129,7 @@ async fn stop_unregisters_and_reports_stopped() {
 
 #[tokio::test]
 async fn full_pages_are_paged_through_at_once_with_cookies() {
-    let mut server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let mut server = server().await;
     let mut registrants = Vec::new();
     for _ in 0..5 {
         let mut r = client(config(&server).with_discovery(false)).await;
@@ -165,56 +167,8 @@ async fn full_pages_are_paged_through_at_once_with_cookies() {
 }
 
 #[tokio::test]
-async fn a_restarted_server_is_recovered_from_without_duplicates() {
-    let key = Keypair::generate_ed25519();
-    let addr = memory_addr();
-    let first = server(key.clone(), addr.clone()).await;
-    let mut a = client(config(&first).with_discovery(false)).await;
-    let mut b = client(config(&first).with_registration(false)).await;
-    a.wait_for(registered).await;
-    b.wait_for(discovered(a.peer)).await;
-
-    first.kill().await;
-    let mut second = server(key, addr).await;
-    let b_peer = b.peer;
-    // rust-libp2p's server treats a cookie it does not know as no cookie (it never answers
-    // E_INVALID_COOKIE), so B gets everything again: A must not be reported twice.
-    // Once a page with A was served and B asked again, B has processed it.
-    let a_peer = a.peer;
-    second
-        .wait_for(|e| match e {
-            rendezvous::server::Event::DiscoverServed {
-                enquirer,
-                registrations,
-            } => (*enquirer == b_peer
-                && registrations.iter().any(|r| r.record.peer_id() == a_peer))
-            .then_some(()),
-            _ => None,
-        })
-        .await;
-    second
-        .wait_for(|e| match e {
-            rendezvous::server::Event::DiscoverServed { enquirer, .. } => {
-                (*enquirer == b_peer).then_some(())
-            }
-            _ => None,
-        })
-        .await;
-    let again: Vec<_> = b
-        .drain()
-        .into_iter()
-        .filter(|e| matches!(e, Event::Discovered { peer, .. } if *peer == a_peer))
-        .collect();
-    assert!(again.is_empty(), "A was reported again: {again:?}");
-    assert!(
-        a.drain().iter().any(|e| registered(e).is_some()),
-        "A re-registered"
-    );
-}
-
-#[tokio::test]
 async fn a_discovered_peer_can_be_dialed_by_peer_id_alone() {
-    let server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let server = server().await;
     let a = client(config(&server).with_discovery(false)).await;
     let mut b = client(config(&server).with_registration(false)).await;
     b.wait_for(discovered(a.peer)).await;
@@ -229,7 +183,7 @@ async fn a_discovered_peer_can_be_dialed_by_peer_id_alone() {
 
 #[tokio::test]
 async fn a_new_external_address_is_registered_again_with_a_new_record() {
-    let server = server(Keypair::generate_ed25519(), memory_addr()).await;
+    let server = server().await;
     let a = client(config(&server).with_discovery(false)).await;
     let mut b = client(config(&server).with_registration(false)).await;
     assert_eq!(b.wait_for(discovered(a.peer)).await.len(), 1);
@@ -245,11 +199,9 @@ async fn a_new_external_address_is_registered_again_with_a_new_record() {
 async fn a_manual_request_to_an_unreachable_server_fails_with_not_connected() {
     let mut c = client(client::Config::default()).await;
     let nobody = Keypair::generate_ed25519().public().to_peer_id();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    c.run(move |swarm| {
-        let _ = tx.send(swarm.behaviour_mut().register(nobody, ns(), None));
-    });
-    let id = rx.await.unwrap();
+    let id = c
+        .ask(move |swarm| swarm.behaviour_mut().register(nobody, ns(), None))
+        .await;
     let (request, error) = c
         .wait_for(|e| match e {
             Event::RegisterFailed { request, error, .. } => Some((*request, error.clone())),
@@ -259,62 +211,36 @@ async fn a_manual_request_to_an_unreachable_server_fails_with_not_connected() {
     assert_eq!((request, error), (id, client::RequestError::NotConnected));
 }
 
-/// A client and a server that both run identify, so the client learns the server's protocols.
-mod learned {
-    use libp2p::{identify, swarm::NetworkBehaviour};
-
-    use super::*;
-
-    #[derive(NetworkBehaviour)]
-    pub struct ServerNode {
-        pub identify: identify::Behaviour,
-        pub rendezvous: rendezvous::server::Behaviour,
-    }
-
-    #[derive(NetworkBehaviour)]
-    pub struct ClientNode {
-        pub identify: identify::Behaviour,
-        pub rendezvous: client::Behaviour,
-    }
-
-    fn identify(key: &Keypair) -> identify::Behaviour {
-        identify::Behaviour::new(identify::Config::new("/test/1".into(), key.public()))
-    }
-
-    #[tokio::test]
-    async fn a_connected_peer_announcing_the_protocol_becomes_a_server() {
-        let server = swarm(Keypair::generate_ed25519(), |key| ServerNode {
-            identify: identify(key),
-            rendezvous: rendezvous::server::Behaviour::new(
-                rendezvous::server::Config::default().with_min_ttl(1),
-            ),
-        });
-        let server = spawn(server, Some(memory_addr())).await;
-        // Not configured with any server: it must learn this one.
-        let config = client::Config::default()
-            .with_namespace(ns())
-            .with_record_format(RecordFormat::Legacy)
-            .with_interval(Duration::from_secs(1));
-        let c = swarm(Keypair::generate_ed25519(), |key| ClientNode {
-            identify: identify(key),
-            rendezvous: client::Behaviour::new(key.clone(), config),
-        });
-        let mut c = spawn(c, Some(memory_addr())).await;
-        let addr = server.addr.clone().unwrap();
-        c.run(move |swarm| swarm.dial(addr).unwrap());
-        let added = c
-            .wait_for(|e| match e {
-                ClientNodeEvent::Rendezvous(Event::ServerAdded { server }) => Some(*server),
-                _ => None,
-            })
-            .await;
-        assert_eq!(added, server.peer);
-        let at = c
-            .wait_for(|e| match e {
-                ClientNodeEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
-                _ => None,
-            })
-            .await;
-        assert_eq!(at, server.peer);
-    }
+/// A client and a server that both run identify: the client learns the server it was not
+/// configured with.
+#[tokio::test]
+async fn a_connected_peer_announcing_the_protocol_becomes_a_server() {
+    let server = spawn(support::swarm(|key| {
+        WithIdentify::new(key, |_| rust_server())
+    }))
+    .await;
+    // Not configured with any server: it must learn this one.
+    let config = client::Config::default()
+        .with_namespace(ns())
+        .with_record_format(RecordFormat::Legacy)
+        .with_interval(Duration::from_secs(1));
+    let mut c = spawn(support::swarm(|key| {
+        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
+    }))
+    .await;
+    c.dial(server.addr());
+    let added = c
+        .wait_for(|e| match e {
+            WithIdentifyEvent::Rendezvous(Event::ServerAdded { server }) => Some(*server),
+            _ => None,
+        })
+        .await;
+    assert_eq!(added, server.peer);
+    let at = c
+        .wait_for(|e| match e {
+            WithIdentifyEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
+            _ => None,
+        })
+        .await;
+    assert_eq!(at, server.peer);
 }

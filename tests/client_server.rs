@@ -1,51 +1,43 @@
 //! The client against our own server (`rendezvous_discovery::server`), both running identify
 //! next to rendezvous so the client learns servers it was not configured with.
 
-mod client_support;
+mod support;
 
 use std::time::Duration;
 
-use client_support::{memory_addr, spawn, swarm, Node};
-use libp2p::{identify, identity::Keypair, swarm::NetworkBehaviour, Multiaddr, PeerId};
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use rendezvous_discovery::{
     client::{self, Event},
     server, Namespace,
 };
+use support::{
+    memory_addr,
+    node::{spawn, spawn_at, Node},
+    WithIdentify, WithIdentifyEvent,
+};
 
-#[derive(NetworkBehaviour)]
-struct ServerNode {
-    identify: identify::Behaviour,
-    rendezvous: server::Behaviour,
-}
-
-#[derive(NetworkBehaviour)]
-struct ClientNode {
-    identify: identify::Behaviour,
-    rendezvous: client::Behaviour,
-}
-
-type Server = Node<ServerNode>;
-type Client = Node<ClientNode>;
+type Server = Node<WithIdentify<server::Behaviour>>;
+type Client = Node<WithIdentify<client::Behaviour>>;
+type ServerEvent = WithIdentifyEvent<server::Behaviour>;
+type ClientEvent = WithIdentifyEvent<client::Behaviour>;
 
 fn ns() -> Namespace {
     Namespace::from_static("our-server-test")
 }
 
-fn identify(key: &Keypair) -> identify::Behaviour {
-    identify::Behaviour::new(identify::Config::new("/test/1".into(), key.public()))
-}
-
+/// A server with identity `key` at `addr`, so that it can be restarted as the same server.
 async fn server_at(key: Keypair, addr: Multiaddr) -> Server {
-    let s = swarm(key, |key| ServerNode {
-        identify: identify(key),
-        // Soft state: an UNREGISTER seen by the server can only come from `stop()`.
-        rendezvous: server::Behaviour::new(
-            server::Config::default()
-                .with_min_ttl(1)
-                .with_remove_on_disconnect(false),
-        ),
+    let s = support::swarm_with_key(key, |key| {
+        WithIdentify::new(key, |_| {
+            // Soft state: an UNREGISTER seen by the server can only come from `stop()`.
+            server::Behaviour::new(
+                server::Config::default()
+                    .with_min_ttl(1)
+                    .with_remove_on_disconnect(false),
+            )
+        })
     });
-    spawn(s, Some(addr)).await
+    spawn_at(s, addr).await
 }
 
 async fn server() -> Server {
@@ -59,45 +51,44 @@ fn config(servers: &[&Server]) -> client::Config {
         .with_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .with_seed(11);
     for s in servers {
-        config = config.with_server(s.peer, vec![s.addr.clone().unwrap()]);
+        config = config.with_server(s.peer, vec![s.addr()]);
     }
     config
 }
 
 async fn client(config: client::Config) -> Client {
-    let s = swarm(Keypair::generate_ed25519(), |key| ClientNode {
-        identify: identify(key),
-        rendezvous: client::Behaviour::new(key.clone(), config),
-    });
-    spawn(s, Some(memory_addr())).await
+    spawn(support::swarm(|key| {
+        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
+    }))
+    .await
 }
 
-fn discovered(of: PeerId) -> impl FnMut(&ClientNodeEvent) -> Option<Vec<Multiaddr>> {
+fn discovered(of: PeerId) -> impl FnMut(&ClientEvent) -> Option<Vec<Multiaddr>> {
     move |e| match e {
-        ClientNodeEvent::Rendezvous(Event::Discovered { peer, addrs, .. }) if *peer == of => {
+        ClientEvent::Rendezvous(Event::Discovered { peer, addrs, .. }) if *peer == of => {
             Some(addrs.clone())
         }
         _ => None,
     }
 }
 
-fn registered_at(e: &ClientNodeEvent) -> Option<PeerId> {
+fn registered_at(e: &ClientEvent) -> Option<PeerId> {
     match e {
-        ClientNodeEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
+        ClientEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
         _ => None,
     }
 }
 
-fn server_registered(e: &ServerNodeEvent) -> Option<PeerId> {
+fn server_registered(e: &ServerEvent) -> Option<PeerId> {
     match e {
-        ServerNodeEvent::Rendezvous(server::Event::PeerRegistered { peer, .. }) => Some(*peer),
+        ServerEvent::Rendezvous(server::Event::PeerRegistered { peer, .. }) => Some(*peer),
         _ => None,
     }
 }
 
-fn server_unregistered(e: &ServerNodeEvent) -> Option<(PeerId, Namespace)> {
+fn server_unregistered(e: &ServerEvent) -> Option<(PeerId, Namespace)> {
     match e {
-        ServerNodeEvent::Rendezvous(server::Event::PeerUnregistered {
+        ServerEvent::Rendezvous(server::Event::PeerUnregistered {
             peer,
             namespace,
             cause: server::Removal::Unregister,
@@ -111,14 +102,8 @@ async fn two_clients_find_each_other() {
     let s = server().await;
     let mut a = client(config(&[&s])).await;
     let mut b = client(config(&[&s])).await;
-    assert_eq!(
-        b.wait_for(discovered(a.peer)).await,
-        vec![a.addr.clone().unwrap()]
-    );
-    assert_eq!(
-        a.wait_for(discovered(b.peer)).await,
-        vec![b.addr.clone().unwrap()]
-    );
+    assert_eq!(b.wait_for(discovered(a.peer)).await, vec![a.addr()]);
+    assert_eq!(a.wait_for(discovered(b.peer)).await, vec![b.addr()]);
 }
 
 #[tokio::test]
@@ -131,8 +116,7 @@ async fn a_server_connected_later_receives_the_registrations() {
 
     let mut later = server().await;
     for c in [&a, &b] {
-        let addr = later.addr.clone().unwrap();
-        c.run(move |swarm| swarm.dial(addr).unwrap());
+        c.dial(later.addr());
     }
     let mut registered = std::collections::HashSet::new();
     while registered.len() < 2 {
@@ -142,9 +126,7 @@ async fn a_server_connected_later_receives_the_registrations() {
     // And it is polled: A learns of B through it too (B registered only there and at `first`).
     let later_peer = later.peer;
     a.wait_for(|e| match e {
-        ClientNodeEvent::Rendezvous(Event::ServerAdded { server }) if *server == later_peer => {
-            Some(())
-        }
+        ClientEvent::Rendezvous(Event::ServerAdded { server }) if *server == later_peer => Some(()),
         _ => None,
     })
     .await;
@@ -160,7 +142,7 @@ async fn stopping_unregisters_everywhere() {
         at.insert(a.wait_for(registered_at).await);
     }
     a.run(|swarm| swarm.behaviour_mut().rendezvous.stop());
-    a.wait_for(|e| matches!(e, ClientNodeEvent::Rendezvous(Event::Stopped)).then_some(()))
+    a.wait_for(|e| matches!(e, ClientEvent::Rendezvous(Event::Stopped)).then_some(()))
         .await;
     for s in [&mut one, &mut two] {
         assert_eq!(s.wait_for(server_unregistered).await, (a.peer, ns()));
@@ -185,7 +167,7 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
     // B polls until a page with A was served, then asks again: by then it has handled that page.
     second
         .wait_for(|e| match e {
-            ServerNodeEvent::Rendezvous(server::Event::DiscoverServed { peer, count, .. }) => {
+            ServerEvent::Rendezvous(server::Event::DiscoverServed { peer, count, .. }) => {
                 (*peer == b_peer && *count > 0).then_some(())
             }
             _ => None,
@@ -193,7 +175,7 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
         .await;
     second
         .wait_for(|e| match e {
-            ServerNodeEvent::Rendezvous(server::Event::DiscoverServed { peer, .. }) => {
+            ServerEvent::Rendezvous(server::Event::DiscoverServed { peer, .. }) => {
                 (*peer == b_peer).then_some(())
             }
             _ => None,
@@ -203,7 +185,7 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
         .drain()
         .into_iter()
         .filter(|e| {
-            matches!(e, ClientNodeEvent::Rendezvous(Event::Discovered { peer, .. }) if *peer == a_peer)
+            matches!(e, ClientEvent::Rendezvous(Event::Discovered { peer, .. }) if *peer == a_peer)
         })
         .collect();
     assert!(again.is_empty(), "A was reported again: {again:?}");

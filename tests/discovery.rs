@@ -1,5 +1,7 @@
 //! The aggregator in a swarm, next to identify, ping, kad and gossipsub.
 
+mod support;
+
 use std::{
     collections::VecDeque,
     task::{Context, Poll, Waker},
@@ -21,6 +23,7 @@ use rendezvous_discovery::{
     bootstrap,
     discovery::{self, Found, Source},
 };
+use support::recorder::Recorder;
 
 // ---- A user's own source: a DNS-list-like resolver, fed by hand. --------------------------
 
@@ -112,57 +115,6 @@ impl NetworkBehaviour for DnsList {
     }
 }
 
-/// Records the addresses of peers other behaviours reported to the swarm.
-#[derive(Default)]
-struct Recorder {
-    addrs_of_peers: Vec<(PeerId, Multiaddr)>,
-}
-
-impl NetworkBehaviour for Recorder {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _: ConnectionId,
-        _: PeerId,
-        _: &Multiaddr,
-        _: Endpoint,
-        _: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::NewExternalAddrOfPeer(e) = event {
-            self.addrs_of_peers.push((e.peer_id, e.addr.clone()));
-        }
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        _: PeerId,
-        _: ConnectionId,
-        e: THandlerOutEvent<Self>,
-    ) {
-        libp2p::core::util::unreachable(e)
-    }
-
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
-    }
-}
-
 // ---- The node: sources aggregated, next to the usual protocols. ----------------------------
 
 #[derive(NetworkBehaviour)]
@@ -202,10 +154,7 @@ fn node(bootstrap: Vec<Multiaddr>, config: discovery::Config) -> Swarm<Node> {
         };
         Node {
             discovery: discovery::Behaviour::new(sources, config),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/test/1.0.0".into(),
-                key.public(),
-            )),
+            identify: support::identify(&key.public()),
             ping: ping::Behaviour::default(),
             kad: kad::Behaviour::new(peer, kad::store::MemoryStore::new(peer)),
             gossipsub: gossipsub::Behaviour::new(
@@ -306,7 +255,7 @@ async fn a_peer_from_two_sources_is_reported_once_and_a_second_address_is_added(
 
     // The swarm heard of each address once.
     assert_eq!(
-        a.behaviour().recorder.addrs_of_peers,
+        a.behaviour().recorder.seen,
         [(b, memory.clone()), (b, tcp.clone())]
     );
 

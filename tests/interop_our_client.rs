@@ -1,6 +1,8 @@
 //! Interop: our client against rust-libp2p's rendezvous server (`libp2p-rendezvous` 0.18), and
 //! standard and legacy registrants side by side on our server.
 
+mod support;
+
 use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt;
@@ -18,9 +20,7 @@ fn our_client(
 ) -> Swarm<client::Behaviour> {
     // Our client dials its configured servers itself; the address in its record only has to
     // be well-formed (nobody dials it here).
-    let own: Multiaddr = format!("/memory/{}", rand::random::<u64>())
-        .parse()
-        .unwrap();
+    let own = support::memory_addr();
     Swarm::new_ephemeral_tokio(|key| {
         client::Behaviour::new(
             key,

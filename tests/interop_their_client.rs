@@ -2,23 +2,20 @@
 //!
 //! Their client registers, pages through a namespace with cookies, and unregisters; every
 //! response it gets must decode (a response it cannot decode surfaces as `RegisterFailed` or
-//! `DiscoverFailed` with `E_UNAVAILABLE`), also while standard-format peers are registered.
+//! `DiscoverFailed` with `E_UNAVAILABLE`). With standard-format peers registered too, see
+//! `server_swarm.rs` (`a_rust_libp2p_client_never_receives_a_standard_record_it_cannot_decode`).
 
-use std::{collections::HashMap, future::Future};
+mod support;
 
-use futures::StreamExt;
-use libp2p::{identity::Keypair, request_response, StreamProtocol};
-use libp2p::{
-    rendezvous,
-    swarm::{NetworkBehaviour, SwarmEvent},
-    PeerId, Swarm,
-};
+use std::collections::HashMap;
+
+use libp2p::{rendezvous, PeerId, Swarm};
 use libp2p_swarm_test::SwarmExt;
-use rendezvous_discovery::{
-    codec::{read_message, write_message, Message, NewRegistration, DEFAULT_MAX_MESSAGE_SIZE},
-    server, Namespace, RecordFormat, SignedRecord, PROTOCOL,
+use rendezvous_discovery::server;
+use support::{
+    drive_until,
+    node::{spawn_as_is, Node},
 };
-use tokio::sync::mpsc;
 
 const NS: &str = "interop";
 
@@ -26,26 +23,13 @@ fn their_ns() -> rendezvous::Namespace {
     rendezvous::Namespace::from_static(NS)
 }
 
-/// Our server, listening on a memory address, driven by its own task; its events come out of
-/// the returned channel.
+/// Our server, listening on a memory address (to be run by a [`Node`] once connected).
 async fn our_server() -> (Swarm<server::Behaviour>, PeerId) {
     let mut server =
         Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(server::Config::default()));
     server.listen().with_memory_addr_external().await;
     let peer = *server.local_peer_id();
     (server, peer)
-}
-
-fn spawn(mut server: Swarm<server::Behaviour>) -> mpsc::UnboundedReceiver<server::Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(event) = server.select_next_some().await {
-                let _ = tx.send(event);
-            }
-        }
-    });
-    rx
 }
 
 async fn their_client(
@@ -55,94 +39,6 @@ async fn their_client(
     client.listen().with_memory_addr_external().await;
     client.connect(server).await;
     client
-}
-
-/// A raw client: request-response over our codec, for requests no ready-made client sends
-/// (standard-format REGISTERs to check what rust-libp2p's client is then served).
-#[derive(Clone, Default)]
-struct RawCodec;
-
-fn invalid(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-}
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Message;
-    type Response = Message;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Message>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        self.read_response(&PROTOCOL, io).await
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Message>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        read_message(io, DEFAULT_MAX_MESSAGE_SIZE)
-            .await
-            .map_err(invalid)?
-            .ok_or_else(|| invalid("stream ended before a message"))?
-            .map_err(invalid)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        m: Message,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &m, DEFAULT_MAX_MESSAGE_SIZE)
-            .await
-            .map_err(invalid)
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        m: Message,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &m, DEFAULT_MAX_MESSAGE_SIZE)
-            .await
-            .map_err(invalid)
-    }
-}
-
-fn raw_client() -> (Swarm<request_response::Behaviour<RawCodec>>, Keypair) {
-    let mut identity = None;
-    let swarm = Swarm::new_ephemeral_tokio(|key| {
-        identity = Some(key);
-        request_response::Behaviour::with_codec(
-            RawCodec,
-            [(PROTOCOL, request_response::ProtocolSupport::Outbound)],
-            request_response::Config::default(),
-        )
-    });
-    (swarm, identity.expect("the behaviour closure ran"))
-}
-
-/// Drives `swarm` until `until` completes.
-async fn drive_until<B, T>(swarm: &mut Swarm<B>, until: impl Future<Output = T>) -> T
-where
-    B: NetworkBehaviour,
-{
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            out = &mut until => return out,
-            _ = swarm.select_next_some() => {}
-        }
-    }
 }
 
 async fn register(client: &mut Swarm<rendezvous::client::Behaviour>, server: PeerId) {
@@ -202,7 +98,7 @@ async fn their_client_registers_pages_with_cookies_and_unregisters_on_our_server
     for _ in 0..5 {
         clients.push(their_client(&mut server).await);
     }
-    let mut server_events = spawn(server);
+    let mut server: Node<_> = spawn_as_is(server);
     for client in &mut clients {
         register(client, server_peer).await;
     }
@@ -220,97 +116,17 @@ async fn their_client_registers_pages_with_cookies_and_unregisters_on_our_server
     clients[1]
         .behaviour_mut()
         .unregister(their_ns(), server_peer);
-    let unregistered = drive_until(&mut clients[1], async {
-        loop {
-            if let Some(server::Event::PeerUnregistered { peer, .. }) = server_events.recv().await {
-                return peer;
-            }
-        }
-    })
+    let unregistered = drive_until(
+        &mut clients[1],
+        server.wait_for(|e| match e {
+            server::Event::PeerUnregistered { peer, .. } => Some(*peer),
+            _ => None,
+        }),
+    )
     .await;
     assert_eq!(unregistered, registrants[1]);
 
     let (seen, _) = page_through(&mut clients[2], server_peer, 10).await;
     assert_eq!(seen.len(), 4);
     assert!(!seen.contains_key(&registrants[1]));
-}
-
-#[tokio::test]
-async fn their_client_never_gets_an_undecodable_page_while_standard_peers_are_registered() {
-    let (mut server, server_peer) = our_server().await;
-
-    // Two peers register in the standard format (which rust-libp2p 0.18 cannot decode),
-    // through a raw request-response client speaking our codec.
-    let mut standard = Vec::new();
-    for _ in 0..2 {
-        let (mut raw, key) = raw_client();
-        raw.connect(&mut server).await;
-        standard.push((raw, key));
-    }
-    let mut legacy = Vec::new();
-    for _ in 0..3 {
-        legacy.push(their_client(&mut server).await);
-    }
-    let mut server_events = spawn(server);
-    for (raw, key) in &mut standard {
-        let record = SignedRecord::new(
-            key,
-            vec!["/memory/1".parse().unwrap()],
-            RecordFormat::Standard,
-        )
-        .unwrap();
-        raw.behaviour_mut().send_request(
-            &server_peer,
-            Message::Register(NewRegistration {
-                namespace: Namespace::from_static(NS),
-                record,
-                ttl: None,
-            }),
-        );
-        match raw.next_behaviour_event().await {
-            request_response::Event::Message {
-                message: request_response::Message::Response { response, .. },
-                ..
-            } => assert!(
-                matches!(response, Message::RegisterResponse(Ok(_))),
-                "{response:?}"
-            ),
-            other => panic!("expected a REGISTER_RESPONSE, got {other:?}"),
-        }
-    }
-    let registered = drive_until(&mut standard[0].0, async {
-        let mut formats = Vec::new();
-        while formats.len() < 2 {
-            if let Some(server::Event::PeerRegistered { registration, .. }) =
-                server_events.recv().await
-            {
-                formats.push(registration.record.format());
-            }
-        }
-        formats
-    })
-    .await;
-    assert_eq!(registered, [RecordFormat::Standard; 2]);
-    for client in &mut legacy {
-        register(client, server_peer).await;
-    }
-
-    // Every page decodes; their client sees the legacy registrations, each once, and none of
-    // the standard ones.
-    let (seen, _) = page_through(&mut legacy[0], server_peer, 2).await;
-    let legacy_peers: Vec<PeerId> = legacy.iter().map(|c| *c.local_peer_id()).collect();
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    for peer in &legacy_peers {
-        assert_eq!(seen.get(peer), Some(&1));
-    }
-    // All namespaces at once, too.
-    legacy[1]
-        .behaviour_mut()
-        .discover(None, None, None, server_peer);
-    match legacy[1].next_behaviour_event().await {
-        rendezvous::client::Event::Discovered { registrations, .. } => {
-            assert_eq!(registrations.len(), 3);
-        }
-        other => panic!("expected a page, got {other:?}"),
-    }
 }

@@ -1,5 +1,7 @@
 //! Client+server nodes: two of them serve and discover each other.
 
+mod support;
+
 use futures::StreamExt;
 use libp2p::{identify, swarm::NetworkBehaviour, swarm::SwarmEvent, PeerId, Swarm};
 use libp2p_swarm_test::SwarmExt as _;
@@ -18,10 +20,7 @@ fn peer(namespace: &'static str, serve: bool) -> Swarm<Peer> {
         let config =
             node::Config::new(client).with_server_enabled(serve.then(server::Config::default));
         Peer {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/test/1.0.0".into(),
-                key.public(),
-            )),
+            identify: support::identify(&key.public()),
             node: discovery::Behaviour::new(
                 node::Behaviour::new(key, config),
                 discovery::Config::default(),
@@ -53,7 +52,7 @@ async fn two_nodes_with_embedded_servers_serve_and_discover_each_other() {
 
     a.connect(&mut b).await;
     let (mut seen_by_a, mut seen_by_b) = (Vec::new(), Vec::new());
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    tokio::time::timeout(support::HANG, async {
         while !(seen_by_a.contains(&(b_id, node::SERVER_SOURCE))
             && seen_by_b.contains(&(a_id, node::SERVER_SOURCE)))
         {
@@ -102,7 +101,7 @@ async fn a_node_without_a_server_registers_elsewhere_and_ignores_other_namespace
     carol.connect(&mut hub).await;
     let mut seen_by_hub = Vec::new();
     let mut registered = 0;
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    tokio::time::timeout(support::HANG, async {
         // Both register at the hub; the hub's node only reports the one in its namespace.
         while registered < 2 || !seen_by_hub.contains(&(alice_id, node::SERVER_SOURCE)) {
             tokio::select! {

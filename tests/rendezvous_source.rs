@@ -1,9 +1,11 @@
 //! The rendezvous client as one discovery source among others.
 
+mod support;
+
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::{multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent, Multiaddr, Swarm};
+use libp2p::{multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent, Swarm};
 use libp2p_swarm_test::SwarmExt as _;
 use rendezvous_discovery::{bootstrap, client, discovery, server, Namespace};
 
@@ -22,10 +24,6 @@ impl discovery::Source for Sources {
     }
 }
 
-fn memory_addr() -> Multiaddr {
-    Multiaddr::empty().with(Protocol::Memory(rand::random::<u64>() >> 1))
-}
-
 #[tokio::test]
 async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
     let ns = Namespace::from_static("chat");
@@ -41,7 +39,7 @@ async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
     tokio::spawn(rendezvous_server.loop_on_next());
 
     // t registers in "chat" at the server, with its memory address.
-    let t_addr = memory_addr();
+    let t_addr = support::memory_addr();
     let mut t = Swarm::new_ephemeral_tokio(|key| {
         client::Behaviour::new(
             key,
@@ -75,7 +73,7 @@ async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
     });
 
     let mut reports = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(support::HANG, async {
         loop {
             match a.select_next_some().await {
                 SwarmEvent::Behaviour(discovery::Event::Discovered {

@@ -1,5 +1,7 @@
 //! `rendezvous serve` as a process: it prints its listen addresses, and refuses bad flags.
 
+mod support;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
@@ -94,29 +96,19 @@ fn serve_refuses_an_unreadable_key_file_with_status_2() {
 #[tokio::test]
 async fn serve_answers_a_rust_libp2p_client_over_tcp() {
     use futures::StreamExt;
-    use libp2p::{noise, rendezvous, swarm::SwarmEvent, tcp, yamux, PeerId};
+    use libp2p::{rendezvous, swarm::SwarmEvent, PeerId};
 
     let (_serve, address) = serve();
     let Some(Protocol::P2p(server)) = address.iter().last() else {
         panic!("no peer id in {address}");
     };
     let server: PeerId = server;
-    let mut client = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| rendezvous::client::Behaviour::new(key.clone()))
-        .unwrap()
-        .build();
+    let mut client = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
     client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
     client.dial(address).unwrap();
     let chat = rendezvous::Namespace::from_static("chat");
     let me = *client.local_peer_id();
-    let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+    let found = tokio::time::timeout(support::HANG, async {
         loop {
             match client.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {

@@ -1,7 +1,7 @@
 //! The server's wire behaviour through the raw test client: several requests per stream,
 //! oversized and undecodable messages, every status code, stream and rate caps.
 
-mod common;
+mod support;
 
 use libp2p::{identity::Keypair, Stream, Swarm};
 use libp2p_swarm_test::SwarmExt;
@@ -10,7 +10,7 @@ use rendezvous_discovery::{
     server, Cookie, ErrorCode, Namespace, RecordFormat, SignedRecord, Ttl,
 };
 
-use common::{raw, run_while};
+use support::{raw, run_while};
 
 struct Setup {
     server: Swarm<server::Behaviour>,

@@ -1,7 +1,7 @@
 //! The server in a swarm, against rust-libp2p's own rendezvous client (0.18, legacy records)
 //! and the raw test client.
 
-mod common;
+mod support;
 
 use libp2p::{
     rendezvous::{self, client::Event as ClientEvent},
@@ -14,7 +14,7 @@ use rendezvous_discovery::{
     server, Namespace, RecordFormat,
 };
 
-use common::raw;
+use support::raw;
 
 async fn server(config: server::Config) -> Swarm<server::Behaviour> {
     let mut server = Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(config));
@@ -203,7 +203,7 @@ async fn a_rust_libp2p_client_never_receives_a_standard_record_it_cannot_decode(
     let go_id = *go.local_peer_id();
     let standard = go.behaviour().record(RecordFormat::Standard);
     let mut stream = raw::open_stream(&mut go, &mut server).await;
-    let (response, _) = common::run_while(
+    let (response, _) = support::run_while(
         async {
             raw::send(
                 &mut stream,
@@ -237,7 +237,7 @@ async fn a_rust_libp2p_client_never_receives_a_standard_record_it_cannot_decode(
     assert_eq!(peers, vec![alice_id]);
 
     // The standard registrant gets both.
-    let (page, _) = common::run_while(
+    let (page, _) = support::run_while(
         async {
             raw::send(
                 &mut stream,

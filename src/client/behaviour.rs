@@ -43,7 +43,7 @@ pub struct Behaviour {
     key: Keypair,
     config_protocol: libp2p::StreamProtocol,
     request_timeout: std::time::Duration,
-    /// Whether handlers list [`super::STANDARD_RECORDS_PROTOCOL`].
+    /// Whether handlers list [`crate::STANDARD_RECORDS_PROTOCOL`].
     standard_marker: bool,
     schedule: Schedule,
     timer: Option<Delay>,

@@ -19,11 +19,12 @@ use libp2p::{
     StreamProtocol,
 };
 
-use super::{RequestError, RequestId, MAX_PENDING_REQUESTS, STANDARD_RECORDS_PROTOCOL};
+use super::{RequestError, RequestId, MAX_PENDING_REQUESTS};
 use crate::codec::{
     read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
     DEFAULT_MAX_MESSAGE_SIZE,
 };
+use crate::STANDARD_RECORDS_PROTOCOL;
 
 /// The successful outcome of a request.
 #[derive(Debug, Clone)]

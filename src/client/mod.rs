@@ -49,9 +49,9 @@
 //!   accept the legacy format and drop a standard REGISTER without a reply; with
 //!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that
 //!   server, and only that server, to the legacy format. With the standard format the client's
-//!   connections list [`STANDARD_RECORDS_PROTOCOL`], a marker that a server of ours learns from
-//!   identify, so a client that only discovers is served standard records too (run identify
-//!   beside the client for that). Because a DISCOVER can race identify, a client that does not
+//!   connections list [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL), a
+//!   marker that a server of ours learns from identify, so a client that only discovers is
+//!   served standard records too (run identify beside the client for that). Because a DISCOVER can race identify, a client that does not
 //!   register holds DISCOVERs to a newly connected configured server until the connection has
 //!   told it the remote's protocols (identify finished on our side), or two seconds passed (a
 //!   server without identify). Remaining race: the server's identify request to us goes out at
@@ -94,18 +94,10 @@ use crate::{
 };
 
 mod behaviour;
-pub mod handler;
+mod handler;
 pub(crate) mod schedule;
 
 pub use behaviour::Behaviour;
-
-/// The marker protocol our client lists (over identify) when its record format is
-/// [`RecordFormat::Standard`]: it tells a server of ours that this peer decodes standard-format
-/// records, so a client that only discovers is served all records rather than the legacy-only
-/// default kept for rust-libp2p 0.18 clients (see the [server docs](crate::server)). The client
-/// accepts a stream on it and drops it at once; it never keeps a connection alive for it.
-pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
-    StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
 
 /// Most rendezvous servers one client tracks, configured and learned together. Each costs a
 /// few small maps and a poll per interval; a node that meets many peers announcing the protocol

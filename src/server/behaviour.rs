@@ -86,7 +86,7 @@ impl Behaviour {
     /// Hints which record format `peer` decodes (for example from identify's agent version), for
     /// as long as it has not registered: the format of its latest REGISTER wins. The server sets
     /// a Standard hint itself when the peer lists
-    /// [`client::STANDARD_RECORDS_PROTOCOL`](crate::client::STANDARD_RECORDS_PROTOCOL); the
+    /// [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL); the
     /// latest hint wins. Forgotten when the peer's last connection closes. See the
     /// [module docs](super).
     pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {

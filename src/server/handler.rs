@@ -22,11 +22,11 @@ use libp2p::{
 };
 
 use super::{Config, Limit};
-use crate::client::STANDARD_RECORDS_PROTOCOL;
 use crate::codec::{
     read_frame, write_message, Cookie, DecodeError, ErrorResponse, FrameError, Message, Namespace,
     NewRegistration, RequestKind,
 };
+use crate::STANDARD_RECORDS_PROTOCOL;
 
 /// A request read from a stream, on its way to the [`super::Behaviour`].
 #[derive(Debug)]

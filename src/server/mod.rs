@@ -41,7 +41,7 @@
 //!   what it can decode, by this priority: (1) a peer that has registered is served by the format
 //!   of its latest REGISTER (legacy: legacy records only; standard: all records); (2) else by a
 //!   hint: our own client lists the marker protocol
-//!   [`client::STANDARD_RECORDS_PROTOCOL`](crate::client::STANDARD_RECORDS_PROTOCOL) when it
+//!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL) when it
 //!   uses standard records, which the server learns from identify and takes as a Standard hint,
 //!   and an application that knows better (for example from identify's agent version) calls
 //!   [`Behaviour::set_peer_record_format`]; the latest hint wins; (3) else

@@ -8,9 +8,8 @@ use libp2p::{
     StreamProtocol,
 };
 use rendezvous_discovery::{
-    client,
     server::{self, ServedFormats},
-    RecordFormat, Ttl,
+    RecordFormat, Ttl, STANDARD_RECORDS_PROTOCOL,
 };
 
 use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
@@ -206,10 +205,10 @@ pub async fn run(args: Args) -> CliResult {
 
 /// The record format to hint for a peer from its identify info (its latest REGISTER still
 /// wins). Only rust-libp2p's own rendezvous client (0.18) needs legacy-only pages; our client
-/// lists [`client::STANDARD_RECORDS_PROTOCOL`] when it uses standard records (the server handler
+/// lists [`STANDARD_RECORDS_PROTOCOL`] when it uses standard records (the server handler
 /// also sees that by itself, so both agree), and any other agent decodes standard records.
 fn identify_hint(info: &identify::Info) -> RecordFormat {
-    if info.protocols.contains(&client::STANDARD_RECORDS_PROTOCOL)
+    if info.protocols.contains(&STANDARD_RECORDS_PROTOCOL)
         || !info.agent_version.starts_with("rust-libp2p")
     {
         RecordFormat::Standard
@@ -292,7 +291,7 @@ mod tests {
 
     #[test]
     fn identify_hints_legacy_only_for_rust_libp2p_agents_without_the_marker() {
-        let marker = vec![client::STANDARD_RECORDS_PROTOCOL];
+        let marker = vec![STANDARD_RECORDS_PROTOCOL];
         assert_eq!(
             identify_hint(&info("rust-libp2p/0.57.0", Vec::new())),
             RecordFormat::Legacy

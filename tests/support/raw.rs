@@ -204,16 +204,23 @@ where
     use libp2p::swarm::SwarmEvent;
     let server_id = *server.local_peer_id();
     client.behaviour_mut().open(server_id);
-    loop {
-        tokio::select! {
-            event = client.select_next_some() => match event {
-                SwarmEvent::Behaviour(Event::Opened(_, stream)) => return stream,
-                SwarmEvent::Behaviour(Event::Failed(_, error)) => panic!("stream failed: {error}"),
-                _ => {}
-            },
-            _ = server.select_next_some() => {}
+    let opened = async {
+        loop {
+            tokio::select! {
+                event = client.select_next_some() => match event {
+                    SwarmEvent::Behaviour(Event::Opened(_, stream)) => return stream,
+                    SwarmEvent::Behaviour(Event::Failed(_, error)) => {
+                        panic!("stream failed: {error}")
+                    }
+                    _ => {}
+                },
+                _ = server.select_next_some() => {}
+            }
         }
-    }
+    };
+    tokio::time::timeout(super::HANG, opened)
+        .await
+        .expect("the stream opens before the hang guard")
 }
 
 /// Writes `message` as one frame.

@@ -1,0 +1,591 @@
+//! Tests of the pure store: given/when/then in virtual time.
+
+use std::{collections::HashSet, sync::OnceLock};
+
+use libp2p::identity::Keypair;
+use proptest::prelude::*;
+
+use super::*;
+use crate::codec::DiscoverPage;
+
+const START: u64 = 1_000;
+const HOUR: u64 = 3600;
+
+fn key(i: u16) -> Keypair {
+    let mut seed = [7u8; 32];
+    seed[..2].copy_from_slice(&i.to_be_bytes());
+    Keypair::ed25519_from_bytes(seed).unwrap()
+}
+
+/// Signed records of peers 0..64 in both formats, signed once for all tests.
+fn record(i: u16, format: RecordFormat) -> SignedRecord {
+    static RECORDS: OnceLock<Vec<(SignedRecord, SignedRecord)>> = OnceLock::new();
+    let records = RECORDS.get_or_init(|| {
+        (0..64)
+            .map(|i| {
+                let addrs = vec![format!("/ip4/10.0.0.{i}/tcp/4001").parse().unwrap()];
+                (
+                    SignedRecord::new(&key(i), addrs.clone(), RecordFormat::Standard).unwrap(),
+                    SignedRecord::new(&key(i), addrs, RecordFormat::Legacy).unwrap(),
+                )
+            })
+            .collect()
+    });
+    let (standard, legacy) = &records[usize::from(i)];
+    match format {
+        RecordFormat::Standard => standard.clone(),
+        RecordFormat::Legacy => legacy.clone(),
+    }
+}
+
+fn peer(i: u16) -> PeerId {
+    record(i, RecordFormat::Legacy).peer_id()
+}
+
+fn ns(name: &str) -> Namespace {
+    Namespace::new(name).unwrap()
+}
+
+fn new_reg(i: u16, namespace: &str, ttl: Option<Ttl>) -> NewRegistration {
+    NewRegistration {
+        namespace: ns(namespace),
+        record: record(i, RecordFormat::Legacy),
+        ttl,
+    }
+}
+
+fn store() -> Registrations {
+    Registrations::new(Config::default(), START)
+}
+
+fn code(result: Result<impl std::fmt::Debug, ErrorResponse>) -> ErrorCode {
+    result.unwrap_err().code
+}
+
+/// Pages through `namespace` with `limit` until a page comes back empty; returns every
+/// (peer, namespace) seen, in order.
+fn page_all(
+    store: &Registrations,
+    asker: PeerId,
+    namespace: Option<&Namespace>,
+    limit: u64,
+    now: Instant,
+) -> Vec<(PeerId, Namespace)> {
+    let mut seen = Vec::new();
+    let mut cookie = None;
+    loop {
+        let (page, next) = store
+            .discover(asker, namespace, cookie.as_ref(), Some(limit), now)
+            .unwrap();
+        assert!(page.len() as u64 <= limit);
+        if page.is_empty() {
+            return seen;
+        }
+        seen.extend(
+            page.iter()
+                .map(|r| (r.record.peer_id(), r.namespace.clone())),
+        );
+        cookie = Some(next);
+    }
+}
+
+#[test]
+fn given_a_valid_register_then_it_is_stored_with_the_granted_ttl() {
+    let mut store = store();
+    let now = Instant::now();
+    assert_eq!(
+        store.register(peer(1), new_reg(1, "a", None), now),
+        Ok(crate::DEFAULT_TTL)
+    );
+    assert_eq!(
+        store.register(peer(1), new_reg(1, "b", Some(3 * HOUR)), now),
+        Ok(3 * HOUR)
+    );
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.namespace_count(), 2);
+    let of_peer = store.registrations_of(&peer(1), now);
+    assert_eq!(of_peer.len(), 2);
+    assert_eq!(of_peer[1].ttl, 3 * HOUR);
+    assert_eq!(store.registrations_in(&ns("a"), now).len(), 1);
+}
+
+#[test]
+fn given_a_record_of_another_peer_then_register_is_not_authorized_and_nothing_changes() {
+    let mut store = store();
+    let result = store.register(peer(2), new_reg(1, "a", None), Instant::now());
+    let error = result.unwrap_err();
+    assert_eq!(error.code, ErrorCode::NotAuthorized);
+    assert!(
+        error.text.contains("can only register itself"),
+        "{}",
+        error.text
+    );
+    assert!(store.is_empty());
+}
+
+#[test]
+fn given_a_ttl_out_of_bounds_then_register_is_invalid_ttl() {
+    let mut store = store();
+    let now = Instant::now();
+    let low = store
+        .register(peer(1), new_reg(1, "a", Some(60)), now)
+        .unwrap_err();
+    assert_eq!(low.code, ErrorCode::InvalidTtl);
+    assert!(low.text.contains("expected 7200..=259200"), "{}", low.text);
+    let high = store.register(peer(1), new_reg(1, "a", Some(crate::MAX_TTL + 1)), now);
+    assert_eq!(code(high), ErrorCode::InvalidTtl);
+    assert!(store.is_empty());
+    // An operator may lower the minimum.
+    let mut store = Registrations::new(Config::default().with_min_ttl(10), START);
+    assert_eq!(
+        store.register(peer(1), new_reg(1, "a", Some(60)), now),
+        Ok(60)
+    );
+}
+
+#[test]
+fn given_a_peer_at_its_limit_then_new_namespaces_are_refused_but_refreshes_pass() {
+    let config = Config::default().with_max_registrations_per_peer(2);
+    let mut store = Registrations::new(config, START);
+    let now = Instant::now();
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    store.register(peer(1), new_reg(1, "b", None), now).unwrap();
+    let error = store
+        .register(peer(1), new_reg(1, "c", None), now)
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::NotAuthorized);
+    assert!(
+        error.text.contains("already has 2 registrations"),
+        "{}",
+        error.text
+    );
+    assert!(store.register(peer(1), new_reg(1, "a", None), now).is_ok());
+    assert!(store.register(peer(2), new_reg(2, "c", None), now).is_ok());
+    assert_eq!(store.len(), 3);
+}
+
+#[test]
+fn given_a_full_server_then_new_registrations_are_unavailable_but_refreshes_pass() {
+    let mut store = Registrations::new(Config::default().with_max_registrations(2), START);
+    let now = Instant::now();
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    store.register(peer(2), new_reg(2, "a", None), now).unwrap();
+    let error = store
+        .register(peer(3), new_reg(3, "a", None), now)
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(error.text.contains("full"), "{}", error.text);
+    assert_eq!(
+        store.register(peer(2), new_reg(2, "a", Some(3 * HOUR)), now),
+        Ok(3 * HOUR)
+    );
+    assert_eq!(store.len(), 2);
+}
+
+#[test]
+fn given_a_refresh_then_the_old_entry_is_gone_everywhere_and_never_expires() {
+    let mut store = store();
+    let t0 = Instant::now();
+    store
+        .register(peer(1), new_reg(1, "a", Some(2 * HOUR)), t0)
+        .unwrap();
+    store
+        .register(peer(2), new_reg(2, "a", Some(2 * HOUR)), t0)
+        .unwrap();
+    let (_, cookie) = store
+        .discover(peer(9), Some(&ns("a")), None, None, t0)
+        .unwrap();
+    let t1 = t0 + Duration::from_secs(HOUR);
+    store
+        .register(peer(1), new_reg(1, "a", Some(2 * HOUR)), t1)
+        .unwrap();
+    assert_eq!(store.len(), 2);
+    // The refresh shows up again after the old cookie, once.
+    let (page, _) = store
+        .discover(peer(9), Some(&ns("a")), Some(&cookie), None, t1)
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].record.peer_id(), peer(1));
+    assert_eq!(page[0].ttl, 2 * HOUR);
+    // A fresh pager sees each registration once.
+    assert_eq!(page_all(&store, peer(9), None, 1, t1).len(), 2);
+    // The old deadline does not fire.
+    let t2 = t0 + Duration::from_secs(2 * HOUR);
+    assert_eq!(
+        store.poll_expired(t2).map(|r| r.record.peer_id()),
+        Some(peer(2))
+    );
+    assert_eq!(store.poll_expired(t2), None);
+    assert_eq!(
+        store.poll_timeout(),
+        Some(t1 + Duration::from_secs(2 * HOUR))
+    );
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn given_registrations_when_time_passes_then_they_expire_in_deadline_order() {
+    let mut store = Registrations::new(Config::default().with_min_ttl(1), START);
+    let t0 = Instant::now();
+    assert_eq!(store.poll_timeout(), None);
+    store
+        .register(peer(1), new_reg(1, "a", Some(30)), t0)
+        .unwrap();
+    store
+        .register(peer(2), new_reg(2, "b", Some(10)), t0)
+        .unwrap();
+    store
+        .register(peer(3), new_reg(3, "a", Some(20)), t0)
+        .unwrap();
+    assert_eq!(store.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    assert_eq!(store.poll_expired(t0 + Duration::from_secs(9)), None);
+    let t = t0 + Duration::from_secs(25);
+    let expired: Vec<_> = std::iter::from_fn(|| store.poll_expired(t))
+        .map(|r| (r.record.peer_id(), r.ttl))
+        .collect();
+    assert_eq!(expired, vec![(peer(2), 10), (peer(3), 20)]);
+    assert_eq!(store.namespace_count(), 1);
+    assert_eq!(store.registrations_in(&ns("a"), t)[0].ttl, 5);
+    // Remaining TTLs are what DISCOVER reports.
+    let (page, _) = store.discover(peer(9), None, None, None, t).unwrap();
+    assert_eq!(page[0].ttl, 5);
+}
+
+#[test]
+fn given_an_expired_but_uncollected_registration_then_discover_skips_it() {
+    let mut store = Registrations::new(Config::default().with_min_ttl(1), START);
+    let t0 = Instant::now();
+    store
+        .register(peer(1), new_reg(1, "a", Some(10)), t0)
+        .unwrap();
+    let (page, _) = store
+        .discover(peer(9), None, None, None, t0 + Duration::from_secs(10))
+        .unwrap();
+    assert!(page.is_empty());
+}
+
+#[test]
+fn given_unregister_then_the_registration_is_gone_and_unknown_namespaces_are_a_no_op() {
+    let mut store = store();
+    let now = Instant::now();
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    assert_eq!(store.unregister(peer(1), &ns("b")), None);
+    assert_eq!(store.unregister(peer(2), &ns("a")), None);
+    assert_eq!(
+        store.unregister(peer(1), &ns("a")).unwrap().namespace,
+        ns("a")
+    );
+    assert!(store.is_empty());
+    assert_eq!(store.poll_timeout(), None);
+    assert_eq!(store.namespace_count(), 0);
+}
+
+#[test]
+fn given_remove_peer_then_all_its_registrations_go_and_others_stay() {
+    let mut store = store();
+    let now = Instant::now();
+    for namespace in ["a", "b", "c"] {
+        store
+            .register(peer(1), new_reg(1, namespace, None), now)
+            .unwrap();
+    }
+    store.register(peer(2), new_reg(2, "a", None), now).unwrap();
+    assert_eq!(store.remove_peer(&peer(1)).len(), 3);
+    assert_eq!(store.remove_peer(&peer(1)).len(), 0);
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.count_of(&peer(1)), 0);
+    assert_eq!(
+        page_all(&store, peer(9), None, 10, now),
+        vec![(peer(2), ns("a"))]
+    );
+}
+
+#[test]
+fn given_bad_cookies_then_discover_is_invalid_cookie() {
+    let mut store = store();
+    let now = Instant::now();
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    let (_, cookie_a) = store
+        .discover(peer(9), Some(&ns("a")), None, None, now)
+        .unwrap();
+    let short = Cookie::new(vec![1, 2, 3]).unwrap();
+    let ahead = Cookie::new((START + 2).to_be_bytes().to_vec()).unwrap();
+    for (namespace, cookie, needle) in [
+        (Some(ns("b")), &cookie_a, "asks for \"b\""),
+        (None, &cookie_a, "cookie is for namespace \"a\""),
+        (None, &short, "3 bytes"),
+        (None, &ahead, "ahead"),
+    ] {
+        let error = store
+            .discover(peer(9), namespace.as_ref(), Some(cookie), None, now)
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidCookie);
+        assert!(error.text.contains(needle), "{} lacks {needle}", error.text);
+    }
+    // A cookie at the counter is fine.
+    let at = Cookie::new((START + 1).to_be_bytes().to_vec()).unwrap();
+    assert!(store.discover(peer(9), None, Some(&at), None, now).is_ok());
+}
+
+#[test]
+fn given_nothing_new_then_the_page_is_empty_and_still_has_a_cookie() {
+    let mut store = store();
+    let now = Instant::now();
+    let (page, cookie) = store
+        .discover(peer(9), Some(&ns("a")), None, None, now)
+        .unwrap();
+    assert!(page.is_empty());
+    assert_eq!(&cookie.as_bytes()[8..], b"a");
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    let (page, cookie) = store
+        .discover(peer(9), Some(&ns("a")), Some(&cookie), None, now)
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    let (page, again) = store
+        .discover(peer(9), Some(&ns("a")), Some(&cookie), None, now)
+        .unwrap();
+    assert!(page.is_empty());
+    assert_eq!(again, cookie);
+}
+
+#[test]
+fn given_limits_then_pages_use_the_default_and_are_capped() {
+    let config = Config::default().with_default_page(3).with_max_page(5);
+    let mut store = Registrations::new(config, START);
+    let now = Instant::now();
+    for i in 0..10 {
+        store.register(peer(i), new_reg(i, "a", None), now).unwrap();
+    }
+    let count = |limit| {
+        store
+            .discover(peer(9), None, None, limit, now)
+            .unwrap()
+            .0
+            .len()
+    };
+    assert_eq!(count(None), 3);
+    assert_eq!(count(Some(0)), 3);
+    assert_eq!(count(Some(4)), 4);
+    assert_eq!(count(Some(1_000_000)), 5);
+}
+
+#[test]
+fn given_a_small_message_cap_then_pages_are_cut_to_fit_and_paging_goes_on() {
+    let cap = 1024;
+    let mut store = Registrations::new(Config::default().with_max_message_size(cap), START);
+    let now = Instant::now();
+    for i in 0..40 {
+        store.register(peer(i), new_reg(i, "a", None), now).unwrap();
+    }
+    let mut cookie = None;
+    let mut total = 0;
+    loop {
+        let (page, next) = store
+            .discover(peer(9), Some(&ns("a")), cookie.as_ref(), Some(1000), now)
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() < 40);
+        total += page.len();
+        let encoded = Message::DiscoverResponse(Ok(DiscoverPage {
+            registrations: page,
+            cookie: Some(next.clone()),
+            skipped: 0,
+        }))
+        .encoded_len();
+        assert!(encoded <= cap, "response is {encoded} bytes");
+        cookie = Some(next);
+    }
+    assert_eq!(total, 40);
+}
+
+#[test]
+fn given_a_5000_record_page_of_big_records_then_the_response_stays_under_1_mib() {
+    let config = Config::default()
+        .with_max_page(5000)
+        .with_max_registrations_per_peer(100);
+    let mut store = Registrations::new(config, START);
+    let now = Instant::now();
+    let addrs: Vec<libp2p::Multiaddr> = (0..10)
+        .map(|i| {
+            format!("/dns4/host-{i:02}.example.com/tcp/4001")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..64u16 {
+        let record = SignedRecord::new(&key(i), addrs.clone(), RecordFormat::Legacy).unwrap();
+        for n in 0..80 {
+            let request = NewRegistration {
+                namespace: ns(&format!("ns-{n}")),
+                record: record.clone(),
+                ttl: None,
+            };
+            store.register(peer(i), request, now).unwrap();
+        }
+    }
+    let (page, cookie) = store
+        .discover(peer(9), None, None, Some(5000), now)
+        .unwrap();
+    let encoded = Message::DiscoverResponse(Ok(DiscoverPage {
+        registrations: page.clone(),
+        cookie: Some(cookie),
+        skipped: 0,
+    }))
+    .encoded_len();
+    assert!(
+        encoded <= crate::codec::DEFAULT_MAX_MESSAGE_SIZE,
+        "{encoded} bytes"
+    );
+    assert!(page.len() < 5000, "cut at {} registrations", page.len());
+    assert_eq!(page_all(&store, peer(9), None, 5000, now).len(), 64 * 80);
+}
+
+#[test]
+fn given_mixed_formats_then_each_peer_gets_only_what_it_can_decode() {
+    let mut store = store();
+    let now = Instant::now();
+    let standard = |i, namespace: &str| NewRegistration {
+        namespace: ns(namespace),
+        record: record(i, RecordFormat::Standard),
+        ttl: None,
+    };
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    store.register(peer(2), standard(2, "a"), now).unwrap();
+    store.register(peer(3), new_reg(3, "a", None), now).unwrap();
+    let peers = |store: &Registrations, asker| {
+        let (page, _) = store.discover(asker, None, None, None, now).unwrap();
+        page.iter().map(|r| r.record.peer_id()).collect::<Vec<_>>()
+    };
+    // Registered legacy: legacy only. Registered standard: everything.
+    assert_eq!(peers(&store, peer(1)), vec![peer(1), peer(3)]);
+    assert_eq!(peers(&store, peer(2)), vec![peer(1), peer(2), peer(3)]);
+    // Never registered: the configured default, legacy only.
+    assert_eq!(peers(&store, peer(9)), vec![peer(1), peer(3)]);
+    // Filtered records still advance the cookie: a legacy pager with limit 1 never loops.
+    let seen = page_all(&store, peer(9), None, 1, now);
+    assert_eq!(seen, vec![(peer(1), ns("a")), (peer(3), ns("a"))]);
+    // A hint decides for a peer that never registered, and can be forgotten.
+    store.set_peer_record_format(peer(9), RecordFormat::Standard);
+    assert_eq!(peers(&store, peer(9)).len(), 3);
+    store.forget_peer_record_format(&peer(9));
+    assert_eq!(peers(&store, peer(9)).len(), 2);
+    // The latest REGISTER decides: peer 2 re-registers legacy.
+    store.register(peer(2), new_reg(2, "b", None), now).unwrap();
+    assert_eq!(
+        peers(&store, peer(2)).len(),
+        3,
+        "peer 2's standard record in a is filtered"
+    );
+    let config = Config::default().with_unknown_peer_formats(ServedFormats::All);
+    let mut open = Registrations::new(config, START);
+    open.register(peer(2), standard(2, "a"), now).unwrap();
+    assert_eq!(
+        open.discover(peer(9), None, None, None, now)
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn given_a_hint_and_a_register_then_the_register_format_wins_over_the_hint() {
+    let mut store = store();
+    let now = Instant::now();
+    let standard = NewRegistration {
+        namespace: ns("a"),
+        record: record(2, RecordFormat::Standard),
+        ttl: None,
+    };
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    store.register(peer(2), standard, now).unwrap();
+    // Peer 1 registered legacy: a Standard hint (say from a marker) does not change that.
+    store.set_peer_record_format(peer(1), RecordFormat::Standard);
+    assert_eq!(store.served_formats(&peer(1)), ServedFormats::LegacyOnly);
+    // Peer 2 registered standard: a Legacy hint (say from its agent) does not change that.
+    store.set_peer_record_format(peer(2), RecordFormat::Legacy);
+    assert_eq!(store.served_formats(&peer(2)), ServedFormats::All);
+}
+
+#[test]
+fn given_no_register_then_the_hint_beats_the_default_and_is_forgotten() {
+    let open = Config::default().with_unknown_peer_formats(ServedFormats::All);
+    let mut open = Registrations::new(open, START);
+    assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
+    open.set_peer_record_format(peer(9), RecordFormat::Legacy);
+    assert_eq!(open.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+    open.forget_peer_record_format(&peer(9));
+    assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
+
+    let mut store = store();
+    store.set_peer_record_format(peer(9), RecordFormat::Standard);
+    assert_eq!(store.served_formats(&peer(9)), ServedFormats::All);
+    store.forget_peer_record_format(&peer(9));
+    assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+}
+
+#[test]
+fn given_the_hint_map_is_full_then_new_peers_get_the_default() {
+    let mut store = store();
+    for _ in 0..MAX_PEER_FORMAT_OVERRIDES {
+        store.set_peer_record_format(PeerId::random(), RecordFormat::Standard);
+    }
+    store.set_peer_record_format(peer(9), RecordFormat::Standard);
+    assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Paging with any page size returns every registration exactly once, with and without
+    /// namespace, also when registrations and refreshes arrive between pages.
+    #[test]
+    fn paging_returns_each_registration_exactly_once(
+        regs in proptest::collection::vec((0u16..40, 0usize..4), 1..120),
+        later in proptest::collection::vec((0u16..40, 0usize..4), 0..30),
+        limit in 1u64..12,
+    ) {
+        let names = ["a", "b", "c", "d"];
+        let mut store = store();
+        let now = Instant::now();
+        for (i, n) in &regs {
+            store.register(peer(*i), new_reg(*i, names[*n], None), now).unwrap();
+        }
+        let expected: HashSet<(PeerId, Namespace)> =
+            regs.iter().map(|(i, n)| (peer(*i), ns(names[*n]))).collect();
+        let all = page_all(&store, peer(63), None, limit, now);
+        prop_assert_eq!(all.len(), expected.len());
+        prop_assert_eq!(all.iter().cloned().collect::<HashSet<_>>(), expected.clone());
+        for name in names {
+            let in_ns = page_all(&store, peer(63), Some(&ns(name)), limit, now);
+            let want = expected.iter().filter(|(_, n)| n.as_str() == name).count();
+            prop_assert_eq!(in_ns.len(), want);
+            prop_assert!(in_ns.iter().all(|(_, n)| n.as_str() == name));
+        }
+        // Interleaved: one page, then new registrations and refreshes, then the rest.
+        let (first, cookie) =
+            store.discover(peer(63), None, None, Some(limit), now).unwrap();
+        for (i, n) in &later {
+            store.register(peer(*i), new_reg(*i, names[*n], None), now).unwrap();
+        }
+        let mut seen: Vec<(PeerId, Namespace)> =
+            first.iter().map(|r| (r.record.peer_id(), r.namespace.clone())).collect();
+        let mut cookie = Some(cookie);
+        loop {
+            let (page, next) =
+                store.discover(peer(63), None, cookie.as_ref(), Some(limit), now).unwrap();
+            if page.is_empty() { break; }
+            seen.extend(page.iter().map(|r| (r.record.peer_id(), r.namespace.clone())));
+            cookie = Some(next);
+        }
+        // Everything now stored was seen; duplicates only for what was refreshed after
+        // being seen.
+        let refreshed: HashSet<(PeerId, Namespace)> =
+            later.iter().map(|(i, n)| (peer(*i), ns(names[*n]))).collect();
+        let unique: HashSet<_> = seen.iter().cloned().collect();
+        prop_assert_eq!(unique.len(), store.len());
+        prop_assert!(seen.len() <= store.len() + refreshed.len());
+    }
+}

@@ -1,0 +1,57 @@
+//! Swarms on 127.0.0.1 TCP (noise, yamux), for tests that talk to the `rendezvous` binary.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::{
+    identity::Keypair,
+    multiaddr::Protocol,
+    noise,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, Swarm,
+};
+use tokio::sync::mpsc;
+
+/// A swarm on TCP with a new identity; idle connections stay open for a minute.
+pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("TCP with noise and yamux builds")
+        .with_behaviour(|key| behaviour(key))
+        .expect("the behaviour is given")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Starts `behaviour` in a swarm listening on 127.0.0.1 TCP in a task; returns its address with
+/// `/p2p/` and the behaviour's events.
+pub async fn spawn<B>(behaviour: B) -> (Multiaddr, mpsc::UnboundedReceiver<B::ToSwarm>)
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send,
+{
+    let mut swarm = swarm(|_| behaviour);
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr"))
+        .expect("TCP listens");
+    let address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = *swarm.local_peer_id();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(event) = swarm.select_next_some().await {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    (address.with(Protocol::P2p(peer)), rx)
+}
