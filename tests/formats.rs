@@ -43,6 +43,7 @@ async fn served(server: &Node<ServerNode>, peer: PeerId, formats: ServedFormats)
                     s.behaviour()
                         .rendezvous
                         .registrations()
+                        .expect("the memory store has an index")
                         .served_formats(&peer)
                 })
                 .await;
@@ -136,6 +137,7 @@ async fn a_rust_libp2p_client_is_still_served_legacy_records_only_after_identify
             s.behaviour()
                 .rendezvous
                 .registrations()
+                .expect("the memory store has an index")
                 .served_formats(&r_peer)
         })
         .await;

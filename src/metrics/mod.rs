@@ -240,6 +240,10 @@ mod tests {
                 peer,
                 limit: Limit::MessageSize,
             },
+            server::Event::StoreCommitted {
+                operations: 5,
+                latency: ms,
+            },
         ] {
             metrics.record(&event);
         }
@@ -284,6 +288,10 @@ mod tests {
         assert_eq!(rejected("total"), 0.0);
         assert_eq!(rejected("bytes"), 1.0);
         assert_eq!(rejected("streams"), 1.0);
+        assert_eq!(rejected("in_flight"), 0.0);
+        assert_eq!(get(&format!("{p}store_commit_operations_sum")), 5.0);
+        assert_eq!(get(&format!("{p}store_commit_operations_count")), 1.0);
+        assert_eq!(get(&format!("{p}store_commit_duration_seconds_sum")), 0.001);
     }
 
     #[test]

@@ -43,7 +43,7 @@ struct LimitLabels {
 
 /// The request types with a response (UNREGISTER has none, so no status).
 const TYPES: [&str; 2] = ["register", "discover"];
-const LIMITS: [&str; 5] = ["rate", "per_peer", "total", "bytes", "streams"];
+const LIMITS: [&str; 6] = ["rate", "per_peer", "total", "bytes", "streams", "in_flight"];
 
 fn limit_label(limit: Limit) -> &'static str {
     match limit {
@@ -52,6 +52,7 @@ fn limit_label(limit: Limit) -> &'static str {
         Limit::Registrations => "total",
         Limit::MessageSize => "bytes",
         Limit::Streams => "streams",
+        Limit::InFlight => "in_flight",
     }
 }
 
@@ -82,7 +83,9 @@ pub(super) struct Metrics {
     disconnected: Counter,
     page: Histogram,
     /// `rejected_total` by limit (the order of [`LIMITS`]).
-    rejected: [Counter; 5],
+    rejected: [Counter; LIMITS.len()],
+    commit_operations: Histogram,
+    commit_duration: Histogram,
 }
 
 impl Metrics {
@@ -146,10 +149,26 @@ impl Metrics {
             "rejected",
             "Requests or streams refused by a bound: rate (requests per second per peer), \
              per_peer (registrations per peer), total (registrations held), bytes (message \
-             size), streams (streams per connection)",
+             size), streams (streams per connection), in_flight (requests waiting for the store)",
             rejected.clone(),
         );
         let rejected = LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }));
+
+        // 1 .. 4096 operations.
+        let commit_operations = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "store_commit_operations",
+            "Mutations per store commit (stores that commit in groups, such as SQLite)",
+            commit_operations.clone(),
+        );
+        // 100 µs .. 3.3 s.
+        let commit_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register_with_unit(
+            "store_commit_duration",
+            "Time each store commit took (with a synchronous disk, including the fsync)",
+            Unit::Seconds,
+            commit_duration.clone(),
+        );
 
         Self {
             requests,
@@ -161,6 +180,8 @@ impl Metrics {
             disconnected,
             page,
             rejected,
+            commit_operations,
+            commit_duration,
         }
     }
 
@@ -238,6 +259,13 @@ impl Metrics {
                 RequestKind::Unregister => {}
             },
             Event::StreamRefused { limit, .. } => self.rejected(Some(limit)),
+            Event::StoreCommitted {
+                operations,
+                latency,
+            } => {
+                self.commit_operations.observe(*operations as f64);
+                self.commit_duration.observe(latency.as_secs_f64());
+            }
         }
     }
 }

@@ -1,12 +1,13 @@
-//! The thin [`NetworkBehaviour`] shell around [`Registrations`].
+//! The thin [`NetworkBehaviour`] shell: moves requests from the connections to a [`Store`],
+//! answers them when the store completes them, and runs one timer for the store's expiry.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     task::{Context, Poll},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
-use futures::FutureExt;
+use futures::{channel::oneshot, FutureExt};
 use futures_timer::Delay;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
@@ -19,19 +20,46 @@ use libp2p::{
 
 use super::{
     handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
+    store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
     Config, Event, Limit, RateLimiter, Registrations, Removal,
 };
 use crate::codec::{
     DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
 };
 
+/// The connections of one peer.
+#[derive(Debug, Default)]
+struct Connected {
+    ids: HashSet<ConnectionId>,
+    /// What the handlers were last told: keep the connections alive (the peer holds
+    /// registrations that its disconnect would remove).
+    keep_alive: bool,
+}
+
+/// A REGISTER or DISCOVER submitted to the store, waiting for its answer.
+#[derive(Debug)]
+struct Waiting {
+    responder: oneshot::Sender<Message>,
+    /// When the handler read the request, to report how long answering took.
+    received: Instant,
+    /// For a REGISTER: whether the record is the connection's own peer's (see
+    /// [`register_limit`]).
+    own_record: bool,
+}
+
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
 pub struct Behaviour {
     config: Config,
-    store: Registrations,
+    store: Box<dyn Store>,
     rate: RateLimiter,
     /// Open connections per peer, to know when the last one closes and whom to keep alive.
-    connections: HashMap<PeerId, HashSet<ConnectionId>>,
+    connections: HashMap<PeerId, Connected>,
+    /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
+    /// most [`MAX_IN_FLIGHT`]).
+    waiting: HashMap<OperationId, Waiting>,
+    /// Operations submitted and not completed that count toward [`MAX_IN_FLIGHT`].
+    in_flight: usize,
+    next_id: u64,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     /// The armed expiry timer and the deadline it was armed for.
     timer: Option<(Instant, Delay)>,
@@ -40,47 +68,67 @@ pub struct Behaviour {
 impl std::fmt::Debug for Behaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Behaviour")
-            .field("registrations", &self.store.len())
+            .field("registrations", &self.registration_count())
             .field("connected_peers", &self.connections.len())
+            .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
 }
 
 impl Behaviour {
-    /// A server with `config`. Its cookie counter starts at the wall clock in microseconds, so
-    /// cookies handed out before a restart stay meaningful after it.
+    /// A server with `config`, keeping registrations in memory ([`MemoryStore`]). Its cookie
+    /// counter starts at the wall clock in microseconds, so cookies handed out before a restart
+    /// stay meaningful after it.
     pub fn new(config: Config) -> Self {
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let store = MemoryStore::new(config.clone());
+        Self::with_store(config, store)
+    }
+
+    /// A server with `config` whose registrations live in `store` (for example a
+    /// [`SqliteStore`](super::store) that survives restarts). The store enforces the
+    /// registration limits it was made with; `config` gives the shell's (rate, streams,
+    /// disconnect removal).
+    pub fn with_store(config: Config, store: impl Store) -> Self {
         Self {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
-            store: Registrations::new(config.clone(), start),
+            store: Box::new(store),
             config,
             connections: HashMap::new(),
+            waiting: HashMap::new(),
+            in_flight: 0,
+            next_id: 0,
             events: VecDeque::new(),
             timer: None,
         }
     }
 
-    /// How many registrations are stored.
+    /// How many registrations are stored (0 for a store without a local index).
     pub fn registration_count(&self) -> usize {
-        self.store.len()
+        self.store.index().map_or(0, Registrations::len)
     }
 
-    /// How many namespaces have at least one registration.
+    /// How many namespaces have at least one registration (0 for a store without a local
+    /// index).
     pub fn namespace_count(&self) -> usize {
-        self.store.namespace_count()
+        self.store.index().map_or(0, Registrations::namespace_count)
     }
 
-    /// The registrations in `namespace`, oldest first, with their remaining TTL.
+    /// The registrations in `namespace`, oldest first, with their remaining TTL (empty for a
+    /// store without a local index).
     pub fn registrations_in(&self, namespace: &Namespace) -> Vec<Registration> {
-        self.store.registrations_in(namespace, Instant::now())
+        self.store
+            .index()
+            .map(|index| index.registrations_in(namespace, Instant::now()))
+            .unwrap_or_default()
     }
 
-    /// The registrations of `peer`, with their remaining TTL.
+    /// The registrations of `peer`, with their remaining TTL (empty for a store without a local
+    /// index).
     pub fn registrations_of(&self, peer: &PeerId) -> Vec<Registration> {
-        self.store.registrations_of(peer, Instant::now())
+        self.store
+            .index()
+            .map(|index| index.registrations_of(peer, Instant::now()))
+            .unwrap_or_default()
     }
 
     /// Hints which record format `peer` decodes (for example from identify's agent version), for
@@ -93,9 +141,15 @@ impl Behaviour {
         self.store.set_peer_record_format(peer, format);
     }
 
-    /// The store, for reading.
-    pub fn registrations(&self) -> &Registrations {
-        &self.store
+    /// The store's in-memory index, for reading; `None` for a store without one.
+    pub fn registrations(&self) -> Option<&Registrations> {
+        self.store.index()
+    }
+
+    /// Operations submitted to the store and not yet completed that count toward
+    /// [`MAX_IN_FLIGHT`].
+    pub fn operations_in_flight(&self) -> usize {
+        self.in_flight
     }
 
     fn rate_limited(&self) -> ErrorResponse {
@@ -108,138 +162,268 @@ impl Behaviour {
         )
     }
 
+    fn store_busy() -> ErrorResponse {
+        ErrorResponse::new(
+            ErrorCode::Unavailable,
+            format!(
+                "server busy: {MAX_IN_FLIGHT} requests are waiting for its store; try again \
+                 shortly"
+            ),
+        )
+    }
+
     /// Tells the connections of `peer` whether to stay alive, when the answer changed.
-    fn update_keep_alive(&mut self, peer: PeerId, had_registrations: bool) {
+    fn update_keep_alive(&mut self, peer: PeerId, peer_registrations: usize) {
         if !self.config.remove_on_disconnect {
             return;
         }
-        let has = self.store.count_of(&peer) > 0;
-        if has == had_registrations {
+        let Some(connected) = self.connections.get_mut(&peer) else {
+            return;
+        };
+        let keep = peer_registrations > 0;
+        if connected.keep_alive == keep {
             return;
         }
-        for connection in self.connections.get(&peer).into_iter().flatten() {
+        connected.keep_alive = keep;
+        for connection in &connected.ids {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(*connection),
-                event: FromBehaviour::KeepAlive(has),
+                event: FromBehaviour::KeepAlive(keep),
             });
         }
     }
 
+    fn submit(
+        &mut self,
+        operation: Operation,
+        responder: Option<oneshot::Sender<Message>>,
+        received: Instant,
+    ) {
+        let id = OperationId(self.next_id);
+        self.next_id += 1;
+        if let Some(responder) = responder {
+            self.in_flight += 1;
+            let own_record = match &operation {
+                Operation::Register { peer, registration } => {
+                    registration.record.peer_id() == *peer
+                }
+                _ => false,
+            };
+            self.waiting.insert(
+                id,
+                Waiting {
+                    responder,
+                    received,
+                    own_record,
+                },
+            );
+        }
+        self.store.submit(id, operation, Instant::now());
+    }
+
     fn handle_request(&mut self, peer: PeerId, request: InboundRequest) {
         let now = Instant::now();
-        let had_registrations = self.store.count_of(&peer) > 0;
         let InboundRequest {
             request,
             responder,
             received,
         } = request;
-        // Read after the store answered, so the duration includes its work.
+        // Refusals the shell decides itself: the rate, then the store's capacity.
+        let refusal = match &request {
+            Request::Unregister(_) => None,
+            _ if !self.rate.try_acquire(peer, now) => Some((self.rate_limited(), Limit::Rate)),
+            _ if self.in_flight >= MAX_IN_FLIGHT => Some((Self::store_busy(), Limit::InFlight)),
+            _ => None,
+        };
         let duration = || Instant::now().saturating_duration_since(received);
-        let (response, event) = match request {
+        let operation = match request {
             Request::Register(registration) => {
-                let namespace = registration.namespace.clone();
-                let record = registration.record.clone();
-                let result = if self.rate.try_acquire(peer, now) {
-                    self.store
-                        .register(peer, registration, now)
-                        .map_err(|error| {
-                            let limit = register_limit(&error, record.peer_id() == peer);
-                            (error, limit)
-                        })
-                } else {
-                    Err((self.rate_limited(), Some(Limit::Rate)))
-                };
-                let (result, event) = match result {
-                    Ok(ttl) => (
-                        Ok(ttl),
-                        Event::PeerRegistered {
-                            peer,
-                            registration: Registration {
-                                namespace,
-                                record,
-                                ttl,
-                            },
-                            duration: duration(),
-                        },
-                    ),
-                    Err((error, limit)) => (
-                        Err(error.clone()),
-                        Event::PeerNotRegistered {
+                if let Some((error, limit)) = refusal {
+                    let namespace = registration.namespace;
+                    self.answer(responder, Message::RegisterResponse(Err(error.clone())));
+                    self.events
+                        .push_back(ToSwarm::GenerateEvent(Event::PeerNotRegistered {
                             peer,
                             namespace,
                             error,
-                            limit,
+                            limit: Some(limit),
                             duration: duration(),
-                        },
-                    ),
-                };
-                (Some(Message::RegisterResponse(result)), Some(event))
+                        }));
+                    return;
+                }
+                Operation::Register { peer, registration }
             }
-            Request::Unregister(namespace) => {
-                let removed = self.store.unregister(peer, &namespace);
-                (
-                    None,
-                    removed.map(|_| Event::PeerUnregistered {
-                        peer,
-                        namespace,
-                        cause: Removal::Unregister,
-                    }),
-                )
-            }
+            Request::Unregister(namespace) => Operation::Unregister { peer, namespace },
             Request::Discover {
                 namespace,
                 cookie,
                 limit,
             } => {
-                let result = if self.rate.try_acquire(peer, now) {
-                    self.store
-                        .discover(peer, namespace.as_ref(), cookie.as_ref(), limit, now)
-                        .map_err(|error| (error, None))
-                } else {
-                    Err((self.rate_limited(), Some(Limit::Rate)))
-                };
-                match result {
-                    Ok((registrations, cookie)) => {
-                        let event = Event::DiscoverServed {
-                            peer,
-                            namespace,
-                            count: registrations.len(),
-                            duration: duration(),
-                        };
-                        let page = DiscoverPage {
-                            registrations,
-                            cookie: Some(cookie),
-                            skipped: 0,
-                        };
-                        (Some(Message::DiscoverResponse(Ok(page))), Some(event))
-                    }
-                    Err((error, limit)) => (
-                        Some(Message::DiscoverResponse(Err(error.clone()))),
-                        Some(Event::DiscoverNotServed {
+                if let Some((error, limit)) = refusal {
+                    self.answer(responder, Message::DiscoverResponse(Err(error.clone())));
+                    self.events
+                        .push_back(ToSwarm::GenerateEvent(Event::DiscoverNotServed {
                             peer,
                             namespace,
                             error,
-                            limit,
+                            limit: Some(limit),
                             duration: duration(),
-                        }),
-                    ),
+                        }));
+                    return;
+                }
+                Operation::Discover {
+                    peer,
+                    namespace,
+                    cookie,
+                    limit,
                 }
             }
         };
-        if let (Some(responder), Some(response)) = (responder, response) {
+        self.submit(operation, responder, received);
+    }
+
+    fn answer(&self, responder: Option<oneshot::Sender<Message>>, response: Message) {
+        if let Some(responder) = responder {
             // The stream may be gone already; then nobody waits for the answer.
             let _ = responder.send(response);
         }
-        if let Some(event) = event {
-            self.events.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    /// Answers a completed operation and reports it.
+    fn on_completed(&mut self, id: OperationId, peer: PeerId, outcome: Outcome, count: usize) {
+        let waiting = self.waiting.remove(&id);
+        if waiting.is_some() {
+            self.in_flight -= 1;
         }
-        self.update_keep_alive(peer, had_registrations);
+        // Read after the store answered, so the duration includes its work (a commit, say).
+        let now = Instant::now();
+        let duration = waiting.as_ref().map_or_else(Default::default, |w| {
+            now.saturating_duration_since(w.received)
+        });
+        let own_record = waiting.as_ref().is_some_and(|w| w.own_record);
+        let responder = waiting.map(|w| w.responder);
+        let (response, events) = match outcome {
+            Outcome::Registered { namespace, result } => match result {
+                Ok(registration) => (
+                    Some(Message::RegisterResponse(Ok(registration.ttl))),
+                    vec![Event::PeerRegistered {
+                        peer,
+                        registration,
+                        duration,
+                    }],
+                ),
+                Err(error) => (
+                    Some(Message::RegisterResponse(Err(error.clone()))),
+                    vec![Event::PeerNotRegistered {
+                        peer,
+                        namespace,
+                        limit: register_limit(&error, own_record),
+                        error,
+                        duration,
+                    }],
+                ),
+            },
+            Outcome::Unregistered { namespace, removed } => (
+                None,
+                removed
+                    .map(|_| Event::PeerUnregistered {
+                        peer,
+                        namespace,
+                        cause: Removal::Unregister,
+                    })
+                    .into_iter()
+                    .collect(),
+            ),
+            Outcome::PeerRemoved { removed } => (
+                None,
+                removed
+                    .into_iter()
+                    .map(|registration| Event::PeerUnregistered {
+                        peer,
+                        namespace: registration.namespace,
+                        cause: Removal::Disconnect,
+                    })
+                    .collect(),
+            ),
+            Outcome::Discovered { namespace, result } => match result {
+                Ok((registrations, cookie)) => {
+                    let event = Event::DiscoverServed {
+                        peer,
+                        namespace,
+                        count: registrations.len(),
+                        duration,
+                    };
+                    let page = DiscoverPage {
+                        registrations,
+                        cookie: Some(cookie),
+                        skipped: 0,
+                    };
+                    (Some(Message::DiscoverResponse(Ok(page))), vec![event])
+                }
+                Err(error) => (
+                    Some(Message::DiscoverResponse(Err(error.clone()))),
+                    vec![Event::DiscoverNotServed {
+                        peer,
+                        namespace,
+                        error,
+                        limit: None,
+                        duration,
+                    }],
+                ),
+            },
+        };
+        if let Some(response) = response {
+            self.answer(responder, response);
+        }
+        self.events
+            .extend(events.into_iter().map(ToSwarm::GenerateEvent));
+        self.update_keep_alive(peer, count);
+    }
+
+    fn on_store_event(&mut self, event: StoreEvent) {
+        match event {
+            StoreEvent::Completed {
+                id,
+                peer,
+                outcome,
+                peer_registrations,
+            } => self.on_completed(id, peer, outcome, peer_registrations),
+            StoreEvent::Expired {
+                registration,
+                peer_registrations,
+            } => {
+                let peer = registration.record.peer_id();
+                self.update_keep_alive(peer, peer_registrations);
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::RegistrationExpired(
+                        registration,
+                    )));
+            }
+            StoreEvent::Committed {
+                operations,
+                latency,
+            } => self
+                .events
+                .push_back(ToSwarm::GenerateEvent(Event::StoreCommitted {
+                    operations,
+                    latency,
+                })),
+        }
+    }
+
+    /// Whether a new connection of `peer` starts kept alive (it holds registrations, as far as
+    /// the store's index knows; a store without one tells on the peer's first request).
+    fn holds_registrations(&self, peer: &PeerId) -> bool {
+        self.config.remove_on_disconnect
+            && self
+                .store
+                .index()
+                .is_some_and(|index| index.count_of(peer) > 0)
     }
 
     fn new_handler(&self, peer: PeerId) -> Handler {
-        let keep_alive = self.config.remove_on_disconnect && self.store.count_of(&peer) > 0;
-        Handler::new(&self.config, keep_alive)
+        Handler::new(&self.config, self.holds_registrations(&peer))
     }
 }
 
@@ -271,9 +455,14 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(established) => {
+                let keep_alive = self.holds_registrations(&established.peer_id);
                 self.connections
                     .entry(established.peer_id)
-                    .or_default()
+                    .or_insert_with(|| Connected {
+                        ids: HashSet::new(),
+                        keep_alive,
+                    })
+                    .ids
                     .insert(established.connection_id);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
@@ -282,8 +471,8 @@ impl NetworkBehaviour for Behaviour {
                 remaining_established,
                 ..
             }) => {
-                if let Some(connections) = self.connections.get_mut(&peer_id) {
-                    connections.remove(&connection_id);
+                if let Some(connected) = self.connections.get_mut(&peer_id) {
+                    connected.ids.remove(&connection_id);
                 }
                 if remaining_established > 0 {
                     return;
@@ -291,14 +480,11 @@ impl NetworkBehaviour for Behaviour {
                 self.connections.remove(&peer_id);
                 self.store.forget_peer_record_format(&peer_id);
                 if self.config.remove_on_disconnect {
-                    for registration in self.store.remove_peer(&peer_id) {
-                        self.events
-                            .push_back(ToSwarm::GenerateEvent(Event::PeerUnregistered {
-                                peer: peer_id,
-                                namespace: registration.namespace,
-                                cause: Removal::Disconnect,
-                            }));
-                    }
+                    self.submit(
+                        Operation::RemovePeer { peer: peer_id },
+                        None,
+                        Instant::now(),
+                    );
                 }
             }
             _ => {}
@@ -339,13 +525,8 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
-            if let Some(registration) = self.store.poll_expired(now) {
-                let peer = registration.record.peer_id();
-                self.update_keep_alive(peer, true);
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::RegistrationExpired(
-                        registration,
-                    )));
+            if let Poll::Ready(event) = self.store.poll(cx, now) {
+                self.on_store_event(event);
                 continue;
             }
             let Some(deadline) = self.store.poll_timeout() else {
@@ -371,9 +552,10 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// The bound behind a REGISTER the store refused, by [`Registrations::register`]'s rules:
-/// `E_NOT_AUTHORIZED` for a record of the connection's own peer is its per-peer limit (for
-/// another peer's record it is the signer check), and `E_UNAVAILABLE` is the total limit.
+/// The bound behind a REGISTER the store refused, by the store's rules (those of
+/// [`Registrations::register`]): `E_NOT_AUTHORIZED` for a record of the connection's own peer
+/// is its per-peer limit (for another peer's record it is the signer check), and
+/// `E_UNAVAILABLE` is the total limit.
 fn register_limit(error: &ErrorResponse, own_record: bool) -> Option<Limit> {
     match error.code {
         ErrorCode::NotAuthorized if own_record => Some(Limit::PeerRegistrations),

@@ -1,8 +1,9 @@
 //! The embedded rendezvous server: a [`Behaviour`] to put in a [`libp2p::Swarm`].
 //!
 //! The logic lives in [`Registrations`], a pure store fed `now: Instant` (no IO, no clock
-//! reads); [`Behaviour`] is a thin shell that moves requests from the connections to the store,
-//! answers them and runs one timer for expiry.
+//! reads); [`Behaviour`] is a thin shell that moves requests from the connections to a
+//! [`Store`] (the [store boundary](store): [`MemoryStore`] around [`Registrations`] by default),
+//! answers them when the store completes them and runs one timer for expiry.
 //!
 //! # Rules
 //!
@@ -56,6 +57,7 @@ mod behaviour;
 mod handler;
 mod rate;
 mod registrations;
+pub mod store;
 
 use std::time::Duration;
 
@@ -65,6 +67,7 @@ pub use behaviour::Behaviour;
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
 pub use registrations::{Registrations, MAX_PEER_FORMAT_OVERRIDES, MAX_SCANNED_PER_DISCOVER};
+pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{
     ErrorResponse, Namespace, Registration, RequestKind, Ttl, DEFAULT_MAX_MESSAGE_SIZE,
@@ -278,6 +281,8 @@ pub enum Limit {
     /// A connection already had [`Config::with_max_streams_per_connection`] streams open; the new
     /// stream was dropped.
     Streams,
+    /// [`MAX_IN_FLIGHT`] requests were waiting for the store.
+    InFlight,
 }
 
 /// Why a registration was removed before its TTL ended.
@@ -370,5 +375,12 @@ pub enum Event {
         peer: PeerId,
         /// The bound.
         limit: Limit,
+    },
+    /// The store committed a group of mutations (stores that commit in groups, such as SQLite).
+    StoreCommitted {
+        /// Operations in the commit.
+        operations: usize,
+        /// How long the commit took (with `--sync full`, including the fsync).
+        latency: Duration,
     },
 }

@@ -270,6 +270,10 @@ fn log_event(event: server::Event) {
             tracing::debug!(%peer, ?kind, %error, "undecodable request rejected")
         }
         StreamRefused { peer, limit } => tracing::debug!(%peer, ?limit, "stream refused"),
+        StoreCommitted {
+            operations,
+            latency,
+        } => tracing::trace!(operations, ?latency, "store commit"),
     }
 }
 

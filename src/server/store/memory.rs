@@ -1,0 +1,143 @@
+//! The memory store: the pure [`Registrations`] core, answering every operation at once.
+
+use std::{
+    collections::VecDeque,
+    task::{Context, Poll, Waker},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use libp2p::PeerId;
+
+use super::{Operation, OperationId, Outcome, Store, StoreEvent};
+use crate::codec::{RecordFormat, Registration};
+use crate::server::{Config, Registrations};
+
+/// Registrations in memory only: what tests and `serve --ephemeral` use. A restart loses them.
+///
+/// Every operation completes on the next [`poll`](Store::poll); the completions waiting are at
+/// most the operations the shell has in flight.
+#[derive(Debug)]
+pub struct MemoryStore {
+    index: Registrations,
+    ready: VecDeque<StoreEvent>,
+    waker: Option<Waker>,
+}
+
+impl MemoryStore {
+    /// An empty store with the limits of `config`. Its cookie counter starts at the wall clock
+    /// in microseconds, so cookies handed out before a restart never hide registrations made
+    /// after it.
+    pub fn new(config: Config) -> Self {
+        Self::from_index(Registrations::new(config, wall_clock_micros()))
+    }
+
+    /// A store around `index` (for example one filled by a test).
+    pub fn from_index(index: Registrations) -> Self {
+        Self {
+            index,
+            ready: VecDeque::new(),
+            waker: None,
+        }
+    }
+}
+
+/// The wall clock in microseconds since the Unix epoch (0 before it).
+pub(crate) fn wall_clock_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Applies `operation` to `index`, as every local store does first: the outcome, and the
+/// registrations `peer` holds after it.
+pub(crate) fn apply(
+    index: &mut Registrations,
+    operation: Operation,
+    now: Instant,
+) -> (Outcome, usize) {
+    let peer = operation.peer();
+    let outcome = match operation {
+        Operation::Register { peer, registration } => {
+            let namespace = registration.namespace.clone();
+            let record = registration.record.clone();
+            let result = index
+                .register(peer, registration, now)
+                .map(|ttl| Registration {
+                    namespace: namespace.clone(),
+                    record,
+                    ttl,
+                });
+            Outcome::Registered { namespace, result }
+        }
+        Operation::Unregister { peer, namespace } => {
+            let removed = index.unregister(peer, &namespace);
+            Outcome::Unregistered { namespace, removed }
+        }
+        Operation::RemovePeer { peer } => Outcome::PeerRemoved {
+            removed: index.remove_peer(&peer),
+        },
+        Operation::Discover {
+            peer,
+            namespace,
+            cookie,
+            limit,
+        } => {
+            let result = index.discover(peer, namespace.as_ref(), cookie.as_ref(), limit, now);
+            Outcome::Discovered { namespace, result }
+        }
+    };
+    (outcome, index.count_of(&peer))
+}
+
+/// The next registration of `index` expired at `now`, as a [`StoreEvent::Expired`].
+pub(crate) fn poll_expired(index: &mut Registrations, now: Instant) -> Option<StoreEvent> {
+    let registration = index.poll_expired(now)?;
+    let peer_registrations = index.count_of(&registration.record.peer_id());
+    Some(StoreEvent::Expired {
+        registration,
+        peer_registrations,
+    })
+}
+
+impl Store for MemoryStore {
+    fn submit(&mut self, id: OperationId, operation: Operation, now: Instant) {
+        let peer = operation.peer();
+        let (outcome, peer_registrations) = apply(&mut self.index, operation, now);
+        self.ready.push_back(StoreEvent::Completed {
+            id,
+            peer,
+            outcome,
+            peer_registrations,
+        });
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<StoreEvent> {
+        if let Some(event) = self.ready.pop_front() {
+            return Poll::Ready(event);
+        }
+        if let Some(event) = poll_expired(&mut self.index, now) {
+            return Poll::Ready(event);
+        }
+        self.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.index.poll_timeout()
+    }
+
+    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
+        self.index.set_peer_record_format(peer, format);
+    }
+
+    fn forget_peer_record_format(&mut self, peer: &PeerId) {
+        self.index.forget_peer_record_format(peer);
+    }
+
+    fn index(&self) -> Option<&Registrations> {
+        Some(&self.index)
+    }
+}
