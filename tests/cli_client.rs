@@ -8,6 +8,7 @@ use std::{process::Stdio, time::Duration};
 use futures::StreamExt;
 use libp2p::{rendezvous, swarm::SwarmEvent, Multiaddr, PeerId};
 use rendezvous_discovery::{client, Namespace, RecordFormat};
+use support::{WithIdentify, WithIdentifyEvent};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
@@ -16,13 +17,18 @@ use tokio::{
 
 const HANG: Duration = Duration::from_secs(60);
 
-/// Starts rust-libp2p's rendezvous server on 127.0.0.1; returns its address and its events.
+/// Starts rust-libp2p's rendezvous server on 127.0.0.1, next to identify (which tells
+/// `discover`, a client that does not register, that it is a rendezvous server: it holds its
+/// first DISCOVER until then); returns its address and its rendezvous events.
 async fn server() -> (
     Multiaddr,
-    mpsc::UnboundedReceiver<rendezvous::server::Event>,
+    mpsc::UnboundedReceiver<WithIdentifyEvent<rendezvous::server::Behaviour>>,
 ) {
     let config = rendezvous::server::Config::default().with_min_ttl(1);
-    support::tcp::spawn(rendezvous::server::Behaviour::new(config)).await
+    support::tcp::spawn(|key| {
+        WithIdentify::new(key.clone(), |_| rendezvous::server::Behaviour::new(config))
+    })
+    .await
 }
 
 /// Registers a peer with our client library, in process; returns its id once registered.
@@ -163,8 +169,9 @@ async fn register_keeps_registered_until_interrupted_then_unregisters() {
     assert!(status.success(), "{status:?}");
     let unregistered = tokio::time::timeout(HANG, async {
         loop {
-            if let Some(rendezvous::server::Event::PeerUnregistered { namespace, .. }) =
-                events.recv().await
+            if let Some(WithIdentifyEvent::Rendezvous(
+                rendezvous::server::Event::PeerUnregistered { namespace, .. },
+            )) = events.recv().await
             {
                 return namespace.to_string();
             }

@@ -11,7 +11,7 @@ use serde_json::Value;
 /// Starts rust-libp2p's rendezvous server on 127.0.0.1 and returns its address with `/p2p/`.
 async fn reference_server() -> Multiaddr {
     let config = rendezvous::server::Config::default().with_min_ttl(1);
-    support::tcp::spawn(rendezvous::server::Behaviour::new(config))
+    support::tcp::spawn(|_| rendezvous::server::Behaviour::new(config))
         .await
         .0
 }
@@ -132,7 +132,7 @@ async fn verify_bench_reports_the_cost_of_one_record() {
 /// Starts our server on 127.0.0.1 and returns its address with `/p2p/`.
 async fn our_server() -> Multiaddr {
     let config = rendezvous_discovery::server::Config::default().with_min_ttl(1);
-    support::tcp::spawn(rendezvous_discovery::server::Behaviour::new(config))
+    support::tcp::spawn(|_| rendezvous_discovery::server::Behaviour::new(config))
         .await
         .0
 }

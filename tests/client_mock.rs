@@ -35,8 +35,9 @@ use rendezvous_discovery::{
     PROTOCOL,
 };
 use support::{
-    node::{spawn, Node},
+    node::{spawn, spawn_with_identify, Node},
     recorder::Recorder,
+    WithIdentify,
 };
 
 // ---- the mock server ----
@@ -183,11 +184,20 @@ impl NetworkBehaviour for Mock {
     }
 }
 
-async fn mock(script: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> Node<Mock> {
+/// The mock server, next to identify (a client that only discovers holds its first DISCOVER
+/// until identify told it the server's protocols); it reports the requests it read.
+type MockNode = Node<WithIdentify<Mock>, Message>;
+
+/// The client, next to identify; it reports the client's events.
+type Client = Node<WithIdentify<client::Behaviour>, Event>;
+
+async fn mock(script: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> MockNode {
     let script: Script = Arc::new(script);
-    spawn(support::swarm(|_| Mock {
-        script,
-        events: VecDeque::new(),
+    spawn_with_identify(support::swarm(|key| {
+        WithIdentify::new(key, |_| Mock {
+            script,
+            events: VecDeque::new(),
+        })
     }))
     .await
 }
@@ -198,7 +208,7 @@ fn ns() -> Namespace {
     Namespace::from_static("mock")
 }
 
-fn config(server: &Node<Mock>) -> client::Config {
+fn config(server: &MockNode) -> client::Config {
     client::Config::default()
         .with_server(server.peer, vec![server.addr()])
         .with_namespace(ns())
@@ -211,15 +221,18 @@ fn config(server: &Node<Mock>) -> client::Config {
         .with_seed(5)
 }
 
-async fn client(config: client::Config) -> Node<client::Behaviour> {
-    spawn(support::swarm(|key| client::Behaviour::new(key, config))).await
+async fn client(config: client::Config) -> Client {
+    spawn_with_identify(support::swarm(|key| {
+        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
+    }))
+    .await
 }
 
-fn discover_only(server: &Node<Mock>) -> client::Config {
+fn discover_only(server: &MockNode) -> client::Config {
     config(server).with_registration(false)
 }
 
-fn register_only(server: &Node<Mock>) -> client::Config {
+fn register_only(server: &MockNode) -> client::Config {
     config(server).with_discovery(false)
 }
 
@@ -308,7 +321,7 @@ async fn unavailable_is_reported_and_retried() {
 async fn no_reply_times_out() {
     let server = mock(|_| Reply::Silence).await;
     let mut c =
-        client(discover_only(&server).with_request_timeout(Duration::from_millis(300))).await;
+        client(discover_only(&server).with_request_timeout(Duration::from_millis(50))).await;
     assert_eq!(c.wait_for(discover_failed).await, RequestError::Timeout);
 }
 
@@ -420,10 +433,15 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
     .await;
     let (d, r) = c
         .ask(move |swarm| {
-            let d = swarm
+            let d =
+                swarm
+                    .behaviour_mut()
+                    .rendezvous
+                    .discover(server_peer, Some(ns()), None, Some(10));
+            let r = swarm
                 .behaviour_mut()
-                .discover(server_peer, Some(ns()), None, Some(10));
-            let r = swarm.behaviour_mut().register(server_peer, ns(), Some(100));
+                .rendezvous
+                .register(server_peer, ns(), Some(100));
             (d, r)
         })
         .await;
@@ -449,7 +467,7 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
     // Discovered addresses make `swarm.dial(peer_id)` work.
     let peer = key.public().to_peer_id();
     assert_eq!(
-        c.ask(move |swarm| swarm.behaviour().discovered_addresses(&peer))
+        c.ask(move |swarm| swarm.behaviour().rendezvous.discovered_addresses(&peer))
             .await,
         vec!["/memory/9".parse::<Multiaddr>().unwrap()]
     );
@@ -457,6 +475,7 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
 
 #[derive(NetworkBehaviour)]
 struct Recorded {
+    identify: libp2p::identify::Behaviour,
     client: client::Behaviour,
     recorder: Recorder,
 }
@@ -472,20 +491,20 @@ async fn discovered_addresses_are_announced_to_the_swarm() {
     .await;
     let config = discover_only(&server);
     let mut node = spawn(support::swarm(|k| Recorded {
+        identify: support::identify(&k.public()),
         client: client::Behaviour::new(k, config),
         recorder: Recorder::default(),
     }))
     .await;
+    // Identify announces the server's addresses too; the client announces the discovered peer's.
+    let discovered = key.public().to_peer_id();
     let seen = node
         .wait_for(|e| match e {
-            RecordedEvent::Recorder(seen) => Some(seen.clone()),
+            RecordedEvent::Recorder((peer, addr)) if *peer == discovered => Some(addr.clone()),
             _ => None,
         })
         .await;
-    assert_eq!(
-        seen,
-        (key.public().to_peer_id(), "/memory/11".parse().unwrap())
-    );
+    assert_eq!(seen, "/memory/11".parse::<Multiaddr>().unwrap());
 }
 
 #[tokio::test]
@@ -509,6 +528,7 @@ async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() 
             for _ in 0..batch {
                 swarm
                     .behaviour_mut()
+                    .rendezvous
                     .discover(server_peer, Some(ns()), None, Some(10));
             }
         });
@@ -524,6 +544,7 @@ async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() 
         .ask(move |swarm| {
             swarm
                 .behaviour_mut()
+                .rendezvous
                 .discover(server_peer, Some(ns()), None, Some(10))
         })
         .await;

@@ -12,12 +12,14 @@ use rendezvous_discovery::{
 };
 use support::{
     memory_addr,
-    node::{spawn, Node},
-    WithIdentify, WithIdentifyEvent,
+    node::{spawn_with_identify, Node},
+    WithIdentify,
 };
 
-type Server = Node<rendezvous::server::Behaviour>;
-type Client = Node<client::Behaviour>;
+/// Servers and clients run identify, as applications do: a client that only discovers holds its
+/// first DISCOVER until identify told it the server's protocols.
+type Server = Node<WithIdentify<rendezvous::server::Behaviour>, rendezvous::server::Event>;
+type Client = Node<WithIdentify<client::Behaviour>, Event>;
 
 fn ns() -> Namespace {
     Namespace::from_static("rust-server-test")
@@ -28,7 +30,10 @@ fn rust_server() -> rendezvous::server::Behaviour {
 }
 
 async fn server() -> Server {
-    spawn(support::swarm(|_| rust_server())).await
+    spawn_with_identify(support::swarm(|key| {
+        WithIdentify::new(key, |_| rust_server())
+    }))
+    .await
 }
 
 fn config(server: &Server) -> client::Config {
@@ -42,7 +47,10 @@ fn config(server: &Server) -> client::Config {
 }
 
 async fn client(config: client::Config) -> Client {
-    spawn(support::swarm(|key| client::Behaviour::new(key, config))).await
+    spawn_with_identify(support::swarm(|key| {
+        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
+    }))
+    .await
 }
 
 fn discovered(of: PeerId) -> impl FnMut(&Event) -> Option<Vec<Multiaddr>> {
@@ -91,29 +99,11 @@ async fn a_standard_client_falls_back_to_legacy_on_its_own() {
 }
 
 #[tokio::test]
-async fn a_registration_that_is_not_refreshed_expires() {
-    let server = server().await;
-    let mut a = client(config(&server).with_ttl(2).with_discovery(false)).await;
-    let mut b = client(config(&server).with_registration(false)).await;
-    a.wait_for(registered).await;
-    b.wait_for(discovered(a.peer)).await;
-    let a_peer = a.peer;
-    a.kill().await;
-    let (peer, namespace) = b
-        .wait_for(|e| match e {
-            Event::Expired { peer, namespace } => Some((*peer, namespace.clone())),
-            _ => None,
-        })
-        .await;
-    assert_eq!((peer, namespace), (a_peer, ns()));
-}
-
-#[tokio::test]
 async fn stop_unregisters_and_reports_stopped() {
     let mut server = server().await;
     let mut a = client(config(&server).with_discovery(false)).await;
     a.wait_for(registered).await;
-    a.run(|swarm| swarm.behaviour_mut().stop());
+    a.run(|swarm| swarm.behaviour_mut().rendezvous.stop());
     a.wait_for(|e| matches!(e, Event::Stopped).then_some(()))
         .await;
     let (peer, namespace) = server
@@ -183,13 +173,33 @@ async fn a_discovered_peer_can_be_dialed_by_peer_id_alone() {
 
 #[tokio::test]
 async fn a_new_external_address_is_registered_again_with_a_new_record() {
-    let server = server().await;
+    let mut server = server().await;
     let a = client(config(&server).with_discovery(false)).await;
     let mut b = client(config(&server).with_registration(false)).await;
     assert_eq!(b.wait_for(discovered(a.peer)).await.len(), 1);
     let extra = memory_addr();
     let added = extra.clone();
     a.run(move |swarm| swarm.add_external_address(added));
+    let a_peer = a.peer;
+    let registered = server
+        .wait_for(|e| match e {
+            rendezvous::server::Event::PeerRegistered { peer, registration }
+                if *peer == a_peer && registration.record.addresses().len() == 2 =>
+            {
+                Some(registration.record.addresses().to_vec())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(registered.contains(&extra), "{registered:?}");
+    // B sees it when it asks next: asked now rather than at its next poll, a second away.
+    let server_peer = server.peer;
+    b.run(move |swarm| {
+        swarm
+            .behaviour_mut()
+            .rendezvous
+            .discover(server_peer, Some(ns()), None, None);
+    });
     let addrs = b.wait_for(discovered(a.peer)).await;
     assert_eq!(addrs.len(), 2);
     assert!(addrs.contains(&extra));
@@ -200,7 +210,12 @@ async fn a_manual_request_to_an_unreachable_server_fails_with_not_connected() {
     let mut c = client(client::Config::default()).await;
     let nobody = Keypair::generate_ed25519().public().to_peer_id();
     let id = c
-        .ask(move |swarm| swarm.behaviour_mut().register(nobody, ns(), None))
+        .ask(move |swarm| {
+            swarm
+                .behaviour_mut()
+                .rendezvous
+                .register(nobody, ns(), None)
+        })
         .await;
     let (request, error) = c
         .wait_for(|e| match e {
@@ -211,34 +226,25 @@ async fn a_manual_request_to_an_unreachable_server_fails_with_not_connected() {
     assert_eq!((request, error), (id, client::RequestError::NotConnected));
 }
 
-/// A client and a server that both run identify: the client learns the server it was not
-/// configured with.
+/// Identify tells the client of a server it was not configured with.
 #[tokio::test]
 async fn a_connected_peer_announcing_the_protocol_becomes_a_server() {
-    let server = spawn(support::swarm(|key| {
-        WithIdentify::new(key, |_| rust_server())
-    }))
-    .await;
-    // Not configured with any server: it must learn this one.
+    let server = server().await;
     let config = client::Config::default()
         .with_namespace(ns())
-        .with_record_format(RecordFormat::Legacy)
-        .with_interval(Duration::from_secs(1));
-    let mut c = spawn(support::swarm(|key| {
-        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
-    }))
-    .await;
+        .with_record_format(RecordFormat::Legacy);
+    let mut c = client(config).await;
     c.dial(server.addr());
     let added = c
         .wait_for(|e| match e {
-            WithIdentifyEvent::Rendezvous(Event::ServerAdded { server }) => Some(*server),
+            Event::ServerAdded { server } => Some(*server),
             _ => None,
         })
         .await;
     assert_eq!(added, server.peer);
     let at = c
         .wait_for(|e| match e {
-            WithIdentifyEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
+            Event::Registered { server, .. } => Some(*server),
             _ => None,
         })
         .await;

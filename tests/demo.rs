@@ -1,11 +1,13 @@
-//! `rendezvous demo` runs to completion on loopback and shows what it promises.
+//! `rendezvous demo` runs to completion on loopback and shows what it promises. Its outcome is
+//! what counts, not how long it took: the deadline it gives itself (9 s by default) is raised
+//! far past it (a hang guard only), so a loaded machine does not fail it.
 
 use std::process::Command;
 
 #[test]
 fn the_demo_shows_registration_discovery_and_expiry_and_exits_0() {
     let output = Command::new(env!("CARGO_BIN_EXE_rendezvous"))
-        .arg("demo")
+        .args(["demo", "--deadline", "120"])
         .env("RUST_LOG", "warn")
         .output()
         .expect("the binary runs");

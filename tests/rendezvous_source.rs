@@ -2,12 +2,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use libp2p::{multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent, Swarm};
 use libp2p_swarm_test::SwarmExt as _;
 use rendezvous_discovery::{bootstrap, client, discovery, server, Namespace};
+use support::{WithIdentify, WithIdentifyEvent};
 
 #[derive(NetworkBehaviour)]
 struct Sources {
@@ -27,12 +26,16 @@ impl discovery::Source for Sources {
 #[tokio::test]
 async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
     let ns = Namespace::from_static("chat");
-    let mut rendezvous_server = Swarm::new_ephemeral_tokio(|_| {
-        // a only discovers (never registers), so the server cannot know which record format a
-        // speaks; serve it both (the default serves unknown peers only rust-libp2p 0.18's).
-        server::Behaviour::new(
-            server::Config::default().with_unknown_peer_formats(server::ServedFormats::All),
-        )
+    // Identify on the server and on a: a only discovers, and holds its first DISCOVER until
+    // identify told it the server's protocols.
+    let mut rendezvous_server = Swarm::new_ephemeral_tokio(|key| {
+        WithIdentify::new(key, |_| {
+            // a never registers; serve it every record without waiting for its identify (its
+            // marker; see formats.rs), so the test does not depend on identify's timing.
+            server::Behaviour::new(
+                server::Config::default().with_unknown_peer_formats(server::ServedFormats::All),
+            )
+        })
     });
     let (server_addr, _) = rendezvous_server.listen().with_memory_addr_external().await;
     let server_id = *rendezvous_server.local_peer_id();
@@ -56,33 +59,36 @@ async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
 
     // a knows t from its bootstrap list too.
     let mut a = Swarm::new_ephemeral_tokio(|key| {
-        let sources = Sources {
-            rendezvous: client::Behaviour::new(
-                key,
-                client::Config::default()
-                    .with_server(server_id, vec![server_addr.clone()])
-                    .with_namespace(ns.clone())
-                    .with_registration(false)
-                    .with_interval(Duration::from_millis(50)),
-            ),
-            bootstrap: bootstrap::Behaviour::new(
-                bootstrap::Config::new([t_addr.clone().with(Protocol::P2p(t_id))]).unwrap(),
-            ),
-        };
-        discovery::Behaviour::new(sources, discovery::Config::default())
+        WithIdentify::new(key, |key| {
+            let sources = Sources {
+                rendezvous: client::Behaviour::new(
+                    key,
+                    client::Config::default()
+                        .with_server(server_id, vec![server_addr.clone()])
+                        .with_namespace(ns.clone())
+                        .with_registration(false),
+                ),
+                bootstrap: bootstrap::Behaviour::new(
+                    bootstrap::Config::new([t_addr.clone().with(Protocol::P2p(t_id))]).unwrap(),
+                ),
+            };
+            discovery::Behaviour::new(sources, discovery::Config::default())
+        })
     });
 
     let mut reports = Vec::new();
     tokio::time::timeout(support::HANG, async {
         loop {
             match a.select_next_some().await {
-                SwarmEvent::Behaviour(discovery::Event::Discovered {
-                    peer,
-                    addrs,
-                    source,
-                }) => reports.push((peer, addrs, source)),
-                SwarmEvent::Behaviour(discovery::Event::Source(SourcesEvent::Rendezvous(
-                    client::Event::Discovered { peer, .. },
+                SwarmEvent::Behaviour(WithIdentifyEvent::Rendezvous(
+                    discovery::Event::Discovered {
+                        peer,
+                        addrs,
+                        source,
+                    },
+                )) => reports.push((peer, addrs, source)),
+                SwarmEvent::Behaviour(WithIdentifyEvent::Rendezvous(discovery::Event::Source(
+                    SourcesEvent::Rendezvous(client::Event::Discovered { peer, .. }),
                 ))) if peer == t_id => return,
                 _ => {}
             }
@@ -92,7 +98,7 @@ async fn a_peer_from_bootstrap_and_rendezvous_is_reported_once() {
     .expect("a discovers t through rendezvous");
 
     assert_eq!(reports, [(t_id, vec![t_addr.clone()], bootstrap::SOURCE)]);
-    let book = a.behaviour().address_book();
+    let book = a.behaviour().rendezvous.address_book();
     assert_eq!(book.sources_of(&t_id), [bootstrap::SOURCE, client::SOURCE]);
     assert_eq!(book.addresses_of(&t_id).collect::<Vec<_>>(), [&t_addr]);
 }

@@ -12,15 +12,16 @@ use libp2p::{
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{memory_addr, HANG};
+use super::{memory_addr, WithIdentify, WithIdentifyEvent, HANG};
 
 type Command<B> = Box<dyn FnOnce(&mut Swarm<B>) + Send>;
 
-/// A swarm running in a task.
-pub struct Node<B: NetworkBehaviour> {
+/// A swarm running in a task; `E` is what it reports of its behaviour's events (all of them
+/// by default).
+pub struct Node<B: NetworkBehaviour, E = <B as NetworkBehaviour>::ToSwarm> {
     pub peer: PeerId,
     addr: Option<Multiaddr>,
-    events: mpsc::UnboundedReceiver<B::ToSwarm>,
+    events: mpsc::UnboundedReceiver<E>,
     /// Peers a connection was established with, in order.
     connected: mpsc::UnboundedReceiver<PeerId>,
     listener: Option<ListenerId>,
@@ -37,13 +38,25 @@ where
     spawn_at(swarm, memory_addr()).await
 }
 
-/// Starts `swarm` in a task, listening on `addr` (also its external address): a restarted
-/// server comes back at the address of the one it replaces.
-pub async fn spawn_at<B>(mut swarm: Swarm<B>, addr: Multiaddr) -> Node<B>
+/// Starts `swarm` (rendezvous next to identify) in a task like [`spawn`], reporting only the
+/// rendezvous behaviour's events.
+pub async fn spawn_with_identify<B>(
+    mut swarm: Swarm<WithIdentify<B>>,
+) -> Node<WithIdentify<B>, B::ToSwarm>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
 {
+    let addr = memory_addr();
+    let listener = listen(&mut swarm, addr.clone()).await;
+    start(swarm, Some(addr), Some(listener), |e| match e {
+        WithIdentifyEvent::Rendezvous(e) => Some(e),
+        WithIdentifyEvent::Identify(_) => None,
+    })
+}
+
+/// Listens on `addr`, made an external address too.
+async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>, addr: Multiaddr) -> ListenerId {
     let listener = swarm.listen_on(addr.clone()).expect("a memory address");
     tokio::time::timeout(HANG, async {
         loop {
@@ -54,8 +67,19 @@ where
     })
     .await
     .expect("the swarm listens");
-    swarm.add_external_address(addr.clone());
-    start(swarm, Some(addr), Some(listener))
+    swarm.add_external_address(addr);
+    listener
+}
+
+/// Starts `swarm` in a task, listening on `addr` (also its external address): a restarted
+/// server comes back at the address of the one it replaces.
+pub async fn spawn_at<B>(mut swarm: Swarm<B>, addr: Multiaddr) -> Node<B>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Debug + Send + 'static,
+{
+    let listener = listen(&mut swarm, addr.clone()).await;
+    start(swarm, Some(addr), Some(listener), Some)
 }
 
 /// Starts `swarm` in a task as it is: listening or not (then it only dials); its address is
@@ -66,13 +90,19 @@ where
     B::ToSwarm: Debug + Send + 'static,
 {
     let addr = swarm.external_addresses().next().cloned();
-    start(swarm, addr, None)
+    start(swarm, addr, None, Some)
 }
 
-fn start<B>(mut swarm: Swarm<B>, addr: Option<Multiaddr>, listener: Option<ListenerId>) -> Node<B>
+fn start<B, E>(
+    mut swarm: Swarm<B>,
+    addr: Option<Multiaddr>,
+    listener: Option<ListenerId>,
+    report: impl Fn(B::ToSwarm) -> Option<E> + Send + 'static,
+) -> Node<B, E>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
+    E: Send + 'static,
 {
     let peer = *swarm.local_peer_id();
     let (event_tx, events) = mpsc::unbounded_channel();
@@ -83,7 +113,9 @@ where
             tokio::select! {
                 event = swarm.select_next_some() => match event {
                     SwarmEvent::Behaviour(e) => {
-                        let _ = event_tx.send(e);
+                        if let Some(e) = report(e) {
+                            let _ = event_tx.send(e);
+                        }
                     }
                     SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                         let _ = connected_tx.send(peer_id);
@@ -108,7 +140,7 @@ where
     }
 }
 
-impl<B> Node<B>
+impl<B, E> Node<B, E>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
@@ -141,7 +173,7 @@ where
     }
 
     /// Waits for the first event `f` maps to `Some`, skipping the others.
-    pub async fn wait_for<T>(&mut self, mut f: impl FnMut(&B::ToSwarm) -> Option<T>) -> T {
+    pub async fn wait_for<T>(&mut self, mut f: impl FnMut(&E) -> Option<T>) -> T {
         let peer = self.peer;
         tokio::time::timeout(HANG, async {
             loop {
@@ -166,7 +198,7 @@ where
     }
 
     /// Events received so far, without waiting.
-    pub fn drain(&mut self) -> Vec<B::ToSwarm> {
+    pub fn drain(&mut self) -> Vec<E> {
         std::iter::from_fn(|| self.events.try_recv().ok()).collect()
     }
 

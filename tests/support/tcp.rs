@@ -28,14 +28,16 @@ pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swar
         .build()
 }
 
-/// Starts `behaviour` in a swarm listening on 127.0.0.1 TCP in a task; returns its address with
-/// `/p2p/` and the behaviour's events.
-pub async fn spawn<B>(behaviour: B) -> (Multiaddr, mpsc::UnboundedReceiver<B::ToSwarm>)
+/// Starts the behaviour `behaviour` builds in a swarm listening on 127.0.0.1 TCP in a task;
+/// returns its address with `/p2p/` and the behaviour's events.
+pub async fn spawn<B>(
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> (Multiaddr, mpsc::UnboundedReceiver<B::ToSwarm>)
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Send,
 {
-    let mut swarm = swarm(|_| behaviour);
+    let mut swarm = swarm(behaviour);
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr"))
         .expect("TCP listens");

@@ -17,7 +17,11 @@ use crate::common::{build_swarm, CliError, CliResult};
 
 /// Flags of `rendezvous demo`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Give up (exit 1) when not everything was seen after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DEADLINE.as_secs())]
+    deadline: u64,
+}
 
 /// The peers and their namespaces; peers see only those of their own namespace.
 const PEERS: [(&str, &str); 4] = [
@@ -40,8 +44,8 @@ const LEAVER_TTL: Ttl = 3;
 const TTL: Ttl = 60;
 /// How often each peer polls the server (the client's minimum).
 const INTERVAL: Duration = Duration::from_secs(1);
-/// The demo fails if it has not seen everything by then.
-const DEADLINE: Duration = Duration::from_secs(9);
+/// The demo fails if it has not seen everything by then (unless `--deadline` says otherwise).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(9);
 
 /// What a peer task tells the main task.
 #[derive(Debug)]
@@ -62,7 +66,7 @@ enum Report {
     Failed(String),
 }
 
-pub async fn run(_args: Args) -> CliResult {
+pub async fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let (server_id, server_addr) = start_server().await?;
     println!("server  {} listening on {server_addr}", short(&server_id));
@@ -108,7 +112,7 @@ pub async fn run(_args: Args) -> CliResult {
     let mut left = false;
     let mut expired_seen = false;
 
-    let deadline = tokio::time::sleep(DEADLINE);
+    let deadline = tokio::time::sleep(Duration::from_secs(args.deadline));
     tokio::pin!(deadline);
     while !expired_seen {
         let (name, report) = tokio::select! {

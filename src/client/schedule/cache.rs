@@ -1,0 +1,209 @@
+//! The discovered-peer cache: who was discovered in which namespace, at which addresses, until
+//! when; what a page adds; and expiry.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use libp2p::{Multiaddr, PeerId};
+
+use super::deadlines::Deadlines;
+use crate::{
+    client::{Event, MAX_DISCOVERED},
+    codec::Registration,
+    Namespace, MAX_TTL,
+};
+
+#[derive(Debug)]
+struct Cached {
+    addrs: Vec<Multiaddr>,
+    seq: u64,
+}
+
+/// The discovered registrations, at most [`MAX_DISCOVERED`] (peer, namespace) entries.
+///
+/// Invariants: every entry has exactly one deadline in `expiry`; `len` counts the entries.
+#[derive(Debug)]
+pub(super) struct Cache {
+    local: PeerId,
+    peers: HashMap<PeerId, BTreeMap<Namespace, Cached>>,
+    len: usize,
+    expiry: Deadlines<(PeerId, Namespace)>,
+}
+
+impl Cache {
+    pub(super) fn new(local: PeerId) -> Self {
+        Self {
+            local,
+            peers: HashMap::new(),
+            len: 0,
+            expiry: Deadlines::default(),
+        }
+    }
+
+    /// Every address discovered for `peer`, over all namespaces.
+    pub(super) fn addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
+        for cached in self.peers.get(peer).into_iter().flat_map(|n| n.values()) {
+            for a in &cached.addrs {
+                if !out.contains(a) {
+                    out.push(a.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts a page's registrations, from `server` in answer to a DISCOVER for `asked`, into the
+    /// cache; returns a [`Event::Discovered`] for each peer that is new or whose addresses
+    /// changed. Our own records, registrations in a namespace not asked for, and ones with TTL
+    /// 0 or no address are skipped; TTLs are clamped to [`MAX_TTL`].
+    pub(super) fn absorb(
+        &mut self,
+        now: Instant,
+        server: PeerId,
+        asked: Option<&Namespace>,
+        registrations: &[Registration],
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        for reg in registrations {
+            let peer = reg.record.peer_id();
+            if peer == self.local {
+                continue;
+            }
+            if asked.is_some_and(|ns| *ns != reg.namespace) {
+                tracing::debug!(%server, %peer, namespace = %reg.namespace, "skipping a registration in a namespace not asked for");
+                continue;
+            }
+            if reg.ttl == 0 || reg.record.addresses().is_empty() {
+                continue;
+            }
+            let expires = now + Duration::from_secs(reg.ttl.min(MAX_TTL));
+            let mut addrs = reg.record.addresses().to_vec();
+            addrs.dedup();
+            if self.update(peer, &reg.namespace, &addrs, reg.record.seq(), expires) {
+                events.push(Event::Discovered {
+                    peer,
+                    addrs,
+                    namespace: reg.namespace.clone(),
+                    server,
+                });
+            }
+        }
+        events
+    }
+
+    /// Stores one registration; returns whether it is news (a new entry, or a changed address
+    /// set in a record at least as recent as the stored one). The deadline only moves later.
+    fn update(
+        &mut self,
+        peer: PeerId,
+        namespace: &Namespace,
+        addrs: &[Multiaddr],
+        seq: u64,
+        expires: Instant,
+    ) -> bool {
+        let key = (peer, namespace.clone());
+        let known = self.peers.get_mut(&peer).and_then(|n| n.get_mut(namespace));
+        let Some(cached) = known else {
+            if self.len >= MAX_DISCOVERED {
+                tracing::debug!(%peer, "discovered-peer cache full; skipping");
+                return false;
+            }
+            let cached = Cached {
+                addrs: addrs.to_vec(),
+                seq,
+            };
+            self.peers
+                .entry(peer)
+                .or_default()
+                .insert(namespace.clone(), cached);
+            self.len += 1;
+            self.expiry.set(key, expires);
+            return true;
+        };
+        let changed = seq >= cached.seq && !same_set(&cached.addrs, addrs);
+        if seq >= cached.seq {
+            cached.seq = seq;
+        }
+        if changed {
+            cached.addrs = addrs.to_vec();
+        }
+        if self.expiry.get(&key).is_some_and(|old| expires > old) {
+            self.expiry.set(key, expires);
+        }
+        changed
+    }
+
+    /// A registration whose TTL ended by `now`, now removed.
+    pub(super) fn poll_expired(&mut self, now: Instant) -> Option<Event> {
+        let (peer, namespace) = self.expiry.pop_due(now)?;
+        if let Some(namespaces) = self.peers.get_mut(&peer) {
+            if namespaces.remove(&namespace).is_some() {
+                self.len -= 1;
+            }
+            if namespaces.is_empty() {
+                self.peers.remove(&peer);
+            }
+        }
+        Some(Event::Expired { peer, namespace })
+    }
+
+    /// The next expiry.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.expiry.first()
+    }
+}
+
+fn same_set(a: &[Multiaddr], b: &[Multiaddr]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::test_support::*;
+    use crate::{client::Event, Namespace, MAX_TTL};
+
+    #[test]
+    fn given_a_discovered_registration_when_its_ttl_ends_unseen_then_it_expires() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only().with_interval(Duration::from_secs(100)), t0);
+        let sent = sends(&drain(&mut s, t0));
+        s.on_response(t0, sent[0].0, Ok(page(vec![registration(2, 1, 10)], b"c1")));
+        assert_eq!(events(drain(&mut s, t0)).len(), 1);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        assert!(events(drain(&mut s, t0 + Duration::from_secs(9))).is_empty());
+        let evs = events(drain(&mut s, t0 + Duration::from_secs(10)));
+        assert!(matches!(&evs[..], [Event::Expired { peer: p, .. }] if *p == peer(2)));
+        assert!(s.discovered_addresses(&peer(2)).is_empty());
+    }
+
+    #[test]
+    fn given_hostile_pages_then_self_foreign_namespace_zero_ttl_and_huge_ttl_are_handled() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        let mut foreign = registration(3, 1, 100);
+        foreign.namespace = Namespace::from_static("other");
+        let regs = vec![
+            registration(1, 1, 100), // ourselves
+            foreign,
+            registration(4, 1, 0),
+            registration(5, 1, u64::MAX),
+        ];
+        s.on_response(t0, sent[0].0, Ok(page(regs, b"c")));
+        let evs = events(drain(&mut s, t0));
+        assert!(
+            matches!(&evs[..], [Event::Discovered { peer: p, .. }] if *p == peer(5)),
+            "{evs:?}"
+        );
+        // The huge TTL is clamped to MAX_TTL rather than overflowing the clock.
+        let cap = t0 + Duration::from_secs(MAX_TTL);
+        assert!(events(drain(&mut s, cap - Duration::from_secs(1))).is_empty());
+        let evs = events(drain(&mut s, cap));
+        assert!(matches!(&evs[..], [Event::Expired { peer: p, .. }] if *p == peer(5)));
+    }
+}

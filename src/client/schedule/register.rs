@@ -1,0 +1,431 @@
+//! Automatic registration, per (server, namespace): when to REGISTER, refresh and retry, which
+//! namespaces each server holds for us, and the record format each server takes.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::Instant,
+};
+
+use libp2p::PeerId;
+
+use super::deadlines::Deadlines;
+use crate::{client::RequestError, client::RequestId, Namespace, RecordFormat};
+
+/// What [`RegisterTasks::poll_due`] found.
+#[derive(Debug)]
+pub(super) enum Due {
+    /// Nothing is due.
+    Nothing,
+    /// Register in this namespace at this server.
+    Register(PeerId, Namespace),
+    /// Registrations were due but there is no address to register; `report` the first time.
+    NoAddresses { report: bool },
+}
+
+/// One automatic registration at one server.
+#[derive(Debug, Default)]
+struct Task {
+    inflight: Option<RequestId>,
+    failures: u32,
+    /// The addresses changed while a REGISTER was in flight: register again when it ends.
+    redo: bool,
+}
+
+#[derive(Debug)]
+struct Server {
+    tasks: BTreeMap<Namespace, Task>,
+    /// The record format this server takes (see [`RegisterTasks::fall_back`]).
+    format: RecordFormat,
+    /// Namespaces this server holds a registration of ours in, as far as we know.
+    held: BTreeSet<Namespace>,
+    /// How many of `tasks` have a REGISTER in flight.
+    inflight: usize,
+}
+
+/// The automatic registrations and what each server holds.
+///
+/// Invariants: a task has a deadline in `due` only while no REGISTER of it is in flight and its
+/// server is connected; each server's `inflight` counts its tasks with a REGISTER in flight.
+#[derive(Debug)]
+pub(super) struct RegisterTasks {
+    servers: HashMap<PeerId, Server>,
+    due: Deadlines<(PeerId, Namespace)>,
+    /// Namespaces registered automatically at every server (empty when registration is off).
+    namespaces: Vec<Namespace>,
+    default_format: RecordFormat,
+    legacy_fallback: bool,
+    has_addresses: bool,
+    no_addresses_reported: bool,
+}
+
+impl RegisterTasks {
+    pub(super) fn new(
+        namespaces: Vec<Namespace>,
+        default_format: RecordFormat,
+        legacy_fallback: bool,
+    ) -> Self {
+        Self {
+            servers: HashMap::new(),
+            due: Deadlines::default(),
+            namespaces,
+            default_format,
+            legacy_fallback,
+            has_addresses: false,
+            no_addresses_reported: false,
+        }
+    }
+
+    /// A new server: one task per namespace, none due until it is connected.
+    pub(super) fn add_server(&mut self, peer: PeerId) {
+        let tasks = self
+            .namespaces
+            .iter()
+            .map(|ns| (ns.clone(), Task::default()))
+            .collect();
+        let server = Server {
+            tasks,
+            format: self.default_format,
+            held: BTreeSet::new(),
+            inflight: 0,
+        };
+        self.servers.insert(peer, server);
+    }
+
+    /// Forgets `peer` entirely (a learned server that went away).
+    pub(super) fn remove_server(&mut self, peer: &PeerId) {
+        if let Some(server) = self.servers.remove(peer) {
+            for ns in server.tasks.keys() {
+                self.due.clear(&(*peer, ns.clone()));
+            }
+        }
+    }
+
+    /// Stops every automatic registration; what servers hold and their formats stay known.
+    pub(super) fn stop(&mut self) {
+        for (peer, server) in &mut self.servers {
+            for ns in std::mem::take(&mut server.tasks).into_keys() {
+                self.due.clear(&(*peer, ns));
+            }
+            server.inflight = 0;
+        }
+    }
+
+    /// Stops the automatic registration of `namespace` at `peer`.
+    pub(super) fn remove(&mut self, peer: PeerId, namespace: &Namespace) {
+        let Some(server) = self.servers.get_mut(&peer) else {
+            return;
+        };
+        if let Some(task) = server.tasks.remove(namespace) {
+            if task.inflight.is_some() {
+                server.inflight -= 1;
+            }
+        }
+        self.due.clear(&(peer, namespace.clone()));
+    }
+
+    /// Whether a REGISTER of an automatic registration is in flight at `peer`.
+    pub(super) fn registering(&self, peer: &PeerId) -> bool {
+        self.servers.get(peer).is_some_and(|s| s.inflight > 0)
+    }
+
+    /// The record format `peer` takes.
+    pub(super) fn format(&self, peer: &PeerId) -> RecordFormat {
+        self.servers
+            .get(peer)
+            .map_or(self.default_format, |s| s.format)
+    }
+
+    /// The one place that decides the record-format fallback: whether a REGISTER in `sent`
+    /// format that failed with `error` is to be retried in another format, and if so switches
+    /// `peer` to it. rust-libp2p 0.18 servers drop a standard-format REGISTER without a reply.
+    pub(super) fn fall_back(
+        &mut self,
+        peer: PeerId,
+        sent: RecordFormat,
+        error: &RequestError,
+    ) -> bool {
+        let Some(server) = self.servers.get_mut(&peer) else {
+            return false;
+        };
+        let retry = *error == RequestError::NoResponse
+            && sent == RecordFormat::Standard
+            && self.legacy_fallback;
+        if retry && server.format == RecordFormat::Standard {
+            tracing::debug!(server = %peer, "server dropped a standard-format REGISTER; switching it to the legacy format");
+            server.format = RecordFormat::Legacy;
+        }
+        retry
+    }
+
+    /// `peer` holds a registration of ours in `namespace`.
+    pub(super) fn hold(&mut self, peer: PeerId, namespace: Namespace) {
+        if let Some(server) = self.servers.get_mut(&peer) {
+            server.held.insert(namespace);
+        }
+    }
+
+    /// `peer` no longer holds our registration in `namespace`.
+    pub(super) fn release(&mut self, peer: PeerId, namespace: &Namespace) {
+        if let Some(server) = self.servers.get_mut(&peer) {
+            server.held.remove(namespace);
+        }
+    }
+
+    /// The namespaces `peer` holds a registration of ours in.
+    pub(super) fn held(&self, peer: &PeerId) -> Vec<Namespace> {
+        self.servers
+            .get(peer)
+            .map(|s| s.held.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every task at `peer` without a REGISTER in flight is due at `at` (`None`: not scheduled).
+    fn reschedule_idle(&mut self, peer: PeerId, at: Option<Instant>) {
+        let Some(server) = self.servers.get(&peer) else {
+            return;
+        };
+        for (ns, task) in &server.tasks {
+            let key = (peer, ns.clone());
+            match at {
+                Some(at) if task.inflight.is_none() => self.due.set(key, at),
+                _ => {
+                    self.due.clear(&key);
+                }
+            }
+        }
+    }
+
+    /// `peer` is connected: register everything not in flight at once.
+    pub(super) fn connected(&mut self, now: Instant, peer: PeerId) {
+        self.reschedule_idle(peer, Some(now));
+    }
+
+    /// `peer` is gone: nothing is due there until it is back.
+    pub(super) fn disconnected(&mut self, peer: PeerId) {
+        self.reschedule_idle(peer, None);
+    }
+
+    /// Whether we have an address to put in a record.
+    pub(super) fn has_addresses(&self) -> bool {
+        self.has_addresses
+    }
+
+    /// Our addresses changed; `has_any` says whether there is one now. Every registration at
+    /// a connected server is made again (after the one in flight, if any).
+    pub(super) fn addresses_changed(
+        &mut self,
+        now: Instant,
+        has_any: bool,
+        connected: impl Fn(&PeerId) -> bool,
+    ) {
+        self.has_addresses = has_any;
+        if !has_any {
+            return;
+        }
+        self.no_addresses_reported = false;
+        let peers: Vec<PeerId> = self.servers.keys().copied().filter(connected).collect();
+        for peer in peers {
+            let Some(server) = self.servers.get_mut(&peer) else {
+                continue;
+            };
+            for (ns, task) in &mut server.tasks {
+                if task.inflight.is_some() {
+                    task.redo = true;
+                } else {
+                    self.due.set((peer, ns.clone()), now);
+                }
+            }
+        }
+    }
+
+    /// A registration due at `now`, now marked with REGISTER `id` in flight.
+    pub(super) fn poll_due(&mut self, now: Instant, id: RequestId) -> Due {
+        let Some((peer, ns)) = self.due.due(now).cloned() else {
+            return Due::Nothing;
+        };
+        if !self.has_addresses {
+            // Nothing to put in a record: drop what is due there until addresses appear.
+            self.reschedule_idle(peer, None);
+            let report = !std::mem::replace(&mut self.no_addresses_reported, true);
+            return Due::NoAddresses { report };
+        }
+        self.due.clear(&(peer, ns.clone()));
+        if let Some(server) = self.servers.get_mut(&peer) {
+            if let Some(task) = server.tasks.get_mut(&ns) {
+                task.inflight = Some(id);
+                server.inflight += 1;
+            }
+        }
+        Due::Register(peer, ns)
+    }
+
+    /// Ends the REGISTER in flight of a task, returning the task when it still exists.
+    fn end(&mut self, peer: PeerId, namespace: &Namespace) -> Option<&mut Task> {
+        let server = self.servers.get_mut(&peer)?;
+        let task = server.tasks.get_mut(namespace)?;
+        if task.inflight.take().is_some() {
+            server.inflight -= 1;
+        }
+        Some(task)
+    }
+
+    /// The automatic REGISTER of `namespace` at `peer` succeeded: refresh after `refresh`, or
+    /// at once if the addresses changed meanwhile; nothing while `peer` is not `connected`.
+    pub(super) fn registered(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        namespace: &Namespace,
+        refresh: std::time::Duration,
+        connected: bool,
+    ) {
+        let Some(task) = self.end(peer, namespace) else {
+            return;
+        };
+        task.failures = 0;
+        let at = if std::mem::take(&mut task.redo) {
+            now
+        } else {
+            now + refresh
+        };
+        if connected {
+            self.due.set((peer, namespace.clone()), at);
+        }
+    }
+
+    /// The automatic REGISTER failed and is retried in another format at once.
+    pub(super) fn retry_now(&mut self, now: Instant, peer: PeerId, namespace: &Namespace) {
+        if self.end(peer, namespace).is_some() {
+            self.due.set((peer, namespace.clone()), now);
+        }
+    }
+
+    /// How many times in a row the registration failed, counting one more failure.
+    pub(super) fn next_failure(&self, peer: &PeerId, namespace: &Namespace) -> u32 {
+        self.servers
+            .get(peer)
+            .and_then(|s| s.tasks.get(namespace))
+            .map_or(1, |t| t.failures.saturating_add(1))
+    }
+
+    /// The automatic REGISTER failed for the `failures`th time; retry at `retry_at`.
+    pub(super) fn failed(
+        &mut self,
+        peer: PeerId,
+        namespace: &Namespace,
+        failures: u32,
+        retry_at: Option<Instant>,
+    ) {
+        let Some(task) = self.end(peer, namespace) else {
+            return;
+        };
+        task.failures = failures;
+        task.redo = false;
+        let key = (peer, namespace.clone());
+        match retry_at {
+            Some(at) => self.due.set(key, at),
+            None => {
+                self.due.clear(&key);
+            }
+        }
+    }
+
+    /// The next registration due, if we have an address to register.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        if self.has_addresses {
+            self.due.first()
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::{test_support::*, Request, Schedule};
+    use crate::{
+        client::{handler::Response, Event, RequestError},
+        RecordFormat,
+    };
+
+    #[test]
+    fn given_a_granted_ttl_when_registered_then_refresh_falls_between_70_and_80_percent() {
+        for seed in 0..20 {
+            let t0 = Instant::now();
+            let mut s = connected(register_only().with_seed(seed), t0);
+            let sent = sends(&drain(&mut s, t0));
+            assert_eq!(sent.len(), 1);
+            s.on_response(t0, sent[0].0, Ok(Response::Registered(1000)));
+            let due = s.poll_timeout().expect("a refresh is scheduled");
+            let after = due - t0;
+            assert!(
+                after >= Duration::from_secs(700) && after <= Duration::from_secs(800),
+                "{after:?}"
+            );
+            assert!(sends(&drain(&mut s, due - Duration::from_millis(1))).is_empty());
+            let refresh = sends(&drain(&mut s, due));
+            assert!(matches!(&refresh[..], [(_, Request::Register { .. })]));
+        }
+    }
+
+    #[test]
+    fn given_a_standard_register_dropped_without_reply_then_the_server_is_switched_to_legacy() {
+        let t0 = Instant::now();
+        let mut s = connected(register_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        assert!(matches!(
+            &sent[..],
+            [(
+                _,
+                Request::Register {
+                    format: RecordFormat::Standard,
+                    ..
+                }
+            )]
+        ));
+        s.on_response(t0, sent[0].0, Err(RequestError::NoResponse));
+        let actions = drain(&mut s, t0);
+        let retry = sends(&actions);
+        assert!(events(actions).is_empty());
+        assert!(matches!(
+            &retry[..],
+            [(
+                _,
+                Request::Register {
+                    format: RecordFormat::Legacy,
+                    ..
+                }
+            )]
+        ));
+        // Without the fallback the failure is reported and backed off.
+        let mut s = connected(register_only().with_legacy_fallback(false), t0);
+        let sent = sends(&drain(&mut s, t0));
+        s.on_response(t0, sent[0].0, Err(RequestError::NoResponse));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(
+            &evs[..],
+            [Event::RegisterFailed {
+                error: RequestError::NoResponse,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn given_no_addresses_then_it_says_so_once_and_registers_when_one_appears() {
+        let t0 = Instant::now();
+        let config = register_only()
+            .with_server(peer(SERVER), vec![])
+            .with_seed(1);
+        let mut s = Schedule::new(peer(1), config, t0);
+        drain(&mut s, t0);
+        s.connected(t0, peer(SERVER));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(&evs[..], [Event::NoAddressesToRegister]));
+        assert_eq!(s.poll_timeout(), None);
+        s.addresses_changed(t0, true);
+        assert_eq!(sends(&drain(&mut s, t0)).len(), 1);
+    }
+}
