@@ -84,6 +84,36 @@ fn serve_refuses_a_bad_flag_with_one_line_and_status_2() {
 }
 
 #[test]
+fn serve_refuses_out_of_range_limits_with_one_line_and_status_2() {
+    for (args, needle) in [
+        (
+            &["--max-ttl", "18446744073709551615"][..],
+            "--max-ttl is 18446744073709551615 s; at most 31536000 s",
+        ),
+        (&["--min-ttl", "0"][..], "--min-ttl is 0 s"),
+        (&["--max-store-bytes", "0"][..], "--max-store-bytes is 0"),
+        (&["--stream-timeout", "0"][..], "--stream-timeout is 0ns"),
+        (
+            &["--stream-timeout", "18446744073709551615"][..],
+            "--stream-timeout is",
+        ),
+        (
+            &["--max-message-size", "100"][..],
+            "--max-message-size is 100 bytes",
+        ),
+        (&["--max-record-size", "0"][..], "--max-record-size is 0"),
+        (&["--max-page", "20000"][..], "--max-page is 20000"),
+        (
+            &["--max-registrations", "0"][..],
+            "--max-registrations is 0",
+        ),
+    ] {
+        let stderr = serve_fails(args);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn serve_refuses_an_unreadable_key_file_with_status_2() {
     let path = std::env::temp_dir().join(format!("rdv-serve-badkey-{}", std::process::id()));
     std::fs::write(&path, b"not a key").unwrap();

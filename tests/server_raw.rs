@@ -286,33 +286,99 @@ async fn every_refusal_is_answered_with_its_code_and_a_reason() {
     assert_eq!(s.server.behaviour().registration_count(), 1);
 }
 
-#[tokio::test]
-async fn an_invalid_register_is_answered_then_the_stream_closes() {
-    let mut s = setup(server::Config::default()).await;
-    // type REGISTER, register { ns "chat", signedPeerRecord "garbage" }.
+/// A REGISTER frame for namespace `ns` whose envelope is `envelope` (not necessarily valid).
+fn register_frame(ns: &[u8], envelope: &[u8]) -> Vec<u8> {
+    // type REGISTER, register { ns, signedPeerRecord }.
     let body = [
         vec![0x08, 0x00],
-        field(
-            0x12,
-            &[field(0x0a, b"chat"), field(0x12, b"garbage")].concat(),
-        ),
+        field(0x12, &[field(0x0a, ns), field(0x12, envelope)].concat()),
     ]
     .concat();
     let mut frame = vec![body.len() as u8];
     frame.extend_from_slice(&body);
-    let answer = s.send_bytes_then_recv(frame).await.expect("an answer");
+    frame
+}
+
+#[tokio::test]
+async fn an_invalid_register_is_answered_then_the_stream_closes() {
+    let mut s = setup(server::Config::default()).await;
+    let answer = s
+        .send_bytes_then_recv(register_frame(b"", b"garbage"))
+        .await
+        .expect("an answer");
+    let (code, text) = register_error(&answer);
+    assert_eq!(code, ErrorCode::InvalidNamespace);
+    assert!(text.contains("namespace is empty"), "{text}");
+    assert_eq!(s.send_bytes_then_recv(Vec::new()).await, None, "closed");
+    assert_eq!(s.server.behaviour().registration_count(), 0);
+}
+
+#[tokio::test]
+async fn a_register_with_a_bad_envelope_is_answered_and_the_stream_serves_on() {
+    let mut s = setup(server::Config::default()).await;
+    let answer = s
+        .send_bytes_then_recv(register_frame(b"chat", b"garbage"))
+        .await
+        .expect("an answer");
     let (code, text) = register_error(&answer);
     assert_eq!(code, ErrorCode::InvalidSignedPeerRecord);
     assert!(text.contains("signed envelope"), "{text}");
-    assert_eq!(s.send_bytes_then_recv(Vec::new()).await, None, "closed");
     assert_eq!(s.server.behaviour().registration_count(), 0);
-    match s.next_stream_event().await {
-        server::Event::RequestRejected { kind, error, .. } => {
-            assert_eq!(kind, rendezvous_discovery::codec::RequestKind::Register);
-            assert_eq!(error.code, ErrorCode::InvalidSignedPeerRecord);
-        }
-        other => panic!("expected RequestRejected, got {other:?}"),
-    }
+    assert!(
+        s.seen.iter().any(|e| matches!(
+            e,
+            server::Event::PeerNotRegistered { error, limit: None, .. }
+                if error.code == ErrorCode::InvalidSignedPeerRecord
+        )),
+        "a bad envelope is no limit: {:?}",
+        s.seen
+    );
+    assert!(matches!(
+        s.ask(s.register("a", None)).await,
+        Message::RegisterResponse(Ok(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_peer_over_its_rate_is_refused_before_its_envelope_is_decoded() {
+    let config = server::Config::default()
+        .with_requests_per_second(1)
+        .with_request_burst(1);
+    let mut s = setup(config).await;
+    assert_eq!(page(&s.ask(discover(None, None)).await).0.len(), 0);
+    // The bucket is empty: the rate answers, not the (undecodable) envelope.
+    let answer = s
+        .send_bytes_then_recv(register_frame(b"chat", b"garbage"))
+        .await
+        .expect("an answer");
+    let (code, text) = register_error(&answer);
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(text.contains("too many requests"), "{text}");
+}
+
+#[tokio::test]
+async fn over_the_store_byte_budget_register_is_unavailable_and_nothing_is_stored() {
+    let config = server::Config::default().with_max_store_bytes(800);
+    let mut s = setup(config).await;
+    let (answer, events) = s.ask_with_events(s.register("a", None)).await;
+    let (code, text) = register_error(&answer);
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(text.contains("max-store-bytes"), "{text}");
+    assert!(
+        matches!(
+            &events[..],
+            [server::Event::PeerNotRegistered {
+                limit: Some(server::Limit::StoreBytes),
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(s.server.behaviour().registration_count(), 0);
+    assert_eq!(
+        s.server.behaviour().registrations().unwrap().stored_bytes(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -8,11 +8,14 @@
 //! - `record`: [`SignedRecord`], a verified signed peer record in either envelope format
 //!   ([`RecordFormat`]), each format in its own file;
 //! - `message`: [`Message`] and its conversion to and from the private protobuf types;
+//! - `request`: [`Request`], a request as a server decodes it (a REGISTER's envelope left
+//!   undecoded, so cheap checks come first);
 //! - `frame`: length-prefixed framing with a size cap ([`read_frame`], [`write_message`], ...).
 
 mod frame;
 mod message;
 mod record;
+mod request;
 mod types;
 
 #[allow(clippy::all, missing_docs)]
@@ -24,6 +27,7 @@ pub use frame::{read_frame, read_message, write_frame, write_message, FrameError
 pub(crate) use message::registration_wire_len;
 pub use message::{DecodeError, Message, RequestKind};
 pub use record::{InvalidRecord, RecordFormat, SignedRecord};
+pub use request::{Request, RequestError, UnverifiedRegistration};
 pub use types::{
     Cookie, CookieTooLong, DiscoverPage, ErrorCode, ErrorResponse, InvalidNamespace, Namespace,
     NewRegistration, Registration, Ttl,

@@ -286,7 +286,8 @@ mod tests {
         assert_eq!(rejected("rate"), 1.0);
         assert_eq!(rejected("per_peer"), 1.0);
         assert_eq!(rejected("total"), 0.0);
-        assert_eq!(rejected("bytes"), 1.0);
+        assert_eq!(rejected("message_size"), 1.0);
+        assert_eq!(rejected("bytes"), 0.0);
         assert_eq!(rejected("streams"), 1.0);
         assert_eq!(rejected("in_flight"), 0.0);
         assert_eq!(get(&format!("{p}store_commit_operations_sum")), 5.0);

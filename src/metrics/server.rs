@@ -43,14 +43,25 @@ struct LimitLabels {
 
 /// The request types with a response (UNREGISTER has none, so no status).
 const TYPES: [&str; 2] = ["register", "discover"];
-const LIMITS: [&str; 6] = ["rate", "per_peer", "total", "bytes", "streams", "in_flight"];
+const LIMITS: [&str; 8] = [
+    "rate",
+    "per_peer",
+    "total",
+    "bytes",
+    "record",
+    "message_size",
+    "streams",
+    "in_flight",
+];
 
 fn limit_label(limit: Limit) -> &'static str {
     match limit {
         Limit::Rate => "rate",
         Limit::PeerRegistrations => "per_peer",
         Limit::Registrations => "total",
-        Limit::MessageSize => "bytes",
+        Limit::StoreBytes => "bytes",
+        Limit::Record => "record",
+        Limit::MessageSize => "message_size",
         Limit::Streams => "streams",
         Limit::InFlight => "in_flight",
     }
@@ -148,8 +159,9 @@ impl Metrics {
         registry.register(
             "rejected",
             "Requests or streams refused by a bound: rate (requests per second per peer), \
-             per_peer (registrations per peer), total (registrations held), bytes (message \
-             size), streams (streams per connection), in_flight (requests waiting for the store)",
+             per_peer (registrations per peer), total (registrations held), bytes (store byte \
+             budget), record (record size or addresses), message_size (request too large), \
+             streams (streams per connection), in_flight (requests waiting for the store)",
             rejected.clone(),
         );
         let rejected = LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }));

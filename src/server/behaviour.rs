@@ -19,12 +19,12 @@ use libp2p::{
 };
 
 use super::{
-    handler::{FromBehaviour, Handler, InboundRequest, Request, ToBehaviour},
+    handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
     store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
-    Config, Event, Limit, RateLimiter, Registrations, Removal,
+    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, Removal,
 };
 use crate::codec::{
-    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
+    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration, Request,
 };
 
 /// The connections of one peer.
@@ -42,9 +42,6 @@ struct Waiting {
     responder: oneshot::Sender<Message>,
     /// When the handler read the request, to report how long answering took.
     received: Instant,
-    /// For a REGISTER: whether the record is the connection's own peer's (see
-    /// [`register_limit`]).
-    own_record: bool,
 }
 
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
@@ -76,9 +73,11 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// A server with `config`, keeping registrations in memory ([`MemoryStore`]). Its cookie
-    /// counter starts at the wall clock in microseconds, so cookies handed out before a restart
-    /// stay meaningful after it.
+    /// A server with `config`, keeping registrations in memory ([`MemoryStore`]) (see
+    /// [`Behaviour::try_new`] to have `config` validated first; an unvalidated configuration
+    /// never makes the server panic, out-of-range values are clamped where they are used). Its
+    /// cookie counter starts at the wall clock in microseconds, so cookies handed out before a
+    /// restart stay meaningful after it.
     pub fn new(config: Config) -> Self {
         let store = MemoryStore::new(config.clone());
         Self::with_store(config, store)
@@ -100,6 +99,13 @@ impl Behaviour {
             events: VecDeque::new(),
             timer: None,
         }
+    }
+
+    /// A server with `config` after [`Config::validate`] accepted it, keeping registrations in
+    /// memory.
+    pub fn try_new(config: Config) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self::new(config))
     }
 
     /// How many registrations are stored (0 for a store without a local index).
@@ -204,18 +210,11 @@ impl Behaviour {
         self.next_id += 1;
         if let Some(responder) = responder {
             self.in_flight += 1;
-            let own_record = match &operation {
-                Operation::Register { peer, registration } => {
-                    registration.record.peer_id() == *peer
-                }
-                _ => false,
-            };
             self.waiting.insert(
                 id,
                 Waiting {
                     responder,
                     received,
-                    own_record,
                 },
             );
         }
@@ -301,10 +300,13 @@ impl Behaviour {
         let duration = waiting.as_ref().map_or_else(Default::default, |w| {
             now.saturating_duration_since(w.received)
         });
-        let own_record = waiting.as_ref().is_some_and(|w| w.own_record);
         let responder = waiting.map(|w| w.responder);
         let (response, events) = match outcome {
-            Outcome::Registered { namespace, result } => match result {
+            Outcome::Registered {
+                namespace,
+                result,
+                limit,
+            } => match result {
                 Ok(registration) => (
                     Some(Message::RegisterResponse(Ok(registration.ttl))),
                     vec![Event::PeerRegistered {
@@ -318,7 +320,7 @@ impl Behaviour {
                     vec![Event::PeerNotRegistered {
                         peer,
                         namespace,
-                        limit: register_limit(&error, own_record),
+                        limit,
                         error,
                         duration,
                     }],
@@ -549,17 +551,5 @@ impl NetworkBehaviour for Behaviour {
             }
             return Poll::Pending;
         }
-    }
-}
-
-/// The bound behind a REGISTER the store refused, by the store's rules (those of
-/// [`Registrations::register`]): `E_NOT_AUTHORIZED` for a record of the connection's own peer
-/// is its per-peer limit (for another peer's record it is the signer check), and
-/// `E_UNAVAILABLE` is the total limit.
-fn register_limit(error: &ErrorResponse, own_record: bool) -> Option<Limit> {
-    match error.code {
-        ErrorCode::NotAuthorized if own_record => Some(Limit::PeerRegistrations),
-        ErrorCode::Unavailable => Some(Limit::Registrations),
-        _ => None,
     }
 }

@@ -2,6 +2,10 @@
 //! order, a cap on concurrent streams and on message size.
 
 use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -23,8 +27,8 @@ use libp2p::{
 
 use super::{Config, Limit};
 use crate::codec::{
-    read_frame, write_message, Cookie, DecodeError, ErrorResponse, FrameError, Message, Namespace,
-    NewRegistration, RequestKind,
+    read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
+    RequestError, RequestKind,
 };
 use crate::STANDARD_RECORDS_PROTOCOL;
 
@@ -36,17 +40,6 @@ pub struct InboundRequest {
     pub(crate) responder: Option<oneshot::Sender<Message>>,
     /// When the request was read off its stream, to report how long answering took.
     pub(crate) received: Instant,
-}
-
-#[derive(Debug)]
-pub(crate) enum Request {
-    Register(NewRegistration),
-    Unregister(Namespace),
-    Discover {
-        namespace: Option<Namespace>,
-        cookie: Option<Cookie>,
-        limit: Option<u64>,
-    },
 }
 
 /// What a [`Handler`] tells the [`super::Behaviour`].
@@ -95,6 +88,7 @@ enum StreamError {
 /// The [`libp2p::swarm::ConnectionHandler`] of the rendezvous server.
 pub struct Handler {
     protocol: StreamProtocol,
+    max_request_size: usize,
     max_message_size: usize,
     max_streams: usize,
     timeout: Duration,
@@ -102,6 +96,8 @@ pub struct Handler {
     requests_tx: mpsc::Sender<InboundRequest>,
     requests_rx: mpsc::Receiver<InboundRequest>,
     keep_alive: bool,
+    /// Requests read and not yet answered, over all streams: while one is, the connection stays.
+    in_flight: Arc<AtomicUsize>,
     /// Whether [`ToBehaviour::DecodesStandardRecords`] was reported (once per connection).
     marker_seen: bool,
     events: Option<ToBehaviour>,
@@ -125,13 +121,19 @@ impl Handler {
         let (requests_tx, requests_rx) = mpsc::channel(config.max_streams_per_connection);
         Self {
             protocol: config.protocol.clone(),
+            max_request_size: config.max_request_size(),
             max_message_size: config.max_message_size,
             max_streams: config.max_streams_per_connection,
-            timeout: config.stream_timeout,
+            // A timer deadline past what `Instant` holds would panic; validation refuses such
+            // a timeout, this keeps an unvalidated one harmless.
+            timeout: config
+                .stream_timeout
+                .min(super::MAX_CONFIGURABLE_STREAM_TIMEOUT),
             streams: FuturesUnordered::new(),
             requests_tx,
             requests_rx,
             keep_alive,
+            in_flight: Arc::new(AtomicUsize::new(0)),
             marker_seen: false,
             events: None,
             refused_streams: 0,
@@ -157,8 +159,12 @@ impl ConnectionHandler for Handler {
         }
     }
 
+    /// Kept while the peer holds registrations (the behaviour says so) or a request
+    /// is being served. An open stream alone does not keep the connection (streams are
+    /// ignored for keep-alive), so a connection with nothing registered and nothing asked
+    /// closes after the swarm's idle timeout.
     fn connection_keep_alive(&self) -> bool {
-        self.keep_alive
+        self.keep_alive || self.in_flight.load(Ordering::Relaxed) > 0
     }
 
     fn poll(
@@ -213,10 +219,11 @@ impl ConnectionHandler for Handler {
             return;
         }
         if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-            protocol: stream,
+            protocol: mut stream,
             ..
         }) = event
         {
+            stream.ignore_for_keep_alive();
             if self.streams.len() >= self.max_streams {
                 tracing::debug!(
                     max = self.max_streams,
@@ -229,8 +236,12 @@ impl ConnectionHandler for Handler {
                 serve_stream(
                     stream,
                     self.requests_tx.clone(),
-                    self.max_message_size,
-                    self.timeout,
+                    Limits {
+                        max_request_size: self.max_request_size,
+                        max_message_size: self.max_message_size,
+                        timeout: self.timeout,
+                    },
+                    self.in_flight.clone(),
                 )
                 .boxed(),
             );
@@ -249,37 +260,55 @@ async fn within<T>(
     }
 }
 
+/// The limits one stream is served with.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The largest request read.
+    max_request_size: usize,
+    /// The largest response written.
+    max_message_size: usize,
+    /// How long a read or write may take.
+    timeout: Duration,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves the requests of one stream, in order, until the peer closes it.
 async fn serve_stream(
     mut stream: Stream,
     mut requests: mpsc::Sender<InboundRequest>,
-    max_size: usize,
-    timeout: Duration,
+    limits: Limits,
+    in_flight: Arc<AtomicUsize>,
 ) -> Result<(), StreamError> {
+    let Limits {
+        max_request_size,
+        max_message_size: max_size,
+        timeout,
+    } = limits;
     loop {
-        let Some(body) = within(timeout, read_frame(&mut stream, max_size)).await? else {
+        let Some(body) = within(timeout, read_frame(&mut stream, max_request_size)).await? else {
             return Ok(());
         };
         let received = Instant::now();
-        let request = match Message::decode(&body) {
-            Ok(Message::Register(registration)) => Request::Register(registration),
-            Ok(Message::Unregister(namespace)) => Request::Unregister(namespace),
-            Ok(Message::Discover {
-                namespace,
-                cookie,
-                limit,
-            }) => Request::Discover {
-                namespace,
-                cookie,
-                limit,
-            },
-            Ok(Message::RegisterResponse(_)) => {
-                return Err(StreamError::NotARequest("REGISTER_RESPONSE"))
-            }
-            Ok(Message::DiscoverResponse(_)) => {
-                return Err(StreamError::NotARequest("DISCOVER_RESPONSE"))
-            }
-            Err(DecodeError::InvalidRequest { kind, error }) => {
+        let _in_flight = InFlight::new(&in_flight);
+        let request = match Request::decode(&body) {
+            Ok(request) => request,
+            Err(RequestError::NotARequest(kind)) => return Err(StreamError::NotARequest(kind)),
+            Err(RequestError::Decode(DecodeError::InvalidRequest { kind, error })) => {
                 let response = match kind {
                     RequestKind::Register => Some(Message::RegisterResponse(Err(error.clone()))),
                     RequestKind::Discover => Some(Message::DiscoverResponse(Err(error.clone()))),
@@ -294,7 +323,7 @@ async fn serve_stream(
                     error,
                 }));
             }
-            Err(other) => return Err(StreamError::Decode(other)),
+            Err(RequestError::Decode(other)) => return Err(StreamError::Decode(other)),
         };
         let (responder, response) = match request {
             Request::Unregister(_) => (None, None),

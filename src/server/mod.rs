@@ -29,7 +29,9 @@
 //!   because the server is failing). Server full, or a peer over its request rate:
 //!   `E_UNAVAILABLE` (try later). A request that fails to decode is answered with the right
 //!   response type when its type is known, then the stream is closed; a message of unknown type
-//!   or over the size cap closes the stream. UNREGISTER has no response; unregistering an unknown
+//!   or over the request cap (`max_record_size` + [`REQUEST_OVERHEAD`], at most the message
+//!   cap) closes the stream. A REGISTER whose envelope does not verify is answered with
+//!   `E_INVALID_SIGNED_PEER_RECORD` and the stream serves on. UNREGISTER has no response; unregistering an unknown
 //!   namespace does nothing. UNREGISTER does not count toward the rate limit (it only frees
 //!   state, and could not be told that it was refused).
 //! - **Disconnect.** With [`Config::with_remove_on_disconnect`] (default on) a peer's
@@ -51,6 +53,20 @@
 //!   closes. Records left out of a page still advance its cookie. The marker is only seen once
 //!   identify has run on the connection; a DISCOVER that arrives earlier is served by the
 //!   default (our client holds its first DISCOVER for that, see the client docs).
+//! - **Cheap checks first.** A REGISTER is checked in this order: the peer's request rate, the
+//!   TTL, the record's size, the registration limits and the store byte budget; only then is
+//!   its envelope decoded, and the signature verified. An envelope equal byte for byte to one
+//!   the peer already has stored (a refresh, or the same record in another namespace) is not
+//!   decoded or verified again: the stored record is shared, and held and counted once.
+//! - **Bytes.** The store counts what it holds ([`Registrations::stored_bytes`]) and refuses a
+//!   REGISTER that would take it over [`Config::with_max_store_bytes`] with `E_UNAVAILABLE`
+//!   (the statusText names the budget); a refresh that does not grow the store always passes,
+//!   and nothing stored is ever dropped to make room. Records are capped in size
+//!   ([`DEFAULT_MAX_RECORD_SIZE`]) and in addresses ([`DEFAULT_MAX_ADDRESSES_PER_RECORD`]), both
+//!   answered with `E_INVALID_SIGNED_PEER_RECORD`.
+//! - **Arithmetic.** No configuration and no input makes the server panic: deadlines, the
+//!   sequence counter and sizes use checked or saturating arithmetic. [`Config::validate`]
+//!   (used by [`Behaviour::try_new`] and `rendezvous serve`) refuses out-of-range values.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 
 mod behaviour;
@@ -66,7 +82,9 @@ use libp2p::{PeerId, StreamProtocol};
 pub use behaviour::Behaviour;
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{Registrations, MAX_PEER_FORMAT_OVERRIDES, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::{
+    Refusal, Registrations, MAX_PEER_FORMAT_OVERRIDES, MAX_SCANNED_PER_DISCOVER,
+};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{
@@ -99,6 +117,49 @@ pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
 
 /// Requests a peer may make at once before the per-second rate applies.
 pub const DEFAULT_REQUEST_BURST: u32 = 100;
+
+/// Bytes the store may hold, counted as [`Registrations::stored_bytes`] counts them (each
+/// registration's fixed cost and namespace, each distinct record once per peer with its parsed
+/// addresses). 512 MiB suits a server with 1 to 4 GiB of memory; see the module docs for the
+/// whole bound.
+pub const DEFAULT_MAX_STORE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The largest signed envelope a REGISTER may carry, in bytes. A record with 20 addresses is
+/// about 1 KiB; 8 KiB leaves room for many more (quic, webtransport certhashes, relays).
+pub const DEFAULT_MAX_RECORD_SIZE: usize = 8 * 1024;
+
+/// The most addresses one signed record may list. Parsed addresses cost more memory than their
+/// encoded bytes, so their count is capped as well as the record's size.
+pub const DEFAULT_MAX_ADDRESSES_PER_RECORD: usize = 64;
+
+/// Bytes a REGISTER adds to its envelope on the wire at most: message and field tags, length
+/// prefixes, a namespace of 255 bytes and a TTL. The server reads requests up to
+/// `max_record_size + REQUEST_OVERHEAD` bytes (never more than the message cap), so a peer
+/// cannot make it buffer more than a maximal REGISTER per stream.
+pub const REQUEST_OVERHEAD: usize = 1024;
+
+/// What one registration costs in the store besides its namespace bytes and its record: the
+/// entry and its place in the four indexes (by peer, by namespace, global order, expiry),
+/// with hash-map and B-tree slack, rounded up.
+pub const REGISTRATION_OVERHEAD_BYTES: usize = 512;
+
+/// What one distinct record costs besides its envelope bytes and addresses: the parsed record,
+/// its key in the peer's record table and the allocation headers.
+pub const RECORD_OVERHEAD_BYTES: usize = 256;
+
+/// What one parsed address costs besides its bytes (a shared `Multiaddr` allocation and its
+/// slot in the record).
+pub const ADDRESS_OVERHEAD_BYTES: usize = 64;
+
+/// The longest TTL an operator may configure: one year. Deadlines are `now + ttl`; the cap keeps
+/// them far from any overflow of `Instant`.
+pub const MAX_CONFIGURABLE_TTL: Ttl = 365 * 24 * 60 * 60;
+
+/// The longest stream timeout an operator may configure: one day.
+pub const MAX_CONFIGURABLE_STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest message cap an operator may configure: 64 MiB.
+pub const MAX_CONFIGURABLE_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 /// Which record formats a peer is sent in DISCOVER_RESPONSEs (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -137,6 +198,9 @@ pub struct Config {
     pub(crate) request_burst: u32,
     pub(crate) remove_on_disconnect: bool,
     pub(crate) unknown_peer_formats: ServedFormats,
+    pub(crate) max_store_bytes: usize,
+    pub(crate) max_record_size: usize,
+    pub(crate) max_addresses_per_record: usize,
 }
 
 impl Default for Config {
@@ -156,6 +220,9 @@ impl Default for Config {
             request_burst: DEFAULT_REQUEST_BURST,
             remove_on_disconnect: true,
             unknown_peer_formats: ServedFormats::LegacyOnly,
+            max_store_bytes: DEFAULT_MAX_STORE_BYTES,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
         }
     }
 }
@@ -254,6 +321,128 @@ impl Config {
         self
     }
 
+    /// Bytes the store may hold (default [`DEFAULT_MAX_STORE_BYTES`]), counted as
+    /// [`Registrations::stored_bytes`] counts them. Over it, a REGISTER that would grow the store
+    /// gets `E_UNAVAILABLE`; a refresh that does not grow it still succeeds.
+    pub fn with_max_store_bytes(mut self, bytes: usize) -> Self {
+        self.max_store_bytes = bytes;
+        self
+    }
+
+    /// The largest signed envelope a REGISTER may carry, in bytes (default
+    /// [`DEFAULT_MAX_RECORD_SIZE`]). Larger records get `E_INVALID_SIGNED_PEER_RECORD`, before
+    /// the envelope is decoded. Requests are read up to this plus [`REQUEST_OVERHEAD`].
+    pub fn with_max_record_size(mut self, bytes: usize) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
+    /// The most addresses one record may list (default [`DEFAULT_MAX_ADDRESSES_PER_RECORD`]).
+    pub fn with_max_addresses_per_record(mut self, n: usize) -> Self {
+        self.max_addresses_per_record = n;
+        self
+    }
+
+    /// Checks every limit against its range; [`Behaviour::try_new`] and `rendezvous serve` refuse
+    /// a configuration that fails. (An unchecked configuration never panics the server either:
+    /// out-of-range values are clamped where they are used.)
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let fail = |setting, text: String| Err(InvalidConfig { setting, text });
+        if self.min_ttl == 0 {
+            return fail("min-ttl", "is 0 s; expected at least 1 s".into());
+        }
+        if self.max_ttl > MAX_CONFIGURABLE_TTL {
+            return fail(
+                "max-ttl",
+                format!(
+                    "is {} s; at most {MAX_CONFIGURABLE_TTL} s (one year) allowed",
+                    self.max_ttl
+                ),
+            );
+        }
+        if self.min_ttl > self.max_ttl {
+            return fail(
+                "min-ttl",
+                format!(
+                    "{} s is above max-ttl {} s; expected min <= max",
+                    self.min_ttl, self.max_ttl
+                ),
+            );
+        }
+        if self.max_registrations_per_peer == 0 || self.max_registrations == 0 {
+            return fail("max-registrations", "is 0; expected at least 1".into());
+        }
+        if self.default_page > self.max_page {
+            return fail(
+                "default-page",
+                format!(
+                    "{} is above max-page {}; expected default <= max",
+                    self.default_page, self.max_page
+                ),
+            );
+        }
+        if self.max_page > MAX_SCANNED_PER_DISCOVER {
+            return fail(
+                "max-page",
+                format!(
+                    "is {}; at most {MAX_SCANNED_PER_DISCOVER} allowed",
+                    self.max_page
+                ),
+            );
+        }
+        if self.max_record_size == 0 {
+            return fail("max-record-size", "is 0; expected at least 1 byte".into());
+        }
+        let smallest_message = self.max_record_size.saturating_add(REQUEST_OVERHEAD);
+        if self.max_message_size < smallest_message
+            || self.max_message_size > MAX_CONFIGURABLE_MESSAGE_SIZE
+        {
+            return fail(
+                "max-message-size",
+                format!(
+                    "is {} bytes; expected {smallest_message} (max-record-size + {REQUEST_OVERHEAD}) \
+                     to {MAX_CONFIGURABLE_MESSAGE_SIZE}",
+                    self.max_message_size
+                ),
+            );
+        }
+        if self.max_addresses_per_record == 0 {
+            return fail(
+                "max-addresses-per-record",
+                "is 0; expected at least 1".into(),
+            );
+        }
+        let one_registration = REGISTRATION_OVERHEAD_BYTES + RECORD_OVERHEAD_BYTES;
+        if self.max_store_bytes < one_registration {
+            return fail(
+                "max-store-bytes",
+                format!(
+                    "is {}; expected at least {one_registration} (one registration)",
+                    self.max_store_bytes
+                ),
+            );
+        }
+        if self.stream_timeout.is_zero() || self.stream_timeout > MAX_CONFIGURABLE_STREAM_TIMEOUT {
+            return fail(
+                "stream-timeout",
+                format!(
+                    "is {:?}; expected 1 s to {} s",
+                    self.stream_timeout,
+                    MAX_CONFIGURABLE_STREAM_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The largest request read: a REGISTER with a record of the maximal size, capped by the
+    /// message size.
+    pub(crate) fn max_request_size(&self) -> usize {
+        self.max_record_size
+            .saturating_add(REQUEST_OVERHEAD)
+            .min(self.max_message_size)
+    }
+
     /// The protocol id served.
     pub fn protocol(&self) -> &StreamProtocol {
         &self.protocol
@@ -276,8 +465,13 @@ pub enum Limit {
     PeerRegistrations,
     /// The server holds as many registrations as [`Config::with_max_registrations`] allows.
     Registrations,
-    /// A message was larger than [`Config::with_max_message_size`]; its stream was closed.
+    /// A message was larger than the server reads (a request: the record cap plus room for the
+    /// rest); its stream was closed.
     MessageSize,
+    /// The store's byte budget (`max-store-bytes`) had no room for the registration.
+    StoreBytes,
+    /// The signed record was over the record size or address count cap.
+    Record,
     /// A connection already had [`Config::with_max_streams_per_connection`] streams open; the new
     /// stream was dropped.
     Streams,
@@ -292,6 +486,17 @@ pub enum Removal {
     Unregister,
     /// The peer's last connection closed (see [`Config::with_remove_on_disconnect`]).
     Disconnect,
+}
+
+/// A [`Config`] value out of its range: which setting (named as `rendezvous serve`'s flag,
+/// without the dashes) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} {text}")]
+pub struct InvalidConfig {
+    /// The setting, as the flag is named (`max-ttl`, `max-store-bytes`, ...).
+    pub setting: &'static str,
+    /// What was wrong and what was expected.
+    pub text: String,
 }
 
 /// What the server did.

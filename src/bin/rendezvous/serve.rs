@@ -65,6 +65,16 @@ pub struct Args {
     /// Requests one peer may make in a burst.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_REQUEST_BURST)]
     request_burst: u32,
+    /// Bytes the store may hold (registrations, records and their addresses, as the server
+    /// counts them); over it, new registrations get E_UNAVAILABLE.
+    #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_STORE_BYTES)]
+    max_store_bytes: usize,
+    /// Largest signed peer record a REGISTER may carry, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_RECORD_SIZE)]
+    max_record_size: usize,
+    /// Most addresses one signed peer record may list.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_ADDRESSES_PER_RECORD)]
+    max_addresses_per_record: usize,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
@@ -99,13 +109,7 @@ fn parse_formats(s: &str) -> Result<ServedFormats, String> {
 
 impl Args {
     fn config(&self) -> Result<server::Config, CliError> {
-        if self.min_ttl > self.max_ttl {
-            return Err(CliError::Usage(format!(
-                "--min-ttl {} is above --max-ttl {}; expected min <= max",
-                self.min_ttl, self.max_ttl
-            )));
-        }
-        Ok(server::Config::default()
+        let config = server::Config::default()
             .with_protocol(self.protocol.clone())
             .with_min_ttl(self.min_ttl)
             .with_max_ttl(self.max_ttl)
@@ -119,7 +123,14 @@ impl Args {
             .with_requests_per_second(self.requests_per_second)
             .with_request_burst(self.request_burst)
             .with_remove_on_disconnect(!self.keep_on_disconnect)
-            .with_unknown_peer_formats(self.unknown_peer_formats))
+            .with_unknown_peer_formats(self.unknown_peer_formats)
+            .with_max_store_bytes(self.max_store_bytes)
+            .with_max_record_size(self.max_record_size)
+            .with_max_addresses_per_record(self.max_addresses_per_record);
+        config
+            .validate()
+            .map_err(|e| CliError::Usage(format!("--{} {}", e.setting, e.text)))?;
+        Ok(config)
     }
 }
 

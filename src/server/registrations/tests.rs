@@ -8,6 +8,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::codec::DiscoverPage;
 
+mod budgets;
+
 const START: u64 = 1_000;
 const HOUR: u64 = 3600;
 

@@ -47,8 +47,10 @@ use libp2p::PeerId;
 
 pub use memory::MemoryStore;
 
-use super::Registrations;
-use crate::codec::{Cookie, ErrorResponse, Namespace, NewRegistration, RecordFormat, Registration};
+use super::{Limit, Registrations};
+use crate::codec::{
+    Cookie, ErrorResponse, Namespace, RecordFormat, Registration, UnverifiedRegistration,
+};
 
 /// REGISTERs and DISCOVERs submitted to the store and not yet completed, at most. A local store
 /// completes a DISCOVER at once and a REGISTER within one group commit (milliseconds), so this
@@ -65,12 +67,14 @@ pub struct OperationId(pub u64);
 /// A request to the store, on behalf of `peer` (the peer of the connection it came on).
 #[derive(Debug, Clone)]
 pub enum Operation {
-    /// A REGISTER (new or refresh).
+    /// A REGISTER (new or refresh), its envelope not yet decoded: the store checks its limits
+    /// and budgets first, then decodes and verifies the envelope (see
+    /// [`Registrations::register_unverified`]).
     Register {
         /// The peer of the connection.
         peer: PeerId,
         /// What it asked for.
-        registration: NewRegistration,
+        registration: UnverifiedRegistration,
     },
     /// An UNREGISTER. Unregistering an unknown namespace does nothing.
     Unregister {
@@ -120,6 +124,8 @@ pub enum Outcome {
         namespace: Namespace,
         /// The stored registration, or the status and text to answer with.
         result: Result<Registration, ErrorResponse>,
+        /// On a refusal by a bound (registration counts, byte budget, record caps): which.
+        limit: Option<Limit>,
     },
     /// An UNREGISTER: the registration removed, if there was one.
     Unregistered {

@@ -18,9 +18,9 @@ use libp2p::{
 };
 
 use super::*;
-use crate::codec::{ErrorCode, Message, NewRegistration, SignedRecord};
+use crate::codec::{ErrorCode, Message, Request, SignedRecord};
 use crate::server::{
-    handler::{InboundRequest, Request, ToBehaviour},
+    handler::{InboundRequest, ToBehaviour},
     Behaviour, Config, Event,
 };
 
@@ -79,9 +79,9 @@ fn gated() -> (Behaviour, Arc<AtomicBool>) {
 
 fn register(key: &Keypair, namespace: &str) -> Request {
     let record = SignedRecord::new(key, Vec::new(), RecordFormat::Legacy).unwrap();
-    Request::Register(NewRegistration {
+    Request::Register(UnverifiedRegistration {
         namespace: Namespace::new(namespace).unwrap(),
-        record,
+        envelope: record.envelope_bytes().to_vec(),
         ttl: None,
     })
 }
