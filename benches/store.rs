@@ -124,7 +124,7 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
-    let asker = PeerId::random();
+    let asker = server::ServedFormats::All;
     let mut memory = Vec::new();
 
     for &n in &sizes {

@@ -87,11 +87,17 @@
 //! - **Disconnect**: by default a peer's registrations are removed when its last connection to
 //!   the server closes (`server::Config::with_remove_on_disconnect(false)` keeps the spec's soft
 //!   state until the TTL ends).
-//! - **Record formats**: rust-libp2p 0.18 signs its peer records in a legacy envelope
-//!   (`libp2p-routing-state`) and rejects a whole DISCOVER_RESPONSE holding one standard-format
-//!   record. Our server serves each asker only records it can decode (see the [`server`] docs
-//!   for the rule); our client registers in the standard format (go, js, nim) and falls back to
-//!   the legacy format, per server, when a rust-libp2p 0.18 server drops its REGISTER.
+//! - **Record formats**: three generations of clients put three layouts in
+//!   `Register.signedPeerRecord`: the standard signed envelope (go, js, nim; the spec), the
+//!   legacy signed envelope of rust-libp2p's `libp2p-rendezvous` 0.18 (`libp2p-routing-state`;
+//!   its client rejects a whole DISCOVER_RESPONSE holding one standard record), and the unsigned
+//!   `PeerInfo { id, addrs }` of py-libp2p 0.8 and early go-libp2p-rendezvous
+//!   ([`RecordFormat`]). Our server accepts all three and sends each asker what it reads: the
+//!   spec's standard and legacy records to go, js, nim and unknown peers; legacy records only to
+//!   rust-libp2p 0.18 clients; every registration as `PeerInfo` to py-libp2p; everything to our
+//!   client (the [`server`] docs have the table and how the server tells them apart). Our
+//!   client reads all three, registers in the standard format and falls back, per server, to
+//!   the legacy format when a rust-libp2p 0.18 server drops its REGISTER.
 //! - **Several requests per stream** are served in order (go's client does that); our client
 //!   sends one request per stream, which every server accepts.
 //! - **Limits** the spec leaves open are bounded and configurable: requests per peer per second
@@ -115,11 +121,11 @@ pub use codec::{
 /// id for the same protocol (some networks run it as `/vac/waku/rendezvous/1.0.0`).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/rendezvous/1.0.0");
 
-/// The marker protocol our client lists (over identify) when its record format is
-/// [`RecordFormat::Standard`]: it tells a server of ours that this peer decodes standard-format
-/// records, so a client that only discovers is served all records rather than the legacy-only
-/// default kept for rust-libp2p 0.18 clients (see the [server docs](crate::server)). The client
-/// accepts a stream on it and drops it at once; it never keeps a connection alive for it.
+/// The marker protocol our client lists (over identify): it tells a server of ours that this
+/// peer reads every entry layout (standard and legacy signed records, unsigned `PeerInfo`), so
+/// it is sent every registration, whether it registers or only discovers (see the
+/// [server docs](crate::server)). The client accepts a stream on it and drops it at once; it
+/// never keeps a connection alive for it.
 pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
     StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
 

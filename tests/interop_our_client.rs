@@ -122,12 +122,7 @@ async fn standard_and_legacy_registrants_on_our_server_are_both_discovered_by_ou
         RecordFormat::Standard,
         true,
     );
-    // What `rendezvous serve` does from identify's agent version: tell the server that this
-    // peer reads standard records (a peer that has not registered yet is otherwise served
-    // legacy records only, which is safe for rust-libp2p 0.18 clients).
-    server
-        .behaviour_mut()
-        .set_peer_record_format(*discoverer.local_peer_id(), RecordFormat::Standard);
+    // No identify here: the server serves the discoverer as the spec says, standard and legacy.
     tokio::spawn(async move {
         loop {
             if let SwarmEvent::Behaviour(server::Event::PeerNotRegistered { error, .. }) =

@@ -60,12 +60,10 @@ pub struct Behaviour {
     /// schedule holds DISCOVERs behind REGISTERs in flight already).
     registers: bool,
     /// Servers whose connection has not yet told us the remote's protocols, with when we stop
-    /// waiting. A server of ours learns our record format from identify (our marker protocol);
-    /// a DISCOVER sent before that is served by its default (legacy only) and its cookie moves
-    /// past standard records, so a client that does not register holds DISCOVERs until the
-    /// remote's protocols arrive here (the server then has answered our identify request, and
-    /// its own request to us went out at the same time), or [`IDENTIFY_WAIT`] passes. Bounded
-    /// by our connected servers.
+    /// waiting. A server may pick the records it sends by what identify tells it (ours asks
+    /// itself when it must), so a client that does not register holds DISCOVERs until the
+    /// remote's protocols arrive here, or [`IDENTIFY_WAIT`] passes. Bounded by our connected
+    /// servers.
     awaiting_identify: HashMap<PeerId, Instant>,
     /// DISCOVERs held by `awaiting_identify`; bounded by the schedule's requests in flight.
     held: Vec<Action>,
@@ -86,7 +84,9 @@ impl Behaviour {
         let static_addresses = config.external_addresses.clone();
         let protocol = config.protocol.clone();
         let timeout = config.request_timeout;
-        let standard_marker = config.record_format == RecordFormat::Standard;
+        // The client reads all three layouts whatever it registers with, so a server of ours
+        // may send it every entry.
+        let standard_marker = true;
         let registers = config.registration && !config.namespaces.is_empty();
         let now = Instant::now();
         let mut schedule = Schedule::new(local, config, now);

@@ -88,8 +88,8 @@ pub struct Handler {
     standard_marker: bool,
 }
 
-/// The inbound side: [`STANDARD_RECORDS_PROTOCOL`] when the client uses standard records (a
-/// stream on it is accepted and dropped), else nothing.
+/// The inbound side: [`STANDARD_RECORDS_PROTOCOL`] (a stream on it is accepted and dropped), or
+/// nothing.
 #[derive(Debug, Clone)]
 pub struct Marker(Option<StreamProtocol>);
 

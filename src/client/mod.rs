@@ -48,16 +48,16 @@
 //! - **Record format**: standard by default. rust-libp2p's `libp2p-rendezvous` 0.18 servers only
 //!   accept the legacy format and drop a standard REGISTER without a reply; with
 //!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that
-//!   server, and only that server, to the legacy format. With the standard format the client's
-//!   connections list [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL), a
-//!   marker that a server of ours learns from identify, so a client that only discovers is
-//!   served standard records too (run identify beside the client for that). Because a DISCOVER can race identify, a client that does not
-//!   register holds DISCOVERs to a newly connected configured server until the connection has
-//!   told it the remote's protocols (identify finished on our side), or two seconds passed (a
-//!   server without identify). Remaining race: the server's identify request to us goes out at
-//!   the same time as ours, so its answer usually but not certainly arrives before our DISCOVER;
-//!   if it does not, the first page is legacy-only and its cookie moves past the standard
-//!   records registered before it (they come back on their next refresh).
+//!   server, and only that server, to the legacy format. The client reads every layout in a
+//!   DISCOVER_RESPONSE (standard, legacy, `PeerInfo`), and its connections list
+//!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL), a marker that tells a server of ours so (through identify),
+//!   so it is sent every registration. A server of ours that has not seen the marker yet when a
+//!   DISCOVER arrives asks our identify itself and holds the DISCOVER meanwhile (see the
+//!   [server docs](crate::server)), so even the first page of a client that only discovers holds
+//!   everything. Besides, a client that does not register holds DISCOVERs to a newly connected
+//!   configured server until the connection has told it the remote's protocols (identify
+//!   finished on our side), or two seconds passed (a server without identify): other servers
+//!   may pick records by what identify says too.
 //! - **Propagation**: a connected peer that announces `/rendezvous/1.0.0` (learned through identify,
 //!   or any protocol that reports remote protocols) is taken as a server too: the node registers
 //!   there and polls it, up to [`MAX_SERVERS`]. Learned servers are not redialed when they go away.

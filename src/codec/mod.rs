@@ -5,8 +5,9 @@
 //!
 //! - `types`: the domain types with validating constructors ([`Namespace`], [`Ttl`],
 //!   [`Cookie`], [`Registration`], [`ErrorCode`], [`ErrorResponse`], ...);
-//! - `record`: [`SignedRecord`], a verified signed peer record in either envelope format
-//!   ([`RecordFormat`]), each format in its own file;
+//! - `record`: [`SignedRecord`], what a REGISTER carries: a verified signed peer record in
+//!   either envelope format, or an unsigned `PeerInfo` ([`RecordFormat`]), each format in its
+//!   own file;
 //! - `message`: [`Message`] and its conversion to and from the private protobuf types;
 //! - `request`: [`Request`], a request as a server decodes it (a REGISTER's envelope left
 //!   undecoded, so cheap checks come first);

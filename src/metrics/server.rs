@@ -43,7 +43,7 @@ struct LimitLabels {
 
 /// The request types with a response (UNREGISTER has none, so no status).
 const TYPES: [&str; 2] = ["register", "discover"];
-const LIMITS: [&str; 8] = [
+const LIMITS: [&str; 9] = [
     "rate",
     "per_peer",
     "total",
@@ -52,6 +52,7 @@ const LIMITS: [&str; 8] = [
     "message_size",
     "streams",
     "in_flight",
+    "held",
 ];
 
 fn limit_label(limit: Limit) -> &'static str {
@@ -64,6 +65,7 @@ fn limit_label(limit: Limit) -> &'static str {
         Limit::MessageSize => "message_size",
         Limit::Streams => "streams",
         Limit::InFlight => "in_flight",
+        Limit::HeldDiscovers => "held",
     }
 }
 
@@ -161,7 +163,8 @@ impl Metrics {
             "Requests or streams refused by a bound: rate (requests per second per peer), \
              per_peer (registrations per peer), total (registrations held), bytes (store byte \
              budget), record (record size or addresses), message_size (request too large), \
-             streams (streams per connection), in_flight (requests waiting for the store)",
+             streams (streams per connection), in_flight (requests waiting for the store), held \
+             (DISCOVERs waiting for identify)",
             rejected.clone(),
         );
         let rejected = LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }));

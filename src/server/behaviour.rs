@@ -1,5 +1,7 @@
 //! The thin [`NetworkBehaviour`] shell: moves requests from the connections to a [`Store`],
-//! answers them when the store completes them, and runs one timer for the store's expiry.
+//! answers them when the store completes them, decides which record formats each DISCOVER is
+//! served (holding it while the asker's identify is read), and runs one timer for the store's
+//! expiry and the held DISCOVERs.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -19,21 +21,25 @@ use libp2p::{
 };
 
 use super::{
+    formats::{Decision, PeerFormats},
     handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
     store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
-    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, Removal,
+    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, Removal, ServedFormats,
 };
 use crate::codec::{
-    DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration, Request,
+    Cookie, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
+    Request,
 };
 
-/// The connections of one peer.
-#[derive(Debug, Default)]
-struct Connected {
-    ids: HashSet<ConnectionId>,
-    /// What the handlers were last told: keep the connections alive (the peer holds
-    /// registrations that its disconnect would remove).
-    keep_alive: bool,
+/// A DISCOVER waiting for its asker's format to be known.
+#[derive(Debug)]
+struct HeldDiscover {
+    namespace: Option<Namespace>,
+    cookie: Option<Cookie>,
+    limit: Option<u64>,
+    responder: Option<oneshot::Sender<Message>>,
+    /// When the handler read the request, to report how long answering took.
+    received: Instant,
 }
 
 /// A REGISTER or DISCOVER submitted to the store, waiting for its answer.
@@ -44,11 +50,22 @@ struct Waiting {
     received: Instant,
 }
 
+/// The connections of one peer.
+#[derive(Debug, Default)]
+struct Connected {
+    ids: HashSet<ConnectionId>,
+    /// What the handlers were last told: keep the connections alive (the peer holds
+    /// registrations that its disconnect would remove).
+    keep_alive: bool,
+}
+
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
 pub struct Behaviour {
     config: Config,
     store: Box<dyn Store>,
     rate: RateLimiter,
+    /// What each peer reads, and the DISCOVERs held while the server asks.
+    formats: PeerFormats<HeldDiscover>,
     /// Open connections per peer, to know when the last one closes and whom to keep alive.
     connections: HashMap<PeerId, Connected>,
     /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
@@ -90,6 +107,7 @@ impl Behaviour {
     pub fn with_store(config: Config, store: impl Store) -> Self {
         Self {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
+            formats: PeerFormats::new(config.unknown_peer_formats),
             store: Box::new(store),
             config,
             connections: HashMap::new(),
@@ -137,14 +155,31 @@ impl Behaviour {
             .unwrap_or_default()
     }
 
-    /// Hints which record format `peer` decodes (for example from identify's agent version), for
-    /// as long as it has not registered: the format of its latest REGISTER wins. The server sets
-    /// a Standard hint itself when the peer lists
-    /// [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL); the
-    /// latest hint wins. Forgotten when the peer's last connection closes. See the
-    /// [module docs](super).
-    pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        self.store.set_peer_record_format(peer, format);
+    /// Tells the server what `peer` reads, when the application knows better than the peer's
+    /// identify answer (the server asks that itself; the latest of the two wins). The marker
+    /// protocol and the peer's latest REGISTER still come first. Forgotten when the peer's last
+    /// connection closes. See the [module docs](super), "Record formats".
+    pub fn set_served_formats(&mut self, peer: PeerId, formats: ServedFormats) {
+        let released = self.formats.set_hint(peer, formats);
+        self.serve_released(peer, released);
+    }
+
+    /// What `peer` is served now (see the [module docs](super), "Record formats").
+    pub fn served_formats(&self, peer: &PeerId) -> ServedFormats {
+        self.formats.served(peer, self.registered_format(peer))
+    }
+
+    /// DISCOVERs waiting for their asker's format to be known.
+    pub fn held_discovers(&self) -> usize {
+        self.formats.held()
+    }
+
+    /// The format of `peer`'s latest REGISTER, as far as the store's index knows (the shell
+    /// also remembers the REGISTERs it answered on the peer's connections).
+    fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat> {
+        self.store
+            .index()
+            .and_then(|index| index.registered_format(peer))
     }
 
     /// The store's in-memory index, for reading; `None` for a store without one.
@@ -221,7 +256,7 @@ impl Behaviour {
         self.store.submit(id, operation, Instant::now());
     }
 
-    fn handle_request(&mut self, peer: PeerId, request: InboundRequest) {
+    fn handle_request(&mut self, peer: PeerId, connection: ConnectionId, request: InboundRequest) {
         let now = Instant::now();
         let InboundRequest {
             request,
@@ -235,7 +270,6 @@ impl Behaviour {
             _ if self.in_flight >= MAX_IN_FLIGHT => Some((Self::store_busy(), Limit::InFlight)),
             _ => None,
         };
-        let duration = || Instant::now().saturating_duration_since(received);
         let operation = match request {
             Request::Register(registration) => {
                 if let Some((error, limit)) = refusal {
@@ -247,7 +281,7 @@ impl Behaviour {
                             namespace,
                             error,
                             limit: Some(limit),
-                            duration: duration(),
+                            duration: Instant::now().saturating_duration_since(received),
                         }));
                     return;
                 }
@@ -259,27 +293,102 @@ impl Behaviour {
                 cookie,
                 limit,
             } => {
-                if let Some((error, limit)) = refusal {
-                    self.answer(responder, Message::DiscoverResponse(Err(error.clone())));
-                    self.events
-                        .push_back(ToSwarm::GenerateEvent(Event::DiscoverNotServed {
-                            peer,
-                            namespace,
-                            error,
-                            limit: Some(limit),
-                            duration: duration(),
-                        }));
-                    return;
-                }
-                Operation::Discover {
-                    peer,
+                let held = HeldDiscover {
                     namespace,
                     cookie,
                     limit,
+                    responder,
+                    received,
+                };
+                if let Some((error, limit)) = refusal {
+                    self.refuse_discover(peer, held, error, limit);
+                    return;
                 }
+                let registered = self.registered_format(&peer);
+                match self.formats.discover(peer, registered, held, now) {
+                    Decision::Serve(served, held) => self.submit_discover(peer, served, held),
+                    Decision::Held { ask } => {
+                        tracing::debug!(%peer, ask, "DISCOVER held until the peer's format is known");
+                        if ask {
+                            self.events.push_back(ToSwarm::NotifyHandler {
+                                peer_id: peer,
+                                handler: NotifyHandler::One(connection),
+                                event: FromBehaviour::AskIdentify,
+                            });
+                        }
+                    }
+                    Decision::Full(held) => {
+                        let error = ErrorResponse::new(
+                            ErrorCode::Unavailable,
+                            format!(
+                                "too many DISCOVERs wait for their askers' identify ({} of this \
+                                 peer, {} in all); try again in a moment",
+                                super::MAX_HELD_PER_PEER,
+                                super::MAX_HELD
+                            ),
+                        );
+                        self.refuse_discover(peer, held, error, Limit::HeldDiscovers);
+                    }
+                }
+                return;
             }
         };
         self.submit(operation, responder, received);
+    }
+
+    /// Submits a DISCOVER for a peer served `served`, unless the store has too much in flight.
+    fn submit_discover(&mut self, peer: PeerId, served: ServedFormats, held: HeldDiscover) {
+        if self.in_flight >= MAX_IN_FLIGHT {
+            self.refuse_discover(peer, held, Self::store_busy(), Limit::InFlight);
+            return;
+        }
+        let HeldDiscover {
+            namespace,
+            cookie,
+            limit,
+            responder,
+            received,
+        } = held;
+        let operation = Operation::Discover {
+            peer,
+            served,
+            namespace,
+            cookie,
+            limit,
+        };
+        self.submit(operation, responder, received);
+    }
+
+    fn refuse_discover(
+        &mut self,
+        peer: PeerId,
+        held: HeldDiscover,
+        error: ErrorResponse,
+        limit: Limit,
+    ) {
+        self.answer(
+            held.responder,
+            Message::DiscoverResponse(Err(error.clone())),
+        );
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::DiscoverNotServed {
+                peer,
+                namespace: held.namespace,
+                error,
+                limit: Some(limit),
+                duration: Instant::now().saturating_duration_since(held.received),
+            }));
+    }
+
+    /// Serves DISCOVERs of `peer` that no longer wait, by what is known now.
+    fn serve_released(&mut self, peer: PeerId, released: Vec<HeldDiscover>) {
+        if released.is_empty() {
+            return;
+        }
+        let served = self.served_formats(&peer);
+        for held in released {
+            self.submit_discover(peer, served, held);
+        }
     }
 
     fn answer(&self, responder: Option<oneshot::Sender<Message>>, response: Message) {
@@ -307,21 +416,25 @@ impl Behaviour {
                 result,
                 limit,
             } => match result {
-                Ok(registration) => (
-                    Some(Message::RegisterResponse(Ok(registration.ttl))),
-                    vec![Event::PeerRegistered {
-                        peer,
-                        registration,
-                        duration,
-                    }],
-                ),
+                Ok(registration) => {
+                    let released = self.formats.registered(peer, registration.record.format());
+                    self.serve_released(peer, released);
+                    (
+                        Some(Message::RegisterResponse(Ok(registration.ttl))),
+                        vec![Event::PeerRegistered {
+                            peer,
+                            registration,
+                            duration,
+                        }],
+                    )
+                }
                 Err(error) => (
                     Some(Message::RegisterResponse(Err(error.clone()))),
                     vec![Event::PeerNotRegistered {
                         peer,
                         namespace,
-                        limit,
                         error,
+                        limit,
                         duration,
                     }],
                 ),
@@ -480,7 +593,8 @@ impl NetworkBehaviour for Behaviour {
                     return;
                 }
                 self.connections.remove(&peer_id);
-                self.store.forget_peer_record_format(&peer_id);
+                // Held DISCOVERs are dropped: their streams closed with the connection.
+                drop(self.formats.forget(&peer_id));
                 if self.config.remove_on_disconnect {
                     self.submit(
                         Operation::RemovePeer { peer: peer_id },
@@ -496,15 +610,25 @@ impl NetworkBehaviour for Behaviour {
     fn on_connection_handler_event(
         &mut self,
         peer: PeerId,
-        _: ConnectionId,
+        connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        match event {
-            ToBehaviour::Request(request) => self.handle_request(peer, request),
+        let released = match event {
+            ToBehaviour::Request(request) => {
+                self.handle_request(peer, connection, request);
+                return;
+            }
             ToBehaviour::DecodesStandardRecords => {
                 tracing::debug!(%peer, "peer lists the standard-records marker");
-                self.store
-                    .set_peer_record_format(peer, RecordFormat::Standard);
+                self.formats.marker_seen(peer)
+            }
+            ToBehaviour::Identified { served } => {
+                tracing::debug!(%peer, %served, "peer's identify answered");
+                self.formats.identified(peer, Some(served))
+            }
+            ToBehaviour::IdentifyFailed { error } => {
+                tracing::debug!(%peer, %error, "peer's identify did not answer");
+                self.formats.identified(peer, None)
             }
             ToBehaviour::Rejected { kind, error } => {
                 self.events
@@ -513,12 +637,15 @@ impl NetworkBehaviour for Behaviour {
                         kind,
                         error,
                     }));
+                return;
             }
             ToBehaviour::StreamRefused(limit) => {
                 self.events
                     .push_back(ToSwarm::GenerateEvent(Event::StreamRefused { peer, limit }));
+                return;
             }
-        }
+        };
+        self.serve_released(peer, released);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
@@ -527,11 +654,21 @@ impl NetworkBehaviour for Behaviour {
                 return Poll::Ready(event);
             }
             let now = Instant::now();
+            if let Some((peer, held)) = self.formats.poll_expired(now) {
+                let served = self.served_formats(&peer);
+                tracing::debug!(%peer, %served, "DISCOVER waited long enough for identify");
+                self.submit_discover(peer, served, held);
+                continue;
+            }
             if let Poll::Ready(event) = self.store.poll(cx, now) {
                 self.on_store_event(event);
                 continue;
             }
-            let Some(deadline) = self.store.poll_timeout() else {
+            let deadline = match (self.store.poll_timeout(), self.formats.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let Some(deadline) = deadline else {
                 self.timer = None;
                 return Poll::Pending;
             };

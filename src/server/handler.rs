@@ -1,7 +1,9 @@
-//! The server's connection handler: inbound streams only, several requests per stream served in
-//! order, a cap on concurrent streams and on message size.
+//! The server's connection handler: inbound rendezvous streams, several requests per stream
+//! served in order, a cap on concurrent streams and on message size; and, when the behaviour
+//! asks, one outbound identify request to learn which record formats the remote reads.
 
 use std::{
+    collections::VecDeque,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -18,14 +20,21 @@ use futures::{
 };
 use futures_timer::Delay;
 use libp2p::{
-    core::upgrade::{DeniedUpgrade, ReadyUpgrade},
+    core::upgrade::ReadyUpgrade,
     swarm::{
-        handler::{ConnectionEvent, FullyNegotiatedInbound, ProtocolsChange},
+        handler::{
+            ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+            ProtocolsChange,
+        },
         ConnectionHandler, ConnectionHandlerEvent, Stream, StreamProtocol, SubstreamProtocol,
     },
 };
+use prost::Message as _;
 
-use super::{Config, Limit};
+use super::{
+    formats::{IdentifyPb, IDENTIFY_WAIT, MAX_IDENTIFY_MESSAGE_SIZE},
+    Config, Limit, ServedFormats,
+};
 use crate::codec::{
     read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
     RequestError, RequestKind,
@@ -47,9 +56,19 @@ pub struct InboundRequest {
 pub enum ToBehaviour {
     /// A request read from a stream.
     Request(InboundRequest),
-    /// The remote lists [`STANDARD_RECORDS_PROTOCOL`] (learned from identify): it decodes
-    /// standard-format records.
+    /// The remote lists [`STANDARD_RECORDS_PROTOCOL`] (learned from identify): it reads every
+    /// entry layout.
     DecodesStandardRecords,
+    /// The remote's identify answer says it reads `served`.
+    Identified {
+        /// What the answer's agent and protocols say it reads.
+        served: ServedFormats,
+    },
+    /// Asking the remote's identify failed (it does not run identify, or sent garbage).
+    IdentifyFailed {
+        /// Why.
+        error: String,
+    },
     /// A request did not decode; the handler answered it with `error` (not an UNREGISTER) and
     /// closed its stream.
     Rejected {
@@ -68,6 +87,8 @@ pub enum FromBehaviour {
     /// Whether to keep the connection alive while no stream is open (the peer has registrations
     /// that would be removed when the connection closes).
     KeepAlive(bool),
+    /// Ask the remote's identify which record formats it reads (once per connection).
+    AskIdentify,
 }
 
 /// Why a stream ended other than by the peer closing it between requests.
@@ -100,10 +121,23 @@ pub struct Handler {
     in_flight: Arc<AtomicUsize>,
     /// Whether [`ToBehaviour::DecodesStandardRecords`] was reported (once per connection).
     marker_seen: bool,
-    events: Option<ToBehaviour>,
+    /// At most one marker report and one identify outcome per connection.
+    events: VecDeque<ToBehaviour>,
     /// Streams dropped over the stream cap and not yet reported as [`ToBehaviour::StreamRefused`]
     /// (a count, so a flood of streams costs no memory).
     refused_streams: usize,
+    identify: IdentifyState,
+}
+
+/// The one identify request a connection may make.
+enum IdentifyState {
+    NotAsked,
+    /// Asked by the behaviour; the outbound stream is to be requested.
+    Wanted,
+    /// The outbound stream was requested.
+    Opening,
+    Reading(BoxFuture<'static, Result<ServedFormats, String>>),
+    Done,
 }
 
 impl std::fmt::Debug for Handler {
@@ -135,8 +169,9 @@ impl Handler {
             keep_alive,
             in_flight: Arc::new(AtomicUsize::new(0)),
             marker_seen: false,
-            events: None,
+            events: VecDeque::new(),
             refused_streams: 0,
+            identify: IdentifyState::NotAsked,
         }
     }
 }
@@ -145,7 +180,7 @@ impl ConnectionHandler for Handler {
     type FromBehaviour = FromBehaviour;
     type ToBehaviour = ToBehaviour;
     type InboundProtocol = ReadyUpgrade<StreamProtocol>;
-    type OutboundProtocol = DeniedUpgrade;
+    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = ();
 
@@ -156,6 +191,11 @@ impl ConnectionHandler for Handler {
     fn on_behaviour_event(&mut self, event: FromBehaviour) {
         match event {
             FromBehaviour::KeepAlive(keep) => self.keep_alive = keep,
+            FromBehaviour::AskIdentify => {
+                if matches!(self.identify, IdentifyState::NotAsked) {
+                    self.identify = IdentifyState::Wanted;
+                }
+            }
         }
     }
 
@@ -173,7 +213,7 @@ impl ConnectionHandler for Handler {
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, ToBehaviour>>
     {
         loop {
-            if let Some(event) = self.events.take() {
+            if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
             }
             if self.refused_streams > 0 {
@@ -181,6 +221,26 @@ impl ConnectionHandler for Handler {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
                     ToBehaviour::StreamRefused(Limit::Streams),
                 ));
+            }
+            if matches!(self.identify, IdentifyState::Wanted) {
+                self.identify = IdentifyState::Opening;
+                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    protocol: SubstreamProtocol::new(
+                        ReadyUpgrade::new(libp2p::identify::PROTOCOL_NAME),
+                        (),
+                    )
+                    .with_timeout(IDENTIFY_WAIT),
+                });
+            }
+            if let IdentifyState::Reading(reading) = &mut self.identify {
+                if let Poll::Ready(result) = reading.poll_unpin(cx) {
+                    self.identify = IdentifyState::Done;
+                    let event = match result {
+                        Ok(served) => ToBehaviour::Identified { served },
+                        Err(error) => ToBehaviour::IdentifyFailed { error },
+                    };
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+                }
             }
             if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
@@ -211,10 +271,25 @@ impl ConnectionHandler for Handler {
         &mut self,
         event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
     ) {
+        if let ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+            protocol: stream,
+            ..
+        }) = event
+        {
+            self.identify = IdentifyState::Reading(read_identify(stream).boxed());
+            return;
+        }
+        if let ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) = event {
+            self.identify = IdentifyState::Done;
+            self.events.push_back(ToBehaviour::IdentifyFailed {
+                error: error.to_string(),
+            });
+            return;
+        }
         if let ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(mut added)) = event {
             if !self.marker_seen && added.any(|p| *p == STANDARD_RECORDS_PROTOCOL) {
                 self.marker_seen = true;
-                self.events = Some(ToBehaviour::DecodesStandardRecords);
+                self.events.push_back(ToBehaviour::DecodesStandardRecords);
             }
             return;
         }
@@ -247,6 +322,22 @@ impl ConnectionHandler for Handler {
             );
         }
     }
+}
+
+/// Reads the remote's identify message from an outbound `/ipfs/id/1.0.0` stream: what it says
+/// the remote reads.
+async fn read_identify(mut stream: Stream) -> Result<ServedFormats, String> {
+    let body = within(
+        IDENTIFY_WAIT,
+        read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_SIZE),
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .ok_or("the stream closed before the identify message")?;
+    let _ = stream.close().await;
+    let info =
+        IdentifyPb::decode(body.as_slice()).map_err(|e| format!("not an identify message: {e}"))?;
+    Ok(info.served())
 }
 
 /// Runs `future`, failing with [`StreamError::Timeout`] when it takes longer than `timeout`.

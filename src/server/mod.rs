@@ -38,21 +38,54 @@
 //!   registrations are removed when its last connection closes, and the server keeps a
 //!   connection of a peer with registrations alive. Turn it off for spec-style soft state, where
 //!   registrations live until their TTL ends.
-//! - **Record formats (serving rust-libp2p 0.18 clients).** Two signed-record envelope formats
-//!   exist (see [`RecordFormat`](crate::RecordFormat)). rust-libp2p's rendezvous 0.18 client rejects a whole
-//!   DISCOVER_RESPONSE that holds one standard-format record, so the server sends each peer only
-//!   what it can decode, by this priority: (1) a peer that has registered is served by the format
-//!   of its latest REGISTER (legacy: legacy records only; standard: all records); (2) else by a
-//!   hint: our own client lists the marker protocol
-//!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL) when it
-//!   uses standard records, which the server learns from identify and takes as a Standard hint,
-//!   and an application that knows better (for example from identify's agent version) calls
-//!   [`Behaviour::set_peer_record_format`]; the latest hint wins; (3) else
-//!   [`Config::with_unknown_peer_formats`] (default: legacy only, safe for every client). Hints
-//!   are bounded by [`MAX_PEER_FORMAT_OVERRIDES`] and forgotten when the peer's last connection
-//!   closes. Records left out of a page still advance its cookie. The marker is only seen once
-//!   identify has run on the connection; a DISCOVER that arrives earlier is served by the
-//!   default (our client holds its first DISCOVER for that, see the client docs).
+//! - **Record formats.** Three generations of clients put three layouts in
+//!   `Register.signedPeerRecord` (see [`RecordFormat`](crate::RecordFormat)): standard signed
+//!   envelopes (go, js, nim, this crate), legacy signed envelopes (rust-libp2p's
+//!   `libp2p-rendezvous` 0.18) and unsigned `PeerInfo` (py-libp2p 0.8, go-libp2p-rendezvous before
+//!   signed records). The server accepts all three (a `PeerInfo` only when it names the peer on
+//!   the connection, as for signed records) and sends each asker what it reads
+//!   ([`ServedFormats`]):
+//!
+//!   | asker | known by | served |
+//!   |---|---|---|
+//!   | this crate's client | it lists [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL) | every registration as registered ([`ServedFormats::All`]) |
+//!   | a peer that registered | the layout of its latest REGISTER | what it sends: legacy only, signed records, or everything as `PeerInfo` |
+//!   | rust-libp2p 0.18 client | identify agent `rust-libp2p/…` | legacy records only ([`ServedFormats::LegacyOnly`]) |
+//!   | py-libp2p 0.8 | identify agent `py-libp2p/…` | every registration as `PeerInfo` ([`ServedFormats::AsPeerInfo`]) |
+//!   | go, js, nim, anyone else | any other agent, or no identify at all | standard and legacy records, as the spec says ([`ServedFormats::Signed`]) |
+//!
+//!   The first row beats the second (the marker says exactly what the client reads), the
+//!   second beats the agent. A verified signed record is handed to `PeerInfo` readers as a
+//!   `PeerInfo` of the same peer and addresses; an unsigned registration goes only to askers
+//!   that read `PeerInfo` (the first and fourth rows): signed-record readers cannot decode one.
+//!
+//!   **Who is asked.** The server does not depend on the application's identify: when a
+//!   DISCOVER comes from a peer it knows nothing of (no marker, no registration, no answer yet),
+//!   it opens one `/ipfs/id/1.0.0` stream to the peer itself and reads the peer's identify
+//!   message (agent and protocols; at most [`MAX_IDENTIFY_MESSAGE_SIZE`] bytes). Meanwhile the
+//!   DISCOVER is held: at most [`IDENTIFY_WAIT`], at most [`MAX_HELD_PER_PEER`] per peer and
+//!   [`MAX_HELD`] in all (beyond those, `E_UNAVAILABLE`: try again). The answer, a refusal
+//!   (a peer without identify), a REGISTER or the end of the wait releases it; it is then served
+//!   by what is known, and a peer of which nothing is known gets
+//!   [`Config::with_unknown_peer_formats`] (default [`ServedFormats::Signed`], the spec). So an
+//!   embedded [`Behaviour`] (or [`node::Behaviour`](crate::node::Behaviour)) decides the same as
+//!   `rendezvous serve`, with or without identify in the application's swarm and in whichever
+//!   order identify and the DISCOVER arrive; [`Behaviour::set_served_formats`] is for an
+//!   application that knows better. A rust-libp2p 0.18 client that runs no identify cannot be
+//!   told from a go or js peer: it gets the spec's default (which it cannot decode) unless it
+//!   registered first, or the operator of a network of rust-libp2p 0.18 clients sets
+//!   `with_unknown_peer_formats(ServedFormats::LegacyOnly)` (`serve --unknown-peer-formats
+//!   legacy`).
+//!
+//!   **Cookies never hide a record.** Registrations left out of a page for their format still
+//!   advance its cookie (a legacy reader must not see the same standard records skipped on
+//!   every page), and the cookie then carries a mark: the narrowest [`ServedFormats`] under
+//!   which the pages behind it left something out (the two high bits of its sequence number;
+//!   the cookie stays `8 bytes ++ namespace`, as rust-libp2p 0.18 requires). When the set served
+//!   to a peer widens after a page was cut (its identify answered after the wait, it
+//!   registered in another layout, the application set a hint), a marked cookie of a narrower
+//!   set is answered `E_INVALID_COOKIE`: the peer starts over (our client without duplicate
+//!   events) and sees what was left out. Unmarked cookies and narrowing never cost a restart.
 //! - **Cheap checks first.** A REGISTER is checked in this order: the peer's request rate, the
 //!   TTL, the record's size, the registration limits and the store byte budget; only then is
 //!   its envelope decoded, and the signature verified. An envelope equal byte for byte to one
@@ -70,6 +103,7 @@
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 
 mod behaviour;
+mod formats;
 mod handler;
 mod rate;
 mod registrations;
@@ -80,11 +114,13 @@ use std::time::Duration;
 use libp2p::{PeerId, StreamProtocol};
 
 pub use behaviour::Behaviour;
+pub use formats::{
+    served_by_identify, IDENTIFY_WAIT, MAX_HELD, MAX_HELD_PER_PEER, MAX_IDENTIFY_MESSAGE_SIZE,
+    MAX_KNOWN_PEERS,
+};
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{
-    Refusal, Registrations, MAX_PEER_FORMAT_OVERRIDES, MAX_SCANNED_PER_DISCOVER,
-};
+pub use registrations::{Refusal, Registrations, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{
@@ -161,22 +197,79 @@ pub const MAX_CONFIGURABLE_STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 6
 /// The largest message cap an operator may configure: 64 MiB.
 pub const MAX_CONFIGURABLE_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
-/// Which record formats a peer is sent in DISCOVER_RESPONSEs (see the module docs).
+/// Which registrations a peer is sent in DISCOVER_RESPONSEs, and in which layout (see the
+/// module docs, "Record formats"). Ordered by how much they cover: a cookie cut under a
+/// narrower set is not continued under a wider one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ServedFormats {
-    /// Only legacy (`libp2p-routing-state`) records: what rust-libp2p 0.18 clients decode.
-    #[default]
+    /// Legacy signed records only: all that rust-libp2p's `libp2p-rendezvous` 0.18 client
+    /// decodes (one standard record fails its whole page).
     LegacyOnly,
-    /// Records of both formats.
+    /// Signed records of both formats, as they were signed: the spec, for go, js and nim
+    /// clients. Unsigned (`PeerInfo`) registrations are left out: these clients cannot read them.
+    #[default]
+    Signed,
+    /// Every registration, each as an unsigned `PeerInfo` (a signed record is handed out with
+    /// the peer and addresses it proves): py-libp2p 0.8 and other third-generation clients.
+    AsPeerInfo,
+    /// Every registration as it was registered (signed records as signed, `PeerInfo`s as
+    /// `PeerInfo`): this crate's client, which reads all three layouts.
     All,
 }
 
 impl ServedFormats {
-    /// Whether a record of `format` is served.
+    /// Whether a registration of `format` is served.
     pub fn includes(self, format: crate::RecordFormat) -> bool {
+        use crate::RecordFormat::*;
         match self {
-            ServedFormats::All => true,
-            ServedFormats::LegacyOnly => format == crate::RecordFormat::Legacy,
+            ServedFormats::LegacyOnly => format == Legacy,
+            ServedFormats::Signed => format != PeerInfo,
+            ServedFormats::AsPeerInfo | ServedFormats::All => true,
+        }
+    }
+
+    /// What a peer that registers in `format` reads: what it sends.
+    pub fn read_by_registrant(format: crate::RecordFormat) -> Self {
+        match format {
+            crate::RecordFormat::Standard => ServedFormats::Signed,
+            crate::RecordFormat::Legacy => ServedFormats::LegacyOnly,
+            crate::RecordFormat::PeerInfo => ServedFormats::AsPeerInfo,
+        }
+    }
+
+    /// How much of the registrations it covers: legacy ones (0), signed ones (1), all (2).
+    pub(crate) fn coverage(self) -> u8 {
+        match self {
+            ServedFormats::LegacyOnly => 0,
+            ServedFormats::Signed => 1,
+            ServedFormats::AsPeerInfo | ServedFormats::All => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ServedFormats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServedFormats::LegacyOnly => "legacy",
+            ServedFormats::Signed => "signed",
+            ServedFormats::AsPeerInfo => "peer-info",
+            ServedFormats::All => "all",
+        })
+    }
+}
+
+impl std::str::FromStr for ServedFormats {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "legacy" => Ok(ServedFormats::LegacyOnly),
+            "signed" => Ok(ServedFormats::Signed),
+            "peer-info" => Ok(ServedFormats::AsPeerInfo),
+            "all" => Ok(ServedFormats::All),
+            other => Err(format!(
+                "expected `legacy`, `signed`, `peer-info` or `all`, got `{other}`"
+            )),
         }
     }
 }
@@ -219,7 +312,7 @@ impl Default for Config {
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             request_burst: DEFAULT_REQUEST_BURST,
             remove_on_disconnect: true,
-            unknown_peer_formats: ServedFormats::LegacyOnly,
+            unknown_peer_formats: ServedFormats::Signed,
             max_store_bytes: DEFAULT_MAX_STORE_BYTES,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
@@ -313,9 +406,10 @@ impl Config {
         self
     }
 
-    /// The record formats served to a peer that never registered and whose format the
-    /// application did not set (default [`ServedFormats::LegacyOnly`], safe for rust-libp2p 0.18
-    /// clients; see the module docs).
+    /// The formats served to a peer whose format is not known: it never registered, does not
+    /// list the marker protocol, and its identify did not answer (default
+    /// [`ServedFormats::Signed`], as the spec says). A network of rust-libp2p 0.18 clients only,
+    /// some without identify, sets [`ServedFormats::LegacyOnly`]. See the module docs.
     pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
         self.unknown_peer_formats = formats;
         self
@@ -477,6 +571,9 @@ pub enum Limit {
     Streams,
     /// [`MAX_IN_FLIGHT`] requests were waiting for the store.
     InFlight,
+    /// Too many DISCOVERs were waiting for their askers' identify ([`MAX_HELD_PER_PEER`],
+    /// [`MAX_HELD`]).
+    HeldDiscovers,
 }
 
 /// Why a registration was removed before its TTL ended.

@@ -28,11 +28,6 @@ mod cookie;
 /// cookie then points past what was looked at, so the next DISCOVER continues from there.
 pub const MAX_SCANNED_PER_DISCOVER: usize = 10_000;
 
-/// The most peers whose record format is remembered without them having registrations (set by
-/// [`Registrations::set_peer_record_format`], typically from identify). Beyond it, new peers get
-/// [`Config::with_unknown_peer_formats`]'s formats, which is safe for every client.
-pub const MAX_PEER_FORMAT_OVERRIDES: usize = 65_536;
-
 /// One stored registration.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -135,7 +130,6 @@ pub struct Registrations {
     by_namespace: HashMap<Namespace, BTreeSet<u64>>,
     all: BTreeSet<u64>,
     expiry: BTreeSet<(Instant, u64)>,
-    format_overrides: HashMap<PeerId, RecordFormat>,
     /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
     response_overhead: usize,
     /// What the registrations hold, as [`Registrations::stored_bytes`] counts it.
@@ -162,7 +156,6 @@ impl Registrations {
             by_namespace: HashMap::new(),
             all: BTreeSet::new(),
             expiry: BTreeSet::new(),
-            format_overrides: HashMap::new(),
             response_overhead,
             bytes: 0,
         }
@@ -505,33 +498,36 @@ impl Registrations {
             .collect()
     }
 
-    /// Handles a DISCOVER from `peer`: the next page after `cookie` in `namespace` (all
-    /// namespaces when `None`), and the cookie to continue with.
+    /// Handles a DISCOVER: the next page after `cookie` in `namespace` (all namespaces when
+    /// `None`), for an asker served `served`, and the cookie to continue with.
     ///
-    /// Only records in a format `peer` can decode are returned (see the module docs); the
-    /// others still advance the cookie. The page holds at most `limit` (default and cap from
-    /// the config) registrations and is cut so the encoded response fits the message cap.
+    /// Only registrations `served` includes are returned, in its layout (see the module docs);
+    /// the others still advance the cookie, which then carries a mark saying under which
+    /// formats it was cut. A marked cookie sent back by a peer now served more (its format
+    /// became known after the page was cut) is refused with `E_INVALID_COOKIE`, so the peer
+    /// starts over and nothing it can read stays hidden. The page holds at most `limit` (default
+    /// and cap from the config) registrations and is cut so the encoded response fits the
+    /// message cap.
     pub fn discover(
         &self,
-        peer: PeerId,
+        served: ServedFormats,
         namespace: Option<&Namespace>,
         cookie: Option<&Cookie>,
         limit: Option<u64>,
         now: Instant,
     ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
-        let after = match cookie {
-            Some(cookie) => cookie::parse(cookie, namespace, self.counter)?,
-            None => 0,
+        let (after, mut mark) = match cookie {
+            Some(cookie) => cookie::parse(cookie, namespace, self.counter, served)?,
+            None => (0, None),
         };
         let limit = match limit {
             None | Some(0) => self.config.default_page,
             Some(n) => (n.min(self.config.max_page as u64)) as usize,
         };
-        let served = self.served_formats(&peer);
         let index = match namespace {
             Some(ns) => match self.by_namespace.get(ns) {
                 Some(index) => index,
-                None => return Ok((Vec::new(), cookie::encode(self.counter, namespace))),
+                None => return Ok((Vec::new(), cookie::encode(self.counter, mark, namespace))),
             },
             None => &self.all,
         };
@@ -548,13 +544,21 @@ impl Registrations {
                 break;
             }
             let entry = &self.entries[&seq];
-            if entry.deadline <= now || !served.includes(entry.record.format()) {
+            if entry.deadline <= now {
                 last = Some(seq);
                 continue;
             }
+            if !served.includes(entry.record.format()) {
+                mark = Some(mark.map_or(served.coverage(), |m| m.min(served.coverage())));
+                last = Some(seq);
+                continue;
+            }
+            let record = match served {
+                ServedFormats::AsPeerInfo => entry.record.to_peer_info(),
+                _ => entry.record.clone(),
+            };
             let ttl = entry.deadline.duration_since(now).as_secs().max(1);
-            let wire =
-                registration_wire_len(&entry.namespace, entry.record.envelope_bytes().len(), ttl);
+            let wire = registration_wire_len(&entry.namespace, record.envelope_bytes().len(), ttl);
             if size.saturating_add(wire) > self.config.max_message_size {
                 if page.is_empty() {
                     // Alone it does not fit any page: skip it, or paging would stop here.
@@ -566,7 +570,11 @@ impl Registrations {
                 break;
             }
             size += wire;
-            page.push(entry.clone().into_registration(ttl));
+            page.push(Registration {
+                namespace: entry.namespace.clone(),
+                record,
+                ttl,
+            });
             last = Some(seq);
         }
         let seq = if complete {
@@ -575,7 +583,7 @@ impl Registrations {
         } else {
             last.unwrap_or(after)
         };
-        Ok((page, cookie::encode(seq, namespace)))
+        Ok((page, cookie::encode(seq, mark, namespace)))
     }
 
     /// When the next registration expires.
@@ -593,37 +601,9 @@ impl Registrations {
         self.remove_entry(seq).map(Entry::into_granted)
     }
 
-    /// Hints which record format `peer` decodes, for when it has not registered (the format of
-    /// its latest REGISTER wins; see the module docs). At most [`MAX_PEER_FORMAT_OVERRIDES`] hints
-    /// are kept; beyond that the call is ignored and the peer gets the configured default.
-    pub fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        if self.format_overrides.len() < MAX_PEER_FORMAT_OVERRIDES
-            || self.format_overrides.contains_key(&peer)
-        {
-            self.format_overrides.insert(peer, format);
-        }
-    }
-
-    /// Forgets the hint for `peer` (its last connection closed).
-    pub fn forget_peer_record_format(&mut self, peer: &PeerId) {
-        self.format_overrides.remove(peer);
-    }
-
-    /// The formats served to `peer`: the format of its latest REGISTER (what it sends is what it
-    /// decodes), else a hint (the client marker protocol or
-    /// [`set_peer_record_format`](Self::set_peer_record_format)), else the configured default for
-    /// unknown peers.
-    pub fn served_formats(&self, peer: &PeerId) -> ServedFormats {
-        let format = self
-            .peers
-            .get(peer)
-            .and_then(|p| p.format)
-            .or_else(|| self.format_overrides.get(peer).copied());
-        match format {
-            Some(RecordFormat::Standard) => ServedFormats::All,
-            Some(RecordFormat::Legacy) => ServedFormats::LegacyOnly,
-            None => self.config.unknown_peer_formats,
-        }
+    /// The format of `peer`'s latest REGISTER, while it has registrations: what it reads.
+    pub fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat> {
+        self.peers.get(peer).and_then(|p| p.format)
     }
 
     /// How many registrations are stored.

@@ -187,6 +187,22 @@ where
         .unwrap_or_else(|_| panic!("{peer}: the awaited event never came"))
     }
 
+    /// Waits for the first event `f` takes (maps to `Some`), dropping the others: for events
+    /// that carry something the test must own, such as a raw stream.
+    pub async fn take<T>(&mut self, mut f: impl FnMut(E) -> Option<T>) -> T {
+        let peer = self.peer;
+        tokio::time::timeout(HANG, async {
+            loop {
+                let event = self.events.recv().await.expect("node task ended");
+                if let Some(t) = f(event) {
+                    return t;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{peer}: the awaited event never came"))
+    }
+
     /// Waits until a connection to `peer` is established.
     pub async fn wait_connected(&mut self, peer: PeerId) {
         let me = self.peer;

@@ -9,7 +9,7 @@ use libp2p::{
 };
 use rendezvous_discovery::{
     server::{self, ServedFormats},
-    RecordFormat, Ttl, STANDARD_RECORDS_PROTOCOL,
+    Ttl,
 };
 
 use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
@@ -78,10 +78,10 @@ pub struct Args {
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
-    /// Record formats sent to peers that never registered and that identify has not (yet) told
-    /// about: `legacy` (safe for rust-libp2p 0.18 clients) or `all`. Identify hints Legacy for a
-    /// rust-libp2p agent without our standard-records marker and Standard for everyone else.
-    #[arg(long, value_name = "FORMATS", default_value = "legacy", value_parser = parse_formats)]
+    /// Records sent to a peer whose format is not known (it never registered and its identify
+    /// did not answer): `signed` (standard and legacy, as the spec says), `legacy` (for a
+    /// network of rust-libp2p 0.18 clients only), `peer-info` or `all`.
+    #[arg(long, value_name = "FORMATS", default_value = "signed", value_parser = parse_formats)]
     unknown_peer_formats: ServedFormats,
 }
 
@@ -100,11 +100,7 @@ fn parse_protocol(s: &str) -> Result<StreamProtocol, String> {
 }
 
 fn parse_formats(s: &str) -> Result<ServedFormats, String> {
-    match s {
-        "legacy" => Ok(ServedFormats::LegacyOnly),
-        "all" => Ok(ServedFormats::All),
-        other => Err(format!("expected `legacy` or `all`, got `{other}`")),
-    }
+    s.parse()
 }
 
 impl Args {
@@ -198,33 +194,9 @@ pub async fn run(args: Args) -> CliResult {
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(%error, "listener error");
             }
-            SwarmEvent::Behaviour(ServeEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                swarm
-                    .behaviour_mut()
-                    .rendezvous
-                    .set_peer_record_format(peer_id, identify_hint(&info));
-            }
             SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
             _ => {}
         }
-    }
-}
-
-/// The record format to hint for a peer from its identify info (its latest REGISTER still
-/// wins). Only rust-libp2p's own rendezvous client (0.18) needs legacy-only pages; our client
-/// lists [`STANDARD_RECORDS_PROTOCOL`] when it uses standard records (the server handler
-/// also sees that by itself, so both agree), and any other agent decodes standard records.
-fn identify_hint(info: &identify::Info) -> RecordFormat {
-    if info.protocols.contains(&STANDARD_RECORDS_PROTOCOL)
-        || !info.agent_version.starts_with("rust-libp2p")
-    {
-        RecordFormat::Standard
-    } else {
-        RecordFormat::Legacy
     }
 }
 
@@ -285,39 +257,5 @@ fn log_event(event: server::Event) {
             operations,
             latency,
         } => tracing::trace!(operations, ?latency, "store commit"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(agent: &str, protocols: Vec<StreamProtocol>) -> identify::Info {
-        identify::Info {
-            public_key: Keypair::generate_ed25519().public(),
-            protocol_version: "/ipfs/id/1.0.0".into(),
-            agent_version: agent.into(),
-            listen_addrs: Vec::new(),
-            protocols,
-            observed_addr: Multiaddr::empty(),
-            signed_peer_record: None,
-        }
-    }
-
-    #[test]
-    fn identify_hints_legacy_only_for_rust_libp2p_agents_without_the_marker() {
-        let marker = vec![STANDARD_RECORDS_PROTOCOL];
-        assert_eq!(
-            identify_hint(&info("rust-libp2p/0.57.0", Vec::new())),
-            RecordFormat::Legacy
-        );
-        assert_eq!(
-            identify_hint(&info("rust-libp2p/0.57.0", marker)),
-            RecordFormat::Standard
-        );
-        assert_eq!(
-            identify_hint(&info("go-libp2p/0.40", Vec::new())),
-            RecordFormat::Standard
-        );
     }
 }

@@ -1,25 +1,41 @@
 //! The stateless cookie: a sequence number, big-endian, followed by the namespace asked for
 //! (empty for all namespaces). A DISCOVER with a cookie returns what registered after that
 //! number, so the server keeps no memory per cookie.
+//!
+//! The two high bits of the number are a mark: whether the pages that led to the cookie left
+//! registrations out for their format, and under which [`ServedFormats`] (by its coverage). Sequence
+//! numbers start at the wall clock in microseconds and grow by one per REGISTER, so they stay
+//! far below 2^62 and the cookie stays `8 bytes ++ namespace`, as rust-libp2p 0.18 requires.
 
-use crate::codec::{Cookie, ErrorCode, ErrorResponse, Namespace};
+use crate::{
+    codec::{Cookie, ErrorCode, ErrorResponse, Namespace},
+    server::ServedFormats,
+};
 
-/// The cookie that continues `namespace` after sequence number `seq`.
-pub(super) fn encode(seq: u64, namespace: Option<&Namespace>) -> Cookie {
-    let mut bytes = seq.to_be_bytes().to_vec();
+const MARK_SHIFT: u32 = 62;
+const SEQ_MASK: u64 = (1 << MARK_SHIFT) - 1;
+
+/// The cookie that continues `namespace` after sequence number `seq`, marked with the narrowest
+/// coverage under which a registration was left out for its format (`None`: nothing was).
+pub(super) fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cookie {
+    // Coverage 0 (legacy only) -> mark 2, 1 (signed) -> mark 1; 0 means unmarked.
+    let mark = mark.map_or(0, |coverage| 2 - u64::from(coverage.min(1)));
+    let mut bytes = (seq | (mark << MARK_SHIFT)).to_be_bytes().to_vec();
     if let Some(ns) = namespace {
         bytes.extend_from_slice(ns.as_str().as_bytes());
     }
     Cookie::new(bytes).expect("8 + at most 255 bytes is under the cookie cap")
 }
 
-/// The sequence number in `cookie`, if it is one of ours for `namespace` and not ahead of
-/// `counter` (the last number given out); else `E_INVALID_COOKIE` saying what is wrong.
+/// The sequence number in `cookie` and its mark, if it is one of ours for `namespace`, not
+/// ahead of `counter` (the last number given out), and not cut under narrower formats than the
+/// asker is `served` now; else `E_INVALID_COOKIE` saying what is wrong.
 pub(super) fn parse(
     cookie: &Cookie,
     namespace: Option<&Namespace>,
     counter: u64,
-) -> Result<u64, ErrorResponse> {
+    served: ServedFormats,
+) -> Result<(u64, Option<u8>), ErrorResponse> {
     let bytes = cookie.as_bytes();
     let invalid = |text: String| Err(ErrorResponse::new(ErrorCode::InvalidCookie, text));
     if bytes.len() < 8 {
@@ -30,7 +46,18 @@ pub(super) fn parse(
         ));
     }
     let (seq, ns) = bytes.split_at(8);
-    let seq = u64::from_be_bytes(seq.try_into().expect("split at 8"));
+    let raw = u64::from_be_bytes(seq.try_into().expect("split at 8"));
+    let seq = raw & SEQ_MASK;
+    let mark = match raw >> MARK_SHIFT {
+        0 => None,
+        1 => Some(1),
+        2 => Some(0),
+        _ => {
+            return invalid(format!(
+                "cookie has an unknown mark ({raw:#018x}); expected a cookie from this server"
+            ))
+        }
+    };
     let asked = namespace.map_or(&[][..], |ns| ns.as_str().as_bytes());
     if ns != asked {
         return invalid(format!(
@@ -46,5 +73,13 @@ pub(super) fn parse(
              without a cookie to start over"
         ));
     }
-    Ok(seq)
+    if let Some(coverage) = mark {
+        if coverage < served.coverage() {
+            return invalid(format!(
+                "this server now sends you {served} records, more than when this cookie was cut \
+                 (records it left out would stay hidden); discover without a cookie to start over"
+            ));
+        }
+    }
+    Ok((seq, mark))
 }

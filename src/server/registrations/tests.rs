@@ -37,6 +37,7 @@ fn record(i: u16, format: RecordFormat) -> SignedRecord {
     match format {
         RecordFormat::Standard => standard.clone(),
         RecordFormat::Legacy => legacy.clone(),
+        RecordFormat::PeerInfo => legacy.to_peer_info(),
     }
 }
 
@@ -68,7 +69,7 @@ fn code(result: Result<impl std::fmt::Debug, ErrorResponse>) -> ErrorCode {
 /// (peer, namespace) seen, in order.
 fn page_all(
     store: &Registrations,
-    asker: PeerId,
+    asker: ServedFormats,
     namespace: Option<&Namespace>,
     limit: u64,
     now: Instant,
@@ -195,7 +196,7 @@ fn given_a_refresh_then_the_old_entry_is_gone_everywhere_and_never_expires() {
         .register(peer(2), new_reg(2, "a", Some(2 * HOUR)), t0)
         .unwrap();
     let (_, cookie) = store
-        .discover(peer(9), Some(&ns("a")), None, None, t0)
+        .discover(ServedFormats::All, Some(&ns("a")), None, None, t0)
         .unwrap();
     let t1 = t0 + Duration::from_secs(HOUR);
     store
@@ -204,13 +205,13 @@ fn given_a_refresh_then_the_old_entry_is_gone_everywhere_and_never_expires() {
     assert_eq!(store.len(), 2);
     // The refresh shows up again after the old cookie, once.
     let (page, _) = store
-        .discover(peer(9), Some(&ns("a")), Some(&cookie), None, t1)
+        .discover(ServedFormats::All, Some(&ns("a")), Some(&cookie), None, t1)
         .unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].record.peer_id(), peer(1));
     assert_eq!(page[0].ttl, 2 * HOUR);
     // A fresh pager sees each registration once.
-    assert_eq!(page_all(&store, peer(9), None, 1, t1).len(), 2);
+    assert_eq!(page_all(&store, ServedFormats::All, None, 1, t1).len(), 2);
     // The old deadline does not fire.
     let t2 = t0 + Duration::from_secs(2 * HOUR);
     assert_eq!(
@@ -249,7 +250,9 @@ fn given_registrations_when_time_passes_then_they_expire_in_deadline_order() {
     assert_eq!(store.namespace_count(), 1);
     assert_eq!(store.registrations_in(&ns("a"), t)[0].ttl, 5);
     // Remaining TTLs are what DISCOVER reports.
-    let (page, _) = store.discover(peer(9), None, None, None, t).unwrap();
+    let (page, _) = store
+        .discover(ServedFormats::All, None, None, None, t)
+        .unwrap();
     assert_eq!(page[0].ttl, 5);
 }
 
@@ -261,7 +264,13 @@ fn given_an_expired_but_uncollected_registration_then_discover_skips_it() {
         .register(peer(1), new_reg(1, "a", Some(10)), t0)
         .unwrap();
     let (page, _) = store
-        .discover(peer(9), None, None, None, t0 + Duration::from_secs(10))
+        .discover(
+            ServedFormats::All,
+            None,
+            None,
+            None,
+            t0 + Duration::from_secs(10),
+        )
         .unwrap();
     assert!(page.is_empty());
 }
@@ -297,7 +306,7 @@ fn given_remove_peer_then_all_its_registrations_go_and_others_stay() {
     assert_eq!(store.len(), 1);
     assert_eq!(store.count_of(&peer(1)), 0);
     assert_eq!(
-        page_all(&store, peer(9), None, 10, now),
+        page_all(&store, ServedFormats::All, None, 10, now),
         vec![(peer(2), ns("a"))]
     );
 }
@@ -308,7 +317,7 @@ fn given_bad_cookies_then_discover_is_invalid_cookie() {
     let now = Instant::now();
     store.register(peer(1), new_reg(1, "a", None), now).unwrap();
     let (_, cookie_a) = store
-        .discover(peer(9), Some(&ns("a")), None, None, now)
+        .discover(ServedFormats::All, Some(&ns("a")), None, None, now)
         .unwrap();
     let short = Cookie::new(vec![1, 2, 3]).unwrap();
     let ahead = Cookie::new((START + 2).to_be_bytes().to_vec()).unwrap();
@@ -319,14 +328,22 @@ fn given_bad_cookies_then_discover_is_invalid_cookie() {
         (None, &ahead, "ahead"),
     ] {
         let error = store
-            .discover(peer(9), namespace.as_ref(), Some(cookie), None, now)
+            .discover(
+                ServedFormats::All,
+                namespace.as_ref(),
+                Some(cookie),
+                None,
+                now,
+            )
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidCookie);
         assert!(error.text.contains(needle), "{} lacks {needle}", error.text);
     }
     // A cookie at the counter is fine.
     let at = Cookie::new((START + 1).to_be_bytes().to_vec()).unwrap();
-    assert!(store.discover(peer(9), None, Some(&at), None, now).is_ok());
+    assert!(store
+        .discover(ServedFormats::All, None, Some(&at), None, now)
+        .is_ok());
 }
 
 #[test]
@@ -334,17 +351,17 @@ fn given_nothing_new_then_the_page_is_empty_and_still_has_a_cookie() {
     let mut store = store();
     let now = Instant::now();
     let (page, cookie) = store
-        .discover(peer(9), Some(&ns("a")), None, None, now)
+        .discover(ServedFormats::All, Some(&ns("a")), None, None, now)
         .unwrap();
     assert!(page.is_empty());
     assert_eq!(&cookie.as_bytes()[8..], b"a");
     store.register(peer(1), new_reg(1, "a", None), now).unwrap();
     let (page, cookie) = store
-        .discover(peer(9), Some(&ns("a")), Some(&cookie), None, now)
+        .discover(ServedFormats::All, Some(&ns("a")), Some(&cookie), None, now)
         .unwrap();
     assert_eq!(page.len(), 1);
     let (page, again) = store
-        .discover(peer(9), Some(&ns("a")), Some(&cookie), None, now)
+        .discover(ServedFormats::All, Some(&ns("a")), Some(&cookie), None, now)
         .unwrap();
     assert!(page.is_empty());
     assert_eq!(again, cookie);
@@ -360,7 +377,7 @@ fn given_limits_then_pages_use_the_default_and_are_capped() {
     }
     let count = |limit| {
         store
-            .discover(peer(9), None, None, limit, now)
+            .discover(ServedFormats::All, None, None, limit, now)
             .unwrap()
             .0
             .len()
@@ -383,7 +400,13 @@ fn given_a_small_message_cap_then_pages_are_cut_to_fit_and_paging_goes_on() {
     let mut total = 0;
     loop {
         let (page, next) = store
-            .discover(peer(9), Some(&ns("a")), cookie.as_ref(), Some(1000), now)
+            .discover(
+                ServedFormats::All,
+                Some(&ns("a")),
+                cookie.as_ref(),
+                Some(1000),
+                now,
+            )
             .unwrap();
         if page.is_empty() {
             break;
@@ -428,7 +451,7 @@ fn given_a_5000_record_page_of_big_records_then_the_response_stays_under_1_mib()
         }
     }
     let (page, cookie) = store
-        .discover(peer(9), None, None, Some(5000), now)
+        .discover(ServedFormats::All, None, None, Some(5000), now)
         .unwrap();
     let encoded = Message::DiscoverResponse(Ok(DiscoverPage {
         registrations: page.clone(),
@@ -441,101 +464,207 @@ fn given_a_5000_record_page_of_big_records_then_the_response_stays_under_1_mib()
         "{encoded} bytes"
     );
     assert!(page.len() < 5000, "cut at {} registrations", page.len());
-    assert_eq!(page_all(&store, peer(9), None, 5000, now).len(), 64 * 80);
+    assert_eq!(
+        page_all(&store, ServedFormats::All, None, 5000, now).len(),
+        64 * 80
+    );
 }
 
-#[test]
-fn given_mixed_formats_then_each_peer_gets_only_what_it_can_decode() {
-    let mut store = store();
-    let now = Instant::now();
-    let standard = |i, namespace: &str| NewRegistration {
+fn peer_info(i: u16, namespace: &str) -> NewRegistration {
+    NewRegistration {
+        namespace: ns(namespace),
+        record: SignedRecord::new(
+            &key(i),
+            vec![format!("/memory/{i}").parse().unwrap()],
+            RecordFormat::PeerInfo,
+        )
+        .unwrap(),
+        ttl: None,
+    }
+}
+
+fn standard(i: u16, namespace: &str) -> NewRegistration {
+    NewRegistration {
         namespace: ns(namespace),
         record: record(i, RecordFormat::Standard),
         ttl: None,
-    };
-    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
-    store.register(peer(2), standard(2, "a"), now).unwrap();
-    store.register(peer(3), new_reg(3, "a", None), now).unwrap();
-    let peers = |store: &Registrations, asker| {
-        let (page, _) = store.discover(asker, None, None, None, now).unwrap();
-        page.iter().map(|r| r.record.peer_id()).collect::<Vec<_>>()
-    };
-    // Registered legacy: legacy only. Registered standard: everything.
-    assert_eq!(peers(&store, peer(1)), vec![peer(1), peer(3)]);
-    assert_eq!(peers(&store, peer(2)), vec![peer(1), peer(2), peer(3)]);
-    // Never registered: the configured default, legacy only.
-    assert_eq!(peers(&store, peer(9)), vec![peer(1), peer(3)]);
-    // Filtered records still advance the cookie: a legacy pager with limit 1 never loops.
-    let seen = page_all(&store, peer(9), None, 1, now);
-    assert_eq!(seen, vec![(peer(1), ns("a")), (peer(3), ns("a"))]);
-    // A hint decides for a peer that never registered, and can be forgotten.
-    store.set_peer_record_format(peer(9), RecordFormat::Standard);
-    assert_eq!(peers(&store, peer(9)).len(), 3);
-    store.forget_peer_record_format(&peer(9));
-    assert_eq!(peers(&store, peer(9)).len(), 2);
-    // The latest REGISTER decides: peer 2 re-registers legacy.
-    store.register(peer(2), new_reg(2, "b", None), now).unwrap();
-    assert_eq!(
-        peers(&store, peer(2)).len(),
-        3,
-        "peer 2's standard record in a is filtered"
-    );
-    let config = Config::default().with_unknown_peer_formats(ServedFormats::All);
-    let mut open = Registrations::new(config, START);
-    open.register(peer(2), standard(2, "a"), now).unwrap();
-    assert_eq!(
-        open.discover(peer(9), None, None, None, now)
-            .unwrap()
-            .0
-            .len(),
-        1
-    );
+    }
 }
 
 #[test]
-fn given_a_hint_and_a_register_then_the_register_format_wins_over_the_hint() {
+fn given_three_generations_then_each_asker_gets_what_it_reads_in_its_layout() {
     let mut store = store();
     let now = Instant::now();
-    let standard = NewRegistration {
-        namespace: ns("a"),
-        record: record(2, RecordFormat::Standard),
-        ttl: None,
-    };
     store.register(peer(1), new_reg(1, "a", None), now).unwrap();
-    store.register(peer(2), standard, now).unwrap();
-    // Peer 1 registered legacy: a Standard hint (say from a marker) does not change that.
-    store.set_peer_record_format(peer(1), RecordFormat::Standard);
-    assert_eq!(store.served_formats(&peer(1)), ServedFormats::LegacyOnly);
-    // Peer 2 registered standard: a Legacy hint (say from its agent) does not change that.
-    store.set_peer_record_format(peer(2), RecordFormat::Legacy);
-    assert_eq!(store.served_formats(&peer(2)), ServedFormats::All);
-}
-
-#[test]
-fn given_no_register_then_the_hint_beats_the_default_and_is_forgotten() {
-    let open = Config::default().with_unknown_peer_formats(ServedFormats::All);
-    let mut open = Registrations::new(open, START);
-    assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
-    open.set_peer_record_format(peer(9), RecordFormat::Legacy);
-    assert_eq!(open.served_formats(&peer(9)), ServedFormats::LegacyOnly);
-    open.forget_peer_record_format(&peer(9));
-    assert_eq!(open.served_formats(&peer(9)), ServedFormats::All);
-
-    let mut store = store();
-    store.set_peer_record_format(peer(9), RecordFormat::Standard);
-    assert_eq!(store.served_formats(&peer(9)), ServedFormats::All);
-    store.forget_peer_record_format(&peer(9));
-    assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
-}
-
-#[test]
-fn given_the_hint_map_is_full_then_new_peers_get_the_default() {
-    let mut store = store();
-    for _ in 0..MAX_PEER_FORMAT_OVERRIDES {
-        store.set_peer_record_format(PeerId::random(), RecordFormat::Standard);
+    store.register(peer(2), standard(2, "a"), now).unwrap();
+    store.register(peer(3), peer_info(3, "a"), now).unwrap();
+    let page = |served| {
+        let (page, _) = store.discover(served, None, None, None, now).unwrap();
+        page.into_iter()
+            .map(|r| (r.record.peer_id(), r.record.format()))
+            .collect::<Vec<_>>()
+    };
+    use RecordFormat::*;
+    assert_eq!(page(ServedFormats::LegacyOnly), [(peer(1), Legacy)]);
+    assert_eq!(
+        page(ServedFormats::Signed),
+        [(peer(1), Legacy), (peer(2), Standard)]
+    );
+    assert_eq!(
+        page(ServedFormats::All),
+        [(peer(1), Legacy), (peer(2), Standard), (peer(3), PeerInfo)]
+    );
+    assert_eq!(
+        page(ServedFormats::AsPeerInfo),
+        [
+            (peer(1), PeerInfo),
+            (peer(2), PeerInfo),
+            (peer(3), PeerInfo)
+        ]
+    );
+    // Handed out as PeerInfo, a signed record keeps its peer and addresses.
+    let (as_info, _) = store
+        .discover(ServedFormats::AsPeerInfo, None, None, None, now)
+        .unwrap();
+    let (signed, _) = store
+        .discover(ServedFormats::All, None, None, None, now)
+        .unwrap();
+    for (info, signed) in as_info.iter().zip(&signed) {
+        assert_eq!(info.record.addresses(), signed.record.addresses());
+        let decoded = SignedRecord::from_bytes(info.record.envelope_bytes()).unwrap();
+        assert_eq!(decoded.peer_id(), signed.record.peer_id());
     }
-    store.set_peer_record_format(peer(9), RecordFormat::Standard);
-    assert_eq!(store.served_formats(&peer(9)), ServedFormats::LegacyOnly);
+    // Filtered records still advance the cookie: a legacy pager with limit 1 never loops.
+    let seen = page_all(&store, ServedFormats::LegacyOnly, None, 1, now);
+    assert_eq!(seen, vec![(peer(1), ns("a"))]);
+}
+
+#[test]
+fn given_registrations_then_the_latest_register_format_is_what_the_peer_reads() {
+    let mut store = store();
+    let now = Instant::now();
+    assert_eq!(store.registered_format(&peer(2)), None);
+    store.register(peer(2), standard(2, "a"), now).unwrap();
+    assert_eq!(
+        store.registered_format(&peer(2)),
+        Some(RecordFormat::Standard)
+    );
+    store.register(peer(2), new_reg(2, "b", None), now).unwrap();
+    assert_eq!(
+        store.registered_format(&peer(2)),
+        Some(RecordFormat::Legacy)
+    );
+    store.register(peer(2), peer_info(2, "c"), now).unwrap();
+    assert_eq!(
+        store.registered_format(&peer(2)),
+        Some(RecordFormat::PeerInfo)
+    );
+    store.remove_peer(&peer(2));
+    assert_eq!(store.registered_format(&peer(2)), None);
+}
+
+#[test]
+fn given_a_peer_info_of_another_peer_then_register_is_not_authorized() {
+    let mut store = store();
+    let result = store.register(peer(1), peer_info(2, "a"), Instant::now());
+    assert_eq!(code(result), ErrorCode::NotAuthorized);
+    assert!(store.is_empty());
+}
+
+#[test]
+fn given_a_cookie_cut_under_narrower_formats_when_the_asker_is_served_more_then_it_starts_over() {
+    let mut store = store();
+    let now = Instant::now();
+    store.register(peer(1), standard(1, "a"), now).unwrap();
+    store.register(peer(2), new_reg(2, "a", None), now).unwrap();
+    let a = Some(ns("a"));
+    // Served legacy only (say identify had not answered yet): the standard record is left out.
+    let (page, cookie) = store
+        .discover(ServedFormats::LegacyOnly, a.as_ref(), None, None, now)
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(cookie.as_bytes().len(), 8 + 1, "still 8 bytes ++ namespace");
+    // The same reader continues with it...
+    assert!(store
+        .discover(
+            ServedFormats::LegacyOnly,
+            a.as_ref(),
+            Some(&cookie),
+            None,
+            now
+        )
+        .is_ok());
+    // ...a reader now served more is told to start over, and then sees both.
+    for wider in [
+        ServedFormats::Signed,
+        ServedFormats::All,
+        ServedFormats::AsPeerInfo,
+    ] {
+        let refused = store.discover(wider, a.as_ref(), Some(&cookie), None, now);
+        assert_eq!(code(refused), ErrorCode::InvalidCookie);
+    }
+    let (page, _) = store
+        .discover(ServedFormats::Signed, a.as_ref(), None, None, now)
+        .unwrap();
+    assert_eq!(page.len(), 2);
+
+    // The mark survives pages that leave nothing out.
+    store.register(peer(3), new_reg(3, "a", None), now).unwrap();
+    let (page, next) = store
+        .discover(
+            ServedFormats::LegacyOnly,
+            a.as_ref(),
+            Some(&cookie),
+            None,
+            now,
+        )
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    let refused = store.discover(ServedFormats::Signed, a.as_ref(), Some(&next), None, now);
+    assert_eq!(code(refused), ErrorCode::InvalidCookie);
+}
+
+#[test]
+fn given_a_cookie_that_left_nothing_out_then_any_reader_continues_with_it() {
+    let mut store = store();
+    let now = Instant::now();
+    store.register(peer(1), new_reg(1, "a", None), now).unwrap();
+    let (_, cookie) = store
+        .discover(ServedFormats::LegacyOnly, None, None, None, now)
+        .unwrap();
+    store.register(peer(2), standard(2, "a"), now).unwrap();
+    let (page, _) = store
+        .discover(ServedFormats::All, None, Some(&cookie), None, now)
+        .unwrap();
+    assert_eq!(
+        page.len(),
+        1,
+        "the standard record registered after the cookie"
+    );
+    // Narrowing never needs a restart: a signed reader's mark allows a legacy reader.
+    store.register(peer(3), peer_info(3, "a"), now).unwrap();
+    let (_, cookie) = store
+        .discover(ServedFormats::Signed, None, None, None, now)
+        .unwrap();
+    assert!(store
+        .discover(ServedFormats::LegacyOnly, None, Some(&cookie), None, now)
+        .is_ok());
+    let refused = store.discover(ServedFormats::AsPeerInfo, None, Some(&cookie), None, now);
+    assert_eq!(code(refused), ErrorCode::InvalidCookie);
+}
+
+#[test]
+fn given_a_cookie_with_an_unknown_mark_then_it_is_invalid() {
+    let store = store();
+    let cookie = Cookie::new(((3u64 << 62) | START).to_be_bytes().to_vec()).unwrap();
+    let refused = store.discover(
+        ServedFormats::All,
+        None,
+        Some(&cookie),
+        None,
+        Instant::now(),
+    );
+    assert_eq!(code(refused), ErrorCode::InvalidCookie);
 }
 
 proptest! {
@@ -557,18 +686,18 @@ proptest! {
         }
         let expected: HashSet<(PeerId, Namespace)> =
             regs.iter().map(|(i, n)| (peer(*i), ns(names[*n]))).collect();
-        let all = page_all(&store, peer(63), None, limit, now);
+        let all = page_all(&store, ServedFormats::All, None, limit, now);
         prop_assert_eq!(all.len(), expected.len());
         prop_assert_eq!(all.iter().cloned().collect::<HashSet<_>>(), expected.clone());
         for name in names {
-            let in_ns = page_all(&store, peer(63), Some(&ns(name)), limit, now);
+            let in_ns = page_all(&store, ServedFormats::All, Some(&ns(name)), limit, now);
             let want = expected.iter().filter(|(_, n)| n.as_str() == name).count();
             prop_assert_eq!(in_ns.len(), want);
             prop_assert!(in_ns.iter().all(|(_, n)| n.as_str() == name));
         }
         // Interleaved: one page, then new registrations and refreshes, then the rest.
         let (first, cookie) =
-            store.discover(peer(63), None, None, Some(limit), now).unwrap();
+            store.discover(ServedFormats::All, None, None, Some(limit), now).unwrap();
         for (i, n) in &later {
             store.register(peer(*i), new_reg(*i, names[*n], None), now).unwrap();
         }
@@ -577,7 +706,7 @@ proptest! {
         let mut cookie = Some(cookie);
         loop {
             let (page, next) =
-                store.discover(peer(63), None, cookie.as_ref(), Some(limit), now).unwrap();
+                store.discover(ServedFormats::All, None, cookie.as_ref(), Some(limit), now).unwrap();
             if page.is_empty() { break; }
             seen.extend(page.iter().map(|r| (r.record.peer_id(), r.namespace.clone())));
             cookie = Some(next);

@@ -6,10 +6,8 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use libp2p::PeerId;
-
 use super::{Operation, OperationId, Outcome, Store, StoreEvent};
-use crate::codec::{RecordFormat, Registration};
+use crate::codec::Registration;
 use crate::server::{Config, Registrations};
 
 /// Registrations in memory only: what tests and `serve --ephemeral` use. A restart loses them.
@@ -84,12 +82,13 @@ pub(crate) fn apply(
             removed: index.remove_peer(&peer),
         },
         Operation::Discover {
-            peer,
+            served,
             namespace,
             cookie,
             limit,
+            ..
         } => {
-            let result = index.discover(peer, namespace.as_ref(), cookie.as_ref(), limit, now);
+            let result = index.discover(served, namespace.as_ref(), cookie.as_ref(), limit, now);
             Outcome::Discovered { namespace, result }
         }
     };
@@ -134,14 +133,6 @@ impl Store for MemoryStore {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.index.poll_timeout()
-    }
-
-    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        self.index.set_peer_record_format(peer, format);
-    }
-
-    fn forget_peer_record_format(&mut self, peer: &PeerId) {
-        self.index.forget_peer_record_format(peer);
     }
 
     fn index(&self) -> Option<&Registrations> {

@@ -22,8 +22,10 @@
 //! - **DISCOVER** is an operation like the others, so a shared store can answer it from
 //!   elsewhere. Local stores (memory, SQLite) answer it from the in-memory [`Registrations`]
 //!   index at once: DISCOVER never waits on disk.
-//! - **Sequence numbers, limits, cookies and record formats** are decided by the store (local
-//!   stores: by [`Registrations`]), so a shared store can decide them for a fleet.
+//! - **Sequence numbers, limits and cookies** are decided by the store (local stores: by
+//!   [`Registrations`]), so a shared store can decide them for a fleet. Which record formats a
+//!   DISCOVER is served is decided by the shell (it knows the asker's connection) and passed in
+//!   [`Operation::Discover`]; the store filters by it and marks cookies with it.
 //! - **Bounded.** The shell keeps at most [`MAX_IN_FLIGHT`] REGISTERs and DISCOVERs submitted and
 //!   not completed; over it, the request is answered `E_UNAVAILABLE` with a statusText and never
 //!   reaches the store. UNREGISTERs and disconnect removals are never refused (they only free
@@ -47,10 +49,8 @@ use libp2p::PeerId;
 
 pub use memory::MemoryStore;
 
-use super::{Limit, Registrations};
-use crate::codec::{
-    Cookie, ErrorResponse, Namespace, RecordFormat, Registration, UnverifiedRegistration,
-};
+use super::{Limit, Registrations, ServedFormats};
+use crate::codec::{Cookie, ErrorResponse, Namespace, Registration, UnverifiedRegistration};
 
 /// REGISTERs and DISCOVERs submitted to the store and not yet completed, at most. A local store
 /// completes a DISCOVER at once and a REGISTER within one group commit (milliseconds), so this
@@ -91,8 +91,10 @@ pub enum Operation {
     },
     /// A DISCOVER.
     Discover {
-        /// The peer that asks (its record formats decide what it is sent).
+        /// The peer that asks.
         peer: PeerId,
+        /// What the shell decided it reads (see the [server docs](super), "Record formats").
+        served: ServedFormats,
         /// The namespace asked for; `None` for all namespaces.
         namespace: Option<Namespace>,
         /// Where the last page ended.
@@ -194,13 +196,6 @@ pub trait Store: Send + 'static {
 
     /// When the store next needs to be polled without being woken (the next expiry), if ever.
     fn poll_timeout(&self) -> Option<Instant>;
-
-    /// Hints which record format `peer` decodes, for as long as it has not registered (see
-    /// [`Registrations::set_peer_record_format`]).
-    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat);
-
-    /// Forgets the hint for `peer` (its last connection closed).
-    fn forget_peer_record_format(&mut self, peer: &PeerId);
 
     /// The in-memory index, for a local store; `None` for a store whose registrations live
     /// elsewhere.

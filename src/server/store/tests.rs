@@ -18,7 +18,7 @@ use libp2p::{
 };
 
 use super::*;
-use crate::codec::{ErrorCode, Message, Request, SignedRecord};
+use crate::codec::{ErrorCode, Message, RecordFormat, Request, SignedRecord};
 use crate::server::{
     handler::{InboundRequest, ToBehaviour},
     Behaviour, Config, Event,
@@ -51,14 +51,6 @@ impl Store for Gated {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.inner.poll_timeout()
-    }
-
-    fn set_peer_record_format(&mut self, peer: PeerId, format: RecordFormat) {
-        self.inner.set_peer_record_format(peer, format);
-    }
-
-    fn forget_peer_record_format(&mut self, peer: &PeerId) {
-        self.inner.forget_peer_record_format(peer);
     }
 
     fn index(&self) -> Option<&Registrations> {
@@ -150,6 +142,8 @@ fn given_max_in_flight_waiting_then_register_and_discover_get_unavailable_and_un
     let (mut server, open) = gated();
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
+    // Known, so its DISCOVERs go to the store at once (see server::formats).
+    server.set_served_formats(peer, crate::server::ServedFormats::Signed);
     let mut waiting: Vec<_> = (0..MAX_IN_FLIGHT)
         .map(|_| send(&mut server, peer, discover()))
         .collect();

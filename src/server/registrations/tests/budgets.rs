@@ -7,7 +7,7 @@ use crate::server::{
 
 /// What a test compares before and after a refused request: nothing may change.
 fn snapshot(store: &Registrations, now: Instant) -> (usize, usize, Vec<(PeerId, Namespace)>) {
-    let all = page_all(store, peer(63), None, 1000, now);
+    let all = page_all(store, ServedFormats::All, None, 1000, now);
     (store.len(), store.stored_bytes(), all)
 }
 
@@ -281,7 +281,7 @@ fn given_extreme_ttls_and_counters_then_nothing_panics_and_nothing_changes() {
     store.check_invariants().unwrap();
     // Any limit, any cookie number.
     let (page, _) = store
-        .discover(peer(9), None, None, Some(u64::MAX), now)
+        .discover(ServedFormats::All, None, None, Some(u64::MAX), now)
         .unwrap();
     assert!(page.is_empty());
 }
