@@ -163,3 +163,8 @@ pub mod mdns;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod node;
+
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[cfg(all(doctest, feature = "mdns"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
