@@ -8,7 +8,10 @@ use std::{
 
 use libp2p::PeerId;
 
-use super::deadlines::Deadlines;
+use super::{
+    deadlines::Deadlines,
+    request::{Action, Origin, Request, Requests},
+};
 use crate::{
     client::{RequestId, MAX_PAGES_PER_TICK},
     Cookie, Namespace,
@@ -150,19 +153,25 @@ impl DiscoverTasks {
         self.reschedule_idle(peer, None);
     }
 
-    /// A discovery due at `now`, now marked with DISCOVER `id` in flight; with the cookie to
-    /// send.
-    pub(super) fn poll_due(
+    /// The DISCOVER of a discovery due at `now`, with the stored cookie and `limit`, now in
+    /// flight.
+    pub(super) fn poll(
         &mut self,
         now: Instant,
-        id: RequestId,
-    ) -> Option<(PeerId, Namespace, Option<Cookie>)> {
-        let (peer, ns) = self.ready.pop_due(now)?;
-        let task = self.servers.get_mut(&peer)?.get_mut(&ns)?;
+        limit: u64,
+        requests: &mut Requests,
+    ) -> Option<Action> {
+        let (peer, namespace) = self.ready.pop_due(now)?;
+        let task = self.servers.get_mut(&peer)?.get_mut(&namespace)?;
+        let id = requests.next_id();
         task.due = None;
         task.inflight = Some(id);
-        let cookie = task.cookie.clone();
-        Some((peer, ns, cookie))
+        let request = Request::Discover {
+            namespace: Some(namespace),
+            cookie: task.cookie.clone(),
+            limit: Some(limit),
+        };
+        Some(requests.send(peer, id, Origin::Auto, request))
     }
 
     /// A page came back for the DISCOVER in flight of `namespace` at `peer`. A `full` page
