@@ -446,6 +446,49 @@ impl Registrations {
                 "this server has used every sequence number; it needs a restart",
             )
         })?;
+        self.put(seq, peer, namespace, record, ttl, deadline, existing);
+        Ok(ttl)
+    }
+
+    /// Puts back a registration stored before a restart, with its sequence number `seq`, the
+    /// TTL it was granted and its `deadline`. Limits and budgets are not checked (they apply to
+    /// new REGISTERs; what was accepted once stays until it ends). Restore in sequence order:
+    /// the latest one decides the peer's record format. The counter moves up to `seq` if it was
+    /// below. A registration of the same peer and namespace is replaced; a record the peer
+    /// already holds elsewhere is shared.
+    pub fn restore(&mut self, seq: u64, registration: Registration, deadline: Instant) {
+        let Registration {
+            namespace,
+            record,
+            ttl,
+        } = registration;
+        let peer = record.peer_id();
+        let record = self.held(&peer, record.envelope_bytes()).unwrap_or(record);
+        let existing = self.existing(&peer, &namespace);
+        if existing != Some(seq) {
+            self.remove_entry(seq);
+        }
+        self.put(seq, peer, namespace, record, ttl, deadline, existing);
+    }
+
+    /// The sequence number of the latest REGISTER (or the start value): a REGISTER that
+    /// succeeded got exactly this number.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Stores registration `seq`, replacing `existing`; the counter moves up to `seq`.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        seq: u64,
+        peer: PeerId,
+        namespace: Namespace,
+        record: SignedRecord,
+        ttl: Ttl,
+        deadline: Instant,
+        existing: Option<u64>,
+    ) {
         // Count the new holder before removing the old entry, so a refresh with the same record
         // keeps it.
         let state = self.peers.entry(peer).or_default();
@@ -457,7 +500,7 @@ impl Registrations {
         if let Some(old) = existing {
             self.remove_entry(old);
         }
-        self.counter = seq;
+        self.counter = self.counter.max(seq);
         self.bytes = self.bytes.saturating_add(registration_cost(&namespace));
         let state = self.peers.entry(peer).or_default();
         state.namespaces.insert(namespace.clone(), seq);
@@ -477,7 +520,6 @@ impl Registrations {
                 deadline,
             },
         );
-        Ok(ttl)
     }
 
     /// Handles an UNREGISTER: removes `peer`'s registration in `namespace`, if any.

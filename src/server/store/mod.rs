@@ -39,6 +39,8 @@
 //!   [`StoreEvent::Committed`] (operations in it and how long it took), for metrics.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::{
     task::{Context, Poll},
@@ -48,6 +50,8 @@ use std::{
 use libp2p::PeerId;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{OpenError, SqliteStore, SyncMode};
 
 use super::{Limit, Registrations, ServedFormats};
 use crate::codec::{Cookie, ErrorResponse, Namespace, Registration, UnverifiedRegistration};
