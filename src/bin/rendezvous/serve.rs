@@ -360,36 +360,54 @@ pub async fn run(args: Args) -> CliResult {
 fn log_event(event: server::Event) {
     use server::Event::*;
     match event {
-        PeerRegistered { peer, registration } => tracing::debug!(
+        PeerRegistered {
+            peer,
+            registration,
+            duration,
+        } => tracing::debug!(
             %peer,
             namespace = %registration.namespace,
             ttl = registration.ttl,
             format = %registration.record.format(),
+            ?duration,
             "registered"
         ),
         PeerNotRegistered {
             peer,
             namespace,
             error,
-        } => tracing::debug!(%peer, %namespace, %error, "registration refused"),
-        PeerUnregistered { peer, namespace } => {
-            tracing::debug!(%peer, %namespace, "unregistered")
+            limit,
+            ..
+        } => tracing::debug!(%peer, %namespace, %error, ?limit, "registration refused"),
+        PeerUnregistered {
+            peer,
+            namespace,
+            cause,
+        } => {
+            tracing::debug!(%peer, %namespace, ?cause, "unregistered")
         }
         DiscoverServed {
             peer,
             namespace,
             count,
-        } => tracing::debug!(%peer, ?namespace, count, "discover served"),
+            duration,
+        } => tracing::debug!(%peer, ?namespace, count, ?duration, "discover served"),
         DiscoverNotServed {
             peer,
             namespace,
             error,
-        } => tracing::debug!(%peer, ?namespace, %error, "discover refused"),
+            limit,
+            ..
+        } => tracing::debug!(%peer, ?namespace, %error, ?limit, "discover refused"),
         RegistrationExpired(registration) => tracing::debug!(
             peer = %registration.record.peer_id(),
             namespace = %registration.namespace,
             "registration expired"
         ),
+        RequestRejected { peer, kind, error } => {
+            tracing::debug!(%peer, ?kind, %error, "undecodable request rejected")
+        }
+        StreamRefused { peer, limit } => tracing::debug!(%peer, ?limit, "stream refused"),
         StoreCommitted {
             operations,
             latency,
