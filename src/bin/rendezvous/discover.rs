@@ -49,6 +49,10 @@ pub struct NodeArgs {
     /// An address to announce in our signed record in addition (repeatable).
     #[arg(long = "external")]
     pub external: Vec<String>,
+    /// The server's protocol id (some networks run rendezvous under their own, such as
+    /// /vac/waku/rendezvous/1.0.0 or /canvas/rendezvous/1.0.0).
+    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
+    pub protocol: libp2p::StreamProtocol,
     /// Signed-record format: standard or legacy (rust-libp2p 0.18 servers).
     #[arg(long, default_value = "standard", value_parser = crate::common::parse_record_format)]
     pub record_format: RecordFormat,
@@ -109,7 +113,9 @@ pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, Cli
         Some(path) => load_or_create_identity(path)?,
         None => Keypair::generate_ed25519(),
     };
-    let mut config = config.with_record_format(node.record_format);
+    let mut config = config
+        .with_record_format(node.record_format)
+        .with_protocol(node.protocol.clone());
     for addr in external {
         config = config.with_external_address(addr);
     }

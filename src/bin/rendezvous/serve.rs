@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
     /// Protocol id to serve.
-    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = parse_protocol)]
+    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
     protocol: StreamProtocol,
     /// Shortest TTL accepted, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = rendezvous_discovery::MIN_TTL)]
@@ -92,11 +92,6 @@ fn parse_listen(s: &str) -> Result<Multiaddr, String> {
              /ip4/0.0.0.0/udp/62649/quic-v1 ({e})"
         )
     })
-}
-
-fn parse_protocol(s: &str) -> Result<StreamProtocol, String> {
-    StreamProtocol::try_from_owned(s.to_owned())
-        .map_err(|e| format!("expected a protocol id starting with '/' ({e})"))
 }
 
 fn parse_formats(s: &str) -> Result<ServedFormats, String> {
