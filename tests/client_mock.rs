@@ -379,6 +379,14 @@ async fn a_bad_record_in_a_page_is_skipped_and_the_rest_kept() {
     .await;
     let mut c = client(discover_only(&server)).await;
     assert_eq!(c.wait_for(discovered).await, good.public().to_peer_id());
+    // Nothing is dropped in silence.
+    let skipped = c
+        .wait_for(|e| match e {
+            Event::RecordsSkipped { count, .. } => Some(*count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(skipped, 1);
 }
 
 #[tokio::test]

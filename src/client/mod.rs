@@ -71,7 +71,8 @@
 //! Nothing a server sends panics the client. Out-of-range TTLs are clamped to
 //! [`crate::MAX_TTL`]; a registration with TTL 0 or without addresses is skipped; records of the
 //! local peer are skipped (we do not discover ourselves); registrations in another namespace than
-//! the one asked for are skipped; undecodable records are skipped by the codec, and the rest of the
+//! the one asked for are skipped; undecodable records are skipped by the codec (reported as
+//! [`Event::RecordsSkipped`]), and the rest of the
 //! page is kept; a wrong response type fails the request ([`RequestError::UnexpectedResponse`]).
 //!
 //! # Manual API
@@ -260,10 +261,25 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// The registrations of the page that decoded and verified.
         registrations: Vec<Registration>,
+        /// Entries of the page that did not decode (also reported as
+        /// [`Event::RecordsSkipped`]); a caller paging by hand counts them with
+        /// `registrations` to tell a full page.
+        skipped: usize,
         /// The cookie to pass to the next call to get only what is new.
         cookie: Option<Cookie>,
         /// The request.
         request: RequestId,
+    },
+    /// Entries of a DISCOVER_RESPONSE were left out because they did not decode (a record in a
+    /// layout or format this client cannot read, a bad signature, a missing field). The rest of
+    /// the page was used.
+    RecordsSkipped {
+        /// The server.
+        server: PeerId,
+        /// The namespace asked for (`None`: all).
+        namespace: Option<Namespace>,
+        /// How many entries of the page were left out.
+        count: usize,
     },
     /// A DISCOVER failed. The automatic loop retries with backoff.
     DiscoverFailed {

@@ -212,6 +212,19 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
             }
             serde_json::json!({"event": "discover_failed", "namespace": ns, "server": server.to_string(), "error": error.to_string()})
         }
+        E::RecordsSkipped {
+            server,
+            namespace,
+            count,
+        } => {
+            let ns = namespace.as_ref().map_or("*", |n| n.as_str());
+            if !json {
+                return Some(format!(
+                    "skipped {count} undecodable record(s) in {ns} at {server}"
+                ));
+            }
+            serde_json::json!({"event": "skipped", "count": count, "namespace": ns, "server": server.to_string()})
+        }
         E::NoAddressesToRegister => {
             if !json {
                 return Some("no-addresses-to-register".into());
@@ -304,13 +317,14 @@ pub async fn run(args: Args) -> CliResult {
             client::Event::DiscoverCompleted {
                 request,
                 registrations,
+                skipped,
                 cookie,
                 ..
             } => {
                 let Some(ns) = paging.remove(&request) else {
                     continue;
                 };
-                if registrations.len() as u64 >= limit {
+                if (registrations.len() + skipped) as u64 >= limit {
                     if let Some(cookie) = cookie {
                         let id = next_page(&mut swarm, server, &ns, cookie, limit);
                         paging.insert(id, ns);
@@ -344,4 +358,27 @@ fn next_page(
         .behaviour_mut()
         .rendezvous
         .discover(server, Some(ns.clone()), Some(cookie), Some(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_records_are_printed_in_text_and_json() {
+        let server = PeerId::random();
+        let event = client::Event::RecordsSkipped {
+            server,
+            namespace: Some(Namespace::from_static("chat")),
+            count: 3,
+        };
+        assert_eq!(
+            render(&event, false).unwrap(),
+            format!("skipped 3 undecodable record(s) in chat at {server}")
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&event, true).unwrap()).unwrap();
+        assert_eq!(json["event"], "skipped");
+        assert_eq!(json["count"], 3);
+        assert_eq!(json["namespace"], "chat");
+    }
 }
