@@ -75,6 +75,16 @@
 //! optional embedded server. `examples/discover.rs` puts mdns, a bootstrap list and rendezvous
 //! together; `rendezvous demo` shows a server and peers on loopback.
 //!
+//! # Features
+//!
+//! - `cli` (default): the `rendezvous` binary and what only it needs (tokio, clap,
+//!   tracing-subscriber, serde_json, and libp2p's TCP, QUIC, noise, yamux, identify and ping).
+//!   A library does not need it: depend with `default-features = false`.
+//! - `mdns` (default): the [`mdns`] source, rust-libp2p's mdns on tokio.
+//!
+//! Without features the library depends on libp2p's swarm, its derive macro and ed25519 only
+//! (no tokio, no transport): bring the transports your application uses.
+//!
 //! # Where we differ from the spec or from rust-libp2p
 //!
 //! - **Cookies** are stateless: a big-endian sequence number followed by the namespace. A

@@ -22,18 +22,18 @@
 //!
 //! ```
 //! use libp2p::{swarm::NetworkBehaviour, PeerId};
-//! use rendezvous_discovery::{bootstrap, discovery};
+//! use rendezvous_discovery::{bootstrap, client, discovery};
 //!
 //! #[derive(NetworkBehaviour)]
 //! struct Sources {
-//!     lan: libp2p::mdns::tokio::Behaviour,
+//!     rendezvous: client::Behaviour,
 //!     bootstrap: bootstrap::Behaviour,
 //! }
 //!
 //! impl discovery::Source for Sources {
 //!     fn discoveries(&self, event: &SourcesEvent, found: &mut discovery::Found) {
 //!         match event {
-//!             SourcesEvent::Lan(e) => self.lan.discoveries(e, found),
+//!             SourcesEvent::Rendezvous(e) => self.rendezvous.discoveries(e, found),
 //!             SourcesEvent::Bootstrap(e) => self.bootstrap.discoveries(e, found),
 //!         }
 //!     }
