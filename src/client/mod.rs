@@ -48,7 +48,10 @@
 //! - **Record format**: standard by default. rust-libp2p's `libp2p-rendezvous` 0.18 servers only
 //!   accept the legacy format and drop a standard REGISTER without a reply; with
 //!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that
-//!   server, and only that server, to the legacy format. The client reads every layout in a
+//!   server, and only that server, to the legacy format. Likewise a py-libp2p 0.8 server, which
+//!   reads only unsigned `PeerInfo` records, answers a signed REGISTER `E_NOT_AUTHORIZED` ("Peer
+//!   can only register itself"): that server is switched to `PeerInfo` (an unsigned record
+//!   proves nothing by itself; see [`SignedRecord`](crate::SignedRecord)). The client reads every layout in a
 //!   DISCOVER_RESPONSE (standard, legacy, `PeerInfo`), and its connections list
 //!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL), a marker that tells a server of ours so (through identify),
 //!   so it is sent every registration. A server of ours that has not seen the marker yet when a
@@ -415,15 +418,19 @@ impl Config {
         self
     }
 
-    /// The signed-record format to register with (default [`RecordFormat::Standard`]; use
-    /// [`RecordFormat::Legacy`] for rust-libp2p `libp2p-rendezvous` 0.18 servers).
+    /// The record format to register with (default [`RecordFormat::Standard`]; use
+    /// [`RecordFormat::Legacy`] for rust-libp2p `libp2p-rendezvous` 0.18 servers and
+    /// [`RecordFormat::PeerInfo`] for py-libp2p 0.8 servers, though the client falls back to
+    /// both by itself, see [`Config::with_legacy_fallback`]).
     pub fn with_record_format(mut self, format: RecordFormat) -> Self {
         self.record_format = format;
         self
     }
 
     /// Whether a server that drops a standard-format REGISTER without a reply is switched to the
-    /// legacy format and the REGISTER retried (default true).
+    /// legacy format and the REGISTER retried; a server that refuses signed records as
+    /// py-libp2p 0.8's does (`E_NOT_AUTHORIZED` "Peer can only register itself") is switched to
+    /// the unsigned `PeerInfo` layout (default true).
     pub fn with_legacy_fallback(mut self, on: bool) -> Self {
         self.legacy_fallback = on;
         self

@@ -110,7 +110,8 @@ pub fn parse_record_format(s: &str) -> Result<rendezvous_discovery::RecordFormat
     match s {
         "standard" => Ok(rendezvous_discovery::RecordFormat::Standard),
         "legacy" => Ok(rendezvous_discovery::RecordFormat::Legacy),
-        other => Err(format!("{other:?}: expected standard or legacy")),
+        "peer-info" => Ok(rendezvous_discovery::RecordFormat::PeerInfo),
+        other => Err(format!("{other:?}: expected standard, legacy or peer-info")),
     }
 }
 

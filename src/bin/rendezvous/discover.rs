@@ -53,7 +53,8 @@ pub struct NodeArgs {
     /// /vac/waku/rendezvous/1.0.0 or /canvas/rendezvous/1.0.0).
     #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
     pub protocol: libp2p::StreamProtocol,
-    /// Signed-record format: standard or legacy (rust-libp2p 0.18 servers).
+    /// Record format: standard, legacy (rust-libp2p 0.18 servers) or peer-info (unsigned;
+    /// py-libp2p 0.8 servers). The client falls back from standard by itself.
     #[arg(long, default_value = "standard", value_parser = crate::common::parse_record_format)]
     pub record_format: RecordFormat,
     /// Key file (created if absent); without it a new identity is used.
