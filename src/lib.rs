@@ -160,3 +160,8 @@ pub mod discovery;
 #[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
 pub mod mdns;
 pub mod node;
+
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[cfg(all(doctest, feature = "mdns"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

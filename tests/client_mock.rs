@@ -35,6 +35,7 @@ use rendezvous_discovery::{
     PROTOCOL,
 };
 use support::{
+    client::spawn_client,
     node::{spawn, spawn_with_identify, Node},
     recorder::Recorder,
     WithIdentify,
@@ -188,9 +189,6 @@ impl NetworkBehaviour for Mock {
 /// until identify told it the server's protocols); it reports the requests it read.
 type MockNode = Node<WithIdentify<Mock>, Message>;
 
-/// The client, next to identify; it reports the client's events.
-type Client = Node<WithIdentify<client::Behaviour>, Event>;
-
 async fn mock(script: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> MockNode {
     let script: Script = Arc::new(script);
     spawn_with_identify(support::swarm(|key| {
@@ -219,13 +217,6 @@ fn config(server: &MockNode) -> client::Config {
         // 2-core machine (a short timeout here made other tests flaky).
         .with_request_timeout(Duration::from_secs(20))
         .with_seed(5)
-}
-
-async fn client(config: client::Config) -> Client {
-    spawn_with_identify(support::swarm(|key| {
-        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
-    }))
-    .await
 }
 
 fn discover_only(server: &MockNode) -> client::Config {
@@ -303,7 +294,7 @@ async fn unavailable_is_reported_and_retried() {
         }
     })
     .await;
-    let mut c = client(discover_only(&server)).await;
+    let mut c = spawn_client(discover_only(&server)).await;
     let error = c.wait_for(discover_failed).await;
     assert!(
         matches!(&error, RequestError::Remote(e) if e.code == ErrorCode::Unavailable),
@@ -321,7 +312,7 @@ async fn unavailable_is_reported_and_retried() {
 async fn no_reply_times_out() {
     let server = mock(|_| Reply::Silence).await;
     let mut c =
-        client(discover_only(&server).with_request_timeout(Duration::from_millis(50))).await;
+        spawn_client(discover_only(&server).with_request_timeout(Duration::from_millis(50))).await;
     assert_eq!(c.wait_for(discover_failed).await, RequestError::Timeout);
 }
 
@@ -338,7 +329,7 @@ async fn malformed_and_mistyped_replies_fail_the_request_without_panic() {
         }
     })
     .await;
-    let mut c = client(discover_only(&server)).await;
+    let mut c = spawn_client(discover_only(&server)).await;
     for _ in 0..3 {
         let error = c.wait_for(discover_failed).await;
         assert!(
@@ -377,7 +368,7 @@ async fn a_bad_record_in_a_page_is_skipped_and_the_rest_kept() {
         Reply::Raw(bytes)
     })
     .await;
-    let mut c = client(discover_only(&server)).await;
+    let mut c = spawn_client(discover_only(&server)).await;
     assert_eq!(c.wait_for(discovered).await, good.public().to_peer_id());
     // Nothing is dropped in silence.
     let skipped = c
@@ -405,7 +396,7 @@ async fn out_of_range_ttls_and_refusals_do_not_break_registration() {
         }))
     })
     .await;
-    let mut c = client(register_only(&server)).await;
+    let mut c = spawn_client(register_only(&server)).await;
     let error = c
         .wait_for(|e| match e {
             Event::RegisterFailed { error, .. } => Some(error.clone()),
@@ -433,7 +424,7 @@ async fn manual_requests_carry_their_id_and_return_the_page() {
     })
     .await;
     let server_peer = server.peer;
-    let mut c = client(
+    let mut c = spawn_client(
         config(&server)
             .with_registration(false)
             .with_discovery(false),
@@ -521,7 +512,7 @@ async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() 
     // The server never answers, so every request sent stays pending on the connection.
     let mut server = mock(|_| Reply::Silence).await;
     let server_peer = server.peer;
-    let mut c = client(
+    let mut c = spawn_client(
         config(&server)
             .with_registration(false)
             .with_discovery(false),

@@ -5,12 +5,13 @@ mod support;
 
 use std::time::Duration;
 
-use libp2p::{identity::Keypair, rendezvous, Multiaddr, PeerId};
+use libp2p::{identity::Keypair, rendezvous};
 use rendezvous_discovery::{
     client::{self, Event},
     Namespace, RecordFormat,
 };
 use support::{
+    client::{discovered, registered_at, spawn_client},
     memory_addr,
     node::{spawn_with_identify, Node},
     WithIdentify,
@@ -19,7 +20,6 @@ use support::{
 /// Servers and clients run identify, as applications do: a client that only discovers holds its
 /// first DISCOVER until identify told it the server's protocols.
 type Server = Node<WithIdentify<rendezvous::server::Behaviour>, rendezvous::server::Event>;
-type Client = Node<WithIdentify<client::Behaviour>, Event>;
 
 fn ns() -> Namespace {
     Namespace::from_static("rust-server-test")
@@ -46,32 +46,11 @@ fn config(server: &Server) -> client::Config {
         .with_seed(3)
 }
 
-async fn client(config: client::Config) -> Client {
-    spawn_with_identify(support::swarm(|key| {
-        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
-    }))
-    .await
-}
-
-fn discovered(of: PeerId) -> impl FnMut(&Event) -> Option<Vec<Multiaddr>> {
-    move |e| match e {
-        Event::Discovered { peer, addrs, .. } if *peer == of => Some(addrs.clone()),
-        _ => None,
-    }
-}
-
-fn registered(e: &Event) -> Option<u64> {
-    match e {
-        Event::Registered { ttl, .. } => Some(*ttl),
-        _ => None,
-    }
-}
-
 #[tokio::test]
 async fn two_clients_find_each_other() {
     let server = server().await;
-    let mut a = client(config(&server)).await;
-    let mut b = client(config(&server)).await;
+    let mut a = spawn_client(config(&server)).await;
+    let mut b = spawn_client(config(&server)).await;
     let a_addrs = b.wait_for(discovered(a.peer)).await;
     assert_eq!(a_addrs, vec![a.addr()]);
     let b_addrs = a.wait_for(discovered(b.peer)).await;
@@ -81,8 +60,8 @@ async fn two_clients_find_each_other() {
 #[tokio::test]
 async fn a_standard_client_falls_back_to_legacy_on_its_own() {
     let mut server = server().await;
-    let mut a = client(config(&server).with_record_format(RecordFormat::Standard)).await;
-    a.wait_for(registered).await;
+    let mut a = spawn_client(config(&server).with_record_format(RecordFormat::Standard)).await;
+    a.wait_for(registered_at).await;
     let who = server
         .wait_for(|e| match e {
             rendezvous::server::Event::PeerRegistered { peer, .. } => Some(*peer),
@@ -101,8 +80,8 @@ async fn a_standard_client_falls_back_to_legacy_on_its_own() {
 #[tokio::test]
 async fn stop_unregisters_and_reports_stopped() {
     let mut server = server().await;
-    let mut a = client(config(&server).with_discovery(false)).await;
-    a.wait_for(registered).await;
+    let mut a = spawn_client(config(&server).with_discovery(false)).await;
+    a.wait_for(registered_at).await;
     a.run(|swarm| swarm.behaviour_mut().rendezvous.stop());
     a.wait_for(|e| matches!(e, Event::Stopped).then_some(()))
         .await;
@@ -122,12 +101,12 @@ async fn full_pages_are_paged_through_at_once_with_cookies() {
     let mut server = server().await;
     let mut registrants = Vec::new();
     for _ in 0..5 {
-        let mut r = client(config(&server).with_discovery(false)).await;
-        r.wait_for(registered).await;
+        let mut r = spawn_client(config(&server).with_discovery(false)).await;
+        r.wait_for(registered_at).await;
         registrants.push(r);
     }
     // A long interval: everything must come within the first tick, by paging.
-    let mut b = client(
+    let mut b = spawn_client(
         config(&server)
             .with_registration(false)
             .with_limit(2)
@@ -159,8 +138,8 @@ async fn full_pages_are_paged_through_at_once_with_cookies() {
 #[tokio::test]
 async fn a_discovered_peer_can_be_dialed_by_peer_id_alone() {
     let server = server().await;
-    let a = client(config(&server).with_discovery(false)).await;
-    let mut b = client(config(&server).with_registration(false)).await;
+    let a = spawn_client(config(&server).with_discovery(false)).await;
+    let mut b = spawn_client(config(&server).with_registration(false)).await;
     b.wait_for(discovered(a.peer)).await;
     let a_peer = a.peer;
     b.run(move |swarm| {
@@ -174,8 +153,8 @@ async fn a_discovered_peer_can_be_dialed_by_peer_id_alone() {
 #[tokio::test]
 async fn a_new_external_address_is_registered_again_with_a_new_record() {
     let mut server = server().await;
-    let a = client(config(&server).with_discovery(false)).await;
-    let mut b = client(config(&server).with_registration(false)).await;
+    let a = spawn_client(config(&server).with_discovery(false)).await;
+    let mut b = spawn_client(config(&server).with_registration(false)).await;
     assert_eq!(b.wait_for(discovered(a.peer)).await.len(), 1);
     let extra = memory_addr();
     let added = extra.clone();
@@ -207,7 +186,7 @@ async fn a_new_external_address_is_registered_again_with_a_new_record() {
 
 #[tokio::test]
 async fn a_manual_request_to_an_unreachable_server_fails_with_not_connected() {
-    let mut c = client(client::Config::default()).await;
+    let mut c = spawn_client(client::Config::default()).await;
     let nobody = Keypair::generate_ed25519().public().to_peer_id();
     let id = c
         .ask(move |swarm| {
@@ -233,7 +212,7 @@ async fn a_connected_peer_announcing_the_protocol_becomes_a_server() {
     let config = client::Config::default()
         .with_namespace(ns())
         .with_record_format(RecordFormat::Legacy);
-    let mut c = client(config).await;
+    let mut c = spawn_client(config).await;
     c.dial(server.addr());
     let added = c
         .wait_for(|e| match e {

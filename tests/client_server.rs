@@ -11,15 +11,13 @@ use rendezvous_discovery::{
     server, Namespace,
 };
 use support::{
+    client::{discovered, registered_at, spawn_client},
     memory_addr,
-    node::{spawn, spawn_at, Node},
-    WithIdentify, WithIdentifyEvent,
+    node::{spawn_with_identify_at, Node},
+    WithIdentify,
 };
 
-type Server = Node<WithIdentify<server::Behaviour>>;
-type Client = Node<WithIdentify<client::Behaviour>>;
-type ServerEvent = WithIdentifyEvent<server::Behaviour>;
-type ClientEvent = WithIdentifyEvent<client::Behaviour>;
+type Server = Node<WithIdentify<server::Behaviour>, server::Event>;
 
 fn ns() -> Namespace {
     Namespace::from_static("our-server-test")
@@ -37,7 +35,7 @@ async fn server_at(key: Keypair, addr: Multiaddr) -> Server {
             )
         })
     });
-    spawn_at(s, addr).await
+    spawn_with_identify_at(s, addr).await
 }
 
 async fn server() -> Server {
@@ -56,41 +54,16 @@ fn config(servers: &[&Server]) -> client::Config {
     config
 }
 
-async fn client(config: client::Config) -> Client {
-    spawn(support::swarm(|key| {
-        WithIdentify::new(key, |key| client::Behaviour::new(key, config))
-    }))
-    .await
-}
-
-fn discovered(of: PeerId) -> impl FnMut(&ClientEvent) -> Option<Vec<Multiaddr>> {
-    move |e| match e {
-        ClientEvent::Rendezvous(Event::Discovered { peer, addrs, .. }) if *peer == of => {
-            Some(addrs.clone())
-        }
+fn server_registered(e: &server::Event) -> Option<PeerId> {
+    match e {
+        server::Event::PeerRegistered { peer, .. } => Some(*peer),
         _ => None,
     }
 }
 
-fn registered_at(e: &ClientEvent) -> Option<PeerId> {
+fn server_unregistered(e: &server::Event) -> Option<(PeerId, Namespace)> {
     match e {
-        ClientEvent::Rendezvous(Event::Registered { server, .. }) => Some(*server),
-        _ => None,
-    }
-}
-
-fn server_registered(e: &ServerEvent) -> Option<PeerId> {
-    match e {
-        ServerEvent::Rendezvous(server::Event::PeerRegistered { peer, .. }) => Some(*peer),
-        _ => None,
-    }
-}
-
-fn server_unregistered(e: &ServerEvent) -> Option<(PeerId, Namespace)> {
-    match e {
-        ServerEvent::Rendezvous(server::Event::PeerUnregistered { peer, namespace }) => {
-            Some((*peer, namespace.clone()))
-        }
+        server::Event::PeerUnregistered { peer, namespace } => Some((*peer, namespace.clone())),
         _ => None,
     }
 }
@@ -98,8 +71,8 @@ fn server_unregistered(e: &ServerEvent) -> Option<(PeerId, Namespace)> {
 #[tokio::test]
 async fn two_clients_find_each_other() {
     let s = server().await;
-    let mut a = client(config(&[&s])).await;
-    let mut b = client(config(&[&s])).await;
+    let mut a = spawn_client(config(&[&s])).await;
+    let mut b = spawn_client(config(&[&s])).await;
     assert_eq!(b.wait_for(discovered(a.peer)).await, vec![a.addr()]);
     assert_eq!(a.wait_for(discovered(b.peer)).await, vec![b.addr()]);
 }
@@ -107,8 +80,8 @@ async fn two_clients_find_each_other() {
 #[tokio::test]
 async fn a_server_connected_later_receives_the_registrations() {
     let first = server().await;
-    let mut a = client(config(&[&first])).await;
-    let mut b = client(config(&[&first])).await;
+    let mut a = spawn_client(config(&[&first])).await;
+    let mut b = spawn_client(config(&[&first])).await;
     a.wait_for(registered_at).await;
     b.wait_for(registered_at).await;
 
@@ -124,7 +97,7 @@ async fn a_server_connected_later_receives_the_registrations() {
     // And it is polled: A learns of B through it too (B registered only there and at `first`).
     let later_peer = later.peer;
     a.wait_for(|e| match e {
-        ClientEvent::Rendezvous(Event::ServerAdded { server }) if *server == later_peer => Some(()),
+        Event::ServerAdded { server } if *server == later_peer => Some(()),
         _ => None,
     })
     .await;
@@ -134,13 +107,13 @@ async fn a_server_connected_later_receives_the_registrations() {
 async fn stopping_unregisters_everywhere() {
     let mut one = server().await;
     let mut two = server().await;
-    let mut a = client(config(&[&one, &two]).with_discovery(false)).await;
+    let mut a = spawn_client(config(&[&one, &two]).with_discovery(false)).await;
     let mut at = std::collections::HashSet::new();
     while at.len() < 2 {
         at.insert(a.wait_for(registered_at).await);
     }
     a.run(|swarm| swarm.behaviour_mut().rendezvous.stop());
-    a.wait_for(|e| matches!(e, ClientEvent::Rendezvous(Event::Stopped)).then_some(()))
+    a.wait_for(|e| matches!(e, Event::Stopped).then_some(()))
         .await;
     for s in [&mut one, &mut two] {
         assert_eq!(s.wait_for(server_unregistered).await, (a.peer, ns()));
@@ -152,8 +125,8 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
     let key = Keypair::generate_ed25519();
     let addr = memory_addr();
     let first = server_at(key.clone(), addr.clone()).await;
-    let mut a = client(config(&[&first]).with_discovery(false)).await;
-    let mut b = client(config(&[&first])).await;
+    let mut a = spawn_client(config(&[&first]).with_discovery(false)).await;
+    let mut b = spawn_client(config(&[&first])).await;
     b.wait_for(discovered(a.peer)).await;
 
     first.kill().await;
@@ -165,7 +138,7 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
     // B polls until a page with A was served, then asks again: by then it has handled that page.
     second
         .wait_for(|e| match e {
-            ServerEvent::Rendezvous(server::Event::DiscoverServed { peer, count, .. }) => {
+            server::Event::DiscoverServed { peer, count, .. } => {
                 (*peer == b_peer && *count > 0).then_some(())
             }
             _ => None,
@@ -173,18 +146,14 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
         .await;
     second
         .wait_for(|e| match e {
-            ServerEvent::Rendezvous(server::Event::DiscoverServed { peer, .. }) => {
-                (*peer == b_peer).then_some(())
-            }
+            server::Event::DiscoverServed { peer, .. } => (*peer == b_peer).then_some(()),
             _ => None,
         })
         .await;
     let again: Vec<_> = b
         .drain()
         .into_iter()
-        .filter(|e| {
-            matches!(e, ClientEvent::Rendezvous(Event::Discovered { peer, .. }) if *peer == a_peer)
-        })
+        .filter(|e| matches!(e, Event::Discovered { peer, .. } if *peer == a_peer))
         .collect();
     assert!(again.is_empty(), "A was reported again: {again:?}");
 }

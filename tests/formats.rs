@@ -84,11 +84,9 @@ async fn server(config: server::Config, with_identify: bool) -> Node<ServerNode>
 
 /// What the server serves `peer` now.
 async fn served_now(server: &Node<ServerNode>, peer: PeerId) -> ServedFormats {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    server.run(move |s| {
-        let _ = tx.send(s.behaviour().rendezvous.served_formats(&peer));
-    });
-    rx.await.unwrap()
+    server
+        .ask(move |s| s.behaviour().rendezvous.served_formats(&peer))
+        .await
 }
 
 /// A raw peer (identify with `agent` when `Some`), connected to `server`, and a stream to it.
@@ -329,16 +327,28 @@ async fn a_discover_only_client_of_ours_is_served_every_entry() {
     // Discovers only; learns the server from identify.
     let config = client::Config::default()
         .with_namespace(ns())
-        .with_registration(false)
-        .with_interval(Duration::from_millis(300));
+        .with_registration(false);
     let d = support::swarm(|key| ClientNode {
         identify: identify(&key, None),
         rendezvous: client::Behaviour::new(key.clone(), config),
     });
     let mut d = spawn_as_is(d);
-    let addr = server.addr();
-    d.run(move |s| s.dial(addr).unwrap());
+    d.dial(server.addr());
+    let server_peer = server.peer;
+    d.wait_for(|e| match e {
+        ClientNodeEvent::Rendezvous(Event::ServerAdded { server }) if *server == server_peer => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
     let registrant = registrant(&server, RecordFormat::Standard).await;
+    // Asked now rather than at the next automatic DISCOVER (a second away).
+    d.run(move |s| {
+        s.behaviour_mut()
+            .rendezvous
+            .discover(server_peer, Some(ns()), None, None);
+    });
     let found = d
         .wait_for(|e| match e {
             ClientNodeEvent::Rendezvous(Event::Discovered { peer, .. }) => Some(*peer),
@@ -351,7 +361,7 @@ async fn a_discover_only_client_of_ours_is_served_every_entry() {
 
 #[tokio::test]
 async fn a_discover_only_client_of_ours_sees_everything_on_its_first_discover() {
-    let server = server(server::Config::default(), true).await;
+    let mut server = server(server::Config::default(), true).await;
     let registrant = registrant(&server, RecordFormat::PeerInfo).await;
     // Configured with the server: it dials and discovers at once. A long interval: only the
     // first DISCOVER can find the record.
@@ -370,17 +380,21 @@ async fn a_discover_only_client_of_ours_sees_everything_on_its_first_discover() 
             ClientNodeEvent::Rendezvous(Event::Discovered { peer, addrs, .. }) => {
                 Some((*peer, addrs.clone()))
             }
-            ClientNodeEvent::Rendezvous(Event::DiscoverCompleted { registrations, .. }) => {
-                assert!(
-                    !registrations.is_empty(),
-                    "the first page missed the record"
-                );
-                None
-            }
             _ => None,
         })
         .await;
     assert_eq!(found, (registrant.peer, vec![registrant.addr.clone()]));
+    let d_peer = d.peer;
+    let first_page =
+        server
+            .wait_for(|e| match e {
+                ServerNodeEvent::Rendezvous(server::Event::DiscoverServed {
+                    peer, count, ..
+                }) if *peer == d_peer => Some(*count),
+                _ => None,
+            })
+            .await;
+    assert_eq!(first_page, 1, "the first page has the record");
 }
 
 #[tokio::test]

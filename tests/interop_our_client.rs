@@ -106,16 +106,12 @@ async fn our_client_registers_and_discovers_on_their_server_in_legacy_format() {
 
 #[tokio::test]
 async fn standard_and_legacy_registrants_on_our_server_are_both_discovered_by_our_client() {
-    let mut server =
-        Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(server::Config::default()));
-    server.listen().with_memory_addr_external().await;
+    let mut server = support::our_server(server::Config::default()).await;
     let server_peer = *server.local_peer_id();
     let server_addrs: Vec<Multiaddr> = server.external_addresses().cloned().collect();
 
     // One of rust-libp2p's clients too (legacy, one request per stream).
-    let mut theirs = Swarm::new_ephemeral_tokio(rendezvous::client::Behaviour::new);
-    theirs.listen().with_memory_addr_external().await;
-    theirs.connect(&mut server).await;
+    let mut theirs = support::rust_client(&mut server).await;
     let mut discoverer = our_client(
         server_peer,
         server_addrs.clone(),
@@ -169,9 +165,7 @@ async fn standard_and_legacy_registrants_on_our_server_are_both_discovered_by_ou
 /// flight at that server.
 #[tokio::test]
 async fn a_standard_client_discovers_standard_registrants_without_a_format_hint() {
-    let mut server =
-        Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(server::Config::default()));
-    server.listen().with_memory_addr_external().await;
+    let server = support::our_server(server::Config::default()).await;
     let server_peer = *server.local_peer_id();
     let server_addrs: Vec<Multiaddr> = server.external_addresses().cloned().collect();
     tokio::spawn(server.loop_on_next());

@@ -15,30 +15,13 @@ use rendezvous_discovery::server;
 use support::{
     drive_until,
     node::{spawn_as_is, Node},
+    rust_client,
 };
 
 const NS: &str = "interop";
 
 fn their_ns() -> rendezvous::Namespace {
     rendezvous::Namespace::from_static(NS)
-}
-
-/// Our server, listening on a memory address (to be run by a [`Node`] once connected).
-async fn our_server() -> (Swarm<server::Behaviour>, PeerId) {
-    let mut server =
-        Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(server::Config::default()));
-    server.listen().with_memory_addr_external().await;
-    let peer = *server.local_peer_id();
-    (server, peer)
-}
-
-async fn their_client(
-    server: &mut Swarm<server::Behaviour>,
-) -> Swarm<rendezvous::client::Behaviour> {
-    let mut client = Swarm::new_ephemeral_tokio(rendezvous::client::Behaviour::new);
-    client.listen().with_memory_addr_external().await;
-    client.connect(server).await;
-    client
 }
 
 async fn register(client: &mut Swarm<rendezvous::client::Behaviour>, server: PeerId) {
@@ -93,10 +76,11 @@ async fn page_through(
 
 #[tokio::test]
 async fn their_client_registers_pages_with_cookies_and_unregisters_on_our_server() {
-    let (mut server, server_peer) = our_server().await;
+    let mut server = support::our_server(server::Config::default()).await;
+    let server_peer = *server.local_peer_id();
     let mut clients = Vec::new();
     for _ in 0..5 {
-        clients.push(their_client(&mut server).await);
+        clients.push(rust_client(&mut server).await);
     }
     let mut server: Node<_> = spawn_as_is(server);
     for client in &mut clients {

@@ -19,8 +19,7 @@ struct Setup {
 }
 
 async fn setup(config: server::Config) -> Setup {
-    let mut server = Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(config));
-    server.listen().with_memory_addr_external().await;
+    let mut server = support::our_server(config).await;
     let mut client = Swarm::new_ephemeral_tokio(raw::Behaviour::new);
     client.connect(&mut server).await;
     let stream = raw::open_stream(&mut client, &mut server).await;

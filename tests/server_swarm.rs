@@ -14,22 +14,7 @@ use rendezvous_discovery::{
     server, Namespace, RecordFormat,
 };
 
-use support::raw;
-
-async fn server(config: server::Config) -> Swarm<server::Behaviour> {
-    let mut server = Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(config));
-    server.listen().with_memory_addr_external().await;
-    server
-}
-
-async fn rust_client(
-    server: &mut Swarm<server::Behaviour>,
-) -> Swarm<rendezvous::client::Behaviour> {
-    let mut client = Swarm::new_ephemeral_tokio(rendezvous::client::Behaviour::new);
-    client.listen().with_memory_addr_external().await;
-    client.connect(server).await;
-    client
-}
+use support::{our_server as server, raw, rust_client};
 
 fn chat() -> rendezvous::Namespace {
     rendezvous::Namespace::from_static("chat")

@@ -3,6 +3,7 @@
 //! - this module: swarms on the memory transport, identify, driving two swarms around a future;
 //! - [`node`]: a swarm running in its own task, with its events on a channel;
 //! - [`raw`]: a raw rendezvous client that hands the test bare streams;
+//! - [`client`]: our client in a [`node::Node`], next to identify, and matchers for its events;
 //! - [`recorder`]: a behaviour that records what other behaviours tell the swarm;
 //! - [`tcp`]: swarms on 127.0.0.1 TCP, for tests that talk to the `rendezvous` binary.
 //!
@@ -14,6 +15,7 @@
 // Each test file uses a different part of the support.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod node;
 pub mod raw;
 pub mod recorder;
@@ -27,10 +29,12 @@ use libp2p::{
     identify,
     identity::{Keypair, PublicKey},
     multiaddr::Protocol,
-    noise,
+    noise, rendezvous,
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux, Multiaddr, Swarm,
 };
+use libp2p_swarm_test::SwarmExt as _;
+use rendezvous_discovery::server;
 
 /// A safety net only: every wait in a test ends on an event; this catches a hang.
 pub const HANG: Duration = Duration::from_secs(30);
@@ -69,6 +73,26 @@ pub fn swarm_with_key<B: NetworkBehaviour>(
         libp2p::swarm::Config::with_tokio_executor()
             .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT),
     )
+}
+
+/// Our server in a swarm of `libp2p-swarm-test`, listening on a memory address (external too),
+/// for the test to drive.
+pub async fn our_server(config: server::Config) -> Swarm<server::Behaviour> {
+    let mut server = Swarm::new_ephemeral_tokio(|_| server::Behaviour::new(config));
+    server.listen().with_memory_addr_external().await;
+    server
+}
+
+/// rust-libp2p's own rendezvous client (0.18, legacy records), connected to `server`.
+pub async fn rust_client<S>(server: &mut Swarm<S>) -> Swarm<rendezvous::client::Behaviour>
+where
+    S: NetworkBehaviour + Send,
+    S::ToSwarm: Debug,
+{
+    let mut client = Swarm::new_ephemeral_tokio(rendezvous::client::Behaviour::new);
+    client.listen().with_memory_addr_external().await;
+    client.connect(server).await;
+    client
 }
 
 /// Identify with rust-libp2p's default agent version, as the CLI and most applications run it

@@ -41,13 +41,24 @@ where
 /// Starts `swarm` (rendezvous next to identify) in a task like [`spawn`], reporting only the
 /// rendezvous behaviour's events.
 pub async fn spawn_with_identify<B>(
-    mut swarm: Swarm<WithIdentify<B>>,
+    swarm: Swarm<WithIdentify<B>>,
 ) -> Node<WithIdentify<B>, B::ToSwarm>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
 {
-    let addr = memory_addr();
+    spawn_with_identify_at(swarm, memory_addr()).await
+}
+
+/// [`spawn_with_identify`] at `addr` (see [`spawn_at`]).
+pub async fn spawn_with_identify_at<B>(
+    mut swarm: Swarm<WithIdentify<B>>,
+    addr: Multiaddr,
+) -> Node<WithIdentify<B>, B::ToSwarm>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Debug + Send + 'static,
+{
     let listener = listen(&mut swarm, addr.clone()).await;
     start(swarm, Some(addr), Some(listener), |e| match e {
         WithIdentifyEvent::Rendezvous(e) => Some(e),

@@ -1,0 +1,223 @@
+//! One load peer: its own identity and connection, requests on fresh streams, and the paging
+//! walk of a discoverer.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use futures::{
+    channel::{mpsc, oneshot},
+    AsyncWriteExt, SinkExt, StreamExt,
+};
+use libp2p::{identity::Keypair, noise, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId, Stream};
+use rendezvous_discovery::{
+    codec::{read_message, write_message, DiscoverPage, Message, DEFAULT_MAX_MESSAGE_SIZE},
+    Cookie, Namespace, PROTOCOL,
+};
+
+use crate::streams;
+
+/// How long one request (stream negotiation, request, response) may take before it counts as
+/// failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one connection (TCP, noise, yamux) may take to establish.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stream requests a client's swarm task can have queued: backpressure for the request window.
+const STREAM_REQUEST_QUEUE: usize = 32;
+
+/// One peer with its own identity and connection, driven by its own task.
+pub(super) struct Client {
+    pub(super) key: Keypair,
+    pub(super) peer: PeerId,
+    in_flight: tokio::sync::Semaphore,
+    streams: mpsc::Sender<streams::StreamReply>,
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    pub(super) async fn connect(
+        server: Multiaddr,
+        server_peer: PeerId,
+        streams_per_client: usize,
+    ) -> Result<Self, String> {
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let (streams, requests) = mpsc::channel(STREAM_REQUEST_QUEUE);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| format!("cannot set up TCP: {e}"))?
+            .with_behaviour(|_| {
+                streams::Behaviour::new(server_peer, PROTOCOL, REQUEST_TIMEOUT, requests)
+            })
+            .map_err(|e| format!("cannot build the behaviour: {e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        swarm
+            .dial(server)
+            .map_err(|e| format!("cannot dial: {e}"))?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            while let Some(event) = swarm.next().await {
+                match event {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(Err(error.to_string()));
+                        }
+                    }
+                    SwarmEvent::ConnectionClosed { cause, .. } => {
+                        tracing::debug!(%peer, ?cause, "connection to the server closed");
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let outcome = tokio::time::timeout(CONNECT_TIMEOUT, ready_rx).await;
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(Self {
+                key,
+                peer,
+                in_flight: tokio::sync::Semaphore::new(streams_per_client),
+                streams,
+                task,
+            }),
+            Ok(Ok(Err(e))) => {
+                task.abort();
+                Err(e)
+            }
+            Ok(Err(_)) => {
+                task.abort();
+                Err("the swarm ended before connecting".into())
+            }
+            Err(_) => {
+                task.abort();
+                Err(format!("no connection after {CONNECT_TIMEOUT:?}"))
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Stream, String> {
+        let (tx, rx) = oneshot::channel();
+        self.streams
+            .clone()
+            .send(tx)
+            .await
+            .map_err(|_| "the client's swarm has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the connection closed before the stream opened".to_string())?
+    }
+
+    /// Sends one request on a fresh stream and reads its response.
+    pub(super) async fn request(&self, message: &Message) -> Result<Message, String> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "the client is shutting down".to_string())?;
+        let exchange = async {
+            let mut stream = self.open().await?;
+            write_message(&mut stream, message, DEFAULT_MAX_MESSAGE_SIZE)
+                .await
+                .map_err(|e| format!("cannot send: {e}"))?;
+            let response = read_message(&mut stream, DEFAULT_MAX_MESSAGE_SIZE)
+                .await
+                .map_err(|e| format!("cannot read the response: {e}"))?
+                .ok_or_else(|| "the stream ended without a response".to_string())?
+                .map_err(|e| format!("undecodable response: {e}"))?;
+            // Half-close so a server waiting for a next request on this stream sees the end.
+            let _ = stream.close().await;
+            Ok(response)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no response after {REQUEST_TIMEOUT:?}"))?
+    }
+
+    /// Pages through each scope with cookies until a page comes back short.
+    pub(super) async fn walk(&self, scopes: &[Option<Namespace>], limit: u64) -> Walk {
+        let mut walk = Walk::default();
+        for scope in scopes {
+            let mut cookie: Option<Cookie> = None;
+            loop {
+                let message = Message::Discover {
+                    namespace: scope.clone(),
+                    cookie: cookie.clone(),
+                    limit: Some(limit),
+                };
+                let t = Instant::now();
+                let page = match self.request(&message).await {
+                    Ok(Message::DiscoverResponse(Ok(page))) => page,
+                    Ok(Message::DiscoverResponse(Err(e))) => {
+                        walk.fail(format!("DISCOVER refused: {} {}", e.code, e.text));
+                        break;
+                    }
+                    Ok(other) => {
+                        walk.fail(format!("DISCOVER answered with {other:?}"));
+                        break;
+                    }
+                    Err(e) => {
+                        walk.fail(e);
+                        break;
+                    }
+                };
+                walk.latencies.push(t.elapsed());
+                let DiscoverPage {
+                    registrations,
+                    cookie: next,
+                    skipped,
+                } = page;
+                let full = (registrations.len() + skipped) as u64 >= limit;
+                walk.skipped += skipped;
+                walk.received += registrations.len() as u64;
+                for registration in registrations {
+                    *walk
+                        .seen
+                        .entry((registration.record.peer_id(), registration.namespace))
+                        .or_insert(0) += 1;
+                }
+                if !full {
+                    break;
+                }
+                match next {
+                    Some(next) => cookie = Some(next),
+                    None => {
+                        walk.fail("a full page came without a cookie".into());
+                        break;
+                    }
+                }
+            }
+        }
+        walk
+    }
+}
+
+/// What one discoverer saw.
+#[derive(Default)]
+pub(super) struct Walk {
+    pub(super) seen: HashMap<(PeerId, Namespace), u32>,
+    pub(super) received: u64,
+    pub(super) skipped: usize,
+    pub(super) latencies: Vec<Duration>,
+    pub(super) errors: u64,
+    pub(super) error: Option<String>,
+}
+
+impl Walk {
+    fn fail(&mut self, error: String) {
+        self.errors += 1;
+        self.error.get_or_insert(error);
+    }
+}
