@@ -589,7 +589,7 @@ async fn at_a_server_that_reads_only_peer_info_the_client_registers_and_reads_pe
         _ => Reply::Close,
     })
     .await;
-    let mut c = client(config(&server)).await;
+    let mut c = spawn_client(config(&server)).await;
     c.wait_for(|e| matches!(e, Event::Registered { .. }).then_some(()))
         .await;
     assert_eq!(
