@@ -197,7 +197,7 @@ async fn discover_once_with_protocol_finds_peers_on_a_server_with_that_id() {
 
 async fn tool_chain(protocol: &[&str]) {
     let mut serve = rendezvous()
-        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .args(protocol)
         .spawn()
         .unwrap();

@@ -30,10 +30,6 @@ use crate::{
     Cookie, Namespace, RecordFormat, SignedRecord, Ttl,
 };
 
-/// How long a client that does not register holds its first DISCOVER on a new connection while
-/// waiting for identify (see [`Behaviour`]'s `held`); servers without identify get it then.
-const IDENTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Most addresses we keep in our own signed record; more would only bloat every REGISTER.
 const MAX_OWN_ADDRESSES: usize = 32;
 
@@ -55,18 +51,9 @@ pub struct Behaviour {
     static_addresses: Vec<Multiaddr>,
     external: Vec<Multiaddr>,
     records: HashMap<RecordFormat, SignedRecord>,
+    /// What to hand the swarm; bounded by what one schedule action produces (a poll drains it
+    /// before asking the schedule again).
     queue: VecDeque<ToSwarm<Event, InEvent>>,
-    /// Whether we register (then a server of ours serves us by our REGISTER's format, and the
-    /// schedule holds DISCOVERs behind REGISTERs in flight already).
-    registers: bool,
-    /// Servers whose connection has not yet told us the remote's protocols, with when we stop
-    /// waiting. A server may pick the records it sends by what identify tells it (ours asks
-    /// itself when it must), so a client that does not register holds DISCOVERs until the
-    /// remote's protocols arrive here, or [`IDENTIFY_WAIT`] passes. Bounded by our connected
-    /// servers.
-    awaiting_identify: HashMap<PeerId, Instant>,
-    /// DISCOVERs held by `awaiting_identify`; bounded by the schedule's requests in flight.
-    held: Vec<Action>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -87,7 +74,6 @@ impl Behaviour {
         // The client reads all three layouts whatever it registers with, so a server of ours
         // may send it every entry.
         let standard_marker = true;
-        let registers = config.registration && !config.namespaces.is_empty();
         let now = Instant::now();
         let mut schedule = Schedule::new(local, config, now);
         if !static_addresses.is_empty() {
@@ -106,37 +92,6 @@ impl Behaviour {
             external: Vec::new(),
             records: HashMap::new(),
             queue: VecDeque::new(),
-            registers,
-            awaiting_identify: HashMap::new(),
-            held: Vec::new(),
-        }
-    }
-
-    /// Whether `action` waits for identify on its server's connection (see `awaiting_identify`).
-    fn must_hold(&self, action: &Action, now: Instant) -> bool {
-        match action {
-            Action::Send {
-                server,
-                body: Request::Discover { .. },
-                ..
-            } => self
-                .awaiting_identify
-                .get(server)
-                .is_some_and(|until| now < *until),
-            _ => false,
-        }
-    }
-
-    /// Sends the held DISCOVERs that need not wait any longer.
-    fn release_held(&mut self, now: Instant) {
-        self.awaiting_identify.retain(|_, until| now < *until);
-        let held = std::mem::take(&mut self.held);
-        for action in held {
-            if self.must_hold(&action, now) {
-                self.held.push(action);
-            } else {
-                self.act(action);
-            }
         }
     }
 
@@ -150,14 +105,16 @@ impl Behaviour {
         ttl: Option<Ttl>,
     ) -> RequestId {
         self.wake();
-        self.schedule.register(server, namespace, ttl)
+        self.schedule
+            .request(server, Request::register(namespace, ttl))
     }
 
     /// Unregisters from `namespace` at `server`, and stops refreshing that registration. The
     /// outcome is [`Event::Unregistered`] (once written) or [`Event::UnregisterFailed`].
     pub fn unregister(&mut self, server: PeerId, namespace: Namespace) -> RequestId {
         self.wake();
-        self.schedule.unregister(server, namespace)
+        self.schedule
+            .request(server, Request::Unregister { namespace })
     }
 
     /// Asks `server` for one page of registrations in `namespace` (`None`: all), starting after
@@ -170,7 +127,12 @@ impl Behaviour {
         limit: Option<u64>,
     ) -> RequestId {
         self.wake();
-        self.schedule.discover(server, namespace, cookie, limit)
+        let request = Request::Discover {
+            namespace,
+            cookie,
+            limit,
+        };
+        self.schedule.request(server, request)
     }
 
     /// Stops the loops and unregisters every namespace on every connected server;
@@ -243,9 +205,26 @@ impl Behaviour {
         }
     }
 
+    fn notify_all(&mut self, peer: PeerId, event: impl Fn() -> InEvent) {
+        for &c in self.connections.get(&peer).into_iter().flatten() {
+            self.queue.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(c),
+                event: event(),
+            });
+        }
+    }
+
     fn act(&mut self, action: Action) {
         match action {
             Action::Event(event) => self.queue.push_back(ToSwarm::GenerateEvent(event)),
+            Action::NewAddressOfPeer { peer, address } => {
+                self.queue.push_back(ToSwarm::NewExternalAddrOfPeer {
+                    peer_id: peer,
+                    address,
+                })
+            }
+            Action::KeepAlive { server, on } => self.notify_all(server, || InEvent::KeepAlive(on)),
             Action::Dial { server } => {
                 let opts = DialOpts::peer_id(server)
                     .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -258,41 +237,21 @@ impl Behaviour {
                 server,
                 request,
                 body,
-            } => {
-                let now = Instant::now();
-                let Some(&connection) = self.connections.get(&server).and_then(|c| c.first())
-                else {
-                    self.schedule
-                        .on_response(now, request, Err(RequestError::NotConnected));
-                    return;
-                };
-                let message = match body {
-                    Request::Register {
-                        namespace,
-                        ttl,
-                        format,
-                    } => match self.record(format) {
-                        Ok(record) => Message::Register(NewRegistration {
-                            namespace,
-                            record,
-                            ttl,
-                        }),
-                        Err(e) => {
-                            self.schedule.on_response(now, request, Err(e));
-                            return;
-                        }
-                    },
-                    Request::Unregister { namespace } => Message::Unregister(namespace),
-                    Request::Discover {
-                        namespace,
-                        cookie,
-                        limit,
-                    } => Message::Discover {
-                        namespace,
-                        cookie,
-                        limit,
-                    },
-                };
+            } => self.send(server, request, body),
+        }
+    }
+
+    /// Sends a request on the first connection to `server`; a request that cannot go out
+    /// fails at once.
+    fn send(&mut self, server: PeerId, request: RequestId, body: Request) {
+        let now = Instant::now();
+        let Some(&connection) = self.connections.get(&server).and_then(|c| c.first()) else {
+            return self
+                .schedule
+                .on_response(now, request, Err(RequestError::NotConnected));
+        };
+        match self.message(body) {
+            Ok(message) => {
                 self.requests.insert(request, (server, connection));
                 self.queue.push_back(ToSwarm::NotifyHandler {
                     peer_id: server,
@@ -300,7 +259,32 @@ impl Behaviour {
                     event: InEvent::Send { request, message },
                 });
             }
+            Err(e) => self.schedule.on_response(now, request, Err(e)),
         }
+    }
+
+    fn message(&mut self, body: Request) -> Result<Message, RequestError> {
+        Ok(match body {
+            Request::Register {
+                namespace,
+                ttl,
+                format,
+            } => Message::Register(NewRegistration {
+                namespace,
+                record: self.record(format)?,
+                ttl,
+            }),
+            Request::Unregister { namespace } => Message::Unregister(namespace),
+            Request::Discover {
+                namespace,
+                cookie,
+                limit,
+            } => Message::Discover {
+                namespace,
+                cookie,
+                limit,
+            },
+        })
     }
 
     fn new_handler(&self, peer: PeerId) -> Handler {
@@ -364,10 +348,6 @@ impl NetworkBehaviour for Behaviour {
                 let conns = self.connections.entry(e.peer_id).or_default();
                 conns.push(e.connection_id);
                 if conns.len() == 1 {
-                    if !self.registers && self.schedule.is_server(&e.peer_id) {
-                        self.awaiting_identify
-                            .insert(e.peer_id, now + IDENTIFY_WAIT);
-                    }
                     self.schedule.connected(now, e.peer_id);
                     self.wake();
                 }
@@ -386,9 +366,6 @@ impl NetworkBehaviour for Behaviour {
                     }
                 }
                 if remaining_established == 0 {
-                    // Held DISCOVERs to it now fail as not connected.
-                    self.awaiting_identify.remove(&peer_id);
-                    self.release_held(now);
                     self.schedule.disconnected(now, peer_id);
                 }
                 self.wake();
@@ -425,7 +402,7 @@ impl NetworkBehaviour for Behaviour {
     fn on_connection_handler_event(
         &mut self,
         peer: PeerId,
-        connection: ConnectionId,
+        _: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
         let now = Instant::now();
@@ -434,24 +411,8 @@ impl NetworkBehaviour for Behaviour {
                 self.requests.remove(&request);
                 self.schedule.on_response(now, request, result);
             }
-            OutEvent::RemoteProtocolsKnown => {
-                if self.awaiting_identify.remove(&peer).is_some() {
-                    self.release_held(now);
-                }
-            }
-            OutEvent::RemoteSupportsProtocol => {
-                let was = self.schedule.is_server(&peer);
-                if self.schedule.add_learned_server(now, peer) && !was {
-                    for &c in self.connections.get(&peer).into_iter().flatten() {
-                        self.queue.push_back(ToSwarm::NotifyHandler {
-                            peer_id: peer,
-                            handler: NotifyHandler::One(c),
-                            event: InEvent::KeepAlive(true),
-                        });
-                    }
-                    let _ = connection;
-                }
-            }
+            OutEvent::RemoteProtocolsKnown => self.schedule.remote_protocols_known(now, peer),
+            OutEvent::RemoteSupportsProtocol => self.schedule.add_learned_server(now, peer),
         }
         self.wake();
     }
@@ -459,54 +420,14 @@ impl NetworkBehaviour for Behaviour {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
         loop {
             if let Some(out) = self.queue.pop_front() {
-                if let ToSwarm::GenerateEvent(Event::Discovered {
-                    peer, ref addrs, ..
-                }) = out
-                {
-                    for address in addrs.iter().cloned() {
-                        self.queue.push_back(ToSwarm::NewExternalAddrOfPeer {
-                            peer_id: peer,
-                            address,
-                        });
-                    }
-                }
-                if let ToSwarm::GenerateEvent(Event::Stopped) = out {
-                    // Let idle server connections close now.
-                    for (peer, conns) in &self.connections {
-                        for &c in conns {
-                            self.queue.push_back(ToSwarm::NotifyHandler {
-                                peer_id: *peer,
-                                handler: NotifyHandler::One(c),
-                                event: InEvent::KeepAlive(false),
-                            });
-                        }
-                    }
-                }
                 return Poll::Ready(out);
             }
             let now = Instant::now();
-            if !self.held.is_empty() && self.awaiting_identify.values().any(|until| now >= *until) {
-                self.release_held(now);
-                continue;
-            }
             if let Some(action) = self.schedule.poll(now) {
-                if self.must_hold(&action, now) {
-                    self.held.push(action);
-                } else {
-                    self.act(action);
-                }
+                self.act(action);
                 continue;
             }
-            let hold_until = if self.held.is_empty() {
-                None
-            } else {
-                self.awaiting_identify.values().min().copied()
-            };
-            let timeout = match (self.schedule.poll_timeout(), hold_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            match timeout {
+            match self.schedule.poll_timeout() {
                 None => {
                     self.timer = None;
                     return Poll::Pending;

@@ -8,7 +8,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId};
 
-use super::deadlines::Deadlines;
+use super::{deadlines::Deadlines, request::Action};
 use crate::{
     client::{Event, MAX_DISCOVERED},
     codec::Registration,
@@ -57,7 +57,7 @@ impl Cache {
 
     /// Puts a page's registrations, from `server` in answer to a DISCOVER for `asked`, into the
     /// cache; returns a [`Event::Discovered`] for each peer that is new or whose addresses
-    /// changed. Our own records, registrations in a namespace not asked for, and ones with TTL
+    /// changed, each followed by its addresses for the swarm. Our own records, registrations in a namespace not asked for, and ones with TTL
     /// 0 or no address are skipped; TTLs are clamped to [`MAX_TTL`].
     pub(super) fn absorb(
         &mut self,
@@ -65,8 +65,8 @@ impl Cache {
         server: PeerId,
         asked: Option<&Namespace>,
         registrations: &[Registration],
-    ) -> Vec<Event> {
-        let mut events = Vec::new();
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
         for reg in registrations {
             let peer = reg.record.peer_id();
             if peer == self.local {
@@ -83,15 +83,22 @@ impl Cache {
             let mut addrs = reg.record.addresses().to_vec();
             addrs.dedup();
             if self.update(peer, &reg.namespace, &addrs, reg.record.seq(), expires) {
-                events.push(Event::Discovered {
+                // The swarm learns the addresses too (other behaviours may dial them).
+                let told = addrs.iter().map(|address| Action::NewAddressOfPeer {
+                    peer,
+                    address: address.clone(),
+                });
+                let told: Vec<Action> = told.collect();
+                actions.push(Action::Event(Event::Discovered {
                     peer,
                     addrs,
                     namespace: reg.namespace.clone(),
                     server,
-                });
+                }));
+                actions.extend(told);
             }
         }
-        events
+        actions
     }
 
     /// Stores one registration; returns whether it is news (a new entry, or a changed address

@@ -8,7 +8,10 @@ use std::{
 
 use libp2p::PeerId;
 
-use super::deadlines::Deadlines;
+use super::{
+    deadlines::Deadlines,
+    request::{Action, Origin, Request, Requests},
+};
 use crate::{
     client::{RequestId, MAX_PAGES_PER_TICK},
     Cookie, Namespace,
@@ -150,19 +153,25 @@ impl DiscoverTasks {
         self.reschedule_idle(peer, None);
     }
 
-    /// A discovery due at `now`, now marked with DISCOVER `id` in flight; with the cookie to
-    /// send.
-    pub(super) fn poll_due(
+    /// The DISCOVER of a discovery due at `now`, with the stored cookie and `limit`, now in
+    /// flight.
+    pub(super) fn poll(
         &mut self,
         now: Instant,
-        id: RequestId,
-    ) -> Option<(PeerId, Namespace, Option<Cookie>)> {
-        let (peer, ns) = self.ready.pop_due(now)?;
-        let task = self.servers.get_mut(&peer)?.get_mut(&ns)?;
+        limit: u64,
+        requests: &mut Requests,
+    ) -> Option<Action> {
+        let (peer, namespace) = self.ready.pop_due(now)?;
+        let task = self.servers.get_mut(&peer)?.get_mut(&namespace)?;
+        let id = requests.next_id();
         task.due = None;
         task.inflight = Some(id);
-        let cookie = task.cookie.clone();
-        Some((peer, ns, cookie))
+        let request = Request::Discover {
+            namespace: Some(namespace),
+            cookie: task.cookie.clone(),
+            limit: Some(limit),
+        };
+        Some(requests.send(peer, id, Origin::Auto, request))
     }
 
     /// A page came back for the DISCOVER in flight of `namespace` at `peer`. A `full` page
@@ -211,8 +220,9 @@ impl DiscoverTasks {
 
     /// The DISCOVER in flight failed; retry at `retry_at`. A rejected cookie (the server
     /// forgot us: restart, cookie expiry) is dropped so discovery starts over; peers already
-    /// known with the same addresses produce no new event then. Returns whether to report the
-    /// failure: not for a rejected cookie, nor for a task that no longer exists.
+    /// known with the same addresses produce no new event then. Returns `None` for a task that
+    /// no longer exists, else whether the cookie was dropped (a reset, not a failure to
+    /// report).
     pub(super) fn failed(
         &mut self,
         peer: PeerId,
@@ -220,14 +230,11 @@ impl DiscoverTasks {
         failures: u32,
         invalid_cookie: bool,
         retry_at: Option<Instant>,
-    ) -> bool {
-        let Some(task) = self
+    ) -> Option<bool> {
+        let task = self
             .servers
             .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))
-        else {
-            return false;
-        };
+            .and_then(|t| t.get_mut(namespace))?;
         task.inflight = None;
         task.pages = 0;
         if invalid_cookie {
@@ -237,7 +244,7 @@ impl DiscoverTasks {
             task.failures = failures;
         }
         self.set_due(peer, namespace, retry_at);
-        !invalid_cookie
+        Some(invalid_cookie)
     }
 
     /// The next discovery due.
@@ -282,6 +289,7 @@ mod tests {
         );
         let actions = drain(&mut s, t0);
         let next = sends(&actions);
+        assert_eq!(polled(&actions), [2], "one page of two reported");
         assert_eq!(events(actions).len(), 2, "two peers discovered");
         let [(
             id,
@@ -333,9 +341,10 @@ mod tests {
         );
         let actions = drain(&mut s, t1);
         let retry = sends(&actions);
+        let evs = events(actions);
         assert!(
-            events(actions).is_empty(),
-            "a cookie reset is not reported as a failure"
+            matches!(&evs[..], [Event::CookieReset { namespace, .. }] if *namespace == ns()),
+            "a cookie reset is reported as such, not as a failure: {evs:?}"
         );
         let [(id, Request::Discover { cookie: None, .. })] = &retry[..] else {
             panic!("expected an immediate DISCOVER without cookie, got {retry:?}");

@@ -121,7 +121,7 @@ fn send(
 mod tests {
     use std::time::Instant;
 
-    use super::super::{test_support::*, Action, Schedule};
+    use super::super::{test_support::*, Action, Request, Schedule};
     use crate::client::{Config, Event, RequestError, RequestId, MAX_QUEUED_PER_SERVER};
 
     #[test]
@@ -129,7 +129,16 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Schedule::new(peer(1), Config::default().with_seed(1), t0);
         let ids: Vec<RequestId> = (0..MAX_QUEUED_PER_SERVER + 3)
-            .map(|_| s.discover(peer(SERVER), Some(ns()), None, None))
+            .map(|_| {
+                s.request(
+                    peer(SERVER),
+                    Request::Discover {
+                        namespace: Some(ns()),
+                        cookie: None,
+                        limit: None,
+                    },
+                )
+            })
             .collect();
         let actions = drain(&mut s, t0);
         let failed: Vec<RequestId> = events(actions.clone())
@@ -145,8 +154,10 @@ mod tests {
             .collect();
         assert_eq!(failed, ids[MAX_QUEUED_PER_SERVER..].to_vec());
         assert!(actions.iter().any(|a| matches!(a, Action::Dial { .. })));
-        // The queued ones go out once connected.
+        // The queued ones go out once connected (DISCOVERs after identify: this client does
+        // not register).
         s.connected(t0, peer(SERVER));
+        s.remote_protocols_known(t0, peer(SERVER));
         assert_eq!(sends(&drain(&mut s, t0)).len(), MAX_QUEUED_PER_SERVER);
     }
 }

@@ -12,6 +12,7 @@
 //! - [`discover`]: automatic discoveries, cookies and paging;
 //! - [`cache`]: the discovered peers and their expiry;
 //! - [`manual`]: manual requests waiting for a connection;
+//! - [`identify`]: DISCOVERs held until a new server connection has run identify;
 //! - [`deadlines`]: the time-ordered index each of them keeps, so the next deadline is found
 //!   without scanning every task.
 
@@ -20,12 +21,13 @@ use std::{collections::VecDeque, time::Instant};
 use libp2p::{Multiaddr, PeerId};
 
 use super::{handler::Response, Config, Event, RequestError, RequestId};
-use crate::{codec::ErrorCode, Cookie, Namespace, RecordFormat, Ttl};
+use crate::{codec::ErrorCode, Namespace, RecordFormat, Ttl};
 
 mod backoff;
 mod cache;
 mod deadlines;
 mod discover;
+mod identify;
 mod manual;
 mod register;
 mod request;
@@ -37,8 +39,9 @@ mod test_support;
 use backoff::Backoff;
 use cache::Cache;
 use discover::DiscoverTasks;
+use identify::IdentifyWait;
 use manual::ManualQueues;
-use register::{Due, RegisterTasks};
+use register::RegisterTasks;
 use request::{unexpected, Done, Origin, Requests};
 pub(crate) use request::{Action, Request};
 use servers::Servers;
@@ -55,6 +58,7 @@ pub(crate) struct Schedule {
     discs: DiscoverTasks,
     cache: Cache,
     manual: ManualQueues,
+    identify: IdentifyWait,
     out: VecDeque<Action>,
     stop: Stop,
 }
@@ -75,6 +79,9 @@ impl Schedule {
             config.legacy_fallback,
         );
         let discs = DiscoverTasks::new(enabled(config.discovery), config.interval);
+        // A registering client's REGISTER tells a server its record format, and discovery
+        // waits for REGISTERs in flight already.
+        let registers = config.registration && !config.namespaces.is_empty();
         let mut schedule = Self {
             requests: Requests::default(),
             backoff: Backoff::new(&config),
@@ -83,6 +90,7 @@ impl Schedule {
             discs,
             cache: Cache::new(local),
             manual: ManualQueues::default(),
+            identify: IdentifyWait::new(!registers),
             out: VecDeque::new(),
             stop: Stop::default(),
             config,
@@ -155,22 +163,43 @@ impl Schedule {
         self.stop.is_stopped()
     }
 
-    /// A connected peer supports the protocol: use it as a server. Returns whether it is one now.
-    pub(crate) fn add_learned_server(&mut self, now: Instant, peer: PeerId) -> bool {
+    /// A connected peer supports the protocol: use it as a server, keeping its connections
+    /// alive.
+    pub(crate) fn add_learned_server(&mut self, now: Instant, peer: PeerId) {
         if self.stop.is_stopped() || !self.config.learn_servers || self.servers.contains(&peer) {
-            return self.servers.contains(&peer);
+            return;
         }
         if !self.add_server(peer, false, None) {
             tracing::debug!(%peer, "not using a learned rendezvous server: at the server cap");
-            return false;
+            return;
         }
         self.report(Event::ServerAdded { server: peer });
-        self.connected(now, peer);
-        true
+        let (server, on) = (peer, true);
+        self.out.push_back(Action::KeepAlive { server, on });
+        self.start_jobs(now, peer);
     }
 
-    /// The first connection to `peer` was established.
+    /// The first connection to `peer` was established. A server's DISCOVERs may wait for its
+    /// identify ([`identify`]).
     pub(crate) fn connected(&mut self, now: Instant, peer: PeerId) {
+        if self.servers.contains(&peer) {
+            self.identify.connected(now, peer);
+        }
+        self.start_jobs(now, peer);
+    }
+
+    /// The connection to `peer` told us the remote's protocols (identify ran): DISCOVERs held
+    /// for it go out.
+    pub(crate) fn remote_protocols_known(&mut self, _now: Instant, peer: PeerId) {
+        self.release_held(&peer);
+    }
+
+    fn release_held(&mut self, peer: &PeerId) {
+        let released = self.identify.done(peer);
+        self.out.extend(released);
+    }
+
+    fn start_jobs(&mut self, now: Instant, peer: PeerId) {
         if self.servers.connected(peer) {
             self.regs.connected(now, peer);
             self.discs.connected(now, peer);
@@ -182,6 +211,11 @@ impl Schedule {
     pub(crate) fn disconnected(&mut self, now: Instant, peer: PeerId) {
         if !self.servers.contains(&peer) {
             return;
+        }
+        for held in self.identify.done(&peer) {
+            if let Action::Send { request, .. } = held {
+                self.on_response(now, request, Err(RequestError::NotConnected));
+            }
         }
         if !self.servers.is_configured(&peer) && !self.manual.is_waiting(&peer) {
             // A learned server is not redialed: forget it, freeing its place under the cap.
@@ -216,7 +250,14 @@ impl Schedule {
             .addresses_changed(now, has_any, |p| servers.is_connected(p));
     }
 
-    fn queue_manual(&mut self, server: PeerId, request: Request) -> RequestId {
+    /// A manual request (REGISTER is one-shot, not refreshed; UNREGISTER also stops the
+    /// automatic registration of its namespace at `server`). It waits for a connection to
+    /// `server`, dialed if need be; the outcome event carries the returned id.
+    pub(crate) fn request(&mut self, server: PeerId, request: Request) -> RequestId {
+        if let Request::Unregister { namespace } = &request {
+            self.regs.remove(server, namespace);
+            self.sync_pause(server);
+        }
         let id = self.requests.next_id();
         let refused = if self.stop.is_stopped() {
             Some((request, RequestError::Stopped))
@@ -232,45 +273,6 @@ impl Schedule {
             self.report(request.failed(server, id, error));
         }
         id
-    }
-
-    /// Manual REGISTER (one-shot, not refreshed).
-    pub(crate) fn register(
-        &mut self,
-        server: PeerId,
-        namespace: Namespace,
-        ttl: Option<Ttl>,
-    ) -> RequestId {
-        let format = self.regs.format(&server);
-        let request = Request::Register {
-            namespace,
-            ttl,
-            format,
-        };
-        self.queue_manual(server, request)
-    }
-
-    /// Manual UNREGISTER; also stops the automatic registration of `namespace` at `server`.
-    pub(crate) fn unregister(&mut self, server: PeerId, namespace: Namespace) -> RequestId {
-        self.regs.remove(server, &namespace);
-        self.sync_pause(server);
-        self.queue_manual(server, Request::Unregister { namespace })
-    }
-
-    /// Manual DISCOVER.
-    pub(crate) fn discover(
-        &mut self,
-        server: PeerId,
-        namespace: Option<Namespace>,
-        cookie: Option<Cookie>,
-        limit: Option<u64>,
-    ) -> RequestId {
-        let request = Request::Discover {
-            namespace,
-            cookie,
-            limit,
-        };
-        self.queue_manual(server, request)
     }
 
     /// Stops every loop and unregisters every namespace held by a connected server.
@@ -309,6 +311,13 @@ impl Schedule {
     fn check_stopped(&mut self) {
         if self.stop.poll_stopped() {
             self.report(Event::Stopped);
+            // Let idle server connections close now.
+            for server in self.servers.peers() {
+                if self.servers.is_connected(&server) {
+                    let on = false;
+                    self.out.push_back(Action::KeepAlive { server, on });
+                }
+            }
         }
     }
 
@@ -465,7 +474,7 @@ impl Schedule {
         let found = self
             .cache
             .absorb(now, server, namespace.as_ref(), &page.registrations);
-        found.into_iter().for_each(|event| self.report(event));
+        self.out.extend(found);
         if page.skipped > 0 {
             tracing::debug!(%server, skipped = page.skipped, "undecodable entries left out of a page");
             self.report(Event::RecordsSkipped {
@@ -485,6 +494,11 @@ impl Schedule {
             });
         }
         let Some(namespace) = namespace else { return };
+        self.report(Event::DiscoverPolled {
+            server,
+            namespace: namespace.clone(),
+            registrations: page.registrations.len(),
+        });
         let entries = (page.registrations.len() + page.skipped) as u64;
         let full = limit.is_some_and(|l| entries >= l);
         let connected = self.servers.is_connected(&server);
@@ -508,8 +522,20 @@ impl Schedule {
                 let delay = self.backoff.after(failures);
                 let retry_at = if invalid_cookie { now } else { now + delay };
                 let retry_at = self.servers.is_connected(&done.server).then_some(retry_at);
-                self.discs
+                match self
+                    .discs
                     .failed(done.server, ns, failures, invalid_cookie, retry_at)
+                {
+                    None => false,
+                    Some(true) => {
+                        self.report(Event::CookieReset {
+                            server: done.server,
+                            namespace: ns.clone(),
+                        });
+                        false
+                    }
+                    Some(false) => true,
+                }
             }
             (None, Origin::Auto) => false,
             _ => true,
@@ -526,6 +552,7 @@ impl Schedule {
             self.servers.poll_timeout(),
             self.regs.poll_timeout(),
             self.discs.poll_timeout(),
+            self.identify.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -534,6 +561,18 @@ impl Schedule {
 
     /// The next action due at `now`, if any.
     pub(crate) fn poll(&mut self, now: Instant) -> Option<Action> {
+        while let Some(server) = self.identify.poll_expired(now) {
+            self.release_held(&server);
+        }
+        loop {
+            let action = self.next_action(now)?;
+            if let Some(action) = self.identify.hold(action) {
+                return Some(action);
+            }
+        }
+    }
+
+    fn next_action(&mut self, now: Instant) -> Option<Action> {
         if let Some(action) = self.out.pop_front() {
             return Some(action);
         }
@@ -546,52 +585,24 @@ impl Schedule {
         let manual = self
             .manual
             .poll(&mut self.servers, &self.regs, &mut self.requests);
-        manual
-            .or_else(|| self.poll_register(now))
-            .or_else(|| self.poll_discover(now))
-    }
-
-    fn poll_register(&mut self, now: Instant) -> Option<Action> {
-        loop {
-            let id = self.requests.peek_id();
-            match self.regs.poll_due(now, id) {
-                Due::Nothing => return None,
-                Due::NoAddresses { report: true } => {
-                    return Some(Action::Event(Event::NoAddressesToRegister))
-                }
-                Due::NoAddresses { report: false } => continue,
-                Due::Register(server, namespace) => {
-                    self.requests.take_id(id);
-                    self.sync_pause(server);
-                    let request = Request::Register {
-                        namespace,
-                        ttl: Some(self.config.ttl),
-                        format: self.regs.format(&server),
-                    };
-                    return Some(self.requests.send(server, id, Origin::Auto, request));
-                }
-            }
+        if manual.is_some() {
+            return manual;
         }
-    }
-
-    fn poll_discover(&mut self, now: Instant) -> Option<Action> {
-        let id = self.requests.peek_id();
-        let (server, namespace, cookie) = self.discs.poll_due(now, id)?;
-        self.requests.take_id(id);
-        let request = Request::Discover {
-            namespace: Some(namespace),
-            cookie,
-            limit: Some(self.config.limit),
-        };
-        Some(self.requests.send(server, id, Origin::Auto, request))
+        let register = self.regs.poll(now, self.config.ttl, &mut self.requests);
+        if let Some(Action::Send { server, .. }) = register {
+            self.sync_pause(server);
+        }
+        register.or_else(|| self.discs.poll(now, self.config.limit, &mut self.requests))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
-    use super::{test_support::*, Request};
+    use libp2p::{Multiaddr, PeerId};
+
+    use super::{test_support::*, Action, Request, Schedule};
     use crate::{
         client::{handler::Response, Event},
         Namespace,
@@ -626,5 +637,70 @@ mod tests {
         let evs = events(drain(&mut s, t0));
         assert!(matches!(evs.last(), Some(Event::Stopped)));
         assert_eq!(s.poll_timeout(), None, "nothing more is scheduled");
+    }
+
+    #[test]
+    fn given_stop_when_stopped_is_reported_then_server_connections_may_close() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only(), t0);
+        drain(&mut s, t0);
+        s.stop();
+        let actions = drain(&mut s, t0);
+        assert!(
+            matches!(&actions[..], [
+                Action::Event(Event::Stopped),
+                Action::KeepAlive { server, on: false },
+            ] if *server == peer(SERVER)),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn given_a_connected_peer_announcing_the_protocol_then_it_is_kept_alive_and_used() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(peer(1), register_only().with_seed(1), t0);
+        s.addresses_changed(t0, true);
+        s.connected(t0, peer(SERVER));
+        assert!(drain(&mut s, t0).is_empty(), "not a server yet");
+        s.add_learned_server(t0, peer(SERVER));
+        let actions = drain(&mut s, t0);
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    Action::Event(Event::ServerAdded { .. }),
+                    Action::KeepAlive { on: true, .. },
+                    Action::Send {
+                        body: Request::Register { .. },
+                        ..
+                    },
+                ]
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn given_a_discovered_peer_then_the_swarm_is_told_its_addresses_once() {
+        let t0 = Instant::now();
+        let mut s = connected(discover_only(), t0);
+        let told = |actions: &[Action]| -> Vec<(PeerId, Multiaddr)> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::NewAddressOfPeer { peer, address } => Some((*peer, address.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let sent = sends(&drain(&mut s, t0));
+        s.on_response(t0, sent[0].0, Ok(page(vec![registration(2, 1, 100)], b"c")));
+        let actions = drain(&mut s, t0);
+        let expected: Multiaddr = "/ip4/10.0.0.2/tcp/1".parse().unwrap();
+        assert_eq!(told(&actions), vec![(peer(2), expected)]);
+        let t1 = t0 + Duration::from_secs(30);
+        let sent = sends(&drain(&mut s, t1));
+        s.on_response(t1, sent[0].0, Ok(page(vec![registration(2, 1, 100)], b"d")));
+        assert!(told(&drain(&mut s, t1)).is_empty(), "nothing new");
     }
 }

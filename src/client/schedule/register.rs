@@ -8,19 +8,14 @@ use std::{
 
 use libp2p::PeerId;
 
-use super::deadlines::Deadlines;
-use crate::{client::RequestError, client::RequestId, Namespace, RecordFormat};
-
-/// What [`RegisterTasks::poll_due`] found.
-#[derive(Debug)]
-pub(super) enum Due {
-    /// Nothing is due.
-    Nothing,
-    /// Register in this namespace at this server.
-    Register(PeerId, Namespace),
-    /// Registrations were due but there is no address to register; `report` the first time.
-    NoAddresses { report: bool },
-}
+use super::{
+    deadlines::Deadlines,
+    request::{Action, Origin, Request, Requests},
+};
+use crate::{
+    client::{Event, RequestError, RequestId},
+    Namespace, RecordFormat, Ttl,
+};
 
 /// Whether `error` is how a server that only reads unsigned `PeerInfo` records (py-libp2p 0.8)
 /// answers a signed one: `E_NOT_AUTHORIZED` saying a peer can only register itself (it took the
@@ -260,25 +255,39 @@ impl RegisterTasks {
         }
     }
 
-    /// A registration due at `now`, now marked with REGISTER `id` in flight.
-    pub(super) fn poll_due(&mut self, now: Instant, id: RequestId) -> Due {
-        let Some((peer, ns)) = self.due.due(now).cloned() else {
-            return Due::Nothing;
-        };
-        if !self.has_addresses {
-            // Nothing to put in a record: drop what is due there until addresses appear.
-            self.reschedule_idle(peer, None);
-            let report = !std::mem::replace(&mut self.no_addresses_reported, true);
-            return Due::NoAddresses { report };
-        }
-        self.due.clear(&(peer, ns.clone()));
-        if let Some(server) = self.servers.get_mut(&peer) {
-            if let Some(task) = server.tasks.get_mut(&ns) {
+    /// The REGISTER of a registration due at `now`, asking for `ttl`, now in flight. Without
+    /// an address nothing is sent: what is due is dropped until addresses appear, and that is
+    /// reported once.
+    pub(super) fn poll(
+        &mut self,
+        now: Instant,
+        ttl: Ttl,
+        requests: &mut Requests,
+    ) -> Option<Action> {
+        loop {
+            let (peer, namespace) = self.due.due(now).cloned()?;
+            if !self.has_addresses {
+                self.reschedule_idle(peer, None);
+                if !std::mem::replace(&mut self.no_addresses_reported, true) {
+                    return Some(Action::Event(Event::NoAddressesToRegister));
+                }
+                continue;
+            }
+            self.due.clear(&(peer, namespace.clone()));
+            let id = requests.next_id();
+            let server = self.servers.get_mut(&peer)?;
+            if let Some(task) = server.tasks.get_mut(&namespace) {
                 task.inflight = Some(id);
                 server.inflight += 1;
             }
+            let format = server.format;
+            let request = Request::Register {
+                namespace,
+                ttl: Some(ttl),
+                format,
+            };
+            return Some(requests.send(peer, id, Origin::Auto, request));
         }
-        Due::Register(peer, ns)
     }
 
     /// Ends the REGISTER in flight of a task, returning the task when it still exists.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 
 use crate::{
     client::{handler::Response, Event, RequestError, RequestId},
@@ -31,6 +31,16 @@ pub(crate) enum Request {
 }
 
 impl Request {
+    /// A manual REGISTER; the format is the server's, looked up when it is sent.
+    pub(crate) fn register(namespace: Namespace, ttl: Option<Ttl>) -> Self {
+        let format = RecordFormat::Standard;
+        Request::Register {
+            namespace,
+            ttl,
+            format,
+        }
+    }
+
     /// The event reporting that this request, `request` to `server`, failed.
     pub(super) fn failed(self, server: PeerId, request: RequestId, error: RequestError) -> Event {
         match self {
@@ -69,6 +79,10 @@ pub(crate) enum Action {
     },
     /// Report an event.
     Event(Event),
+    /// Tell the swarm an address of a discovered peer.
+    NewAddressOfPeer { peer: PeerId, address: Multiaddr },
+    /// Keep the connections to a server alive while idle (`on`), or let them close.
+    KeepAlive { server: PeerId, on: bool },
 }
 
 /// Who asked for a request.
@@ -169,17 +183,6 @@ impl Requests {
     pub(super) fn next_id(&mut self) -> RequestId {
         self.last += 1;
         RequestId(self.last)
-    }
-
-    /// The id [`Requests::next_id`] returns next, without taking it.
-    pub(super) fn peek_id(&self) -> RequestId {
-        RequestId(self.last + 1)
-    }
-
-    /// Takes the id [`Requests::peek_id`] returned.
-    pub(super) fn take_id(&mut self, id: RequestId) {
-        debug_assert_eq!(id, self.peek_id(), "ids are taken in order");
-        self.last = id.0;
     }
 
     /// Request `id` goes out: the action that sends it.

@@ -50,13 +50,14 @@ pub(super) fn page(registrations: Vec<Registration>, cookie: &[u8]) -> Response 
     })
 }
 
-/// A schedule with one connected server and addresses, past the initial dial.
+/// A schedule with one connected server (identify done) and addresses, past the initial dial.
 pub(super) fn connected(config: Config, t0: Instant) -> Schedule {
     let config = config.with_server(peer(SERVER), vec![]).with_seed(7);
     let mut s = Schedule::new(peer(1), config, t0);
     assert!(matches!(s.poll(t0), Some(Action::Dial { .. })));
     s.addresses_changed(t0, true);
     s.connected(t0, peer(SERVER));
+    s.remote_protocols_known(t0, peer(SERVER));
     s
 }
 
@@ -74,11 +75,24 @@ pub(super) fn sends(actions: &[Action]) -> Vec<(RequestId, Request)> {
         .collect()
 }
 
+/// The events, without [`Event::DiscoverPolled`] (one per automatic page; see [`polled`]).
 pub(super) fn events(actions: Vec<Action>) -> Vec<Event> {
     actions
         .into_iter()
         .filter_map(|a| match a {
+            Action::Event(Event::DiscoverPolled { .. }) => None,
             Action::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sizes of the automatic pages reported by [`Event::DiscoverPolled`].
+pub(super) fn polled(actions: &[Action]) -> Vec<usize> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(Event::DiscoverPolled { registrations, .. }) => Some(*registrations),
             _ => None,
         })
         .collect()
