@@ -1,6 +1,8 @@
 //! `rendezvous serve`: the rendezvous server on TCP and QUIC, with identify and ping.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
+};
 
 use futures::StreamExt;
 use libp2p::{
@@ -8,12 +10,16 @@ use libp2p::{
     StreamProtocol,
 };
 use rendezvous_discovery::{
+    metrics::{Metrics, Recorder, Registry},
     server::{self, ServedFormats},
     Ttl,
 };
 
-use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
-use crate::data_dir;
+use crate::{
+    common::{build_swarm, load_or_create_identity, CliError, CliResult},
+    data_dir,
+    metrics::Health,
+};
 
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
@@ -43,6 +49,11 @@ pub struct Args {
     /// Key file, instead of the data directory's: loaded, or created (mode 0600) on first run.
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics and a JSON status at http://ADDR/health
+    /// (for example 127.0.0.1:9090; off by default). The bound address is printed on stdout as
+    /// `metrics http://ADDR`.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    metrics: Option<SocketAddr>,
     /// Protocol id to serve.
     #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
     protocol: StreamProtocol,
@@ -106,6 +117,11 @@ fn parse_listen(s: &str) -> Result<Multiaddr, String> {
              /ip4/0.0.0.0/udp/62649/quic-v1 ({e})"
         )
     })
+}
+
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|e| format!("expected an IP address and port such as 127.0.0.1:9090 ({e})"))
 }
 
 /// `--sync`: when a REGISTER is acknowledged.
@@ -235,6 +251,10 @@ pub async fn run(args: Args) -> CliResult {
         ping: ping::Behaviour::default(),
     })?;
     let local = *swarm.local_peer_id();
+    let exporter = match args.metrics {
+        Some(address) => Some(Exporter::start(address, local).await?),
+        None => None,
+    };
     let mut listeners = 0usize;
     for address in &args.listen {
         swarm.listen_on(address.clone()).map_err(|e| {
@@ -252,6 +272,9 @@ pub async fn run(args: Args) -> CliResult {
             }
             event = swarm.select_next_some() => event,
         };
+        if let Some(exporter) = &exporter {
+            exporter.record(&swarm, &event);
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let mut out = std::io::stdout().lock();
@@ -274,6 +297,49 @@ pub async fn run(args: Args) -> CliResult {
                 tracing::warn!(%error, "listener error");
             }
             SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
+            _ => {}
+        }
+    }
+}
+
+/// The metrics of `serve --metrics`: libp2p's (swarm, identify, ping) and ours in one registry,
+/// served over HTTP, and what `/health` reports.
+struct Exporter {
+    libp2p: libp2p::metrics::Metrics,
+    ours: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl Exporter {
+    async fn start(address: SocketAddr, local: libp2p::PeerId) -> Result<Self, CliError> {
+        let mut registry = Registry::default();
+        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
+        let ours = Arc::new(Metrics::new(&mut registry));
+        let health = Arc::new(Health::new(local, ours.clone()));
+        let bound = crate::metrics::serve(address, registry, health.clone()).await?;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the server; the address is logged too.
+        let _ = writeln!(out, "metrics http://{bound}").and_then(|()| out.flush());
+        tracing::info!(%bound, "serving metrics");
+        Ok(Self {
+            libp2p,
+            ours,
+            health,
+        })
+    }
+
+    fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
+        use libp2p::metrics::Recorder as _;
+        self.libp2p.record(event);
+        match event {
+            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => {
+                Recorder::record(&*self.ours, event);
+                self.ours.record_server_state(&swarm.behaviour().rendezvous);
+            }
+            SwarmEvent::Behaviour(ServeEvent::Identify(event)) => self.libp2p.record(event),
+            SwarmEvent::Behaviour(ServeEvent::Ping(event)) => self.libp2p.record(event),
+            SwarmEvent::NewListenAddr { address, .. } => self.health.listening(address.clone()),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.health.not_listening(address),
             _ => {}
         }
     }
