@@ -156,12 +156,19 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
         .build())
 }
 
+/// Parses a `--protocol` value (a clap value parser).
+pub fn parse_protocol(s: &str) -> Result<libp2p::StreamProtocol, String> {
+    libp2p::StreamProtocol::try_from_owned(s.to_owned())
+        .map_err(|e| format!("expected a protocol id starting with '/' ({e})"))
+}
+
 /// Parses a `--record-format` value (a clap value parser).
 pub fn parse_record_format(s: &str) -> Result<rendezvous_discovery::RecordFormat, String> {
     match s {
         "standard" => Ok(rendezvous_discovery::RecordFormat::Standard),
         "legacy" => Ok(rendezvous_discovery::RecordFormat::Legacy),
-        other => Err(format!("{other:?}: expected standard or legacy")),
+        "peer-info" => Ok(rendezvous_discovery::RecordFormat::PeerInfo),
+        other => Err(format!("{other:?}: expected standard, legacy or peer-info")),
     }
 }
 

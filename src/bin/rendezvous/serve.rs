@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics: Option<SocketAddr>,
     /// Protocol id to serve.
-    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = parse_protocol)]
+    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
     protocol: StreamProtocol,
     /// Shortest TTL accepted, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = rendezvous_discovery::MIN_TTL)]
@@ -159,11 +159,6 @@ fn parse_listen(s: &str) -> Result<Multiaddr, String> {
 fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|e| format!("expected an IP address and port such as 127.0.0.1:9090 ({e})"))
-}
-
-fn parse_protocol(s: &str) -> Result<StreamProtocol, String> {
-    StreamProtocol::try_from_owned(s.to_owned())
-        .map_err(|e| format!("expected a protocol id starting with '/' ({e})"))
 }
 
 /// `--sync`: when a REGISTER is acknowledged.
