@@ -9,7 +9,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{
@@ -32,11 +32,12 @@ use libp2p::{
 use prost::Message as _;
 
 use super::{
-    formats::{IdentifyPb, IDENTIFY_WAIT, MAX_IDENTIFY_MESSAGE_SIZE},
-    Config, ServedFormats,
+    formats::{IdentifyPb, IDENTIFY_PROTOCOL, MAX_IDENTIFY_MESSAGE_SIZE},
+    Config, Limit, ServedFormats,
 };
 use crate::codec::{
-    read_frame, write_message, DecodeError, FrameError, Message, Request, RequestError, RequestKind,
+    read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
+    RequestError, RequestKind,
 };
 use crate::STANDARD_RECORDS_PROTOCOL;
 
@@ -46,6 +47,8 @@ pub struct InboundRequest {
     pub(crate) request: Request,
     /// Where the answer goes; `None` for UNREGISTER, which has no response.
     pub(crate) responder: Option<oneshot::Sender<Message>>,
+    /// When the request was read off its stream, to report how long answering took.
+    pub(crate) received: Instant,
 }
 
 /// What a [`Handler`] tells the [`super::Behaviour`].
@@ -66,6 +69,16 @@ pub enum ToBehaviour {
         /// Why.
         error: String,
     },
+    /// A request did not decode; the handler answered it with `error` (not an UNREGISTER) and
+    /// closed its stream.
+    Rejected {
+        /// The request kind.
+        kind: RequestKind,
+        /// The answer.
+        error: ErrorResponse,
+    },
+    /// A stream was dropped or closed because of `0`.
+    StreamRefused(Limit),
 }
 
 /// What the [`super::Behaviour`] tells a [`Handler`].
@@ -110,7 +123,11 @@ pub struct Handler {
     marker_seen: bool,
     /// At most one marker report and one identify outcome per connection.
     events: VecDeque<ToBehaviour>,
+    /// Streams dropped over the stream cap and not yet reported as [`ToBehaviour::StreamRefused`]
+    /// (a count, so a flood of streams costs no memory).
+    refused_streams: usize,
     identify: IdentifyState,
+    identify_wait: Duration,
 }
 
 /// The one identify request a connection may make.
@@ -154,7 +171,9 @@ impl Handler {
             in_flight: Arc::new(AtomicUsize::new(0)),
             marker_seen: false,
             events: VecDeque::new(),
+            refused_streams: 0,
             identify: IdentifyState::NotAsked,
+            identify_wait: config.identify_wait,
         }
     }
 }
@@ -199,14 +218,17 @@ impl ConnectionHandler for Handler {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
             }
+            if self.refused_streams > 0 {
+                self.refused_streams -= 1;
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                    ToBehaviour::StreamRefused(Limit::Streams),
+                ));
+            }
             if matches!(self.identify, IdentifyState::Wanted) {
                 self.identify = IdentifyState::Opening;
                 return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                    protocol: SubstreamProtocol::new(
-                        ReadyUpgrade::new(libp2p::identify::PROTOCOL_NAME),
-                        (),
-                    )
-                    .with_timeout(IDENTIFY_WAIT),
+                    protocol: SubstreamProtocol::new(ReadyUpgrade::new(IDENTIFY_PROTOCOL), ())
+                        .with_timeout(self.identify_wait),
                 });
             }
             if let IdentifyState::Reading(reading) = &mut self.identify {
@@ -228,7 +250,16 @@ impl ConnectionHandler for Handler {
                 Poll::Ready(Some(Ok(()))) => continue,
                 Poll::Ready(Some(Err(error))) => {
                     tracing::debug!(%error, "rendezvous stream closed");
-                    continue;
+                    let event = match error {
+                        StreamError::Decode(DecodeError::InvalidRequest { kind, error }) => {
+                            ToBehaviour::Rejected { kind, error }
+                        }
+                        StreamError::Frame(FrameError::TooLarge { .. }) => {
+                            ToBehaviour::StreamRefused(Limit::MessageSize)
+                        }
+                        _ => continue,
+                    };
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
                 }
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
@@ -244,7 +275,8 @@ impl ConnectionHandler for Handler {
             ..
         }) = event
         {
-            self.identify = IdentifyState::Reading(read_identify(stream).boxed());
+            self.identify =
+                IdentifyState::Reading(read_identify(stream, self.identify_wait).boxed());
             return;
         }
         if let ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) = event {
@@ -272,6 +304,7 @@ impl ConnectionHandler for Handler {
                     max = self.max_streams,
                     "too many rendezvous streams on one connection; dropping the new one"
                 );
+                self.refused_streams = self.refused_streams.saturating_add(1);
                 return;
             }
             self.streams.push(
@@ -293,14 +326,11 @@ impl ConnectionHandler for Handler {
 
 /// Reads the remote's identify message from an outbound `/ipfs/id/1.0.0` stream: what it says
 /// the remote reads.
-async fn read_identify(mut stream: Stream) -> Result<ServedFormats, String> {
-    let body = within(
-        IDENTIFY_WAIT,
-        read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_SIZE),
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or("the stream closed before the identify message")?;
+async fn read_identify(mut stream: Stream, wait: Duration) -> Result<ServedFormats, String> {
+    let body = within(wait, read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_SIZE))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the stream closed before the identify message")?;
     let _ = stream.close().await;
     let info =
         IdentifyPb::decode(body.as_slice()).map_err(|e| format!("not an identify message: {e}"))?;
@@ -361,6 +391,7 @@ async fn serve_stream(
         let Some(body) = within(timeout, read_frame(&mut stream, max_request_size)).await? else {
             return Ok(());
         };
+        let received = Instant::now();
         let _in_flight = InFlight::new(&in_flight);
         let request = match Request::decode(&body) {
             Ok(request) => request,
@@ -390,7 +421,11 @@ async fn serve_stream(
             }
         };
         requests
-            .send(InboundRequest { request, responder })
+            .send(InboundRequest {
+                request,
+                responder,
+                received,
+            })
             .await
             .map_err(|_| StreamError::Gone)?;
         if let Some(response) = response {

@@ -63,7 +63,7 @@
 //!   DISCOVER comes from a peer it knows nothing of (no marker, no registration, no answer yet),
 //!   it opens one `/ipfs/id/1.0.0` stream to the peer itself and reads the peer's identify
 //!   message (agent and protocols; at most [`MAX_IDENTIFY_MESSAGE_SIZE`] bytes). Meanwhile the
-//!   DISCOVER is held: at most [`IDENTIFY_WAIT`], at most [`MAX_HELD_PER_PEER`] per peer and
+//!   DISCOVER is held: at most [`IDENTIFY_WAIT`] ([`Config::with_identify_wait`]), at most [`MAX_HELD_PER_PEER`] per peer and
 //!   [`MAX_HELD`] in all (beyond those, `E_UNAVAILABLE`: try again). The answer, a refusal
 //!   (a peer without identify), a REGISTER or the end of the wait releases it; it is then served
 //!   by what is known, and a peer of which nothing is known gets
@@ -75,7 +75,10 @@
 //!   told from a go or js peer: it gets the spec's default (which it cannot decode) unless it
 //!   registered first, or the operator of a network of rust-libp2p 0.18 clients sets
 //!   `with_unknown_peer_formats(ServedFormats::LegacyOnly)` (`serve --unknown-peer-formats
-//!   legacy`).
+//!   legacy`). Likewise a py-libp2p peer without identify that discovers before it registers
+//!   gets signed records it reads as garbage, and an old go-libp2p-rendezvous client (go agent,
+//!   `PeerInfo` reader) is served signed records until it registers its `PeerInfo`; what a peer
+//!   registers always decides for it.
 //!
 //!   **Cookies never hide a record.** Registrations left out of a page for their format still
 //!   advance its cookie (a legacy reader must not see the same standard records skipped on
@@ -101,6 +104,29 @@
 //!   sequence counter and sizes use checked or saturating arithmetic. [`Config::validate`]
 //!   (used by [`Behaviour::try_new`] and `rendezvous serve`) refuses out-of-range values.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
+//!
+//! # Memory
+//!
+//! What the server holds is a function of its configuration, never of what peers send:
+//!
+//! - the store: at most [`Config::with_max_store_bytes`] as [`Registrations::stored_bytes`]
+//!   counts it (default [`DEFAULT_MAX_STORE_BYTES`], 512 MiB), which includes the fixed cost of
+//!   every registration and record, so the count limits are bounds on top;
+//! - per connection: at most `max_streams_per_connection` (default 8) streams, each buffering
+//!   at most one request (`max_record_size` + [`REQUEST_OVERHEAD`], 9 KiB by default) and one
+//!   response (at most `max_message_size`, 1 MiB; a DISCOVER_RESPONSE is only that large when
+//!   the page is), and a bounded request queue;
+//! - per peer: a rate-limiter bucket and a format hint (at most [`MAX_RATE_LIMITED_PEERS`] and
+//!   [`MAX_PEER_FORMAT_OVERRIDES`] of them, about 100 bytes each).
+//!
+//! The application bounds the connections: `rendezvous serve` caps them in total, per peer and
+//! in their handshake (`--max-connections`, default 2048, `--max-connections-per-peer`,
+//! `--max-pending-incoming`), bounds the transports' buffers (yamux: 32 streams of at most
+//! 256 KiB unread; QUIC: 1 MiB unread per connection) and closes a connection that holds no
+//! registration and has no request in flight after `--idle-timeout` (the server's streams do
+//! not keep a connection alive by themselves). A server embedded in another swarm should do the
+//! same with `libp2p::connection_limits` and the swarm's idle timeout. Measured figures under
+//! floods are in BENCHMARKS.md.
 
 mod behaviour;
 mod formats;
@@ -120,10 +146,12 @@ pub use formats::{
 };
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{cookie, Registrations, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::{cookie, Refusal, Registrations, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
-use crate::codec::{ErrorResponse, Namespace, Registration, Ttl, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::codec::{
+    ErrorResponse, Namespace, Registration, RequestKind, Ttl, DEFAULT_MAX_MESSAGE_SIZE,
+};
 
 /// Registrations one peer may hold, by the spec.
 pub const DEFAULT_MAX_REGISTRATIONS_PER_PEER: usize = 1000;
@@ -289,6 +317,7 @@ pub struct Config {
     pub(crate) request_burst: u32,
     pub(crate) remove_on_disconnect: bool,
     pub(crate) unknown_peer_formats: ServedFormats,
+    pub(crate) identify_wait: Duration,
     pub(crate) max_store_bytes: usize,
     pub(crate) max_record_size: usize,
     pub(crate) max_addresses_per_record: usize,
@@ -311,6 +340,7 @@ impl Default for Config {
             request_burst: DEFAULT_REQUEST_BURST,
             remove_on_disconnect: true,
             unknown_peer_formats: ServedFormats::Signed,
+            identify_wait: IDENTIFY_WAIT,
             max_store_bytes: DEFAULT_MAX_STORE_BYTES,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
@@ -410,6 +440,15 @@ impl Config {
     /// some without identify, sets [`ServedFormats::LegacyOnly`]. See the module docs.
     pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
         self.unknown_peer_formats = formats;
+        self
+    }
+
+    /// How long a DISCOVER of a peer of unknown format waits for the peer's identify answer
+    /// (default [`IDENTIFY_WAIT`]; at most [`MAX_CONFIGURABLE_STREAM_TIMEOUT`], longer is
+    /// lowered to it). The answer or a refusal ends the wait sooner; only a peer that neither
+    /// answers nor refuses makes a DISCOVER wait this long.
+    pub fn with_identify_wait(mut self, wait: Duration) -> Self {
+        self.identify_wait = wait.min(MAX_CONFIGURABLE_STREAM_TIMEOUT);
         self
     }
 
@@ -546,6 +585,43 @@ impl Config {
     }
 }
 
+/// A bound that refused a request or a stream (see [`Event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The peer made more requests per second than [`Config::with_requests_per_second`] allows.
+    Rate,
+    /// The peer holds as many registrations as [`Config::with_max_registrations_per_peer`]
+    /// allows.
+    PeerRegistrations,
+    /// The server holds as many registrations as [`Config::with_max_registrations`] allows.
+    Registrations,
+    /// A message was larger than the server reads (a request: the record cap plus room for the
+    /// rest); its stream was closed.
+    MessageSize,
+    /// The store's byte budget (`max-store-bytes`) had no room for the registration.
+    StoreBytes,
+    /// The signed record was over the record size or address count cap.
+    Record,
+    /// A connection already had [`Config::with_max_streams_per_connection`] streams open; the new
+    /// stream was dropped.
+    Streams,
+    /// [`MAX_IN_FLIGHT`] requests were waiting for the store.
+    InFlight,
+    /// Too many DISCOVERs were waiting for their askers' identify ([`MAX_HELD_PER_PEER`],
+    /// [`MAX_HELD`]).
+    HeldDiscovers,
+}
+
+/// Why a registration was removed before its TTL ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Removal {
+    /// The peer sent an UNREGISTER.
+    Unregister,
+    /// The peer's last connection closed (see [`Config::with_remove_on_disconnect`]).
+    Disconnect,
+}
+
 /// A [`Config`] value out of its range: which setting (named as `rendezvous serve`'s flag,
 /// without the dashes) and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -558,6 +634,9 @@ pub struct InvalidConfig {
 }
 
 /// What the server did.
+///
+/// The events of answered requests carry `duration`: the time from reading the request off its
+/// stream to handing the answer to the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A peer registered (or refreshed a registration).
@@ -566,6 +645,8 @@ pub enum Event {
         peer: PeerId,
         /// The registration as stored, with the granted TTL.
         registration: Registration,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A REGISTER was refused.
     PeerNotRegistered {
@@ -575,6 +656,10 @@ pub enum Event {
         namespace: Namespace,
         /// The status and text it was answered with.
         error: ErrorResponse,
+        /// The bound that refused it, if a bound did.
+        limit: Option<Limit>,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A peer unregistered from a namespace, or its registration was removed because its last
     /// connection closed.
@@ -583,6 +668,8 @@ pub enum Event {
         peer: PeerId,
         /// The namespace.
         namespace: Namespace,
+        /// What removed it.
+        cause: Removal,
     },
     /// A DISCOVER was answered with a page.
     DiscoverServed {
@@ -592,6 +679,8 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// Registrations in the page.
         count: usize,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A DISCOVER was refused.
     DiscoverNotServed {
@@ -601,9 +690,31 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// The status and text it was answered with.
         error: ErrorResponse,
+        /// The bound that refused it, if a bound did.
+        limit: Option<Limit>,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A registration reached the end of its TTL without a refresh (its `ttl` is the one granted).
     RegistrationExpired(Registration),
+    /// A request that could not be decoded (bad namespace, TTL field, cookie or signed record)
+    /// was answered with `error` (an UNREGISTER is not answered), and its stream closed.
+    RequestRejected {
+        /// The peer that sent it.
+        peer: PeerId,
+        /// What kind of request it was.
+        kind: RequestKind,
+        /// The status and text it was answered with.
+        error: ErrorResponse,
+    },
+    /// A stream was refused or closed because of `limit` ([`Limit::MessageSize`] or
+    /// [`Limit::Streams`]), without an answer.
+    StreamRefused {
+        /// The peer on the other end.
+        peer: PeerId,
+        /// The bound.
+        limit: Limit,
+    },
     /// The store committed a group of mutations (stores that commit in groups, such as SQLite).
     StoreCommitted {
         /// Operations in the commit.

@@ -12,7 +12,7 @@ use std::{
 use libp2p::PeerId;
 
 use super::{
-    Config, ServedFormats, ADDRESS_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
+    Config, Limit, ServedFormats, ADDRESS_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
     REGISTRATION_OVERHEAD_BYTES,
 };
 use crate::codec::{
@@ -88,6 +88,30 @@ fn registration_cost(namespace: &Namespace) -> usize {
     REGISTRATION_OVERHEAD_BYTES + namespace.as_str().len()
 }
 
+/// A refused REGISTER: the answer, and the bound that refused it, if a bound did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status and text to answer with.
+    pub error: ErrorResponse,
+    /// The bound, if one refused it (not for a bad TTL, record or signer).
+    pub limit: Option<Limit>,
+}
+
+impl Refusal {
+    fn by(limit: Limit, error: ErrorResponse) -> Self {
+        Self {
+            error,
+            limit: Some(limit),
+        }
+    }
+}
+
+impl From<ErrorResponse> for Refusal {
+    fn from(error: ErrorResponse) -> Self {
+        Self { error, limit: None }
+    }
+}
+
 /// The registrations of a rendezvous server, with stateless cookies.
 ///
 /// Every REGISTER (new or refresh) takes the next number of a monotonic counter. A cookie is
@@ -150,6 +174,15 @@ impl Registrations {
         request: NewRegistration,
         now: Instant,
     ) -> Result<Ttl, ErrorResponse> {
+        self.try_register(peer, request, now).map_err(|r| r.error)
+    }
+
+    fn try_register(
+        &mut self,
+        peer: PeerId,
+        request: NewRegistration,
+        now: Instant,
+    ) -> Result<Ttl, Refusal> {
         let NewRegistration {
             namespace,
             record,
@@ -162,7 +195,7 @@ impl Registrations {
         let record = self.held(&peer, record.envelope_bytes()).unwrap_or(record);
         self.check_record(peer, &record)?;
         self.check_bytes(&peer, &namespace, existing, &record)?;
-        self.insert(peer, namespace, record, ttl, deadline, existing)
+        Ok(self.insert(peer, namespace, record, ttl, deadline, existing)?)
     }
 
     /// Handles a REGISTER from `peer` as read from the wire, cheapest checks first: TTL, record
@@ -177,6 +210,17 @@ impl Registrations {
         request: UnverifiedRegistration,
         now: Instant,
     ) -> Result<(Ttl, SignedRecord), ErrorResponse> {
+        self.try_register_unverified(peer, request, now)
+            .map_err(|r| r.error)
+    }
+
+    /// [`Registrations::register_unverified`], also saying which bound refused it, if one did.
+    pub fn try_register_unverified(
+        &mut self,
+        peer: PeerId,
+        request: UnverifiedRegistration,
+        now: Instant,
+    ) -> Result<(Ttl, SignedRecord), Refusal> {
         let UnverifiedRegistration {
             namespace,
             envelope,
@@ -237,38 +281,47 @@ impl Registrations {
         Ok((ttl, deadline))
     }
 
-    fn check_record_size(&self, len: usize) -> Result<(), ErrorResponse> {
+    fn check_record_size(&self, len: usize) -> Result<(), Refusal> {
         let max = self.config.max_record_size;
         if len > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidSignedPeerRecord,
-                format!("signed peer record is {len} bytes; this server accepts at most {max}"),
+            return Err(Refusal::by(
+                Limit::Record,
+                ErrorResponse::new(
+                    ErrorCode::InvalidSignedPeerRecord,
+                    format!("signed peer record is {len} bytes; this server accepts at most {max}"),
+                ),
             ));
         }
         Ok(())
     }
 
     /// The per-peer and total registration limits; a refresh never counts as new.
-    fn check_counts(&self, peer: &PeerId, existing: Option<u64>) -> Result<(), ErrorResponse> {
+    fn check_counts(&self, peer: &PeerId, existing: Option<u64>) -> Result<(), Refusal> {
         if existing.is_some() {
             return Ok(());
         }
         let of_peer = self.count_of(peer);
         if of_peer >= self.config.max_registrations_per_peer {
-            return Err(ErrorResponse::new(
-                ErrorCode::NotAuthorized,
-                format!(
-                    "peer already has {of_peer} registrations, the most this server allows; \
-                     unregister one first"
+            return Err(Refusal::by(
+                Limit::PeerRegistrations,
+                ErrorResponse::new(
+                    ErrorCode::NotAuthorized,
+                    format!(
+                        "peer already has {of_peer} registrations, the most this server allows; \
+                         unregister one first"
+                    ),
                 ),
             ));
         }
         if self.entries.len() >= self.config.max_registrations {
-            return Err(ErrorResponse::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "server is full ({} registrations); try later or another server",
-                    self.entries.len()
+            return Err(Refusal::by(
+                Limit::Registrations,
+                ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "server is full ({} registrations); try later or another server",
+                        self.entries.len()
+                    ),
                 ),
             ));
         }
@@ -276,7 +329,7 @@ impl Registrations {
     }
 
     /// The record is the peer's own and lists few enough addresses.
-    fn check_record(&self, peer: PeerId, record: &SignedRecord) -> Result<(), ErrorResponse> {
+    fn check_record(&self, peer: PeerId, record: &SignedRecord) -> Result<(), Refusal> {
         if record.peer_id() != peer {
             return Err(ErrorResponse::new(
                 ErrorCode::NotAuthorized,
@@ -284,17 +337,21 @@ impl Registrations {
                     "the signed peer record is for peer {}; a peer can only register itself ({peer})",
                     record.peer_id()
                 ),
-            ));
+            )
+            .into());
         }
         let (count, max) = (
             record.addresses().len(),
             self.config.max_addresses_per_record,
         );
         if count > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidSignedPeerRecord,
-                format!(
-                    "signed peer record lists {count} addresses; this server accepts at most {max}"
+            return Err(Refusal::by(
+                Limit::Record,
+                ErrorResponse::new(
+                    ErrorCode::InvalidSignedPeerRecord,
+                    format!(
+                        "signed peer record lists {count} addresses; this server accepts at most {max}"
+                    ),
                 ),
             ));
         }
@@ -308,7 +365,7 @@ impl Registrations {
         namespace: &Namespace,
         existing: Option<u64>,
         record: &SignedRecord,
-    ) -> Result<(), ErrorResponse> {
+    ) -> Result<(), Refusal> {
         let held = self
             .peers
             .get(peer)
@@ -327,19 +384,22 @@ impl Registrations {
         existing: Option<u64>,
         record_bytes: usize,
         new_record: Option<&SignedRecord>,
-    ) -> Result<(), ErrorResponse> {
+    ) -> Result<(), Refusal> {
         let added = registration_cost(namespace).saturating_add(record_bytes);
         let freed = existing.map_or(0, |seq| self.freed_by_removing(peer, seq, new_record));
         let after = self.bytes.saturating_sub(freed).saturating_add(added);
         if added <= freed || after <= self.config.max_store_bytes {
             return Ok(());
         }
-        Err(ErrorResponse::new(
-            ErrorCode::Unavailable,
-            format!(
-                "store byte budget exhausted: this registration needs {added} bytes and {} of \
-                 {} bytes (max-store-bytes) are in use; try later or another server",
-                self.bytes, self.config.max_store_bytes
+        Err(Refusal::by(
+            Limit::StoreBytes,
+            ErrorResponse::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "store byte budget exhausted: this registration needs {added} bytes and {} of \
+                     {} bytes (max-store-bytes) are in use; try later or another server",
+                    self.bytes, self.config.max_store_bytes
+                ),
             ),
         ))
     }
@@ -503,7 +563,7 @@ impl Registrations {
             None => (0, None),
         };
         let limit = match limit {
-            None | Some(0) => self.config.default_page,
+            None | Some(0) => self.config.default_page.min(self.config.max_page),
             Some(n) => (n.min(self.config.max_page as u64)) as usize,
         };
         let index = match namespace {

@@ -9,6 +9,7 @@ mod data_dir;
 mod demo;
 mod discover;
 mod load;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod register;

@@ -475,16 +475,30 @@ impl Schedule {
             .cache
             .absorb(now, server, namespace.as_ref(), &page.registrations);
         self.out.extend(found);
+        if page.skipped > 0 {
+            tracing::debug!(%server, skipped = page.skipped, "undecodable entries left out of a page");
+            self.report(Event::RecordsSkipped {
+                server,
+                namespace: namespace.clone(),
+                count: page.skipped,
+            });
+        }
         if done.origin == Origin::Manual {
             return self.report(Event::DiscoverCompleted {
                 server,
                 namespace,
                 registrations: page.registrations,
+                skipped: page.skipped,
                 cookie: page.cookie,
                 request: done.id,
             });
         }
         let Some(namespace) = namespace else { return };
+        self.report(Event::DiscoverPolled {
+            server,
+            namespace: namespace.clone(),
+            registrations: page.registrations.len(),
+        });
         let entries = (page.registrations.len() + page.skipped) as u64;
         let full = limit.is_some_and(|l| entries >= l);
         let connected = self.servers.is_connected(&server);
@@ -508,8 +522,20 @@ impl Schedule {
                 let delay = self.backoff.after(failures);
                 let retry_at = if invalid_cookie { now } else { now + delay };
                 let retry_at = self.servers.is_connected(&done.server).then_some(retry_at);
-                self.discs
+                match self
+                    .discs
                     .failed(done.server, ns, failures, invalid_cookie, retry_at)
+                {
+                    None => false,
+                    Some(true) => {
+                        self.report(Event::CookieReset {
+                            server: done.server,
+                            namespace: ns.clone(),
+                        });
+                        false
+                    }
+                    Some(false) => true,
+                }
             }
             (None, Origin::Auto) => false,
             _ => true,

@@ -53,7 +53,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OpenError, SqliteStore, SyncMode};
 
-use super::{Registrations, ServedFormats};
+use super::{Limit, Registrations, ServedFormats};
 use crate::codec::{Cookie, ErrorResponse, Namespace, Registration, UnverifiedRegistration};
 
 /// REGISTERs and DISCOVERs submitted to the store and not yet completed, at most. A local store
@@ -130,6 +130,8 @@ pub enum Outcome {
         namespace: Namespace,
         /// The stored registration, or the status and text to answer with.
         result: Result<Registration, ErrorResponse>,
+        /// On a refusal by a bound (registration counts, byte budget, record caps): which.
+        limit: Option<Limit>,
     },
     /// An UNREGISTER: the registration removed, if there was one.
     Unregistered {

@@ -367,7 +367,12 @@ impl Store for RedisStore {
                         return self.answer_here(
                             id,
                             peer,
-                            Outcome::Registered { namespace, result },
+                            Outcome::Registered {
+                                namespace,
+                                result,
+                                // Record caps and TTL: the shell's metrics see the status.
+                                limit: None,
+                            },
                         );
                     }
                 }

@@ -16,7 +16,7 @@ use rendezvous_discovery::{
         registration_wire_len, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace,
         RecordFormat, Registration, SignedRecord,
     },
-    server::{cookie, store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
+    server::{cookie, store::Outcome, Limit, ServedFormats, MAX_SCANNED_PER_DISCOVER},
 };
 use tokio::sync::mpsc;
 
@@ -366,6 +366,7 @@ impl Worker {
                 Command::Register { namespace, .. } => Outcome::Registered {
                     namespace,
                     result: Err(error),
+                    limit: None,
                 },
                 Command::Discover { namespace, .. } => Outcome::Discovered {
                     namespace,
@@ -439,7 +440,18 @@ impl Worker {
                          understand; try again",
                     )),
                 };
-                (Outcome::Registered { namespace, result }, count)
+                let limit = match status {
+                    b"peer_full" => Some(Limit::PeerRegistrations),
+                    b"full" => Some(Limit::Registrations),
+                    b"bytes" => Some(Limit::StoreBytes),
+                    _ => None,
+                };
+                let outcome = Outcome::Registered {
+                    namespace,
+                    result,
+                    limit,
+                };
+                (outcome, count)
             }
             Command::Unregister { namespace } => {
                 let count = items.first().and_then(int).map(|c| c as usize);

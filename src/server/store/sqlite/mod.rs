@@ -65,7 +65,7 @@ use super::{
     Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT,
 };
 use crate::codec::{ErrorCode, ErrorResponse};
-use crate::server::{Config, Registrations};
+use crate::server::{Config, Limit, Registrations};
 use writer::{Numbered, Report, Shared, Write};
 
 pub use schema::SCHEMA_VERSION;
@@ -318,7 +318,10 @@ impl SqliteStore {
         for (_, mut event) in std::mem::take(&mut self.waiting) {
             if let StoreEvent::Completed {
                 peer,
-                outcome: Outcome::Registered { namespace, result },
+                outcome:
+                    Outcome::Registered {
+                        namespace, result, ..
+                    },
                 peer_registrations,
                 ..
             } = &mut event
@@ -341,7 +344,7 @@ impl Store for SqliteStore {
         let refusal = match &operation {
             Operation::Register { registration, .. } => {
                 if let Some(error) = &self.failed {
-                    Some((registration.namespace.clone(), self.failure(error)))
+                    Some((registration.namespace.clone(), self.failure(error), None))
                 } else if self.waiting.len() >= MAX_IN_FLIGHT {
                     // The shell keeps to this bound; holding to it here too keeps the counter
                     // promise of the module docs whoever submits.
@@ -354,6 +357,7 @@ impl Store for SqliteStore {
                                  the disk; try again shortly"
                             ),
                         ),
+                        Some(Limit::InFlight),
                     ))
                 } else {
                     None
@@ -361,13 +365,14 @@ impl Store for SqliteStore {
             }
             _ => None,
         };
-        if let Some((namespace, error)) = refusal {
+        if let Some((namespace, error, limit)) = refusal {
             self.ready.push_back(StoreEvent::Completed {
                 id,
                 peer,
                 outcome: Outcome::Registered {
                     namespace,
                     result: Err(error),
+                    limit,
                 },
                 peer_registrations: self.index.count_of(&peer),
             });
@@ -379,6 +384,7 @@ impl Store for SqliteStore {
             Outcome::Registered {
                 namespace,
                 result: Ok(registration),
+                ..
             } => Some(Write::Put {
                 seq: self.index.counter(),
                 namespace: namespace.clone(),
