@@ -31,7 +31,7 @@ TTL=${TTL:-7200}
 # Our server's limits for the comparison: no per-peer request rate (rust-libp2p's server has
 # none; the default 50/s would refuse the discoverers' paging), totals well above the load
 # (its defaults, 1000 per peer and 1,000,000 in all, already are). Everything else default.
-OURS_FLAGS=${OURS_FLAGS:-"--requests-per-second 0 --max-registrations 1000000 --max-registrations-per-peer 1000"}
+OURS_FLAGS=${OURS_FLAGS:-"--ephemeral --requests-per-second 0 --max-registrations 1000000 --max-registrations-per-peer 1000"}
 IMPLS=${IMPLS:-"ours theirs"}
 OUT=${OUT:-$(mktemp -d -t rendezvous-wire.XXXXXX)}
 mkdir -p "$OUT"

@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     addrs,
                     source,
                 } => println!("discovered {peer} via {source} at {addrs:?}"),
-                discovery::Event::Expired { peer } => println!("expired    {peer}"),
+                discovery::Event::Expired { peer, .. } => println!("expired    {peer}"),
                 discovery::Event::Source(SourcesEvent::Rendezvous(e)) => match e {
                     // The raw event is passed through too: here rendezvous may confirm a
                     // peer mdns found first, which the aggregator did not report again.

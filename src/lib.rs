@@ -159,6 +159,9 @@ pub mod discovery;
 #[cfg(feature = "mdns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
 pub mod mdns;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod node;
 
 /// The README's Rust snippets, compiled as doctests so they stay true.

@@ -144,9 +144,9 @@ impl Source for Behaviour {
     fn discoveries(&self, event: &Event, found: &mut Found) {
         match event {
             Event::Client(e) => self.client.discoveries(e, found),
-            Event::Server(server::Event::PeerRegistered { peer, registration })
-                if self.client.namespaces().contains(&registration.namespace) =>
-            {
+            Event::Server(server::Event::PeerRegistered {
+                peer, registration, ..
+            }) if self.client.namespaces().contains(&registration.namespace) => {
                 found.discovered(
                     SERVER_SOURCE,
                     *peer,

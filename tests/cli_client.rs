@@ -188,7 +188,7 @@ async fn register_keeps_registered_until_interrupted_then_unregisters() {
 #[tokio::test]
 async fn discover_once_finds_a_register_process_through_a_serve_process() {
     let mut serve = rendezvous()
-        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .spawn()
         .unwrap();
     let mut serve_out = BufReader::new(serve.stdout.take().unwrap()).lines();

@@ -63,7 +63,11 @@ fn server_registered(e: &server::Event) -> Option<PeerId> {
 
 fn server_unregistered(e: &server::Event) -> Option<(PeerId, Namespace)> {
     match e {
-        server::Event::PeerUnregistered { peer, namespace } => Some((*peer, namespace.clone())),
+        server::Event::PeerUnregistered {
+            peer,
+            namespace,
+            cause: server::Removal::Unregister,
+        } => Some((*peer, namespace.clone())),
         _ => None,
     }
 }

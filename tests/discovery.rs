@@ -205,11 +205,11 @@ fn discovered(events: &[Ev]) -> Vec<(PeerId, Vec<Multiaddr>, &'static str)> {
         .collect()
 }
 
-fn expired(events: &[Ev]) -> Vec<PeerId> {
+fn expired(events: &[Ev]) -> Vec<(PeerId, &'static str)> {
     events
         .iter()
         .filter_map(|e| match e {
-            discovery::Event::Expired { peer } => Some(*peer),
+            discovery::Event::Expired { peer, source } => Some((*peer, *source)),
             _ => None,
         })
         .collect()
@@ -292,7 +292,7 @@ async fn expired_is_reported_once_the_last_source_lets_the_peer_go() {
 
     dht(&mut a).push(DnsEvent::Removed(c));
     let events = events_until(&mut a, |e| matches!(e, SourcesEvent::Dht(_))).await;
-    assert_eq!(expired(&events), [c]);
+    assert_eq!(expired(&events), [(c, "dht")]);
     assert!(a.behaviour().discovery.address_book().is_empty());
 }
 

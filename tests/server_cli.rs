@@ -25,7 +25,7 @@ impl Drop for Serve {
 fn serve() -> (Serve, Multiaddr) {
     let mut child = Serve(
         Command::new(BIN)
-            .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -117,7 +117,7 @@ fn serve_refuses_out_of_range_limits_with_one_line_and_status_2() {
 fn serve_refuses_an_unreadable_key_file_with_status_2() {
     let path = std::env::temp_dir().join(format!("rdv-serve-badkey-{}", std::process::id()));
     std::fs::write(&path, b"not a key").unwrap();
-    let stderr = serve_fails(&["--identity", path.to_str().unwrap()]);
+    let stderr = serve_fails(&["--ephemeral", "--identity", path.to_str().unwrap()]);
     std::fs::remove_file(&path).unwrap();
     assert!(stderr.contains("--identity"), "{stderr}");
     assert!(stderr.contains("not a libp2p private key"), "{stderr}");

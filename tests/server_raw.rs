@@ -16,6 +16,8 @@ struct Setup {
     server: Swarm<server::Behaviour>,
     client: Swarm<raw::Behaviour>,
     stream: Stream,
+    /// Server events seen while exchanging, for [`Setup::next_stream_event`].
+    seen: Vec<server::Event>,
 }
 
 async fn setup(config: server::Config) -> Setup {
@@ -27,6 +29,7 @@ async fn setup(config: server::Config) -> Setup {
         server,
         client,
         stream,
+        seen: Vec::new(),
     }
 }
 
@@ -38,7 +41,7 @@ impl Setup {
         responses: usize,
     ) -> (Vec<Option<Message>>, Vec<server::Event>) {
         let stream = &mut self.stream;
-        run_while(
+        let (answers, events) = run_while(
             async move {
                 for request in &requests {
                     raw::send(stream, request).await;
@@ -52,19 +55,49 @@ impl Setup {
             &mut self.server,
             &mut self.client,
         )
-        .await
+        .await;
+        self.seen.extend(events.iter().cloned());
+        (answers, events)
     }
 
     /// Sends one request and returns its answer.
     async fn ask(&mut self, request: Message) -> Message {
-        let (mut responses, _) = self.exchange(vec![request], 1).await;
-        responses.pop().unwrap().expect("an answer")
+        self.ask_with_events(request).await.0
+    }
+
+    /// Sends one request and returns its answer and the server's events meanwhile.
+    async fn ask_with_events(&mut self, request: Message) -> (Message, Vec<server::Event>) {
+        let (mut responses, events) = self.exchange(vec![request], 1).await;
+        (responses.pop().unwrap().expect("an answer"), events)
+    }
+
+    /// Drives the server until it reports a [`server::Event::StreamRefused`] or a
+    /// [`server::Event::RequestRejected`] (the handler reports them after closing the stream).
+    async fn next_stream_event(&mut self) -> server::Event {
+        let is_stream_event = |e: &server::Event| {
+            matches!(
+                e,
+                server::Event::StreamRefused { .. } | server::Event::RequestRejected { .. }
+            )
+        };
+        if let Some(i) = self.seen.iter().position(is_stream_event) {
+            return self.seen.remove(i);
+        }
+        self.server
+            .wait(|event| match event {
+                libp2p::swarm::SwarmEvent::Behaviour(
+                    e @ (server::Event::StreamRefused { .. }
+                    | server::Event::RequestRejected { .. }),
+                ) => Some(e),
+                _ => None,
+            })
+            .await
     }
 
     /// Sends raw bytes, then reads once: `None` when the server closed the stream.
     async fn send_bytes_then_recv(&mut self, bytes: Vec<u8>) -> Option<Message> {
         let stream = &mut self.stream;
-        run_while(
+        let (answer, events) = run_while(
             async move {
                 raw::send_bytes(stream, &bytes).await;
                 raw::recv(stream).await
@@ -72,8 +105,9 @@ impl Setup {
             &mut self.server,
             &mut self.client,
         )
-        .await
-        .0
+        .await;
+        self.seen.extend(events);
+        answer
     }
 
     fn record(&self, format: RecordFormat) -> SignedRecord {
@@ -195,16 +229,23 @@ async fn every_refusal_is_answered_with_its_code_and_a_reason() {
         RecordFormat::Standard,
     )
     .unwrap();
-    let (code, text) = register_error(
-        &s.ask(Message::Register(NewRegistration {
+    let (answer, events) = s
+        .ask_with_events(Message::Register(NewRegistration {
             namespace: Namespace::from_static("a"),
             record: foreign,
             ttl: None,
         }))
-        .await,
-    );
+        .await;
+    let (code, text) = register_error(&answer);
     assert_eq!(code, ErrorCode::NotAuthorized);
     assert!(text.contains("can only register itself"), "{text}");
+    assert!(
+        matches!(
+            &events[..],
+            [server::Event::PeerNotRegistered { limit: None, .. }]
+        ),
+        "the signer check is not a limit: {events:?}"
+    );
 
     let (code, text) = register_error(&s.ask(s.register("a", Some(60))).await);
     assert_eq!(code, ErrorCode::InvalidTtl);
@@ -214,9 +255,20 @@ async fn every_refusal_is_answered_with_its_code_and_a_reason() {
         s.ask(s.register("a", None)).await,
         Message::RegisterResponse(Ok(_))
     ));
-    let (code, text) = register_error(&s.ask(s.register("b", None)).await);
+    let (answer, events) = s.ask_with_events(s.register("b", None)).await;
+    let (code, text) = register_error(&answer);
     assert_eq!(code, ErrorCode::NotAuthorized);
     assert!(text.contains("already has 1"), "{text}");
+    assert!(
+        matches!(
+            &events[..],
+            [server::Event::PeerNotRegistered {
+                limit: Some(server::Limit::PeerRegistrations),
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
 
     let (_, cookie_a) = page(&s.ask(discover(Some("a"), None)).await);
     let (code, text) = discover_error(&s.ask(discover(Some("b"), Some(cookie_a))).await);
@@ -271,6 +323,15 @@ async fn a_register_with_a_bad_envelope_is_answered_and_the_stream_serves_on() {
     assert_eq!(code, ErrorCode::InvalidSignedPeerRecord);
     assert!(text.contains("signed envelope"), "{text}");
     assert_eq!(s.server.behaviour().registration_count(), 0);
+    assert!(
+        s.seen.iter().any(|e| matches!(
+            e,
+            server::Event::PeerNotRegistered { error, limit: None, .. }
+                if error.code == ErrorCode::InvalidSignedPeerRecord
+        )),
+        "a bad envelope is no limit: {:?}",
+        s.seen
+    );
     assert!(matches!(
         s.ask(s.register("a", None)).await,
         Message::RegisterResponse(Ok(_))
@@ -298,9 +359,20 @@ async fn a_peer_over_its_rate_is_refused_before_its_envelope_is_decoded() {
 async fn over_the_store_byte_budget_register_is_unavailable_and_nothing_is_stored() {
     let config = server::Config::default().with_max_store_bytes(800);
     let mut s = setup(config).await;
-    let (code, text) = register_error(&s.ask(s.register("a", None)).await);
+    let (answer, events) = s.ask_with_events(s.register("a", None)).await;
+    let (code, text) = register_error(&answer);
     assert_eq!(code, ErrorCode::Unavailable);
     assert!(text.contains("max-store-bytes"), "{text}");
+    assert!(
+        matches!(
+            &events[..],
+            [server::Event::PeerNotRegistered {
+                limit: Some(server::Limit::StoreBytes),
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
     assert_eq!(s.server.behaviour().registration_count(), 0);
     assert_eq!(
         s.server.behaviour().registrations().unwrap().stored_bytes(),
@@ -338,6 +410,13 @@ async fn an_oversized_message_closes_the_stream_and_the_connection_still_serves(
     let mut frame = vec![0xd0, 0x0f];
     frame.extend_from_slice(&[0u8; 64]);
     assert_eq!(s.send_bytes_then_recv(frame).await, None);
+    assert!(matches!(
+        s.next_stream_event().await,
+        server::Event::StreamRefused {
+            limit: server::Limit::MessageSize,
+            ..
+        }
+    ));
 
     // A REGISTER just over the cap, sent as a well-formed frame: refused the same way.
     let big = SignedRecord::new(
@@ -374,8 +453,8 @@ async fn streams_over_the_per_connection_cap_are_refused() {
     let mut s = setup(server::Config::default().with_max_streams_per_connection(1)).await;
     // The first stream is in use (the server has seen a request on it).
     assert_eq!(page(&s.ask(discover(None, None)).await).0.len(), 0);
-    let mut second = raw::open_stream(&mut s.client, &mut s.server).await;
-    let (answer, _) = run_while(
+    let mut second = raw::open_stream_seeing(&mut s.client, &mut s.server, &mut s.seen).await;
+    let (answer, events) = run_while(
         async {
             // Writing may fail already: the server dropped the stream.
             let frame = [vec![2], vec![0x08, 0x03]].concat();
@@ -387,6 +466,19 @@ async fn streams_over_the_per_connection_cap_are_refused() {
     )
     .await;
     assert_eq!(answer, None, "the second stream is refused");
+    // Reported as soon as the stream is dropped: while opening it or while the client waited.
+    s.seen.extend(events);
+    let refused = s.next_stream_event().await;
+    assert!(
+        matches!(
+            refused,
+            server::Event::StreamRefused {
+                limit: server::Limit::Streams,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
     assert_eq!(page(&s.ask(discover(None, None)).await).0.len(), 0);
 }
 
@@ -409,7 +501,32 @@ async fn a_peer_over_its_request_rate_gets_unavailable() {
     let (code, text) = discover_error(refused[0]);
     assert_eq!(code, ErrorCode::Unavailable);
     assert!(text.contains("too many requests"), "{text}");
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, server::Event::DiscoverNotServed { .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        server::Event::DiscoverNotServed {
+            limit: Some(server::Limit::Rate),
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn a_full_server_refuses_new_registrations_as_over_its_total_limit() {
+    let mut s = setup(server::Config::default().with_max_registrations(1)).await;
+    assert!(matches!(
+        s.ask(s.register("a", None)).await,
+        Message::RegisterResponse(Ok(_))
+    ));
+    let (answer, events) = s.ask_with_events(s.register("b", None)).await;
+    assert_eq!(register_error(&answer).0, ErrorCode::Unavailable);
+    assert!(
+        matches!(
+            &events[..],
+            [server::Event::PeerNotRegistered {
+                limit: Some(server::Limit::Registrations),
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
 }

@@ -37,7 +37,9 @@ async fn register(
         "{registered:?}"
     );
     match server_event {
-        server::Event::PeerRegistered { peer, registration } => {
+        server::Event::PeerRegistered {
+            peer, registration, ..
+        } => {
             assert_eq!(peer, *client.local_peer_id());
             assert_eq!(registration.namespace.as_str(), "chat");
             assert_eq!(registration.record.format(), RecordFormat::Legacy);
@@ -102,7 +104,8 @@ async fn a_rust_libp2p_client_registers_discovers_and_unregisters() {
         unregistered,
         server::Event::PeerUnregistered {
             peer: alice_id,
-            namespace: Namespace::from_static("chat")
+            namespace: Namespace::from_static("chat"),
+            cause: server::Removal::Unregister,
         }
     );
     assert_eq!(server.behaviour().registration_count(), 0);
@@ -121,11 +124,11 @@ async fn given_remove_on_disconnect_when_the_last_connection_closes_then_registr
     tokio::spawn(alice.loop_on_next());
     let namespace = server
         .wait(|event| match event {
-            SwarmEvent::Behaviour(server::Event::PeerUnregistered { peer, namespace })
-                if peer == alice_id =>
-            {
-                Some(namespace)
-            }
+            SwarmEvent::Behaviour(server::Event::PeerUnregistered {
+                peer,
+                namespace,
+                cause: server::Removal::Disconnect,
+            }) if peer == alice_id => Some(namespace),
             _ => None,
         })
         .await;

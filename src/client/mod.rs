@@ -276,6 +276,25 @@ pub enum Event {
         /// The request.
         request: RequestId,
     },
+    /// A DISCOVER of the automatic discovery loop was answered with a page. New peers in it
+    /// are also reported as [`Event::Discovered`].
+    DiscoverPolled {
+        /// The server.
+        server: PeerId,
+        /// The namespace asked for.
+        namespace: Namespace,
+        /// How many registrations the page held (before dropping our own and duplicates).
+        registrations: usize,
+    },
+    /// The server refused the discovery loop's cookie (`E_INVALID_COOKIE`, for example after
+    /// it restarted): the loop dropped the cookie and discovers this namespace from the start,
+    /// without reporting known peers again.
+    CookieReset {
+        /// The server.
+        server: PeerId,
+        /// The namespace.
+        namespace: Namespace,
+    },
     /// A connected peer supports rendezvous and is now used as a server.
     ServerAdded {
         /// The server.

@@ -92,6 +92,9 @@ pub enum Event<E> {
     Expired {
         /// The peer.
         peer: PeerId,
+        /// The label of the source whose expiry was the last (the others had expired it
+        /// already).
+        source: &'static str,
     },
     /// An event of the wrapped source, passed through untouched (discoveries included), right
     /// after the `Discovered`/`Expired` events it caused.
@@ -189,7 +192,7 @@ impl<S: Source> Behaviour<S> {
                     if self.book.expired(source, &peer) {
                         self.dial_queue.retain(|p| *p != peer);
                         self.pending
-                            .push_back(ToSwarm::GenerateEvent(Event::Expired { peer }));
+                            .push_back(ToSwarm::GenerateEvent(Event::Expired { peer, source }));
                     }
                 }
             }

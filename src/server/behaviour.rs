@@ -24,7 +24,7 @@ use super::{
     formats::{Decision, PeerFormats},
     handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
     store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
-    Config, Event, InvalidConfig, RateLimiter, Registrations, ServedFormats,
+    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, Removal, ServedFormats,
 };
 use crate::codec::{
     Cookie, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
@@ -38,6 +38,16 @@ struct HeldDiscover {
     cookie: Option<Cookie>,
     limit: Option<u64>,
     responder: Option<oneshot::Sender<Message>>,
+    /// When the handler read the request, to report how long answering took.
+    received: Instant,
+}
+
+/// A REGISTER or DISCOVER submitted to the store, waiting for its answer.
+#[derive(Debug)]
+struct Waiting {
+    responder: oneshot::Sender<Message>,
+    /// When the handler read the request, to report how long answering took.
+    received: Instant,
 }
 
 /// The connections of one peer.
@@ -60,7 +70,7 @@ pub struct Behaviour {
     connections: HashMap<PeerId, Connected>,
     /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
     /// most [`MAX_IN_FLIGHT`]).
-    waiting: HashMap<OperationId, oneshot::Sender<Message>>,
+    waiting: HashMap<OperationId, Waiting>,
     /// Operations submitted and not completed that count toward [`MAX_IN_FLIGHT`].
     in_flight: usize,
     next_id: u64,
@@ -225,29 +235,44 @@ impl Behaviour {
         }
     }
 
-    fn submit(&mut self, operation: Operation, responder: Option<oneshot::Sender<Message>>) {
+    fn submit(
+        &mut self,
+        operation: Operation,
+        responder: Option<oneshot::Sender<Message>>,
+        received: Instant,
+    ) {
         let id = OperationId(self.next_id);
         self.next_id += 1;
         if let Some(responder) = responder {
             self.in_flight += 1;
-            self.waiting.insert(id, responder);
+            self.waiting.insert(
+                id,
+                Waiting {
+                    responder,
+                    received,
+                },
+            );
         }
         self.store.submit(id, operation, Instant::now());
     }
 
     fn handle_request(&mut self, peer: PeerId, connection: ConnectionId, request: InboundRequest) {
         let now = Instant::now();
-        let InboundRequest { request, responder } = request;
+        let InboundRequest {
+            request,
+            responder,
+            received,
+        } = request;
         // Refusals the shell decides itself: the rate, then the store's capacity.
         let refusal = match &request {
             Request::Unregister(_) => None,
-            _ if !self.rate.try_acquire(peer, now) => Some(self.rate_limited()),
-            _ if self.in_flight >= MAX_IN_FLIGHT => Some(Self::store_busy()),
+            _ if !self.rate.try_acquire(peer, now) => Some((self.rate_limited(), Limit::Rate)),
+            _ if self.in_flight >= MAX_IN_FLIGHT => Some((Self::store_busy(), Limit::InFlight)),
             _ => None,
         };
         let operation = match request {
             Request::Register(registration) => {
-                if let Some(error) = refusal {
+                if let Some((error, limit)) = refusal {
                     let namespace = registration.namespace;
                     self.answer(responder, Message::RegisterResponse(Err(error.clone())));
                     self.events
@@ -255,6 +280,8 @@ impl Behaviour {
                             peer,
                             namespace,
                             error,
+                            limit: Some(limit),
+                            duration: Instant::now().saturating_duration_since(received),
                         }));
                     return;
                 }
@@ -271,9 +298,10 @@ impl Behaviour {
                     cookie,
                     limit,
                     responder,
+                    received,
                 };
-                if let Some(error) = refusal {
-                    self.refuse_discover(peer, held, error);
+                if let Some((error, limit)) = refusal {
+                    self.refuse_discover(peer, held, error, limit);
                     return;
                 }
                 let registered = self.registered_format(&peer);
@@ -299,19 +327,19 @@ impl Behaviour {
                                 super::MAX_HELD
                             ),
                         );
-                        self.refuse_discover(peer, held, error);
+                        self.refuse_discover(peer, held, error, Limit::HeldDiscovers);
                     }
                 }
                 return;
             }
         };
-        self.submit(operation, responder);
+        self.submit(operation, responder, received);
     }
 
     /// Submits a DISCOVER for a peer served `served`, unless the store has too much in flight.
     fn submit_discover(&mut self, peer: PeerId, served: ServedFormats, held: HeldDiscover) {
         if self.in_flight >= MAX_IN_FLIGHT {
-            self.refuse_discover(peer, held, Self::store_busy());
+            self.refuse_discover(peer, held, Self::store_busy(), Limit::InFlight);
             return;
         }
         let HeldDiscover {
@@ -319,6 +347,7 @@ impl Behaviour {
             cookie,
             limit,
             responder,
+            received,
         } = held;
         let operation = Operation::Discover {
             peer,
@@ -327,10 +356,16 @@ impl Behaviour {
             cookie,
             limit,
         };
-        self.submit(operation, responder);
+        self.submit(operation, responder, received);
     }
 
-    fn refuse_discover(&mut self, peer: PeerId, held: HeldDiscover, error: ErrorResponse) {
+    fn refuse_discover(
+        &mut self,
+        peer: PeerId,
+        held: HeldDiscover,
+        error: ErrorResponse,
+        limit: Limit,
+    ) {
         self.answer(
             held.responder,
             Message::DiscoverResponse(Err(error.clone())),
@@ -340,6 +375,8 @@ impl Behaviour {
                 peer,
                 namespace: held.namespace,
                 error,
+                limit: Some(limit),
+                duration: Instant::now().saturating_duration_since(held.received),
             }));
     }
 
@@ -363,18 +400,32 @@ impl Behaviour {
 
     /// Answers a completed operation and reports it.
     fn on_completed(&mut self, id: OperationId, peer: PeerId, outcome: Outcome, count: usize) {
-        let responder = self.waiting.remove(&id);
-        if responder.is_some() {
+        let waiting = self.waiting.remove(&id);
+        if waiting.is_some() {
             self.in_flight -= 1;
         }
+        // Read after the store answered, so the duration includes its work (a commit, say).
+        let now = Instant::now();
+        let duration = waiting.as_ref().map_or_else(Default::default, |w| {
+            now.saturating_duration_since(w.received)
+        });
+        let responder = waiting.map(|w| w.responder);
         let (response, events) = match outcome {
-            Outcome::Registered { namespace, result } => match result {
+            Outcome::Registered {
+                namespace,
+                result,
+                limit,
+            } => match result {
                 Ok(registration) => {
                     let released = self.formats.registered(peer, registration.record.format());
                     self.serve_released(peer, released);
                     (
                         Some(Message::RegisterResponse(Ok(registration.ttl))),
-                        vec![Event::PeerRegistered { peer, registration }],
+                        vec![Event::PeerRegistered {
+                            peer,
+                            registration,
+                            duration,
+                        }],
                     )
                 }
                 Err(error) => (
@@ -383,13 +434,19 @@ impl Behaviour {
                         peer,
                         namespace,
                         error,
+                        limit,
+                        duration,
                     }],
                 ),
             },
             Outcome::Unregistered { namespace, removed } => (
                 None,
                 removed
-                    .map(|_| Event::PeerUnregistered { peer, namespace })
+                    .map(|_| Event::PeerUnregistered {
+                        peer,
+                        namespace,
+                        cause: Removal::Unregister,
+                    })
                     .into_iter()
                     .collect(),
             ),
@@ -400,6 +457,7 @@ impl Behaviour {
                     .map(|registration| Event::PeerUnregistered {
                         peer,
                         namespace: registration.namespace,
+                        cause: Removal::Disconnect,
                     })
                     .collect(),
             ),
@@ -409,6 +467,7 @@ impl Behaviour {
                         peer,
                         namespace,
                         count: registrations.len(),
+                        duration,
                     };
                     let page = DiscoverPage {
                         registrations,
@@ -423,6 +482,8 @@ impl Behaviour {
                         peer,
                         namespace,
                         error,
+                        limit: None,
+                        duration,
                     }],
                 ),
             },
@@ -535,7 +596,11 @@ impl NetworkBehaviour for Behaviour {
                 // Held DISCOVERs are dropped: their streams closed with the connection.
                 drop(self.formats.forget(&peer_id));
                 if self.config.remove_on_disconnect {
-                    self.submit(Operation::RemovePeer { peer: peer_id }, None);
+                    self.submit(
+                        Operation::RemovePeer { peer: peer_id },
+                        None,
+                        Instant::now(),
+                    );
                 }
             }
             _ => {}
@@ -564,6 +629,20 @@ impl NetworkBehaviour for Behaviour {
             ToBehaviour::IdentifyFailed { error } => {
                 tracing::debug!(%peer, %error, "peer's identify did not answer");
                 self.formats.identified(peer, None)
+            }
+            ToBehaviour::Rejected { kind, error } => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::RequestRejected {
+                        peer,
+                        kind,
+                        error,
+                    }));
+                return;
+            }
+            ToBehaviour::StreamRefused(limit) => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::StreamRefused { peer, limit }));
+                return;
             }
         };
         self.serve_released(peer, released);

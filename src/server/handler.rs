@@ -9,7 +9,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{
@@ -33,10 +33,11 @@ use prost::Message as _;
 
 use super::{
     formats::{IdentifyPb, IDENTIFY_WAIT, MAX_IDENTIFY_MESSAGE_SIZE},
-    Config, ServedFormats,
+    Config, Limit, ServedFormats,
 };
 use crate::codec::{
-    read_frame, write_message, DecodeError, FrameError, Message, Request, RequestError, RequestKind,
+    read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
+    RequestError, RequestKind,
 };
 use crate::STANDARD_RECORDS_PROTOCOL;
 
@@ -46,6 +47,8 @@ pub struct InboundRequest {
     pub(crate) request: Request,
     /// Where the answer goes; `None` for UNREGISTER, which has no response.
     pub(crate) responder: Option<oneshot::Sender<Message>>,
+    /// When the request was read off its stream, to report how long answering took.
+    pub(crate) received: Instant,
 }
 
 /// What a [`Handler`] tells the [`super::Behaviour`].
@@ -66,6 +69,16 @@ pub enum ToBehaviour {
         /// Why.
         error: String,
     },
+    /// A request did not decode; the handler answered it with `error` (not an UNREGISTER) and
+    /// closed its stream.
+    Rejected {
+        /// The request kind.
+        kind: RequestKind,
+        /// The answer.
+        error: ErrorResponse,
+    },
+    /// A stream was dropped or closed because of `0`.
+    StreamRefused(Limit),
 }
 
 /// What the [`super::Behaviour`] tells a [`Handler`].
@@ -110,6 +123,9 @@ pub struct Handler {
     marker_seen: bool,
     /// At most one marker report and one identify outcome per connection.
     events: VecDeque<ToBehaviour>,
+    /// Streams dropped over the stream cap and not yet reported as [`ToBehaviour::StreamRefused`]
+    /// (a count, so a flood of streams costs no memory).
+    refused_streams: usize,
     identify: IdentifyState,
 }
 
@@ -154,6 +170,7 @@ impl Handler {
             in_flight: Arc::new(AtomicUsize::new(0)),
             marker_seen: false,
             events: VecDeque::new(),
+            refused_streams: 0,
             identify: IdentifyState::NotAsked,
         }
     }
@@ -199,6 +216,12 @@ impl ConnectionHandler for Handler {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
             }
+            if self.refused_streams > 0 {
+                self.refused_streams -= 1;
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                    ToBehaviour::StreamRefused(Limit::Streams),
+                ));
+            }
             if matches!(self.identify, IdentifyState::Wanted) {
                 self.identify = IdentifyState::Opening;
                 return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -228,7 +251,16 @@ impl ConnectionHandler for Handler {
                 Poll::Ready(Some(Ok(()))) => continue,
                 Poll::Ready(Some(Err(error))) => {
                     tracing::debug!(%error, "rendezvous stream closed");
-                    continue;
+                    let event = match error {
+                        StreamError::Decode(DecodeError::InvalidRequest { kind, error }) => {
+                            ToBehaviour::Rejected { kind, error }
+                        }
+                        StreamError::Frame(FrameError::TooLarge { .. }) => {
+                            ToBehaviour::StreamRefused(Limit::MessageSize)
+                        }
+                        _ => continue,
+                    };
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
                 }
                 Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
@@ -272,6 +304,7 @@ impl ConnectionHandler for Handler {
                     max = self.max_streams,
                     "too many rendezvous streams on one connection; dropping the new one"
                 );
+                self.refused_streams = self.refused_streams.saturating_add(1);
                 return;
             }
             self.streams.push(
@@ -361,6 +394,7 @@ async fn serve_stream(
         let Some(body) = within(timeout, read_frame(&mut stream, max_request_size)).await? else {
             return Ok(());
         };
+        let received = Instant::now();
         let _in_flight = InFlight::new(&in_flight);
         let request = match Request::decode(&body) {
             Ok(request) => request,
@@ -390,7 +424,11 @@ async fn serve_stream(
             }
         };
         requests
-            .send(InboundRequest { request, responder })
+            .send(InboundRequest {
+                request,
+                responder,
+                received,
+            })
             .await
             .map_err(|_| StreamError::Gone)?;
         if let Some(response) = response {

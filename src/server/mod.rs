@@ -120,10 +120,12 @@ pub use formats::{
 };
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{Registrations, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::{Refusal, Registrations, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
-use crate::codec::{ErrorResponse, Namespace, Registration, Ttl, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::codec::{
+    ErrorResponse, Namespace, Registration, RequestKind, Ttl, DEFAULT_MAX_MESSAGE_SIZE,
+};
 
 /// Registrations one peer may hold, by the spec.
 pub const DEFAULT_MAX_REGISTRATIONS_PER_PEER: usize = 1000;
@@ -546,6 +548,43 @@ impl Config {
     }
 }
 
+/// A bound that refused a request or a stream (see [`Event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The peer made more requests per second than [`Config::with_requests_per_second`] allows.
+    Rate,
+    /// The peer holds as many registrations as [`Config::with_max_registrations_per_peer`]
+    /// allows.
+    PeerRegistrations,
+    /// The server holds as many registrations as [`Config::with_max_registrations`] allows.
+    Registrations,
+    /// A message was larger than the server reads (a request: the record cap plus room for the
+    /// rest); its stream was closed.
+    MessageSize,
+    /// The store's byte budget (`max-store-bytes`) had no room for the registration.
+    StoreBytes,
+    /// The signed record was over the record size or address count cap.
+    Record,
+    /// A connection already had [`Config::with_max_streams_per_connection`] streams open; the new
+    /// stream was dropped.
+    Streams,
+    /// [`MAX_IN_FLIGHT`] requests were waiting for the store.
+    InFlight,
+    /// Too many DISCOVERs were waiting for their askers' identify ([`MAX_HELD_PER_PEER`],
+    /// [`MAX_HELD`]).
+    HeldDiscovers,
+}
+
+/// Why a registration was removed before its TTL ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Removal {
+    /// The peer sent an UNREGISTER.
+    Unregister,
+    /// The peer's last connection closed (see [`Config::with_remove_on_disconnect`]).
+    Disconnect,
+}
+
 /// A [`Config`] value out of its range: which setting (named as `rendezvous serve`'s flag,
 /// without the dashes) and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -558,6 +597,9 @@ pub struct InvalidConfig {
 }
 
 /// What the server did.
+///
+/// The events of answered requests carry `duration`: the time from reading the request off its
+/// stream to handing the answer to the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A peer registered (or refreshed a registration).
@@ -566,6 +608,8 @@ pub enum Event {
         peer: PeerId,
         /// The registration as stored, with the granted TTL.
         registration: Registration,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A REGISTER was refused.
     PeerNotRegistered {
@@ -575,6 +619,10 @@ pub enum Event {
         namespace: Namespace,
         /// The status and text it was answered with.
         error: ErrorResponse,
+        /// The bound that refused it, if a bound did.
+        limit: Option<Limit>,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A peer unregistered from a namespace, or its registration was removed because its last
     /// connection closed.
@@ -583,6 +631,8 @@ pub enum Event {
         peer: PeerId,
         /// The namespace.
         namespace: Namespace,
+        /// What removed it.
+        cause: Removal,
     },
     /// A DISCOVER was answered with a page.
     DiscoverServed {
@@ -592,6 +642,8 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// Registrations in the page.
         count: usize,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A DISCOVER was refused.
     DiscoverNotServed {
@@ -601,9 +653,31 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// The status and text it was answered with.
         error: ErrorResponse,
+        /// The bound that refused it, if a bound did.
+        limit: Option<Limit>,
+        /// How long answering took.
+        duration: Duration,
     },
     /// A registration reached the end of its TTL without a refresh (its `ttl` is the one granted).
     RegistrationExpired(Registration),
+    /// A request that could not be decoded (bad namespace, TTL field, cookie or signed record)
+    /// was answered with `error` (an UNREGISTER is not answered), and its stream closed.
+    RequestRejected {
+        /// The peer that sent it.
+        peer: PeerId,
+        /// What kind of request it was.
+        kind: RequestKind,
+        /// The status and text it was answered with.
+        error: ErrorResponse,
+    },
+    /// A stream was refused or closed because of `limit` ([`Limit::MessageSize`] or
+    /// [`Limit::Streams`]), without an answer.
+    StreamRefused {
+        /// The peer on the other end.
+        peer: PeerId,
+        /// The bound.
+        limit: Limit,
+    },
     /// The store committed a group of mutations (stores that commit in groups, such as SQLite).
     StoreCommitted {
         /// Operations in the commit.

@@ -12,7 +12,7 @@ use std::{
 use libp2p::PeerId;
 
 use super::{
-    Config, ServedFormats, ADDRESS_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
+    Config, Limit, ServedFormats, ADDRESS_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
     REGISTRATION_OVERHEAD_BYTES,
 };
 use crate::codec::{
@@ -88,6 +88,30 @@ fn registration_cost(namespace: &Namespace) -> usize {
     REGISTRATION_OVERHEAD_BYTES + namespace.as_str().len()
 }
 
+/// A refused REGISTER: the answer, and the bound that refused it, if a bound did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status and text to answer with.
+    pub error: ErrorResponse,
+    /// The bound, if one refused it (not for a bad TTL, record or signer).
+    pub limit: Option<Limit>,
+}
+
+impl Refusal {
+    fn by(limit: Limit, error: ErrorResponse) -> Self {
+        Self {
+            error,
+            limit: Some(limit),
+        }
+    }
+}
+
+impl From<ErrorResponse> for Refusal {
+    fn from(error: ErrorResponse) -> Self {
+        Self { error, limit: None }
+    }
+}
+
 /// The registrations of a rendezvous server, with stateless cookies.
 ///
 /// Every REGISTER (new or refresh) takes the next number of a monotonic counter. A cookie is
@@ -150,6 +174,15 @@ impl Registrations {
         request: NewRegistration,
         now: Instant,
     ) -> Result<Ttl, ErrorResponse> {
+        self.try_register(peer, request, now).map_err(|r| r.error)
+    }
+
+    fn try_register(
+        &mut self,
+        peer: PeerId,
+        request: NewRegistration,
+        now: Instant,
+    ) -> Result<Ttl, Refusal> {
         let NewRegistration {
             namespace,
             record,
@@ -162,7 +195,7 @@ impl Registrations {
         let record = self.held(&peer, record.envelope_bytes()).unwrap_or(record);
         self.check_record(peer, &record)?;
         self.check_bytes(&peer, &namespace, existing, &record)?;
-        self.insert(peer, namespace, record, ttl, deadline, existing)
+        Ok(self.insert(peer, namespace, record, ttl, deadline, existing)?)
     }
 
     /// Handles a REGISTER from `peer` as read from the wire, cheapest checks first: TTL, record
@@ -177,6 +210,17 @@ impl Registrations {
         request: UnverifiedRegistration,
         now: Instant,
     ) -> Result<(Ttl, SignedRecord), ErrorResponse> {
+        self.try_register_unverified(peer, request, now)
+            .map_err(|r| r.error)
+    }
+
+    /// [`Registrations::register_unverified`], also saying which bound refused it, if one did.
+    pub fn try_register_unverified(
+        &mut self,
+        peer: PeerId,
+        request: UnverifiedRegistration,
+        now: Instant,
+    ) -> Result<(Ttl, SignedRecord), Refusal> {
         let UnverifiedRegistration {
             namespace,
             envelope,
@@ -237,38 +281,47 @@ impl Registrations {
         Ok((ttl, deadline))
     }
 
-    fn check_record_size(&self, len: usize) -> Result<(), ErrorResponse> {
+    fn check_record_size(&self, len: usize) -> Result<(), Refusal> {
         let max = self.config.max_record_size;
         if len > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidSignedPeerRecord,
-                format!("signed peer record is {len} bytes; this server accepts at most {max}"),
+            return Err(Refusal::by(
+                Limit::Record,
+                ErrorResponse::new(
+                    ErrorCode::InvalidSignedPeerRecord,
+                    format!("signed peer record is {len} bytes; this server accepts at most {max}"),
+                ),
             ));
         }
         Ok(())
     }
 
     /// The per-peer and total registration limits; a refresh never counts as new.
-    fn check_counts(&self, peer: &PeerId, existing: Option<u64>) -> Result<(), ErrorResponse> {
+    fn check_counts(&self, peer: &PeerId, existing: Option<u64>) -> Result<(), Refusal> {
         if existing.is_some() {
             return Ok(());
         }
         let of_peer = self.count_of(peer);
         if of_peer >= self.config.max_registrations_per_peer {
-            return Err(ErrorResponse::new(
-                ErrorCode::NotAuthorized,
-                format!(
-                    "peer already has {of_peer} registrations, the most this server allows; \
-                     unregister one first"
+            return Err(Refusal::by(
+                Limit::PeerRegistrations,
+                ErrorResponse::new(
+                    ErrorCode::NotAuthorized,
+                    format!(
+                        "peer already has {of_peer} registrations, the most this server allows; \
+                         unregister one first"
+                    ),
                 ),
             ));
         }
         if self.entries.len() >= self.config.max_registrations {
-            return Err(ErrorResponse::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "server is full ({} registrations); try later or another server",
-                    self.entries.len()
+            return Err(Refusal::by(
+                Limit::Registrations,
+                ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "server is full ({} registrations); try later or another server",
+                        self.entries.len()
+                    ),
                 ),
             ));
         }
@@ -276,7 +329,7 @@ impl Registrations {
     }
 
     /// The record is the peer's own and lists few enough addresses.
-    fn check_record(&self, peer: PeerId, record: &SignedRecord) -> Result<(), ErrorResponse> {
+    fn check_record(&self, peer: PeerId, record: &SignedRecord) -> Result<(), Refusal> {
         if record.peer_id() != peer {
             return Err(ErrorResponse::new(
                 ErrorCode::NotAuthorized,
@@ -284,17 +337,21 @@ impl Registrations {
                     "the signed peer record is for peer {}; a peer can only register itself ({peer})",
                     record.peer_id()
                 ),
-            ));
+            )
+            .into());
         }
         let (count, max) = (
             record.addresses().len(),
             self.config.max_addresses_per_record,
         );
         if count > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidSignedPeerRecord,
-                format!(
-                    "signed peer record lists {count} addresses; this server accepts at most {max}"
+            return Err(Refusal::by(
+                Limit::Record,
+                ErrorResponse::new(
+                    ErrorCode::InvalidSignedPeerRecord,
+                    format!(
+                        "signed peer record lists {count} addresses; this server accepts at most {max}"
+                    ),
                 ),
             ));
         }
@@ -308,7 +365,7 @@ impl Registrations {
         namespace: &Namespace,
         existing: Option<u64>,
         record: &SignedRecord,
-    ) -> Result<(), ErrorResponse> {
+    ) -> Result<(), Refusal> {
         let held = self
             .peers
             .get(peer)
@@ -327,19 +384,22 @@ impl Registrations {
         existing: Option<u64>,
         record_bytes: usize,
         new_record: Option<&SignedRecord>,
-    ) -> Result<(), ErrorResponse> {
+    ) -> Result<(), Refusal> {
         let added = registration_cost(namespace).saturating_add(record_bytes);
         let freed = existing.map_or(0, |seq| self.freed_by_removing(peer, seq, new_record));
         let after = self.bytes.saturating_sub(freed).saturating_add(added);
         if added <= freed || after <= self.config.max_store_bytes {
             return Ok(());
         }
-        Err(ErrorResponse::new(
-            ErrorCode::Unavailable,
-            format!(
-                "store byte budget exhausted: this registration needs {added} bytes and {} of \
-                 {} bytes (max-store-bytes) are in use; try later or another server",
-                self.bytes, self.config.max_store_bytes
+        Err(Refusal::by(
+            Limit::StoreBytes,
+            ErrorResponse::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "store byte budget exhausted: this registration needs {added} bytes and {} of \
+                     {} bytes (max-store-bytes) are in use; try later or another server",
+                    self.bytes, self.config.max_store_bytes
+                ),
             ),
         ))
     }
@@ -386,6 +446,49 @@ impl Registrations {
                 "this server has used every sequence number; it needs a restart",
             )
         })?;
+        self.put(seq, peer, namespace, record, ttl, deadline, existing);
+        Ok(ttl)
+    }
+
+    /// Puts back a registration stored before a restart, with its sequence number `seq`, the
+    /// TTL it was granted and its `deadline`. Limits and budgets are not checked (they apply to
+    /// new REGISTERs; what was accepted once stays until it ends). Restore in sequence order:
+    /// the latest one decides the peer's record format. The counter moves up to `seq` if it was
+    /// below. A registration of the same peer and namespace is replaced; a record the peer
+    /// already holds elsewhere is shared.
+    pub fn restore(&mut self, seq: u64, registration: Registration, deadline: Instant) {
+        let Registration {
+            namespace,
+            record,
+            ttl,
+        } = registration;
+        let peer = record.peer_id();
+        let record = self.held(&peer, record.envelope_bytes()).unwrap_or(record);
+        let existing = self.existing(&peer, &namespace);
+        if existing != Some(seq) {
+            self.remove_entry(seq);
+        }
+        self.put(seq, peer, namespace, record, ttl, deadline, existing);
+    }
+
+    /// The sequence number of the latest REGISTER (or the start value): a REGISTER that
+    /// succeeded got exactly this number.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Stores registration `seq`, replacing `existing`; the counter moves up to `seq`.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        seq: u64,
+        peer: PeerId,
+        namespace: Namespace,
+        record: SignedRecord,
+        ttl: Ttl,
+        deadline: Instant,
+        existing: Option<u64>,
+    ) {
         // Count the new holder before removing the old entry, so a refresh with the same record
         // keeps it.
         let state = self.peers.entry(peer).or_default();
@@ -397,7 +500,7 @@ impl Registrations {
         if let Some(old) = existing {
             self.remove_entry(old);
         }
-        self.counter = seq;
+        self.counter = self.counter.max(seq);
         self.bytes = self.bytes.saturating_add(registration_cost(&namespace));
         let state = self.peers.entry(peer).or_default();
         state.namespaces.insert(namespace.clone(), seq);
@@ -417,7 +520,6 @@ impl Registrations {
                 deadline,
             },
         );
-        Ok(ttl)
     }
 
     /// Handles an UNREGISTER: removes `peer`'s registration in `namespace`, if any.

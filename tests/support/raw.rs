@@ -200,6 +200,19 @@ where
     S: NetworkBehaviour,
     S::ToSwarm: std::fmt::Debug,
 {
+    open_stream_seeing(client, server, &mut Vec::new()).await
+}
+
+/// [`open_stream`], keeping the server's behaviour events meanwhile in `seen`.
+pub async fn open_stream_seeing<S>(
+    client: &mut libp2p::Swarm<Behaviour>,
+    server: &mut libp2p::Swarm<S>,
+    seen: &mut Vec<S::ToSwarm>,
+) -> Stream
+where
+    S: NetworkBehaviour,
+    S::ToSwarm: std::fmt::Debug,
+{
     use futures::StreamExt;
     use libp2p::swarm::SwarmEvent;
     let server_id = *server.local_peer_id();
@@ -214,7 +227,11 @@ where
                     }
                     _ => {}
                 },
-                _ = server.select_next_some() => {}
+                event = server.select_next_some() => {
+                    if let SwarmEvent::Behaviour(event) = event {
+                        seen.push(event);
+                    }
+                }
             }
         }
     };

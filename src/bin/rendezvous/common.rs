@@ -45,10 +45,17 @@ pub fn init_logging() {
 /// Loads the keypair in `path` (protobuf encoding, as libp2p writes it), or creates an ed25519
 /// key there with mode 0600 when the file does not exist, so the peer id survives restarts.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, CliError> {
+    load_or_create_key(path, "--identity ")
+}
+
+/// [`load_or_create_identity`], with errors starting with `label` (a flag and a space, or
+/// nothing) before the path.
+pub fn load_or_create_key(path: &Path, label: &str) -> Result<Keypair, CliError> {
     match fs::read(path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
             CliError::Usage(format!(
-                "--identity {}: not a libp2p private key in protobuf encoding ({e})",
+                "{label}{}: not a libp2p private key in protobuf encoding ({e}); restore it \
+                 from a backup, or move it away to start with a new peer id",
                 path.display()
             ))
         }),
@@ -63,17 +70,19 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, CliError> {
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
             let mut file = options.open(path).map_err(|e| {
                 CliError::Usage(format!(
-                    "--identity {}: cannot create the key file ({e})",
+                    "{label}{}: cannot create the key file ({e})",
                     path.display()
                 ))
             })?;
-            file.write_all(&bytes).map_err(|e| {
-                CliError::Failed(format!("--identity {}: cannot write ({e})", path.display()))
-            })?;
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| {
+                    CliError::Failed(format!("{label}{}: cannot write ({e})", path.display()))
+                })?;
             Ok(key)
         }
         Err(e) => Err(CliError::Usage(format!(
-            "--identity {}: cannot read the key file ({e})",
+            "{label}{}: cannot read the key file ({e}); check its permissions",
             path.display()
         ))),
     }

@@ -262,7 +262,9 @@ async fn run_peer(
                 addrs,
                 source,
             },
-            SwarmEvent::Behaviour(discovery::Event::Expired { peer }) => Report::Expired { peer },
+            SwarmEvent::Behaviour(discovery::Event::Expired { peer, .. }) => {
+                Report::Expired { peer }
+            }
             SwarmEvent::Behaviour(discovery::Event::Source(event)) => match event {
                 client::Event::Registered { namespace, ttl, .. } => {
                     Report::Registered { ns: namespace, ttl }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod common;
+mod data_dir;
 mod demo;
 mod discover;
 mod load;

@@ -13,6 +13,7 @@ use rendezvous_discovery::{
 };
 
 use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
+use crate::data_dir;
 
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
@@ -25,8 +26,21 @@ pub struct Args {
         value_parser = parse_listen
     )]
     listen: Vec<Multiaddr>,
-    /// Key file: loaded, or created (mode 0600) on first run so the peer id stays stable.
-    /// Without it, a fresh key each run.
+    /// Directory of the server's state: its identity key (`identity.key`) and its registrations
+    /// (`registrations.sqlite`), so both survive a restart. Created with mode 0700 if missing.
+    /// Default: `$XDG_DATA_HOME/rendezvous-discovery`, else
+    /// `~/.local/share/rendezvous-discovery`.
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing: registrations in memory only and a fresh key each run (unless --identity).
+    #[arg(long)]
+    ephemeral: bool,
+    /// When a REGISTER is acknowledged: `full` (after its commit is fsync'd: nothing
+    /// acknowledged is lost, even on power loss) or `normal` (after its commit, without fsync:
+    /// safe against a crash of the server, not of the machine).
+    #[arg(long, value_name = "MODE", default_value = "full", value_parser = parse_sync)]
+    sync: SyncFlag,
+    /// Key file, instead of the data directory's: loaded, or created (mode 0600) on first run.
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
     /// Protocol id to serve.
@@ -99,6 +113,21 @@ fn parse_protocol(s: &str) -> Result<StreamProtocol, String> {
         .map_err(|e| format!("expected a protocol id starting with '/' ({e})"))
 }
 
+/// `--sync`: when a REGISTER is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncFlag {
+    Full,
+    Normal,
+}
+
+fn parse_sync(s: &str) -> Result<SyncFlag, String> {
+    match s {
+        "full" => Ok(SyncFlag::Full),
+        "normal" => Ok(SyncFlag::Normal),
+        other => Err(format!("expected `full` or `normal`, got `{other}`")),
+    }
+}
+
 fn parse_formats(s: &str) -> Result<ServedFormats, String> {
     s.parse()
 }
@@ -141,14 +170,69 @@ struct Serve {
 /// The agent version this server announces over identify.
 const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
 
+/// The rendezvous behaviour and the key, from the data directory or (`--ephemeral`) fresh.
+fn state(args: &Args, config: server::Config) -> Result<(server::Behaviour, Keypair), CliError> {
+    let identity = |fallback: &dyn Fn() -> Result<Keypair, CliError>| match &args.identity {
+        Some(path) => load_or_create_identity(path),
+        None => fallback(),
+    };
+    if args.ephemeral {
+        let key = identity(&|| Ok(Keypair::generate_ed25519()))?;
+        tracing::info!("ephemeral: registrations in memory only");
+        return Ok((server::Behaviour::new(config), key));
+    }
+    let dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => data_dir::default_dir().ok_or_else(|| {
+            CliError::Usage(
+                "no data directory: HOME and XDG_DATA_HOME are unset; give --data-dir DIR \
+                 or --ephemeral"
+                    .into(),
+            )
+        })?,
+    };
+    data_dir::create(&dir)?;
+    // The database first: its lock keeps a second server away from the key file too.
+    let store = open_store(&dir, config.clone(), args.sync)?;
+    let key = identity(&|| data_dir::key(&dir))?;
+    Ok((server::Behaviour::with_store(config, store), key))
+}
+
+#[cfg(feature = "sqlite")]
+fn open_store(
+    dir: &std::path::Path,
+    config: server::Config,
+    sync: SyncFlag,
+) -> Result<server::store::SqliteStore, CliError> {
+    let sync = match sync {
+        SyncFlag::Full => server::store::SyncMode::Full,
+        SyncFlag::Normal => server::store::SyncMode::Normal,
+    };
+    let store = data_dir::open_store(dir, config, sync)?;
+    tracing::info!(
+        path = %store.path().display(),
+        restored = store.restored(),
+        "registrations loaded"
+    );
+    Ok(store)
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn open_store(
+    _: &std::path::Path,
+    _: server::Config,
+    _: SyncFlag,
+) -> Result<server::MemoryStore, CliError> {
+    Err(CliError::Usage(
+        "this build has no SQLite store (cargo feature `sqlite`); run with --ephemeral".into(),
+    ))
+}
+
 pub async fn run(args: Args) -> CliResult {
     let config = args.config()?;
-    let key = match &args.identity {
-        Some(path) => load_or_create_identity(path)?,
-        None => Keypair::generate_ed25519(),
-    };
+    let (rendezvous, key) = state(&args, config)?;
     let mut swarm = build_swarm(key, |key| Serve {
-        rendezvous: server::Behaviour::new(config),
+        rendezvous,
         identify: identify::Behaviour::new(
             identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
                 .with_agent_version(AGENT_VERSION.into()),
@@ -205,36 +289,54 @@ pub async fn run(args: Args) -> CliResult {
 fn log_event(event: server::Event) {
     use server::Event::*;
     match event {
-        PeerRegistered { peer, registration } => tracing::debug!(
+        PeerRegistered {
+            peer,
+            registration,
+            duration,
+        } => tracing::debug!(
             %peer,
             namespace = %registration.namespace,
             ttl = registration.ttl,
             format = %registration.record.format(),
+            ?duration,
             "registered"
         ),
         PeerNotRegistered {
             peer,
             namespace,
             error,
-        } => tracing::debug!(%peer, %namespace, %error, "registration refused"),
-        PeerUnregistered { peer, namespace } => {
-            tracing::debug!(%peer, %namespace, "unregistered")
+            limit,
+            ..
+        } => tracing::debug!(%peer, %namespace, %error, ?limit, "registration refused"),
+        PeerUnregistered {
+            peer,
+            namespace,
+            cause,
+        } => {
+            tracing::debug!(%peer, %namespace, ?cause, "unregistered")
         }
         DiscoverServed {
             peer,
             namespace,
             count,
-        } => tracing::debug!(%peer, ?namespace, count, "discover served"),
+            duration,
+        } => tracing::debug!(%peer, ?namespace, count, ?duration, "discover served"),
         DiscoverNotServed {
             peer,
             namespace,
             error,
-        } => tracing::debug!(%peer, ?namespace, %error, "discover refused"),
+            limit,
+            ..
+        } => tracing::debug!(%peer, ?namespace, %error, ?limit, "discover refused"),
         RegistrationExpired(registration) => tracing::debug!(
             peer = %registration.record.peer_id(),
             namespace = %registration.namespace,
             "registration expired"
         ),
+        RequestRejected { peer, kind, error } => {
+            tracing::debug!(%peer, ?kind, %error, "undecodable request rejected")
+        }
+        StreamRefused { peer, limit } => tracing::debug!(%peer, ?limit, "stream refused"),
         StoreCommitted {
             operations,
             latency,

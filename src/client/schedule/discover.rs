@@ -220,8 +220,9 @@ impl DiscoverTasks {
 
     /// The DISCOVER in flight failed; retry at `retry_at`. A rejected cookie (the server
     /// forgot us: restart, cookie expiry) is dropped so discovery starts over; peers already
-    /// known with the same addresses produce no new event then. Returns whether to report the
-    /// failure: not for a rejected cookie, nor for a task that no longer exists.
+    /// known with the same addresses produce no new event then. Returns `None` for a task that
+    /// no longer exists, else whether the cookie was dropped (a reset, not a failure to
+    /// report).
     pub(super) fn failed(
         &mut self,
         peer: PeerId,
@@ -229,14 +230,11 @@ impl DiscoverTasks {
         failures: u32,
         invalid_cookie: bool,
         retry_at: Option<Instant>,
-    ) -> bool {
-        let Some(task) = self
+    ) -> Option<bool> {
+        let task = self
             .servers
             .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))
-        else {
-            return false;
-        };
+            .and_then(|t| t.get_mut(namespace))?;
         task.inflight = None;
         task.pages = 0;
         if invalid_cookie {
@@ -246,7 +244,7 @@ impl DiscoverTasks {
             task.failures = failures;
         }
         self.set_due(peer, namespace, retry_at);
-        !invalid_cookie
+        Some(invalid_cookie)
     }
 
     /// The next discovery due.
@@ -291,6 +289,7 @@ mod tests {
         );
         let actions = drain(&mut s, t0);
         let next = sends(&actions);
+        assert_eq!(polled(&actions), [2], "one page of two reported");
         assert_eq!(events(actions).len(), 2, "two peers discovered");
         let [(
             id,
@@ -342,9 +341,10 @@ mod tests {
         );
         let actions = drain(&mut s, t1);
         let retry = sends(&actions);
+        let evs = events(actions);
         assert!(
-            events(actions).is_empty(),
-            "a cookie reset is not reported as a failure"
+            matches!(&evs[..], [Event::CookieReset { namespace, .. }] if *namespace == ns()),
+            "a cookie reset is reported as such, not as a failure: {evs:?}"
         );
         let [(id, Request::Discover { cookie: None, .. })] = &retry[..] else {
             panic!("expected an immediate DISCOVER without cookie, got {retry:?}");

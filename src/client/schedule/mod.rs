@@ -485,6 +485,11 @@ impl Schedule {
             });
         }
         let Some(namespace) = namespace else { return };
+        self.report(Event::DiscoverPolled {
+            server,
+            namespace: namespace.clone(),
+            registrations: page.registrations.len(),
+        });
         let entries = (page.registrations.len() + page.skipped) as u64;
         let full = limit.is_some_and(|l| entries >= l);
         let connected = self.servers.is_connected(&server);
@@ -508,8 +513,20 @@ impl Schedule {
                 let delay = self.backoff.after(failures);
                 let retry_at = if invalid_cookie { now } else { now + delay };
                 let retry_at = self.servers.is_connected(&done.server).then_some(retry_at);
-                self.discs
+                match self
+                    .discs
                     .failed(done.server, ns, failures, invalid_cookie, retry_at)
+                {
+                    None => false,
+                    Some(true) => {
+                        self.report(Event::CookieReset {
+                            server: done.server,
+                            namespace: ns.clone(),
+                        });
+                        false
+                    }
+                    Some(false) => true,
+                }
             }
             (None, Origin::Auto) => false,
             _ => true,

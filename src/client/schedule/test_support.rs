@@ -75,11 +75,24 @@ pub(super) fn sends(actions: &[Action]) -> Vec<(RequestId, Request)> {
         .collect()
 }
 
+/// The events, without [`Event::DiscoverPolled`] (one per automatic page; see [`polled`]).
 pub(super) fn events(actions: Vec<Action>) -> Vec<Event> {
     actions
         .into_iter()
         .filter_map(|a| match a {
+            Action::Event(Event::DiscoverPolled { .. }) => None,
             Action::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sizes of the automatic pages reported by [`Event::DiscoverPolled`].
+pub(super) fn polled(actions: &[Action]) -> Vec<usize> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(Event::DiscoverPolled { registrations, .. }) => Some(*registrations),
             _ => None,
         })
         .collect()

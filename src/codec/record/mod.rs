@@ -161,6 +161,27 @@ impl SignedRecord {
         })
     }
 
+    /// A record this server verified before and stored (the SQLite store reloads its
+    /// registrations with this, without paying a signature check per record at start-up).
+    /// The caller vouches that `envelope` is a verified envelope of `peer` with these
+    /// `addresses`, `seq` and `format`.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn from_verified_parts(
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        seq: u64,
+        format: RecordFormat,
+        envelope: &[u8],
+    ) -> Self {
+        Self {
+            peer,
+            addresses: addresses.into(),
+            seq,
+            format,
+            envelope: envelope.into(),
+        }
+    }
+
     /// The peer that signed the record.
     pub fn peer_id(&self) -> PeerId {
         self.peer

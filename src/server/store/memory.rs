@@ -57,14 +57,22 @@ pub(crate) fn apply(
     let outcome = match operation {
         Operation::Register { peer, registration } => {
             let namespace = registration.namespace.clone();
-            let result = index
-                .register_unverified(peer, registration, now)
-                .map(|(ttl, record)| Registration {
-                    namespace: namespace.clone(),
-                    record,
-                    ttl,
-                });
-            Outcome::Registered { namespace, result }
+            let (result, limit) = match index.try_register_unverified(peer, registration, now) {
+                Ok((ttl, record)) => (
+                    Ok(Registration {
+                        namespace: namespace.clone(),
+                        record,
+                        ttl,
+                    }),
+                    None,
+                ),
+                Err(refusal) => (Err(refusal.error), refusal.limit),
+            };
+            Outcome::Registered {
+                namespace,
+                result,
+                limit,
+            }
         }
         Operation::Unregister { peer, namespace } => {
             let removed = index.unregister(peer, &namespace);

@@ -39,6 +39,8 @@
 //!   [`StoreEvent::Committed`] (operations in it and how long it took), for metrics.
 
 mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::{
     task::{Context, Poll},
@@ -48,8 +50,10 @@ use std::{
 use libp2p::PeerId;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{OpenError, SqliteStore, SyncMode};
 
-use super::{Registrations, ServedFormats};
+use super::{Limit, Registrations, ServedFormats};
 use crate::codec::{Cookie, ErrorResponse, Namespace, Registration, UnverifiedRegistration};
 
 /// REGISTERs and DISCOVERs submitted to the store and not yet completed, at most. A local store
@@ -126,6 +130,8 @@ pub enum Outcome {
         namespace: Namespace,
         /// The stored registration, or the status and text to answer with.
         result: Result<Registration, ErrorResponse>,
+        /// On a refusal by a bound (registration counts, byte budget, record caps): which.
+        limit: Option<Limit>,
     },
     /// An UNREGISTER: the registration removed, if there was one.
     Unregistered {

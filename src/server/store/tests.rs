@@ -92,6 +92,7 @@ fn send(server: &mut Behaviour, peer: PeerId, request: Request) -> oneshot::Rece
     let request = InboundRequest {
         request,
         responder: Some(tx),
+        received: Instant::now(),
     };
     server.on_connection_handler_event(
         peer,
@@ -180,6 +181,7 @@ fn given_max_in_flight_waiting_then_register_and_discover_get_unavailable_and_un
         ToBehaviour::Request(InboundRequest {
             request: Request::Unregister(Namespace::new("a").unwrap()),
             responder: None,
+            received: Instant::now(),
         }),
     );
     assert_eq!(server.operations_in_flight(), MAX_IN_FLIGHT);

@@ -1,0 +1,286 @@
+//! `libp2p_rendezvous_server_*`: what the server answered, held and refused.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::{Registry, Unit},
+};
+
+use super::{status_label, STATUS_LABELS};
+use crate::{
+    codec::RequestKind,
+    server::{Event, Limit, Removal},
+    ErrorCode,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    r#type: &'static str,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+/// The request types with a response (UNREGISTER has none, so no status).
+const TYPES: [&str; 2] = ["register", "discover"];
+const LIMITS: [&str; 9] = [
+    "rate",
+    "per_peer",
+    "total",
+    "bytes",
+    "record",
+    "message_size",
+    "streams",
+    "in_flight",
+    "held",
+];
+
+fn limit_label(limit: Limit) -> &'static str {
+    match limit {
+        Limit::Rate => "rate",
+        Limit::PeerRegistrations => "per_peer",
+        Limit::Registrations => "total",
+        Limit::StoreBytes => "bytes",
+        Limit::Record => "record",
+        Limit::MessageSize => "message_size",
+        Limit::Streams => "streams",
+        Limit::InFlight => "in_flight",
+        Limit::HeldDiscovers => "held",
+    }
+}
+
+fn status_index(code: Option<&ErrorCode>) -> usize {
+    let label = status_label(code);
+    STATUS_LABELS
+        .iter()
+        .position(|l| *l == label)
+        .expect("status_label returns one of STATUS_LABELS")
+}
+
+/// Page sizes: the spec's limit is 1000 per page.
+const PAGE_BUCKETS: [f64; 11] = [
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+];
+
+#[derive(Debug)]
+pub(super) struct Metrics {
+    /// `requests_total` by [type][status], created up front so recording is one atomic add.
+    requests: [[Counter; STATUS_LABELS.len()]; 2],
+    /// `request_duration_seconds` by type.
+    duration: [Histogram; 2],
+    registrations: Gauge,
+    namespaces: Gauge,
+    /// `registrations_removed_total` by cause.
+    expired: Counter,
+    unregistered: Counter,
+    disconnected: Counter,
+    page: Histogram,
+    /// `rejected_total` by limit (the order of [`LIMITS`]).
+    rejected: [Counter; LIMITS.len()],
+    commit_operations: Histogram,
+    commit_duration: Histogram,
+}
+
+impl Metrics {
+    pub(super) fn new(registry: &mut Registry) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "REGISTER and DISCOVER requests answered, by type and response status",
+            requests.clone(),
+        );
+        let requests = TYPES.map(|r#type| {
+            STATUS_LABELS
+                .map(|status| requests.get_or_create_owned(&RequestLabels { r#type, status }))
+        });
+
+        let duration = Family::<TypeLabels, Histogram, _>::new_with_constructor(|| {
+            // 10 µs .. 1.3 s.
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+        });
+        registry.register_with_unit(
+            "request_duration",
+            "Time from reading a decoded REGISTER or DISCOVER to answering it, by type",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let duration = TYPES.map(|r#type| duration.get_or_create_owned(&TypeLabels { r#type }));
+
+        let registrations = Gauge::default();
+        registry.register(
+            "registrations",
+            "Registrations the server holds",
+            registrations.clone(),
+        );
+        let namespaces = Gauge::default();
+        registry.register(
+            "namespaces",
+            "Namespaces with at least one registration",
+            namespaces.clone(),
+        );
+
+        let removed = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "registrations_removed",
+            "Registrations removed before or at the end of their TTL, by cause: expired, \
+             unregister (an UNREGISTER), disconnect (the peer's last connection closed)",
+            removed.clone(),
+        );
+        let cause = |cause| removed.get_or_create_owned(&CauseLabels { cause });
+        let (expired, unregistered, disconnected) =
+            (cause("expired"), cause("unregister"), cause("disconnect"));
+
+        let page = Histogram::new(PAGE_BUCKETS);
+        registry.register(
+            "discover_page_size",
+            "Registrations in each DISCOVER_RESPONSE page served",
+            page.clone(),
+        );
+
+        let rejected = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rejected",
+            "Requests or streams refused by a bound: rate (requests per second per peer), \
+             per_peer (registrations per peer), total (registrations held), bytes (store byte \
+             budget), record (record size or addresses), message_size (request too large), \
+             streams (streams per connection), in_flight (requests waiting for the store), held \
+             (DISCOVERs waiting for identify)",
+            rejected.clone(),
+        );
+        let rejected = LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }));
+
+        // 1 .. 4096 operations.
+        let commit_operations = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "store_commit_operations",
+            "Mutations per store commit (stores that commit in groups, such as SQLite)",
+            commit_operations.clone(),
+        );
+        // 100 µs .. 3.3 s.
+        let commit_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register_with_unit(
+            "store_commit_duration",
+            "Time each store commit took (with a synchronous disk, including the fsync)",
+            Unit::Seconds,
+            commit_duration.clone(),
+        );
+
+        Self {
+            requests,
+            duration,
+            registrations,
+            namespaces,
+            expired,
+            unregistered,
+            disconnected,
+            page,
+            rejected,
+            commit_operations,
+            commit_duration,
+        }
+    }
+
+    pub(super) fn set_state(&self, registrations: usize, namespaces: usize) {
+        self.registrations
+            .set(i64::try_from(registrations).unwrap_or(i64::MAX));
+        self.namespaces
+            .set(i64::try_from(namespaces).unwrap_or(i64::MAX));
+    }
+
+    pub(super) fn registrations(&self) -> i64 {
+        self.registrations.get()
+    }
+
+    fn answered(&self, kind: usize, code: Option<&ErrorCode>, duration: Option<&Duration>) {
+        self.requests[kind][status_index(code)].inc();
+        if let Some(duration) = duration {
+            self.duration[kind].observe(duration.as_secs_f64());
+        }
+    }
+
+    fn rejected(&self, limit: Option<&Limit>) {
+        if let Some(limit) = limit {
+            let label = limit_label(*limit);
+            let i = LIMITS
+                .iter()
+                .position(|l| *l == label)
+                .expect("limit_label returns one of LIMITS");
+            self.rejected[i].inc();
+        }
+    }
+
+    pub(super) fn record(&self, event: &Event) {
+        const REGISTER: usize = 0;
+        const DISCOVER: usize = 1;
+        match event {
+            Event::PeerRegistered { duration, .. } => self.answered(REGISTER, None, Some(duration)),
+            Event::PeerNotRegistered {
+                error,
+                limit,
+                duration,
+                ..
+            } => {
+                self.answered(REGISTER, Some(&error.code), Some(duration));
+                self.rejected(limit.as_ref());
+            }
+            Event::DiscoverServed {
+                count, duration, ..
+            } => {
+                self.answered(DISCOVER, None, Some(duration));
+                self.page.observe(*count as f64);
+            }
+            Event::DiscoverNotServed {
+                error,
+                limit,
+                duration,
+                ..
+            } => {
+                self.answered(DISCOVER, Some(&error.code), Some(duration));
+                self.rejected(limit.as_ref());
+            }
+            Event::PeerUnregistered { cause, .. } => {
+                match cause {
+                    Removal::Unregister => self.unregistered.inc(),
+                    Removal::Disconnect => self.disconnected.inc(),
+                };
+            }
+            Event::RegistrationExpired(_) => {
+                self.expired.inc();
+            }
+            Event::RequestRejected { kind, error, .. } => match kind {
+                RequestKind::Register => self.answered(REGISTER, Some(&error.code), None),
+                RequestKind::Discover => self.answered(DISCOVER, Some(&error.code), None),
+                // Not answered, so no status: UNREGISTER is not in `requests_total`.
+                RequestKind::Unregister => {}
+            },
+            Event::StreamRefused { limit, .. } => self.rejected(Some(limit)),
+            Event::StoreCommitted {
+                operations,
+                latency,
+            } => {
+                self.commit_operations.observe(*operations as f64);
+                self.commit_duration.observe(latency.as_secs_f64());
+            }
+        }
+    }
+}
