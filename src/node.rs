@@ -206,7 +206,12 @@ mod tests {
 
     /// What the node reports for `peer`'s unregistration from `namespace`.
     fn found_after_unregistered(node: &Behaviour, peer: PeerId, namespace: Namespace) -> Found {
-        let event = Event::Server(server::Event::PeerUnregistered { peer, namespace });
+        let cause = server::Removal::Disconnect;
+        let event = Event::Server(server::Event::PeerUnregistered {
+            peer,
+            namespace,
+            cause,
+        });
         let mut found = Found::new();
         node.discoveries(&event, &mut found);
         found
