@@ -183,12 +183,22 @@ async fn register_keeps_registered_until_interrupted_then_unregisters() {
 }
 
 /// The whole tool chain: `serve`, `register` (standard records) and `discover --once` without
-/// registering, which the server must still serve standard records to (we announce ourselves
-/// over identify as not rust-libp2p).
+/// registering, which the server must still serve standard records to.
 #[tokio::test]
 async fn discover_once_finds_a_register_process_through_a_serve_process() {
+    tool_chain(&[]).await;
+}
+
+/// The same on a network's own protocol id: `--protocol` on all three.
+#[tokio::test]
+async fn discover_once_with_protocol_finds_peers_on_a_server_with_that_id() {
+    tool_chain(&["--protocol", "/canvas/rendezvous/1.0.0"]).await;
+}
+
+async fn tool_chain(protocol: &[&str]) {
     let mut serve = rendezvous()
         .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(protocol)
         .spawn()
         .unwrap();
     let mut serve_out = BufReader::new(serve.stdout.take().unwrap()).lines();
@@ -201,6 +211,7 @@ async fn discover_once_finds_a_register_process_through_a_serve_process() {
 
     let mut register = rendezvous()
         .args(["register", "--server", &server, "--namespace", "e2e"])
+        .args(protocol)
         .spawn()
         .unwrap();
     let mut register_out = BufReader::new(register.stdout.take().unwrap()).lines();
@@ -220,6 +231,7 @@ async fn discover_once_finds_a_register_process_through_a_serve_process() {
         rendezvous()
             .args(["discover", "--server", &server, "--namespace", "e2e"])
             .args(["--once", "--json"])
+            .args(protocol)
             .output(),
     )
     .await

@@ -370,6 +370,14 @@ async fn a_bad_record_in_a_page_is_skipped_and_the_rest_kept() {
     .await;
     let mut c = spawn_client(discover_only(&server)).await;
     assert_eq!(c.wait_for(discovered).await, good.public().to_peer_id());
+    // Nothing is dropped in silence.
+    let skipped = c
+        .wait_for(|e| match e {
+            Event::RecordsSkipped { count, .. } => Some(*count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(skipped, 1);
 }
 
 #[tokio::test]
@@ -547,4 +555,52 @@ async fn a_connection_holds_at_most_max_pending_requests_and_refuses_the_rest() 
         .await;
     assert_eq!(request, id);
     assert_eq!(error, RequestError::TooManyPending);
+}
+
+#[tokio::test]
+async fn at_a_server_that_reads_only_peer_info_the_client_registers_and_reads_peer_info() {
+    let other = Keypair::generate_ed25519();
+    let other_addr: libp2p::Multiaddr = "/memory/77".parse().unwrap();
+    let other_info = Registration {
+        namespace: ns(),
+        record: SignedRecord::new(&other, vec![other_addr.clone()], RecordFormat::PeerInfo)
+            .unwrap(),
+        ttl: 3600,
+    };
+    let formats = Arc::new(Mutex::new(Vec::new()));
+    let seen = formats.clone();
+    // py-libp2p 0.8's server: it reads a signed envelope as a PeerInfo, finds another peer id
+    // in it and refuses; a PeerInfo it takes; its pages hold PeerInfo entries.
+    let server = mock(move |m| match m {
+        Message::Register(r) => {
+            seen.lock().unwrap().push(r.record.format());
+            Reply::Message(Message::RegisterResponse(
+                if r.record.format().is_signed() {
+                    Err(ErrorResponse::new(
+                        ErrorCode::NotAuthorized,
+                        "Peer can only register itself",
+                    ))
+                } else {
+                    Ok(7200)
+                },
+            ))
+        }
+        Message::Discover { .. } => page(vec![other_info.clone()], "c"),
+        _ => Reply::Close,
+    })
+    .await;
+    let mut c = spawn_client(config(&server)).await;
+    c.wait_for(|e| matches!(e, Event::Registered { .. }).then_some(()))
+        .await;
+    assert_eq!(
+        formats.lock().unwrap()[..],
+        [RecordFormat::Standard, RecordFormat::PeerInfo]
+    );
+    let found = c
+        .wait_for(|e| match e {
+            Event::Discovered { peer, addrs, .. } => Some((*peer, addrs.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(found, (other.public().to_peer_id(), vec![other_addr]));
 }

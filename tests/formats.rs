@@ -70,8 +70,11 @@ fn ns() -> Namespace {
     Namespace::from_static("formats")
 }
 
-/// A server like `rendezvous serve` (identify beside it when `with_identify`).
+/// A server like `rendezvous serve` (identify beside it when `with_identify`). Its wait for an
+/// asker's identify is long: every test peer answers or refuses, and a loaded machine must not
+/// make an answer late.
 async fn server(config: server::Config, with_identify: bool) -> Node<ServerNode> {
+    let config = config.with_identify_wait(HANG);
     let server = support::swarm(|key| ServerNode {
         identify: Toggle::from(with_identify.then(|| identify(&key, Some("rendezvous-server")))),
         rendezvous: server::Behaviour::new(config),

@@ -48,7 +48,10 @@
 //! - **Record format**: standard by default. rust-libp2p's `libp2p-rendezvous` 0.18 servers only
 //!   accept the legacy format and drop a standard REGISTER without a reply; with
 //!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that
-//!   server, and only that server, to the legacy format. The client reads every layout in a
+//!   server, and only that server, to the legacy format. Likewise a py-libp2p 0.8 server, which
+//!   reads only unsigned `PeerInfo` records, answers a signed REGISTER `E_NOT_AUTHORIZED` ("Peer
+//!   can only register itself"): that server is switched to `PeerInfo` (an unsigned record
+//!   proves nothing by itself; see [`SignedRecord`](crate::SignedRecord)). The client reads every layout in a
 //!   DISCOVER_RESPONSE (standard, legacy, `PeerInfo`), and its connections list
 //!   [`STANDARD_RECORDS_PROTOCOL`](crate::STANDARD_RECORDS_PROTOCOL), a marker that tells a server of ours so (through identify),
 //!   so it is sent every registration. A server of ours that has not seen the marker yet when a
@@ -71,7 +74,8 @@
 //! Nothing a server sends panics the client. Out-of-range TTLs are clamped to
 //! [`crate::MAX_TTL`]; a registration with TTL 0 or without addresses is skipped; records of the
 //! local peer are skipped (we do not discover ourselves); registrations in another namespace than
-//! the one asked for are skipped; undecodable records are skipped by the codec, and the rest of the
+//! the one asked for are skipped; undecodable records are skipped by the codec (reported as
+//! [`Event::RecordsSkipped`]), and the rest of the
 //! page is kept; a wrong response type fails the request ([`RequestError::UnexpectedResponse`]).
 //!
 //! # Manual API
@@ -260,10 +264,25 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// The registrations of the page that decoded and verified.
         registrations: Vec<Registration>,
+        /// Entries of the page that did not decode (also reported as
+        /// [`Event::RecordsSkipped`]); a caller paging by hand counts them with
+        /// `registrations` to tell a full page.
+        skipped: usize,
         /// The cookie to pass to the next call to get only what is new.
         cookie: Option<Cookie>,
         /// The request.
         request: RequestId,
+    },
+    /// Entries of a DISCOVER_RESPONSE were left out because they did not decode (a record in a
+    /// layout or format this client cannot read, a bad signature, a missing field). The rest of
+    /// the page was used.
+    RecordsSkipped {
+        /// The server.
+        server: PeerId,
+        /// The namespace asked for (`None`: all).
+        namespace: Option<Namespace>,
+        /// How many entries of the page were left out.
+        count: usize,
     },
     /// A DISCOVER failed. The automatic loop retries with backoff.
     DiscoverFailed {
@@ -418,15 +437,19 @@ impl Config {
         self
     }
 
-    /// The signed-record format to register with (default [`RecordFormat::Standard`]; use
-    /// [`RecordFormat::Legacy`] for rust-libp2p `libp2p-rendezvous` 0.18 servers).
+    /// The record format to register with (default [`RecordFormat::Standard`]; use
+    /// [`RecordFormat::Legacy`] for rust-libp2p `libp2p-rendezvous` 0.18 servers and
+    /// [`RecordFormat::PeerInfo`] for py-libp2p 0.8 servers, though the client falls back to
+    /// both by itself, see [`Config::with_legacy_fallback`]).
     pub fn with_record_format(mut self, format: RecordFormat) -> Self {
         self.record_format = format;
         self
     }
 
     /// Whether a server that drops a standard-format REGISTER without a reply is switched to the
-    /// legacy format and the REGISTER retried (default true).
+    /// legacy format and the REGISTER retried; a server that refuses signed records as
+    /// py-libp2p 0.8's does (`E_NOT_AUTHORIZED` "Peer can only register itself") is switched to
+    /// the unsigned `PeerInfo` layout (default true).
     pub fn with_legacy_fallback(mut self, on: bool) -> Self {
         self.legacy_fallback = on;
         self

@@ -158,6 +158,7 @@ impl Metrics {
                 self.expired.inc();
             }
             Event::Unregistered { .. }
+            | Event::RecordsSkipped { .. }
             | Event::ServerAdded { .. }
             | Event::NoAddressesToRegister
             | Event::Stopped => {}

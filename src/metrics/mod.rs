@@ -336,6 +336,7 @@ mod tests {
                 server,
                 namespace: None,
                 registrations: vec![registration()],
+                skipped: 0,
                 cookie: None,
                 request,
             },

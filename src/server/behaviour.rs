@@ -107,7 +107,7 @@ impl Behaviour {
     pub fn with_store(config: Config, store: impl Store) -> Self {
         Self {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
-            formats: PeerFormats::new(config.unknown_peer_formats),
+            formats: PeerFormats::new(config.unknown_peer_formats, config.identify_wait),
             store: Box::new(store),
             config,
             connections: HashMap::new(),

@@ -7,10 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::PeerId;
+use libp2p::{PeerId, StreamProtocol};
 
 use super::ServedFormats;
 use crate::{RecordFormat, STANDARD_RECORDS_PROTOCOL};
+
+/// The identify protocol, which every libp2p implementation answers; the server reads a peer's
+/// agent and protocols with it (without depending on libp2p's identify behaviour).
+pub(crate) const IDENTIFY_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/id/1.0.0");
 
 /// How long a DISCOVER from a peer of unknown format may wait for the peer's identify answer.
 /// One round trip on a live connection; long enough for a loaded server, short enough that a
@@ -125,6 +129,8 @@ pub(crate) enum Decision<T> {
 #[derive(Debug)]
 pub(crate) struct PeerFormats<T> {
     default: ServedFormats,
+    /// How long a DISCOVER is held at most ([`IDENTIFY_WAIT`] by default).
+    wait: Duration,
     peers: HashMap<PeerId, Knowledge>,
     /// (deadline, arrival number) -> held DISCOVER.
     held: BTreeMap<(Instant, u64), (PeerId, T)>,
@@ -133,9 +139,10 @@ pub(crate) struct PeerFormats<T> {
 }
 
 impl<T> PeerFormats<T> {
-    pub(crate) fn new(default: ServedFormats) -> Self {
+    pub(crate) fn new(default: ServedFormats, wait: Duration) -> Self {
         Self {
             default,
+            wait,
             peers: HashMap::new(),
             held: BTreeMap::new(),
             held_per_peer: HashMap::new(),
@@ -187,7 +194,7 @@ impl<T> PeerFormats<T> {
         knowledge.asked = Some(Asked::Waiting);
         self.arrivals += 1;
         self.held
-            .insert((now + IDENTIFY_WAIT, self.arrivals), (peer, item));
+            .insert((now + self.wait, self.arrivals), (peer, item));
         *self.held_per_peer.entry(peer).or_default() += 1;
         Decision::Held { ask }
     }
@@ -303,7 +310,7 @@ mod tests {
     use super::*;
 
     fn formats() -> PeerFormats<u32> {
-        PeerFormats::new(ServedFormats::Signed)
+        PeerFormats::new(ServedFormats::Signed, IDENTIFY_WAIT)
     }
 
     fn held(d: Decision<u32>) -> bool {

@@ -32,7 +32,7 @@ use libp2p::{
 use prost::Message as _;
 
 use super::{
-    formats::{IdentifyPb, IDENTIFY_WAIT, MAX_IDENTIFY_MESSAGE_SIZE},
+    formats::{IdentifyPb, IDENTIFY_PROTOCOL, MAX_IDENTIFY_MESSAGE_SIZE},
     Config, Limit, ServedFormats,
 };
 use crate::codec::{
@@ -127,6 +127,7 @@ pub struct Handler {
     /// (a count, so a flood of streams costs no memory).
     refused_streams: usize,
     identify: IdentifyState,
+    identify_wait: Duration,
 }
 
 /// The one identify request a connection may make.
@@ -172,6 +173,7 @@ impl Handler {
             events: VecDeque::new(),
             refused_streams: 0,
             identify: IdentifyState::NotAsked,
+            identify_wait: config.identify_wait,
         }
     }
 }
@@ -225,11 +227,8 @@ impl ConnectionHandler for Handler {
             if matches!(self.identify, IdentifyState::Wanted) {
                 self.identify = IdentifyState::Opening;
                 return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                    protocol: SubstreamProtocol::new(
-                        ReadyUpgrade::new(libp2p::identify::PROTOCOL_NAME),
-                        (),
-                    )
-                    .with_timeout(IDENTIFY_WAIT),
+                    protocol: SubstreamProtocol::new(ReadyUpgrade::new(IDENTIFY_PROTOCOL), ())
+                        .with_timeout(self.identify_wait),
                 });
             }
             if let IdentifyState::Reading(reading) = &mut self.identify {
@@ -276,7 +275,8 @@ impl ConnectionHandler for Handler {
             ..
         }) = event
         {
-            self.identify = IdentifyState::Reading(read_identify(stream).boxed());
+            self.identify =
+                IdentifyState::Reading(read_identify(stream, self.identify_wait).boxed());
             return;
         }
         if let ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) = event {
@@ -326,14 +326,11 @@ impl ConnectionHandler for Handler {
 
 /// Reads the remote's identify message from an outbound `/ipfs/id/1.0.0` stream: what it says
 /// the remote reads.
-async fn read_identify(mut stream: Stream) -> Result<ServedFormats, String> {
-    let body = within(
-        IDENTIFY_WAIT,
-        read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_SIZE),
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or("the stream closed before the identify message")?;
+async fn read_identify(mut stream: Stream, wait: Duration) -> Result<ServedFormats, String> {
+    let body = within(wait, read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_SIZE))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the stream closed before the identify message")?;
     let _ = stream.close().await;
     let info =
         IdentifyPb::decode(body.as_slice()).map_err(|e| format!("not an identify message: {e}"))?;

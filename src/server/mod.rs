@@ -63,7 +63,7 @@
 //!   DISCOVER comes from a peer it knows nothing of (no marker, no registration, no answer yet),
 //!   it opens one `/ipfs/id/1.0.0` stream to the peer itself and reads the peer's identify
 //!   message (agent and protocols; at most [`MAX_IDENTIFY_MESSAGE_SIZE`] bytes). Meanwhile the
-//!   DISCOVER is held: at most [`IDENTIFY_WAIT`], at most [`MAX_HELD_PER_PEER`] per peer and
+//!   DISCOVER is held: at most [`IDENTIFY_WAIT`] ([`Config::with_identify_wait`]), at most [`MAX_HELD_PER_PEER`] per peer and
 //!   [`MAX_HELD`] in all (beyond those, `E_UNAVAILABLE`: try again). The answer, a refusal
 //!   (a peer without identify), a REGISTER or the end of the wait releases it; it is then served
 //!   by what is known, and a peer of which nothing is known gets
@@ -75,7 +75,10 @@
 //!   told from a go or js peer: it gets the spec's default (which it cannot decode) unless it
 //!   registered first, or the operator of a network of rust-libp2p 0.18 clients sets
 //!   `with_unknown_peer_formats(ServedFormats::LegacyOnly)` (`serve --unknown-peer-formats
-//!   legacy`).
+//!   legacy`). Likewise a py-libp2p peer without identify that discovers before it registers
+//!   gets signed records it reads as garbage, and an old go-libp2p-rendezvous client (go agent,
+//!   `PeerInfo` reader) is served signed records until it registers its `PeerInfo`; what a peer
+//!   registers always decides for it.
 //!
 //!   **Cookies never hide a record.** Registrations left out of a page for their format still
 //!   advance its cookie (a legacy reader must not see the same standard records skipped on
@@ -101,6 +104,29 @@
 //!   sequence counter and sizes use checked or saturating arithmetic. [`Config::validate`]
 //!   (used by [`Behaviour::try_new`] and `rendezvous serve`) refuses out-of-range values.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
+//!
+//! # Memory
+//!
+//! What the server holds is a function of its configuration, never of what peers send:
+//!
+//! - the store: at most [`Config::with_max_store_bytes`] as [`Registrations::stored_bytes`]
+//!   counts it (default [`DEFAULT_MAX_STORE_BYTES`], 512 MiB), which includes the fixed cost of
+//!   every registration and record, so the count limits are bounds on top;
+//! - per connection: at most `max_streams_per_connection` (default 8) streams, each buffering
+//!   at most one request (`max_record_size` + [`REQUEST_OVERHEAD`], 9 KiB by default) and one
+//!   response (at most `max_message_size`, 1 MiB; a DISCOVER_RESPONSE is only that large when
+//!   the page is), and a bounded request queue;
+//! - per peer: a rate-limiter bucket and a format hint (at most [`MAX_RATE_LIMITED_PEERS`] and
+//!   [`MAX_PEER_FORMAT_OVERRIDES`] of them, about 100 bytes each).
+//!
+//! The application bounds the connections: `rendezvous serve` caps them in total, per peer and
+//! in their handshake (`--max-connections`, default 2048, `--max-connections-per-peer`,
+//! `--max-pending-incoming`), bounds the transports' buffers (yamux: 32 streams of at most
+//! 256 KiB unread; QUIC: 1 MiB unread per connection) and closes a connection that holds no
+//! registration and has no request in flight after `--idle-timeout` (the server's streams do
+//! not keep a connection alive by themselves). A server embedded in another swarm should do the
+//! same with `libp2p::connection_limits` and the swarm's idle timeout. Measured figures under
+//! floods are in BENCHMARKS.md.
 
 mod behaviour;
 mod formats;
@@ -291,6 +317,7 @@ pub struct Config {
     pub(crate) request_burst: u32,
     pub(crate) remove_on_disconnect: bool,
     pub(crate) unknown_peer_formats: ServedFormats,
+    pub(crate) identify_wait: Duration,
     pub(crate) max_store_bytes: usize,
     pub(crate) max_record_size: usize,
     pub(crate) max_addresses_per_record: usize,
@@ -313,6 +340,7 @@ impl Default for Config {
             request_burst: DEFAULT_REQUEST_BURST,
             remove_on_disconnect: true,
             unknown_peer_formats: ServedFormats::Signed,
+            identify_wait: IDENTIFY_WAIT,
             max_store_bytes: DEFAULT_MAX_STORE_BYTES,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
@@ -412,6 +440,15 @@ impl Config {
     /// some without identify, sets [`ServedFormats::LegacyOnly`]. See the module docs.
     pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
         self.unknown_peer_formats = formats;
+        self
+    }
+
+    /// How long a DISCOVER of a peer of unknown format waits for the peer's identify answer
+    /// (default [`IDENTIFY_WAIT`]; at most [`MAX_CONFIGURABLE_STREAM_TIMEOUT`], longer is
+    /// lowered to it). The answer or a refusal ends the wait sooner; only a peer that neither
+    /// answers nor refuses makes a DISCOVER wait this long.
+    pub fn with_identify_wait(mut self, wait: Duration) -> Self {
+        self.identify_wait = wait.min(MAX_CONFIGURABLE_STREAM_TIMEOUT);
         self
     }
 

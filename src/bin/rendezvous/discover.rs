@@ -49,7 +49,12 @@ pub struct NodeArgs {
     /// An address to announce in our signed record in addition (repeatable).
     #[arg(long = "external")]
     pub external: Vec<String>,
-    /// Signed-record format: standard or legacy (rust-libp2p 0.18 servers).
+    /// The server's protocol id (some networks run rendezvous under their own, such as
+    /// /vac/waku/rendezvous/1.0.0 or /canvas/rendezvous/1.0.0).
+    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
+    pub protocol: libp2p::StreamProtocol,
+    /// Record format: standard, legacy (rust-libp2p 0.18 servers) or peer-info (unsigned;
+    /// py-libp2p 0.8 servers). The client falls back from standard by itself.
     #[arg(long, default_value = "standard", value_parser = crate::common::parse_record_format)]
     pub record_format: RecordFormat,
     /// Key file (created if absent); without it a new identity is used.
@@ -109,7 +114,9 @@ pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, Cli
         Some(path) => load_or_create_identity(path)?,
         None => Keypair::generate_ed25519(),
     };
-    let mut config = config.with_record_format(node.record_format);
+    let mut config = config
+        .with_record_format(node.record_format)
+        .with_protocol(node.protocol.clone());
     for addr in external {
         config = config.with_external_address(addr);
     }
@@ -206,6 +213,19 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
             }
             serde_json::json!({"event": "discover_failed", "namespace": ns, "server": server.to_string(), "error": error.to_string()})
         }
+        E::RecordsSkipped {
+            server,
+            namespace,
+            count,
+        } => {
+            let ns = namespace.as_ref().map_or("*", |n| n.as_str());
+            if !json {
+                return Some(format!(
+                    "skipped {count} undecodable record(s) in {ns} at {server}"
+                ));
+            }
+            serde_json::json!({"event": "skipped", "count": count, "namespace": ns, "server": server.to_string()})
+        }
         E::NoAddressesToRegister => {
             if !json {
                 return Some("no-addresses-to-register".into());
@@ -298,13 +318,14 @@ pub async fn run(args: Args) -> CliResult {
             client::Event::DiscoverCompleted {
                 request,
                 registrations,
+                skipped,
                 cookie,
                 ..
             } => {
                 let Some(ns) = paging.remove(&request) else {
                     continue;
                 };
-                if registrations.len() as u64 >= limit {
+                if (registrations.len() + skipped) as u64 >= limit {
                     if let Some(cookie) = cookie {
                         let id = next_page(&mut swarm, server, &ns, cookie, limit);
                         paging.insert(id, ns);
@@ -338,4 +359,27 @@ fn next_page(
         .behaviour_mut()
         .rendezvous
         .discover(server, Some(ns.clone()), Some(cookie), Some(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_records_are_printed_in_text_and_json() {
+        let server = PeerId::random();
+        let event = client::Event::RecordsSkipped {
+            server,
+            namespace: Some(Namespace::from_static("chat")),
+            count: 3,
+        };
+        assert_eq!(
+            render(&event, false).unwrap(),
+            format!("skipped 3 undecodable record(s) in chat at {server}")
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&event, true).unwrap()).unwrap();
+        assert_eq!(json["event"], "skipped");
+        assert_eq!(json["count"], 3);
+        assert_eq!(json["namespace"], "chat");
+    }
 }

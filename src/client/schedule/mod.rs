@@ -475,11 +475,20 @@ impl Schedule {
             .cache
             .absorb(now, server, namespace.as_ref(), &page.registrations);
         self.out.extend(found);
+        if page.skipped > 0 {
+            tracing::debug!(%server, skipped = page.skipped, "undecodable entries left out of a page");
+            self.report(Event::RecordsSkipped {
+                server,
+                namespace: namespace.clone(),
+                count: page.skipped,
+            });
+        }
         if done.origin == Origin::Manual {
             return self.report(Event::DiscoverCompleted {
                 server,
                 namespace,
                 registrations: page.registrations,
+                skipped: page.skipped,
                 cookie: page.cookie,
                 request: done.id,
             });

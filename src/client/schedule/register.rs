@@ -17,6 +17,15 @@ use crate::{
     Namespace, RecordFormat, Ttl,
 };
 
+/// Whether `error` is how a server that only reads unsigned `PeerInfo` records (py-libp2p 0.8)
+/// answers a signed one: `E_NOT_AUTHORIZED` saying a peer can only register itself (it took the
+/// envelope's public key for the peer id). Our own record always names us, so no server that
+/// reads signed records answers it that way.
+fn refuses_signed_records(error: &crate::ErrorResponse) -> bool {
+    error.code == crate::ErrorCode::NotAuthorized
+        && error.text.to_ascii_lowercase().contains("register itself")
+}
+
 /// One automatic registration at one server.
 #[derive(Debug, Default)]
 struct Task {
@@ -132,7 +141,11 @@ impl RegisterTasks {
 
     /// The one place that decides the record-format fallback: whether a REGISTER in `sent`
     /// format that failed with `error` is to be retried in another format, and if so switches
-    /// `peer` to it. rust-libp2p 0.18 servers drop a standard-format REGISTER without a reply.
+    /// `peer` to it. rust-libp2p 0.18 servers drop a standard-format REGISTER without a reply
+    /// (then: legacy); py-libp2p 0.8 servers read a signed envelope as a `PeerInfo`, find
+    /// another peer id in it and answer `E_NOT_AUTHORIZED` "Peer can only register itself"
+    /// (then: `PeerInfo`). A server that refuses the fallback format too gets the failure
+    /// reported as usual.
     pub(super) fn fall_back(
         &mut self,
         peer: PeerId,
@@ -142,14 +155,23 @@ impl RegisterTasks {
         let Some(server) = self.servers.get_mut(&peer) else {
             return false;
         };
-        let retry = *error == RequestError::NoResponse
-            && sent == RecordFormat::Standard
-            && self.legacy_fallback;
-        if retry && server.format == RecordFormat::Standard {
-            tracing::debug!(server = %peer, "server dropped a standard-format REGISTER; switching it to the legacy format");
-            server.format = RecordFormat::Legacy;
+        if !self.legacy_fallback {
+            return false;
         }
-        retry
+        let to = match (sent, error) {
+            (RecordFormat::Standard, RequestError::NoResponse) => RecordFormat::Legacy,
+            (RecordFormat::Standard | RecordFormat::Legacy, RequestError::Remote(e))
+                if refuses_signed_records(e) =>
+            {
+                RecordFormat::PeerInfo
+            }
+            _ => return false,
+        };
+        if server.format == sent {
+            tracing::debug!(server = %peer, from = %sent, %to, "server refused our record format; switching it");
+            server.format = to;
+        }
+        true
     }
 
     /// `peer` holds a registration of ours in `namespace`.
@@ -420,6 +442,43 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn given_a_server_that_refuses_signed_records_then_it_is_switched_to_peer_info() {
+        let t0 = Instant::now();
+        let mut s = connected(register_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        // What py-libp2p 0.8's server answers a signed REGISTER.
+        let refusal = crate::ErrorResponse::new(
+            crate::ErrorCode::NotAuthorized,
+            "Peer can only register itself",
+        );
+        s.on_response(t0, sent[0].0, Err(RequestError::Remote(refusal.clone())));
+        let actions = drain(&mut s, t0);
+        let retry = sends(&actions);
+        assert!(events(actions).is_empty());
+        assert!(matches!(
+            &retry[..],
+            [(
+                _,
+                Request::Register {
+                    format: RecordFormat::PeerInfo,
+                    ..
+                }
+            )]
+        ));
+        // Refused as PeerInfo too: reported, not retried in yet another format.
+        s.on_response(t0, retry[0].0, Err(RequestError::Remote(refusal)));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(&evs[..], [Event::RegisterFailed { .. }]));
+        // Another refusal (a limit) is not a format problem.
+        let mut s = connected(register_only(), t0);
+        let sent = sends(&drain(&mut s, t0));
+        let limit = crate::ErrorResponse::new(crate::ErrorCode::NotAuthorized, "too many");
+        s.on_response(t0, sent[0].0, Err(RequestError::Remote(limit)));
+        let evs = events(drain(&mut s, t0));
+        assert!(matches!(&evs[..], [Event::RegisterFailed { .. }]));
     }
 
     #[test]

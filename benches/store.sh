@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Store benchmark: `rendezvous serve` with registrations in memory (--ephemeral), in SQLite with
+# --sync full, and in SQLite with --sync normal, each loaded by the same `rendezvous load` in
+# one run (the order rotates by round), then the restart time with RESTART registrations on
+# disk (examples/fill_store.rs fills a data directory; the time is from starting `serve` to its
+# first printed address).
+#
+# Settings (environment): ROUNDS (3), CLIENTS (1000), NAMESPACES (50: CLIENTS*NAMESPACES
+# registrations), DISCOVERERS (1), LIMIT (100), CONCURRENCY (256), RESTART (1000000; 0 skips
+# it), OUT (directory for raw reports; a temporary one by default).
+# Only 127.0.0.1; every server is stopped at the end. Needs Linux, python3, a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-1000}
+NAMESPACES=${NAMESPACES:-50}
+DISCOVERERS=${DISCOVERERS:-1}
+LIMIT=${LIMIT:-100}
+CONCURRENCY=${CONCURRENCY:-256}
+RESTART=${RESTART:-1000000}
+OUT=${OUT:-$(mktemp -d -t rendezvous-store.XXXXXX)}
+mkdir -p "$OUT"
+FLAGS="--requests-per-second 0 --max-registrations 2000000 --max-store-bytes 4294967296"
+
+echo "building (release)..." >&2
+cargo build --release --quiet --bin rendezvous --example fill_store
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/rendezvous
+FILL=$TARGET/release/examples/fill_store
+
+SERVER_PID=
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap stop_server EXIT
+
+# start_server NAME ARGS...: starts `serve`, waits for its /p2p/ address (sets SERVER_PID,
+# SERVER_ADDR, STARTED_S: seconds from start to the address).
+start_server() {
+    local name=$1
+    shift
+    local t0
+    t0=$(date +%s.%N)
+    RUST_LOG=warn "$BIN" serve --listen /ip4/127.0.0.1/tcp/0 $FLAGS "$@" \
+        >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
+    SERVER_PID=$!
+    SERVER_ADDR=
+    for _ in $(seq 1 6000); do
+        SERVER_ADDR=$(grep -ohE '/ip4/127\.0\.0\.1/tcp/[0-9]+/p2p/[1-9A-HJ-NP-Za-km-z]+' \
+            "$OUT/$name.stdout" 2>/dev/null | head -n1 || true)
+        if [[ -n "$SERVER_ADDR" ]]; then
+            STARTED_S=$(echo "$(date +%s.%N) - $t0" | bc)
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "$name exited before listening:" >&2
+            cat "$OUT/$name.stderr" >&2
+            exit 1
+        fi
+        sleep 0.01
+    done
+    echo "$name printed no listen address in 60 s" >&2
+    exit 1
+}
+
+run_one() { # run_one MODE ROUND
+    local mode=$1 round=$2
+    local dir="$OUT/data-$mode-$round"
+    case $mode in
+        memory) start_server "$mode-$round" --ephemeral ;;
+        full) start_server "$mode-$round" --data-dir "$dir" --sync full ;;
+        normal) start_server "$mode-$round" --data-dir "$dir" --sync normal ;;
+    esac
+    echo "round $round, $mode ($SERVER_ADDR)" >&2
+    RUST_LOG=warn "$BIN" load --server "$SERVER_ADDR" --server-pid "$SERVER_PID" \
+        --clients "$CLIENTS" --namespaces "$NAMESPACES" --discoverers "$DISCOVERERS" \
+        --limit "$LIMIT" --ttl 7200 --concurrency "$CONCURRENCY" --json \
+        >"$OUT/$mode-$round.json" || echo "  load exited with $?" >&2
+    stop_server
+    rm -rf "$dir"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    case $((round % 3)) in
+        1) order="memory full normal" ;;
+        2) order="full normal memory" ;;
+        0) order="normal memory full" ;;
+    esac
+    for mode in $order; do run_one "$mode" "$round"; done
+done
+
+RESTART_S=
+if ((RESTART > 0)); then
+    echo "filling a data directory with $RESTART registrations..." >&2
+    "$FILL" "$OUT/data-restart" "$RESTART" >"$OUT/fill.txt"
+    cat "$OUT/fill.txt" >&2
+    start_server restart --data-dir "$OUT/data-restart"
+    RESTART_S=$STARTED_S
+    stop_server
+    rm -rf "$OUT/data-restart"
+fi
+
+echo "raw reports: $OUT" >&2
+python3 - "$OUT" "$ROUNDS" "$RESTART" "$RESTART_S" <<'EOF'
+import json, os, statistics, sys
+
+out, rounds, restart, restart_s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+modes = ("memory", "full", "normal")
+
+def reports(mode):
+    found = []
+    for r in range(1, rounds + 1):
+        try:
+            found.append(json.load(open(os.path.join(out, f"{mode}-{r}.json"))))
+        except (OSError, ValueError):
+            pass
+    return found
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+rows = {}
+for mode in modes:
+    rs = reports(mode)
+    reg = [r["phases"]["register"] for r in rs]
+    dis = [r["phases"]["discover"] for r in rs]
+    rows[mode] = {
+        "runs": f'{sum(1 for r in rs if r["exactly_once"])}/{len(rs)}',
+        "register_per_s": median(p["per_second"] for p in reg),
+        "register_p50_ms": median(p["p50_ms"] for p in reg),
+        "register_p99_ms": median(p["p99_ms"] for p in reg),
+        "register_cpu_us": median(p.get("server_cpu_us_per_op") for p in reg),
+        "page_p50_ms": median(p["p50_ms"] for p in dis),
+        "page_cpu_us": median(p.get("server_cpu_us_per_op") for p in dis),
+    }
+
+def fmt(v):
+    return "n/a" if v is None else f"{v:,.2f}"
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+labels = [
+    ("runs exactly-once / total", "runs"),
+    ("REGISTER throughput (/s)", "register_per_s"),
+    ("REGISTER latency p50 (ms)", "register_p50_ms"),
+    ("REGISTER latency p99 (ms)", "register_p99_ms"),
+    ("server CPU per REGISTER (us)", "register_cpu_us"),
+    ("DISCOVER page latency p50 (ms)", "page_p50_ms"),
+    ("server CPU per DISCOVER page (us)", "page_cpu_us"),
+]
+print("| metric | memory | sqlite full | sqlite normal | full / memory | normal / memory |")
+print("|---|---|---|---|---|---|")
+for label, key in labels:
+    m, f, n = (rows[x][key] for x in modes)
+    if key == "runs":
+        print(f"| {label} | {m} | {f} | {n} |  |  |")
+    else:
+        print(f"| {label} | {fmt(m)} | {fmt(f)} | {fmt(n)} | {fmt(ratio(f, m))} | {fmt(ratio(n, m))} |")
+if restart:
+    print()
+    print(f"restart with {restart:,} registrations on disk: {float(restart_s):.2f} s to the first address")
+EOF

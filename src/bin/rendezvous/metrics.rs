@@ -1,0 +1,177 @@
+//! `serve --metrics ADDR`: `GET /metrics` (Prometheus text: libp2p's swarm, identify and ping
+//! metrics and ours, one registry) and `GET /health` (a small JSON status), on hyper's HTTP/1
+//! server.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use http_body_util::Full;
+use hyper::{
+    body::{Bytes, Incoming},
+    header::CONTENT_TYPE,
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use rendezvous_discovery::metrics::Metrics;
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::common::CliError;
+
+/// HTTP connections served at once; more are closed at once. A scraper needs one; this leaves
+/// room for a few dashboards and health checks without letting a flood hold memory.
+pub const MAX_HTTP_CONNECTIONS: usize = 32;
+
+/// How long a client may take to send its request headers before the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `/health` reports; updated by the swarm loop.
+#[derive(Debug)]
+pub struct Health {
+    peer: PeerId,
+    started: Instant,
+    /// The swarm's listen addresses (a handful; changed only on listen events).
+    listen: Mutex<Vec<Multiaddr>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Health {
+    pub fn new(peer: PeerId, metrics: Arc<Metrics>) -> Self {
+        Self {
+            peer,
+            started: Instant::now(),
+            listen: Mutex::new(Vec::new()),
+            metrics,
+        }
+    }
+
+    pub fn listening(&self, address: Multiaddr) {
+        let mut listen = self.listen.lock().unwrap_or_else(|e| e.into_inner());
+        if !listen.contains(&address) {
+            listen.push(address);
+        }
+    }
+
+    pub fn not_listening(&self, address: &Multiaddr) {
+        let mut listen = self.listen.lock().unwrap_or_else(|e| e.into_inner());
+        listen.retain(|a| a != address);
+    }
+
+    fn json(&self) -> String {
+        let listen: Vec<String> = self
+            .listen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", self.peer))
+            .collect();
+        serde_json::json!({
+            "status": "ok",
+            "peer_id": self.peer.to_string(),
+            "listen_addresses": listen,
+            "registrations": self.metrics.server_registrations(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+        .to_string()
+    }
+}
+
+/// Binds `address` and serves `/metrics` and `/health` from a spawned task; returns the bound
+/// address. A bind failure is a usage error (exit status 2).
+pub async fn serve(
+    address: SocketAddr,
+    registry: Registry,
+    health: Arc<Health>,
+) -> Result<SocketAddr, CliError> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::Usage(format!("--metrics {address}: cannot listen there ({e})")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(format!("--metrics {address}: {e}")))?;
+    let registry = Arc::new(registry);
+    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(%error, "metrics listener: accept failed");
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("metrics listener: too many connections; closing the new one");
+                continue;
+            };
+            let (registry, health) = (registry.clone(), health.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let response = respond(&request, &registry, &health);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "metrics connection failed");
+                }
+                drop(slot);
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn respond(
+    request: &Request<Incoming>,
+    registry: &Registry,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(content_type),
+        );
+        response
+    };
+    if request.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET is served\n".into(),
+        );
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut text = String::new();
+            match encode(&mut text, registry) {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
+                Err(error) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    format!("cannot encode the metrics: {error}\n"),
+                ),
+            }
+        }
+        "/health" => reply(StatusCode::OK, "application/json", health.json()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics or /health\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,292 @@
+//! `rendezvous serve --metrics`: a client registers, discovers, is refused once and lets a
+//! registration expire; `/metrics` (scraped with a real HTTP client) moved by exactly that, and
+//! `/health` says who and where the server is.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use libp2p::{multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
+use rendezvous_discovery::{client, ErrorCode, Namespace};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
+
+/// Hang guard for everything that waits on the server process.
+const HANG: Duration = Duration::from_secs(30);
+
+/// A `rendezvous serve` process, killed when dropped (also when a test panics).
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve --metrics 127.0.0.1:0`; returns it, its metrics address and its listen
+/// address (with `/p2p/`), read from stdout.
+fn serve(extra: &[&str]) -> (Serve, SocketAddr, Multiaddr) {
+    let mut child = Serve(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--ephemeral",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let metrics = first
+        .strip_prefix("metrics http://")
+        .unwrap_or_else(|| panic!("the metrics address first: {first}"))
+        .parse()
+        .unwrap();
+    let address = lines.next().unwrap().unwrap().parse().unwrap();
+    (child, metrics, address)
+}
+
+/// `GET path` over HTTP/1 with hyper's client: the status and the body.
+async fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, address.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// The samples of an exposition: `name{labels}` to value.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+async fn scrape(address: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, content_type, body) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    parse(&body)
+}
+
+/// Drives `swarm` until `f` picks an event.
+async fn next<T>(
+    swarm: &mut Swarm<client::Behaviour>,
+    mut f: impl FnMut(&client::Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(HANG, async {
+        loop {
+            if let SwarmEvent::Behaviour(event) = swarm.select_next_some().await {
+                if let Some(t) = f(&event) {
+                    return t;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the event comes before the hang guard")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server() {
+    let (_serve, metrics, address) = serve(&["--min-ttl", "1"]);
+    let Some(Protocol::P2p(server)) = address.iter().last() else {
+        panic!("{address}")
+    };
+    let before = scrape(metrics).await;
+    let p = "libp2p_rendezvous_server_";
+    let requests = |s: &BTreeMap<String, f64>, t: &str, st: &str| {
+        s[&format!("{p}requests_total{{type=\"{t}\",status=\"{st}\"}}")]
+    };
+    assert_eq!(requests(&before, "register", "ok"), 0.0);
+    assert_eq!(before[&format!("{p}registrations")], 0.0);
+
+    let config = client::Config::default()
+        .with_server(server, vec![address.clone()])
+        .with_registration(false)
+        .with_discovery(false);
+    let mut swarm = support::tcp::swarm(|key| client::Behaviour::new(key.clone(), config));
+    swarm.add_external_address("/ip4/127.0.0.1/tcp/4001".parse().unwrap());
+    swarm.dial(address.clone()).unwrap();
+
+    // Two registrations (one with a 1 s TTL, the shortest the server allows: the expiry), one
+    // refused (a TTL above the server's maximum), one discover.
+    let ns = |s: &'static str| Namespace::from_static(s);
+    for (namespace, ttl) in [("kept", 3600), ("brief", 1)] {
+        swarm
+            .behaviour_mut()
+            .register(server, ns(namespace), Some(ttl));
+        next(&mut swarm, |e| {
+            matches!(e, client::Event::Registered { .. }).then_some(())
+        })
+        .await;
+    }
+    swarm.behaviour_mut().register(
+        server,
+        ns("refused"),
+        Some(rendezvous_discovery::MAX_TTL + 1),
+    );
+    let code = next(&mut swarm, |e| match e {
+        client::Event::RegisterFailed {
+            error: client::RequestError::Remote(e),
+            ..
+        } => Some(e.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::InvalidTtl);
+    swarm
+        .behaviour_mut()
+        .discover(server, Some(ns("kept")), None, None);
+    let page = next(&mut swarm, |e| match e {
+        client::Event::DiscoverCompleted { registrations, .. } => Some(registrations.len()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(page, 1);
+
+    // The expiry happens in the server on its own; scrape until it shows (hang guard only).
+    let after = tokio::time::timeout(HANG, async {
+        loop {
+            let s = scrape(metrics).await;
+            if s[&format!("{p}registrations_removed_total{{cause=\"expired\"}}")] == 1.0 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the 1 s registration expires");
+    let moved = |s: &str| after[s] - before.get(s).copied().unwrap_or(0.0);
+    assert_eq!(requests(&after, "register", "ok"), 2.0);
+    assert_eq!(requests(&after, "register", "e_invalid_ttl"), 1.0);
+    assert_eq!(requests(&after, "discover", "ok"), 1.0);
+    let all_requests: f64 = after
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{p}requests_total")))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(all_requests, 4.0, "nothing else was counted");
+    assert_eq!(
+        moved(&format!(
+            "{p}request_duration_seconds_count{{type=\"register\"}}"
+        )),
+        3.0
+    );
+    assert_eq!(
+        moved(&format!(
+            "{p}request_duration_seconds_count{{type=\"discover\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(moved(&format!("{p}discover_page_size_count")), 1.0);
+    assert_eq!(moved(&format!("{p}discover_page_size_sum")), 1.0);
+    assert_eq!(
+        moved(&format!(
+            "{p}registrations_removed_total{{cause=\"unregister\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(after[&format!("{p}registrations")], 1.0);
+    assert_eq!(after[&format!("{p}namespaces")], 1.0);
+    let rejected: f64 = after
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{p}rejected_total")))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(rejected, 0.0, "a bad TTL is no limit");
+    // libp2p-metrics' swarm metrics are in the same registry.
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("libp2p_swarm_connections_established_total")),
+        "swarm metrics beside ours"
+    );
+
+    let (status, content_type, body) = get(metrics, "/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "application/json");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["peer_id"], server.to_string());
+    assert_eq!(health["registrations"], 1);
+    assert_eq!(
+        health["listen_addresses"],
+        serde_json::json!([address.to_string()])
+    );
+    assert!(health["uptime_seconds"].is_u64(), "{health}");
+
+    let (status, _, _) = get(metrics, "/nowhere").await;
+    assert_eq!(status, 404);
+    let _: PeerId = server;
+}
+
+#[test]
+fn a_metrics_address_in_use_is_one_line_and_exit_status_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BIN)
+        .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--metrics", &address])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--metrics"), "{stderr}");
+    let output = Command::new(BIN)
+        .args(["serve", "--ephemeral", "--metrics", "nine-thousand"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("127.0.0.1:9090"), "{stderr}");
+}
