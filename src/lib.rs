@@ -8,7 +8,8 @@
 //! `Swarm` and emits [`client::Event::Discovered`]. Beside it:
 //!
 //! - [`server`]: a rendezvous server with stateless cookies, O(log n + page) work per request,
-//!   bounded memory and every status code of the spec;
+//!   memory bounded by its configuration (see [server's memory bound](server#memory)) and every
+//!   status code of the spec;
 //! - [`codec`]: the wire types and framing, both signed-peer-record formats.
 //!
 //! The `rendezvous` binary runs the server (`rendezvous serve`) and offers `discover`,
@@ -111,7 +112,8 @@
 //! - **Several requests per stream** are served in order (go's client does that); our client
 //!   sends one request per stream, which every server accepts.
 //! - **Limits** the spec leaves open are bounded and configurable: requests per peer per second
-//!   (`E_UNAVAILABLE` when exceeded), streams per connection, total registrations.
+//!   (`E_UNAVAILABLE` when exceeded), streams per connection, registrations per peer and in
+//!   total, store bytes, record size and addresses per record.
 //!   `Unregister.id` is never sent and ignored when received.
 
 #![deny(missing_docs)]

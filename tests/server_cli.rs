@@ -23,9 +23,15 @@ impl Drop for Serve {
 
 /// Starts `rendezvous serve` on a free loopback TCP port; returns it and its first address.
 fn serve() -> (Serve, Multiaddr) {
+    serve_with(&[])
+}
+
+/// [`serve`] with extra flags.
+fn serve_with(args: &[&str]) -> (Serve, Multiaddr) {
     let mut child = Serve(
         Command::new(BIN)
             .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -170,4 +176,144 @@ async fn serve_answers_a_rust_libp2p_client_over_tcp() {
     .await
     .expect("registered and discovered within 20 s");
     assert_eq!(found, vec![me]);
+}
+
+fn peer_of(address: &Multiaddr) -> libp2p::PeerId {
+    match address.iter().last() {
+        Some(Protocol::P2p(peer)) => peer,
+        _ => panic!("no peer id in {address}"),
+    }
+}
+
+#[tokio::test]
+async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+
+    let (_serve, address) = serve_with(&["--idle-timeout", "1"]);
+    let server = peer_of(&address);
+    let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
+    registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    registered.dial(address.clone()).unwrap();
+    let chat = rendezvous::Namespace::from_static("chat");
+    tokio::time::timeout(support::HANG, async {
+        loop {
+            match registered.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => registered
+                    .behaviour_mut()
+                    .register(chat.clone(), server, None)
+                    .unwrap(),
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
+                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
+                SwarmEvent::ConnectionClosed { .. } => panic!("closed before registering"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("registered");
+    // A peer that connects and asks nothing: the server closes its connection after 1 s (its
+    // own side would keep it for a minute).
+    let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
+    idle.dial(address).unwrap();
+    tokio::time::timeout(support::HANG, async {
+        loop {
+            tokio::select! {
+                event = idle.select_next_some() => {
+                    if let SwarmEvent::ConnectionClosed { .. } = event {
+                        return;
+                    }
+                }
+                event = registered.select_next_some() => {
+                    assert!(
+                        !matches!(event, SwarmEvent::ConnectionClosed { .. }),
+                        "the registered peer's connection closed: {event:?}"
+                    );
+                }
+            }
+        }
+    })
+    .await
+    .expect("the idle connection was closed by the server");
+    // The registered peer, connected since before, is still served on the same connection.
+    registered
+        .behaviour_mut()
+        .discover(Some(chat.clone()), None, None, server);
+    let found = tokio::time::timeout(support::HANG, async {
+        loop {
+            match registered.select_next_some().await {
+                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
+                    registrations,
+                    ..
+                }) => return registrations.len(),
+                SwarmEvent::ConnectionClosed { .. } => panic!("the registered peer was closed"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("discovered");
+    assert_eq!(found, 1);
+}
+
+/// Connects once with a client, then a second time (from the same client or another one), and
+/// returns once the server refused the second connection; the first must stay open.
+async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
+    use futures::StreamExt;
+    use libp2p::{
+        swarm::SwarmEvent,
+        swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, dummy},
+    };
+
+    // Idle connections stay for an hour: only a cap can close the second one.
+    let args = [args, &["--idle-timeout", "3600"]].concat();
+    let (_serve, address) = serve_with(&args);
+    let server = peer_of(&address);
+    let mut first = support::tcp::swarm(|_| dummy::Behaviour);
+    first.dial(address.clone()).unwrap();
+    let established = tokio::time::timeout(support::HANG, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { connection_id, .. } =
+                first.select_next_some().await
+            {
+                return connection_id;
+            }
+        }
+    })
+    .await
+    .expect("the first connection is accepted");
+    let mut other = support::tcp::swarm(|_| dummy::Behaviour);
+    let second = if same_peer { &mut first } else { &mut other };
+    second
+        .dial(
+            DialOpts::peer_id(server)
+                .addresses(vec![address])
+                .condition(PeerCondition::Always)
+                .build(),
+        )
+        .unwrap();
+    tokio::time::timeout(support::HANG, async {
+        loop {
+            match second.select_next_some().await {
+                SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                    assert_ne!(connection_id, established, "the first connection closed");
+                    return;
+                }
+                SwarmEvent::OutgoingConnectionError { .. } => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the second connection is refused");
+}
+
+#[tokio::test]
+async fn serve_refuses_connections_over_its_total_cap() {
+    second_connection_is_refused(&["--max-connections", "1"], false).await;
+}
+
+#[tokio::test]
+async fn serve_refuses_connections_over_its_per_peer_cap() {
+    second_connection_is_refused(&["--max-connections-per-peer", "1"], true).await;
 }

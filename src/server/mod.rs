@@ -104,6 +104,29 @@
 //!   sequence counter and sizes use checked or saturating arithmetic. [`Config::validate`]
 //!   (used by [`Behaviour::try_new`] and `rendezvous serve`) refuses out-of-range values.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
+//!
+//! # Memory
+//!
+//! What the server holds is a function of its configuration, never of what peers send:
+//!
+//! - the store: at most [`Config::with_max_store_bytes`] as [`Registrations::stored_bytes`]
+//!   counts it (default [`DEFAULT_MAX_STORE_BYTES`], 512 MiB), which includes the fixed cost of
+//!   every registration and record, so the count limits are bounds on top;
+//! - per connection: at most `max_streams_per_connection` (default 8) streams, each buffering
+//!   at most one request (`max_record_size` + [`REQUEST_OVERHEAD`], 9 KiB by default) and one
+//!   response (at most `max_message_size`, 1 MiB; a DISCOVER_RESPONSE is only that large when
+//!   the page is), and a bounded request queue;
+//! - per peer: a rate-limiter bucket and a format hint (at most [`MAX_RATE_LIMITED_PEERS`] and
+//!   [`MAX_PEER_FORMAT_OVERRIDES`] of them, about 100 bytes each).
+//!
+//! The application bounds the connections: `rendezvous serve` caps them in total, per peer and
+//! in their handshake (`--max-connections`, default 2048, `--max-connections-per-peer`,
+//! `--max-pending-incoming`), bounds the transports' buffers (yamux: 32 streams of at most
+//! 256 KiB unread; QUIC: 1 MiB unread per connection) and closes a connection that holds no
+//! registration and has no request in flight after `--idle-timeout` (the server's streams do
+//! not keep a connection alive by themselves). A server embedded in another swarm should do the
+//! same with `libp2p::connection_limits` and the swarm's idle timeout. Measured figures under
+//! floods are in BENCHMARKS.md.
 
 mod behaviour;
 mod formats;

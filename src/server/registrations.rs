@@ -563,7 +563,7 @@ impl Registrations {
             None => (0, None),
         };
         let limit = match limit {
-            None | Some(0) => self.config.default_page,
+            None | Some(0) => self.config.default_page.min(self.config.max_page),
             Some(n) => (n.min(self.config.max_page as u64)) as usize,
         };
         let index = match namespace {

@@ -88,23 +88,71 @@ pub fn load_or_create_key(path: &Path, label: &str) -> Result<Keypair, CliError>
     }
 }
 
-/// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`.
+/// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`, with the client defaults.
 pub fn build_swarm<B: NetworkBehaviour>(
     key: Keypair,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, CliError> {
+    build_swarm_with(key, &Transport::default(), behaviour)
+}
+
+/// How the transports of a swarm are bounded.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// How long a connection that nothing keeps alive stays open.
+    pub idle_timeout: Duration,
+    /// Streams one connection may have at once (yamux and QUIC); `None` for libp2p's defaults.
+    pub max_streams: Option<usize>,
+    /// QUIC receive windows (per stream, per connection) in bytes; `None` for the defaults.
+    pub quic_windows: Option<(u32, u32)>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            max_streams: None,
+            quic_windows: None,
+        }
+    }
+}
+
+/// [`build_swarm`] with the transports bounded by `transport`.
+pub fn build_swarm_with<B: NetworkBehaviour>(
+    key: Keypair,
+    transport: &Transport,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Result<Swarm<B>, CliError> {
+    let streams = transport.max_streams;
+    let windows = transport.quic_windows;
+    let idle = transport.idle_timeout;
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            move || {
+                let mut config = yamux::Config::default();
+                if let Some(n) = streams {
+                    config.set_max_num_streams(n);
+                }
+                config
+            },
         )
         .map_err(|e| CliError::Failed(format!("cannot set up TCP: {e}")))?
-        .with_quic()
+        .with_quic_config(|mut config| {
+            if let Some(n) = streams {
+                config.max_concurrent_stream_limit = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+            if let Some((stream, connection)) = windows {
+                config.max_stream_data = stream;
+                config.max_connection_data = connection;
+            }
+            config
+        })
         .with_behaviour(|key| behaviour(key))
         .map_err(|e| CliError::Failed(format!("cannot build the behaviour: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build())
 }
 

@@ -6,8 +6,8 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    identify, identity::Keypair, ping, swarm::NetworkBehaviour, swarm::SwarmEvent, Multiaddr,
-    StreamProtocol,
+    connection_limits, identify, identity::Keypair, ping, swarm::NetworkBehaviour,
+    swarm::SwarmEvent, Multiaddr, StreamProtocol,
 };
 use rendezvous_discovery::{
     metrics::{Metrics, Recorder, Registry},
@@ -16,10 +16,35 @@ use rendezvous_discovery::{
 };
 
 use crate::{
-    common::{build_swarm, load_or_create_identity, CliError, CliResult},
+    common::{build_swarm_with, load_or_create_identity, CliError, CliResult, Transport},
     data_dir,
     metrics::Health,
 };
+
+/// Established connections the server holds at once. A connection that idles costs about 40 KiB
+/// (noise, yamux, the handler), so 2048 of them about 80 MiB; with remove-on-disconnect each
+/// registered peer holds one, so this also caps the peers with registrations.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 2048;
+
+/// Established connections one peer may hold: a node may reach the server over TCP and QUIC at
+/// once, and reconnect before the old connection is gone.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 4;
+
+/// Incoming connections in their handshake (noise or QUIC) at once; a handshake costs CPU, so a
+/// flood of them is refused before it starts.
+pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 128;
+
+/// Seconds a connection with no registration and no request in flight stays open.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+
+/// Streams one connection may have open (yamux, QUIC): the rendezvous streams
+/// ([`server::DEFAULT_MAX_STREAMS_PER_CONNECTION`]) plus identify, ping and those still
+/// negotiating. Each yamux stream may buffer up to 256 KiB the server has not read yet.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 32;
+
+/// QUIC receive windows: per stream and per connection, in bytes. QUIC's defaults (10 MB and
+/// 15 MB) would let one connection make the server buffer 15 MB.
+pub const QUIC_WINDOWS: (u32, u32) = (256 * 1024, 1024 * 1024);
 
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
@@ -100,6 +125,18 @@ pub struct Args {
     /// Most addresses one signed peer record may list.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_ADDRESSES_PER_RECORD)]
     max_addresses_per_record: usize,
+    /// Established connections in total.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: u32,
+    /// Established connections one peer may hold.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    max_connections_per_peer: u32,
+    /// Incoming connections in their handshake at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_INCOMING)]
+    max_pending_incoming: u32,
+    /// Seconds a connection with no registration and no request in flight stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    idle_timeout: u64,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
@@ -168,11 +205,42 @@ impl Args {
             .map_err(|e| CliError::Usage(format!("--{} {}", e.setting, e.text)))?;
         Ok(config)
     }
+
+    fn connection_limits(&self) -> Result<connection_limits::ConnectionLimits, CliError> {
+        for (flag, value) in [
+            ("--max-connections", self.max_connections),
+            ("--max-connections-per-peer", self.max_connections_per_peer),
+            ("--max-pending-incoming", self.max_pending_incoming),
+        ] {
+            if value == 0 {
+                return Err(CliError::Usage(format!("{flag} is 0; expected at least 1")));
+            }
+        }
+        Ok(connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(self.max_connections))
+            .with_max_established_per_peer(Some(self.max_connections_per_peer))
+            .with_max_pending_incoming(Some(self.max_pending_incoming)))
+    }
+
+    fn transport(&self) -> Result<Transport, CliError> {
+        if self.idle_timeout == 0 || self.idle_timeout > 24 * 60 * 60 {
+            return Err(CliError::Usage(format!(
+                "--idle-timeout is {} s; expected 1 to 86400",
+                self.idle_timeout
+            )));
+        }
+        Ok(Transport {
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_streams: Some(MAX_STREAMS_PER_CONNECTION),
+            quic_windows: Some(QUIC_WINDOWS),
+        })
+    }
 }
 
 /// The server with identify and ping beside it.
 #[derive(NetworkBehaviour)]
 struct Serve {
+    limits: connection_limits::Behaviour,
     rendezvous: server::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -241,8 +309,11 @@ fn open_store(
 
 pub async fn run(args: Args) -> CliResult {
     let config = args.config()?;
+    let limits = args.connection_limits()?;
+    let transport = args.transport()?;
     let (rendezvous, key) = state(&args, config)?;
-    let mut swarm = build_swarm(key, |key| Serve {
+    let mut swarm = build_swarm_with(key, &transport, |key| Serve {
+        limits: connection_limits::Behaviour::new(limits),
         rendezvous,
         identify: identify::Behaviour::new(
             identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
