@@ -53,7 +53,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 status=0
 for kind in $KINDS; do
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$BIN" serve --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS \
+    RUST_LOG=warn "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS \
         >"$OUT/serve-$kind.stdout" 2>"$OUT/serve-$kind.stderr" &
     SERVER_PID=$!
     for _ in $(seq 100); do
