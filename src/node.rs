@@ -123,16 +123,20 @@ impl Behaviour {
     }
 
     /// Whether the embedded server still holds a registration of `peer` in one of our
-    /// namespaces.
+    /// namespaces. Asked once per `PeerUnregistered` or `RegistrationExpired` event, so it
+    /// must not depend on how many registrations the peer has (a peer with n registrations
+    /// that disconnects brings n events): one lookup per namespace of ours, none once the peer
+    /// has no registration left.
     fn server_knows(&self, peer: &PeerId) -> bool {
-        let Some(server) = self.server.as_ref() else {
+        let Some(index) = self.server.as_ref().and_then(|s| s.registrations()) else {
             return false;
         };
-        let namespaces = self.client.namespaces();
-        server
-            .registrations_of(peer)
-            .iter()
-            .any(|r| namespaces.contains(&r.namespace))
+        index.count_of(peer) > 0
+            && self
+                .client
+                .namespaces()
+                .iter()
+                .any(|namespace| index.is_registered(peer, namespace))
     }
 }
 
@@ -161,5 +165,77 @@ impl Source for Behaviour {
             }
             Event::Server(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use libp2p::identity::Keypair;
+
+    use super::*;
+    use crate::{codec::NewRegistration, Namespace, RecordFormat, SignedRecord};
+
+    /// A node whose client discovers in `ours` and whose server holds `peer`'s registrations in
+    /// `namespaces`.
+    fn node_holding(key: &Keypair, ours: &Namespace, namespaces: &[Namespace]) -> Behaviour {
+        let addrs = vec!["/ip4/10.0.0.1/tcp/1".parse().unwrap()];
+        let record = SignedRecord::new(key, addrs, RecordFormat::Standard).unwrap();
+        let peer = key.public().to_peer_id();
+        let mut index = server::Registrations::new(server::Config::default(), 0);
+        for namespace in namespaces {
+            let registration = NewRegistration {
+                namespace: namespace.clone(),
+                record: record.clone(),
+                ttl: None,
+            };
+            index.register(peer, registration, Instant::now()).unwrap();
+        }
+        let store = server::MemoryStore::from_index(index);
+        let client = client::Config::default().with_namespace(ours.clone());
+        Behaviour {
+            client: client::Behaviour::new(Keypair::generate_ed25519(), client),
+            server: Some(server::Behaviour::with_store(
+                server::Config::default(),
+                store,
+            ))
+            .into(),
+        }
+    }
+
+    /// What the node reports for `peer`'s unregistration from `namespace`.
+    fn found_after_unregistered(node: &Behaviour, peer: PeerId, namespace: Namespace) -> Found {
+        let cause = server::Removal::Disconnect;
+        let event = Event::Server(server::Event::PeerUnregistered {
+            peer,
+            namespace,
+            cause,
+        });
+        let mut found = Found::new();
+        node.discoveries(&event, &mut found);
+        found
+    }
+
+    #[test]
+    fn given_a_peer_with_the_most_registrations_then_it_expires_only_when_none_in_our_namespaces_is_left(
+    ) {
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let ours = Namespace::from_static("ours");
+        // The most a peer may hold, one of them in our namespace; each of its n events is
+        // answered by one lookup per namespace of ours, not by copying its n registrations.
+        let mut namespaces: Vec<Namespace> = (1..server::DEFAULT_MAX_REGISTRATIONS_PER_PEER)
+            .map(|i| Namespace::new(format!("other-{i}")).unwrap())
+            .collect();
+        namespaces.push(ours.clone());
+        let node = node_holding(&key, &ours, &namespaces);
+        let other = namespaces[0].clone();
+        assert!(found_after_unregistered(&node, peer, other.clone()).is_empty());
+        // Nothing left in our namespaces (all of it left, as after a disconnect): expired.
+        let node = node_holding(&key, &ours, &namespaces[..10]);
+        assert!(!found_after_unregistered(&node, peer, ours.clone()).is_empty());
+        let node = node_holding(&key, &ours, &[]);
+        assert!(!found_after_unregistered(&node, peer, ours).is_empty());
     }
 }

@@ -116,8 +116,9 @@
 //!   at most one request (`max_record_size` + [`REQUEST_OVERHEAD`], 9 KiB by default) and one
 //!   response (at most `max_message_size`, 1 MiB; a DISCOVER_RESPONSE is only that large when
 //!   the page is), and a bounded request queue;
-//! - per peer: a rate-limiter bucket and a format hint (at most [`MAX_RATE_LIMITED_PEERS`] and
-//!   [`MAX_PEER_FORMAT_OVERRIDES`] of them, about 100 bytes each).
+//! - per peer: a rate-limiter bucket and what is known of its record format (at most
+//!   [`MAX_RATE_LIMITED_PEERS`] and [`MAX_KNOWN_PEERS`] of them, about 100 bytes each), and at
+//!   most [`MAX_HELD`] DISCOVERs held for identify in all.
 //!
 //! The application bounds the connections: `rendezvous serve` caps them in total, per peer and
 //! in their handshake (`--max-connections`, default 2048, `--max-connections-per-peer`,

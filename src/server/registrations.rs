@@ -758,6 +758,13 @@ impl Registrations {
         self.peers.get(peer).map_or(0, |p| p.namespaces.len())
     }
 
+    /// Whether `peer` has a registration in `namespace`.
+    pub fn is_registered(&self, peer: &PeerId, namespace: &Namespace) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.namespaces.contains_key(namespace))
+    }
+
     /// The registrations in `namespace`, oldest REGISTER first, with their remaining TTL.
     pub fn registrations_in(&self, namespace: &Namespace, now: Instant) -> Vec<Registration> {
         self.by_namespace

@@ -62,8 +62,8 @@ pub struct NodeArgs {
     pub identity: Option<std::path::PathBuf>,
 }
 
-/// The agent version announced over identify. Our server serves records of both formats to
-/// peers whose agent is not rust-libp2p; without identify it would send us legacy records only.
+/// The agent version announced over identify. Servers may pick the records they send by it
+/// (ours sends this client every record anyway: it lists the standard-records marker).
 const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
 
 /// The client behaviour with identify beside it, so servers learn what we decode.

@@ -8,6 +8,7 @@ mod common;
 mod data_dir;
 mod demo;
 mod discover;
+mod flood;
 mod load;
 mod metrics;
 #[cfg(feature = "redis")]
@@ -36,6 +37,8 @@ enum Command {
     Load(load::Args),
     /// Show a server and peers discovering each other on loopback, then exit.
     Demo(demo::Args),
+    /// Flood a loopback server one way while a legitimate client uses it (benches/flood.sh).
+    Flood(flood::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             Command::Register(args) => register::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Flood(args) => flood::run(args).await,
         }
     });
     match result {

@@ -12,6 +12,7 @@ use super::{deadlines::Deadlines, request::Action};
 use crate::{
     client::{Event, MAX_DISCOVERED},
     codec::Registration,
+    discovery::MAX_ADDRS_PER_PEER,
     Namespace, MAX_TTL,
 };
 
@@ -21,7 +22,8 @@ struct Cached {
     seq: u64,
 }
 
-/// The discovered registrations, at most [`MAX_DISCOVERED`] (peer, namespace) entries.
+/// The discovered registrations, at most [`MAX_DISCOVERED`] (peer, namespace) entries of at
+/// most [`MAX_ADDRS_PER_PEER`] addresses each (a remote record may list any number).
 ///
 /// Invariants: every entry has exactly one deadline in `expiry`; `len` counts the entries.
 #[derive(Debug)]
@@ -42,12 +44,13 @@ impl Cache {
         }
     }
 
-    /// Every address discovered for `peer`, over all namespaces.
+    /// Every address discovered for `peer`, over all namespaces, at most
+    /// [`MAX_ADDRS_PER_PEER`] like the discovery address book holds.
     pub(super) fn addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
         let mut out: Vec<Multiaddr> = Vec::new();
         for cached in self.peers.get(peer).into_iter().flat_map(|n| n.values()) {
             for a in &cached.addrs {
-                if !out.contains(a) {
+                if out.len() < MAX_ADDRS_PER_PEER && !out.contains(a) {
                     out.push(a.clone());
                 }
             }
@@ -82,6 +85,7 @@ impl Cache {
             let expires = now + Duration::from_secs(reg.ttl.min(MAX_TTL));
             let mut addrs = reg.record.addresses().to_vec();
             addrs.dedup();
+            addrs.truncate(MAX_ADDRS_PER_PEER);
             if self.update(peer, &reg.namespace, &addrs, reg.record.seq(), expires) {
                 // The swarm learns the addresses too (other behaviours may dial them).
                 let told = addrs.iter().map(|address| Action::NewAddressOfPeer {
@@ -171,8 +175,11 @@ fn same_set(a: &[Multiaddr], b: &[Multiaddr]) -> bool {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::super::test_support::*;
-    use crate::{client::Event, Namespace, MAX_TTL};
+    use super::super::{test_support::*, Request};
+    use crate::{
+        client::Event, codec::Registration, discovery::MAX_ADDRS_PER_PEER, Namespace, RecordFormat,
+        SignedRecord, MAX_TTL,
+    };
 
     #[test]
     fn given_a_discovered_registration_when_its_ttl_ends_unseen_then_it_expires() {
@@ -212,5 +219,46 @@ mod tests {
         assert!(events(drain(&mut s, cap - Duration::from_secs(1))).is_empty());
         let evs = events(drain(&mut s, cap));
         assert!(matches!(&evs[..], [Event::Expired { peer: p, .. }] if *p == peer(5)));
+    }
+
+    #[test]
+    fn given_records_with_too_many_addresses_then_a_peer_keeps_at_most_the_address_book_cap() {
+        let t0 = Instant::now();
+        let mut s = connected(
+            discover_only().with_namespace(Namespace::from_static("b")),
+            t0,
+        );
+        let record = |first: u16| {
+            let addrs = (first..first + 40)
+                .map(|port| format!("/ip4/10.0.0.2/tcp/{port}").parse().unwrap())
+                .collect();
+            SignedRecord::new(&key(2), addrs, RecordFormat::Standard).unwrap()
+        };
+        let sent = sends(&drain(&mut s, t0));
+        assert_eq!(sent.len(), 2, "one DISCOVER per namespace");
+        for (i, (id, request)) in sent.into_iter().enumerate() {
+            let Request::Discover {
+                namespace: Some(namespace),
+                ..
+            } = request
+            else {
+                panic!("{request:?}");
+            };
+            let registration = Registration {
+                namespace,
+                record: record(1000 * (i as u16 + 1)),
+                ttl: 100,
+            };
+            s.on_response(t0, id, Ok(page(vec![registration], b"c")));
+        }
+        let evs = events(drain(&mut s, t0));
+        assert_eq!(evs.len(), 2);
+        for e in &evs {
+            let Event::Discovered { addrs, .. } = e else {
+                panic!("{e:?}");
+            };
+            assert_eq!(addrs.len(), MAX_ADDRS_PER_PEER);
+        }
+        assert_eq!(s.discovered_addresses(&peer(2)).len(), MAX_ADDRS_PER_PEER);
     }
 }

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Flood benchmark: each hostile load against `rendezvous serve` (default flags, 127.0.0.1),
+# with a legitimate client registering and discovering alongside (`rendezvous flood`).
+# Every flood is bounded by COUNT and SECONDS and stops by itself; a fresh server per flood.
+#
+#   benches/flood.sh                          # every kind, 30 s each
+#   KINDS="idle stall" SECONDS_EACH=10 benches/flood.sh
+#
+# Knobs (defaults in brackets): KINDS ["idle stall churn register discover"], SECONDS_EACH
+# [30], COUNT_idle [3000], COUNT_stall [500], COUNT_churn [50], COUNT_register [300],
+# COUNT_discover [50], SERVE_FLAGS (extra flags for serve; none by default), PROFILE [release]
+# (debug to skip the release build), OUT (directory for the JSON reports; temporary by default).
+#
+# Prints one markdown row per flood: the server's RSS before and at its peak, its peak VmData,
+# its CPU seconds, and the legitimate client's requests, failures, worst latency and the
+# registrations it made before the flood that were still there after. Exit status 1 when the
+# legitimate client failed or lost a registration in any flood. Needs Linux (/proc).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+KINDS=${KINDS:-"idle stall churn register discover"}
+SECONDS_EACH=${SECONDS_EACH:-30}
+PROFILE=${PROFILE:-release}
+SERVE_FLAGS=${SERVE_FLAGS:-}
+OUT=${OUT:-$(mktemp -d -t rendezvous-flood.XXXXXX)}
+mkdir -p "$OUT"
+declare -A COUNT=([idle]=${COUNT_idle:-3000} [stall]=${COUNT_stall:-500} [churn]=${COUNT_churn:-50}
+    [register]=${COUNT_register:-300} [discover]=${COUNT_discover:-50})
+
+TARGET=${CARGO_TARGET_DIR:-target}
+if [[ "$PROFILE" == release ]]; then
+    echo "building (release)..." >&2
+    cargo build --release --quiet --bin rendezvous
+fi
+BIN=$TARGET/$PROFILE/rendezvous
+
+# Each flood opens thousands of sockets.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+SERVER_PID=
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap stop_server EXIT
+
+echo "| flood | count | s | server RSS MiB before / peak | VmData MiB peak | server CPU s | legit requests / failures | legit worst ms | kept |"
+echo "|---|---|---|---|---|---|---|---|---|"
+status=0
+for kind in $KINDS; do
+    # shellcheck disable=SC2086
+    RUST_LOG=warn "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS \
+        >"$OUT/serve-$kind.stdout" 2>"$OUT/serve-$kind.stderr" &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        [[ -s "$OUT/serve-$kind.stdout" ]] && break
+        sleep 0.1
+    done
+    addr=$(head -n1 "$OUT/serve-$kind.stdout")
+    if RUST_LOG=off "$BIN" flood --server "$addr" --server-pid "$SERVER_PID" --kind "$kind" \
+        --count "${COUNT[$kind]}" --seconds "$SECONDS_EACH" >"$OUT/$kind.json" \
+        2>"$OUT/$kind.stderr"; then :; else status=1; fi
+    stop_server
+    python3 - "$OUT/$kind.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"| {r['kind']} | {r['count']} | {r['seconds']} | {r['server_rss_mib_before']} / "
+      f"{r['server_rss_mib_peak']} | {r['server_vmdata_mib_peak']} | {r['server_cpu_seconds']:.1f} | "
+      f"{r['legit_requests']} / {r['legit_failures']} | {r['legit_worst_ms']} | "
+      f"{r['legit_registrations_kept']} |")
+if r.get("legit_first_failure"):
+    print(f"<!-- {r['kind']}: first legit failure: {r['legit_first_failure']} -->")
+PY
+done
+echo "reports in $OUT" >&2
+exit $status

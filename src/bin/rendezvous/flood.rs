@@ -1,0 +1,458 @@
+//! `rendezvous flood`: one hostile load against a rendezvous server, with a legitimate client
+//! registering and discovering alongside. For `benches/flood.sh`; loopback servers only.
+//!
+//! Kinds: `idle` (many connections that never ask anything), `stall` (streams that announce the
+//! largest frame and then send nothing more), `churn` (streams opened and reset in a loop),
+//! `register` (fresh identities registering maximal records in many namespaces), `discover`
+//! (DISCOVER without a cookie, page size 1000, in a tight loop). Every kind is bounded by
+//! `--count` and stops after `--seconds`.
+//!
+//! Prints one JSON object: the kind, the flood's own counters, the server's peak RSS and VmData
+//! and its CPU seconds during the flood (from `/proc/PID`), and the legitimate client's
+//! requests, failures and worst latency, and whether everything it registered before the flood
+//! was still there after it.
+
+use std::{
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{
+    channel::{mpsc, oneshot},
+    AsyncWriteExt, SinkExt, StreamExt,
+};
+use libp2p::{
+    identity::Keypair, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux, Multiaddr,
+    PeerId, Stream,
+};
+use rendezvous_discovery::{
+    codec::{read_message, write_message, DiscoverPage, Message, NewRegistration},
+    Namespace, RecordFormat, SignedRecord, PROTOCOL,
+};
+use serde_json::json;
+
+use crate::{
+    common::{CliError, CliResult},
+    streams,
+};
+
+/// Most connections or identities one flood uses.
+const MAX_COUNT: usize = 10_000;
+
+/// Longest flood.
+const MAX_SECONDS: u64 = 600;
+
+/// How long one legitimate request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Namespaces the legitimate client registers in before the flood and checks after it.
+const LEGIT_NAMESPACES: usize = 10;
+
+/// Flags of `rendezvous flood`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The server's address, with its `/p2p/` peer id (127.0.0.1 only).
+    #[arg(long, value_name = "MULTIADDR")]
+    server: Multiaddr,
+    /// The server's process id, to read its memory and CPU from /proc.
+    #[arg(long, value_name = "PID")]
+    server_pid: u32,
+    /// idle, stall, churn, register or discover.
+    #[arg(long, value_name = "KIND", value_parser = ["idle", "stall", "churn", "register", "discover"])]
+    kind: String,
+    /// Connections (or identities) the flood uses.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    count: usize,
+    /// How long the flood lasts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    seconds: u64,
+}
+
+/// A client connection with its own identity that opens rendezvous streams on demand.
+struct Client {
+    key: Keypair,
+    streams: mpsc::Sender<streams::StreamReply>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client {
+    async fn connect(server: Multiaddr, server_peer: PeerId) -> Result<Self, String> {
+        let key = Keypair::generate_ed25519();
+        let (streams, requests) = mpsc::channel(8);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| format!("cannot set up TCP: {e}"))?
+            .with_behaviour(|_| {
+                streams::Behaviour::new(server_peer, PROTOCOL, REQUEST_TIMEOUT, requests)
+            })
+            .map_err(|e| format!("cannot build the behaviour: {e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        swarm
+            .dial(server)
+            .map_err(|e| format!("cannot dial: {e}"))?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            while let Some(event) = swarm.next().await {
+                match event {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(Err(error.to_string()));
+                        }
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => return,
+                    _ => {}
+                }
+            }
+        });
+        match tokio::time::timeout(REQUEST_TIMEOUT, ready_rx).await {
+            Ok(Ok(Ok(()))) => Ok(Self { key, streams, task }),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err("the connection closed".into()),
+            Err(_) => Err("no connection in time".into()),
+        }
+    }
+
+    async fn open(&self) -> Result<Stream, String> {
+        let (tx, rx) = oneshot::channel();
+        self.streams
+            .clone()
+            .send(tx)
+            .await
+            .map_err(|_| "the connection closed".to_string())?;
+        rx.await.map_err(|_| "the connection closed".to_string())?
+    }
+
+    async fn request(&self, message: &Message) -> Result<Message, String> {
+        let exchange = async {
+            let mut stream = self.open().await?;
+            write_message(&mut stream, message, 1 << 20)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply = read_message(&mut stream, 1 << 20)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the stream ended")?
+                .map_err(|e| e.to_string())?;
+            let _ = stream.close().await;
+            Ok(reply)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+    }
+
+    fn register(&self, namespace: &Namespace, record: &SignedRecord) -> Message {
+        Message::Register(NewRegistration {
+            namespace: namespace.clone(),
+            record: record.clone(),
+            ttl: None,
+        })
+    }
+}
+
+fn discover(namespace: Option<Namespace>) -> Message {
+    Message::Discover {
+        namespace,
+        cookie: None,
+        limit: Some(1000),
+    }
+}
+
+/// A record as large as the server's defaults allow: 64 addresses of about 120 bytes.
+fn maximal_record(key: &Keypair) -> SignedRecord {
+    let addresses = (0..64)
+        .map(|i| {
+            format!("/dns4/{i:03}-{}.example.com/tcp/4001", "x".repeat(100))
+                .parse()
+                .expect("a valid multiaddr")
+        })
+        .collect();
+    SignedRecord::new(key, addresses, RecordFormat::Standard).expect("ed25519 signs")
+}
+
+/// The server's memory and CPU, from /proc.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    vm_data_kib: u64,
+    cpu_ticks: u64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Usage {
+        rss_kib: field("VmRSS:"),
+        vm_data_kib: field("VmData:"),
+        cpu_ticks: ticks(11) + ticks(12),
+    }
+}
+
+/// The legitimate client's figures.
+#[derive(Debug, Default)]
+struct Legit {
+    requests: u64,
+    failures: u64,
+    worst: Duration,
+    first_failure: Option<String>,
+}
+
+pub async fn run(args: Args) -> CliResult {
+    let Some(Protocol::P2p(server_peer)) = args.server.iter().last() else {
+        return Err(CliError::Usage(format!(
+            "--server {}: expected an address ending in /p2p/<peer id>",
+            args.server
+        )));
+    };
+    if !args
+        .server
+        .iter()
+        .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()))
+    {
+        return Err(CliError::Usage(format!(
+            "--server {}: expected a 127.0.0.1 address (floods stay on this machine)",
+            args.server
+        )));
+    }
+    if args.count == 0 || args.count > MAX_COUNT || args.seconds == 0 || args.seconds > MAX_SECONDS
+    {
+        return Err(CliError::Usage(format!(
+            "expected --count 1..={MAX_COUNT} and --seconds 1..={MAX_SECONDS}"
+        )));
+    }
+    let server = args.server.clone();
+    let legit = Client::connect(server.clone(), server_peer)
+        .await
+        .map_err(|e| CliError::Failed(format!("the legitimate client cannot connect: {e}")))?;
+    let legit_record = SignedRecord::new(
+        &legit.key,
+        vec!["/ip4/127.0.0.1/tcp/1".parse().expect("valid")],
+        RecordFormat::Standard,
+    )
+    .expect("ed25519 signs");
+    let namespaces: Vec<Namespace> = (0..LEGIT_NAMESPACES)
+        .map(|i| Namespace::new(format!("legit-{i}")).expect("short"))
+        .collect();
+    for namespace in &namespaces {
+        match legit
+            .request(&legit.register(namespace, &legit_record))
+            .await
+        {
+            Ok(Message::RegisterResponse(Ok(_))) => {}
+            other => {
+                return Err(CliError::Failed(format!(
+                    "the legitimate client cannot register before the flood: {other:?}"
+                )))
+            }
+        }
+    }
+    let before = usage(args.server_pid);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let flooded = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let flood = tokio::spawn(flood(
+        args.kind.clone(),
+        server.clone(),
+        server_peer,
+        args.count,
+        deadline,
+        flooded.clone(),
+        refused.clone(),
+    ));
+    // The legitimate client: a refresh and a discover every 200 ms, while sampling the server.
+    let mut figures = Legit::default();
+    let mut peak = before;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let now = usage(args.server_pid);
+        peak.rss_kib = peak.rss_kib.max(now.rss_kib);
+        peak.vm_data_kib = peak.vm_data_kib.max(now.vm_data_kib);
+        for message in [
+            legit.register(&namespaces[0], &legit_record),
+            discover(Some(namespaces[1].clone())),
+        ] {
+            let start = Instant::now();
+            let outcome = legit.request(&message).await;
+            figures.requests += 1;
+            figures.worst = figures.worst.max(start.elapsed());
+            let ok = matches!(
+                outcome,
+                Ok(Message::RegisterResponse(Ok(_))) | Ok(Message::DiscoverResponse(Ok(_)))
+            );
+            if !ok {
+                figures.failures += 1;
+                figures
+                    .first_failure
+                    .get_or_insert_with(|| format!("{outcome:?}"));
+            }
+        }
+    }
+    let after = usage(args.server_pid);
+    let _ = tokio::time::timeout(Duration::from_secs(30), flood).await;
+    // Nothing registered before the flood is lost.
+    let mut kept = 0;
+    for namespace in &namespaces {
+        if let Ok(Message::DiscoverResponse(Ok(DiscoverPage { registrations, .. }))) =
+            legit.request(&discover(Some(namespace.clone()))).await
+        {
+            kept += registrations
+                .iter()
+                .filter(|r| r.record.peer_id() == legit.key.public().to_peer_id())
+                .count();
+        }
+    }
+    let ticks_per_second = 100.0;
+    let report = json!({
+        "kind": args.kind,
+        "count": args.count,
+        "seconds": args.seconds,
+        "flood_ops": flooded.load(Ordering::Relaxed),
+        "flood_refused": refused.load(Ordering::Relaxed),
+        "server_rss_mib_before": before.rss_kib / 1024,
+        "server_rss_mib_peak": peak.rss_kib / 1024,
+        "server_vmdata_mib_peak": peak.vm_data_kib / 1024,
+        "server_cpu_seconds": (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 / ticks_per_second,
+        "legit_requests": figures.requests,
+        "legit_failures": figures.failures,
+        "legit_worst_ms": figures.worst.as_millis() as u64,
+        "legit_first_failure": figures.first_failure,
+        "legit_registrations_kept": format!("{kept}/{LEGIT_NAMESPACES}"),
+    });
+    println!("{report}");
+    let ok = figures.failures == 0 && kept == LEGIT_NAMESPACES;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs one flood until `deadline`; counts what it did and what the server refused.
+async fn flood(
+    kind: String,
+    server: Multiaddr,
+    server_peer: PeerId,
+    count: usize,
+    deadline: Instant,
+    done: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let until = tokio::time::Instant::from_std(deadline);
+    for i in 0..count {
+        let (server, kind) = (server.clone(), kind.clone());
+        let (done, refused) = (done.clone(), refused.clone());
+        tasks.spawn(async move {
+            let Ok(client) = Client::connect(server, server_peer).await else {
+                refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            done.fetch_add(u64::from(kind == "idle"), Ordering::Relaxed);
+            let work = async {
+                match kind.as_str() {
+                    "idle" => futures::future::pending::<()>().await,
+                    "stall" => {
+                        // Every stream the connection may have: announce 1 MiB, send 1 byte.
+                        let mut held = Vec::new();
+                        for _ in 0..8 {
+                            let Ok(mut stream) = client.open().await else {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            };
+                            let ok = stream.write_all(&[0xff, 0xff, 0x3f, 0x00]).await.is_ok()
+                                && stream.flush().await.is_ok();
+                            done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                            held.push(stream);
+                        }
+                        futures::future::pending::<()>().await
+                    }
+                    "churn" => loop {
+                        match client.open().await {
+                            Ok(mut stream) => {
+                                let _ = stream.write_all(&[0x05]).await;
+                                drop(stream);
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    },
+                    "register" => {
+                        let record = maximal_record(&client.key);
+                        for n in 0.. {
+                            let namespace =
+                                Namespace::new(format!("flood-{i}-{n}")).expect("short");
+                            match client.request(&client.register(&namespace, &record)).await {
+                                Ok(Message::RegisterResponse(Ok(_))) => {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(_) => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(_) => return,
+                            }
+                        }
+                    }
+                    _ => loop {
+                        match client.request(&discover(None)).await {
+                            Ok(Message::DiscoverResponse(Ok(_))) => {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => return,
+                        }
+                    },
+                }
+            };
+            let _ = tokio::time::timeout_at(until, work).await;
+            drop(client);
+        });
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
