@@ -35,7 +35,7 @@ pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
 /// Requests a peer may make at once before the per-second rate applies.
 pub const DEFAULT_REQUEST_BURST: u32 = 100;
 
-/// Bytes the store may hold, counted as [`Registrations::stored_bytes`] counts them (each
+/// Bytes the store may hold, counted as [`Registrations::stored_bytes`](super::Registrations::stored_bytes) counts them (each
 /// registration's fixed cost and namespace, each distinct record once per peer with its parsed
 /// addresses). 512 MiB suits a server with 1 to 4 GiB of memory; see the module docs for the
 /// whole bound.
@@ -231,7 +231,7 @@ impl Config {
     }
 
     /// Bytes the store may hold (default [`DEFAULT_MAX_STORE_BYTES`]), counted as
-    /// [`Registrations::stored_bytes`] counts them. Over it, a REGISTER that would grow the store
+    /// [`Registrations::stored_bytes`](super::Registrations::stored_bytes) counts them. Over it, a REGISTER that would grow the store
     /// gets `E_UNAVAILABLE`; a refresh that does not grow it still succeeds.
     pub fn with_max_store_bytes(mut self, bytes: usize) -> Self {
         self.max_store_bytes = bytes;
@@ -252,7 +252,7 @@ impl Config {
         self
     }
 
-    /// Checks every limit against its range; [`Behaviour::try_new`] and `rendezvous serve` refuse
+    /// Checks every limit against its range; [`Behaviour::try_new`](super::Behaviour::try_new) and `rendezvous serve` refuse
     /// a configuration that fails. (An unchecked configuration never panics the server either:
     /// out-of-range values are clamped where they are used.)
     pub fn validate(&self) -> Result<(), InvalidConfig> {
