@@ -1,7 +1,11 @@
 //! The thin [`NetworkBehaviour`] shell: moves requests from the connections to a [`Store`],
 //! answers them when the store completes them, decides which record formats each DISCOVER is
 //! served (holding it while the asker's identify is read), and runs one timer for the store's
-//! expiry and the held DISCOVERs.
+//! expiry and the held DISCOVERs. This file is the behaviour and its connections; requests in
+//! (refusals, held DISCOVERs, submission) are in `requests`, answers out in `answers`.
+
+mod answers;
+mod requests;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -14,33 +18,20 @@ use futures_timer::Delay;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
     swarm::{
-        ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour,
-        NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId,
 };
 
+use self::requests::HeldDiscover;
 use super::{
-    formats::{Decision, PeerFormats},
-    handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
-    store::{MemoryStore, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
-    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, Removal, ServedFormats,
+    formats::PeerFormats,
+    handler::{FromBehaviour, Handler, ToBehaviour},
+    store::{MemoryStore, Operation, OperationId, Store},
+    Config, Event, InvalidConfig, RateLimiter, Registrations, ServedFormats,
 };
-use crate::codec::{
-    Cookie, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace, RecordFormat, Registration,
-    Request,
-};
-
-/// A DISCOVER waiting for its asker's format to be known.
-#[derive(Debug)]
-struct HeldDiscover {
-    namespace: Option<Namespace>,
-    cookie: Option<Cookie>,
-    limit: Option<u64>,
-    responder: Option<oneshot::Sender<Message>>,
-    /// When the handler read the request, to report how long answering took.
-    received: Instant,
-}
+use crate::codec::{Message, Namespace, RecordFormat, Registration};
 
 /// A REGISTER or DISCOVER submitted to the store, waiting for its answer.
 #[derive(Debug)]
@@ -69,9 +60,9 @@ pub struct Behaviour {
     /// Open connections per peer, to know when the last one closes and whom to keep alive.
     connections: HashMap<PeerId, Connected>,
     /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
-    /// most [`MAX_IN_FLIGHT`]).
+    /// most [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT)).
     waiting: HashMap<OperationId, Waiting>,
-    /// Operations submitted and not completed that count toward [`MAX_IN_FLIGHT`].
+    /// Operations submitted and not completed that count toward [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT).
     in_flight: usize,
     next_id: u64,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
@@ -194,343 +185,9 @@ impl Behaviour {
     }
 
     /// Operations submitted to the store and not yet completed that count toward
-    /// [`MAX_IN_FLIGHT`].
+    /// [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT).
     pub fn operations_in_flight(&self) -> usize {
         self.in_flight
-    }
-
-    fn rate_limited(&self) -> ErrorResponse {
-        ErrorResponse::new(
-            ErrorCode::Unavailable,
-            format!(
-                "too many requests; this server allows {} per second per peer (bursts of {})",
-                self.config.requests_per_second, self.config.request_burst
-            ),
-        )
-    }
-
-    fn store_busy() -> ErrorResponse {
-        ErrorResponse::new(
-            ErrorCode::Unavailable,
-            format!(
-                "server busy: {MAX_IN_FLIGHT} requests are waiting for its store; try again \
-                 shortly"
-            ),
-        )
-    }
-
-    /// Tells the connections of `peer` whether to stay alive, when the answer changed.
-    fn update_keep_alive(&mut self, peer: PeerId, peer_registrations: usize) {
-        if !self.config.remove_on_disconnect {
-            return;
-        }
-        let Some(connected) = self.connections.get_mut(&peer) else {
-            return;
-        };
-        let keep = peer_registrations > 0;
-        if connected.keep_alive == keep {
-            return;
-        }
-        connected.keep_alive = keep;
-        for connection in &connected.ids {
-            self.events.push_back(ToSwarm::NotifyHandler {
-                peer_id: peer,
-                handler: NotifyHandler::One(*connection),
-                event: FromBehaviour::KeepAlive(keep),
-            });
-        }
-    }
-
-    fn submit(
-        &mut self,
-        operation: Operation,
-        responder: Option<oneshot::Sender<Message>>,
-        received: Instant,
-    ) {
-        let id = OperationId(self.next_id);
-        self.next_id += 1;
-        if let Some(responder) = responder {
-            self.in_flight += 1;
-            self.waiting.insert(
-                id,
-                Waiting {
-                    responder,
-                    received,
-                },
-            );
-        }
-        self.store.submit(id, operation, Instant::now());
-    }
-
-    fn handle_request(&mut self, peer: PeerId, connection: ConnectionId, request: InboundRequest) {
-        let now = Instant::now();
-        let InboundRequest {
-            request,
-            responder,
-            received,
-        } = request;
-        // Refusals the shell decides itself: the rate, then the store's capacity.
-        let refusal = match &request {
-            Request::Unregister(_) => None,
-            _ if !self.rate.try_acquire(peer, now) => Some((self.rate_limited(), Limit::Rate)),
-            _ if self.in_flight >= MAX_IN_FLIGHT => Some((Self::store_busy(), Limit::InFlight)),
-            _ => None,
-        };
-        let operation = match request {
-            Request::Register(registration) => {
-                if let Some((error, limit)) = refusal {
-                    let namespace = registration.namespace;
-                    self.answer(responder, Message::RegisterResponse(Err(error.clone())));
-                    self.events
-                        .push_back(ToSwarm::GenerateEvent(Event::PeerNotRegistered {
-                            peer,
-                            namespace,
-                            error,
-                            limit: Some(limit),
-                            duration: Instant::now().saturating_duration_since(received),
-                        }));
-                    return;
-                }
-                Operation::Register { peer, registration }
-            }
-            Request::Unregister(namespace) => Operation::Unregister { peer, namespace },
-            Request::Discover {
-                namespace,
-                cookie,
-                limit,
-            } => {
-                let held = HeldDiscover {
-                    namespace,
-                    cookie,
-                    limit,
-                    responder,
-                    received,
-                };
-                if let Some((error, limit)) = refusal {
-                    self.refuse_discover(peer, held, error, limit);
-                    return;
-                }
-                let registered = self.registered_format(&peer);
-                match self.formats.discover(peer, registered, held, now) {
-                    Decision::Serve(served, held) => self.submit_discover(peer, served, held),
-                    Decision::Held { ask } => {
-                        tracing::debug!(%peer, ask, "DISCOVER held until the peer's format is known");
-                        if ask {
-                            self.events.push_back(ToSwarm::NotifyHandler {
-                                peer_id: peer,
-                                handler: NotifyHandler::One(connection),
-                                event: FromBehaviour::AskIdentify,
-                            });
-                        }
-                    }
-                    Decision::Full(held) => {
-                        let error = ErrorResponse::new(
-                            ErrorCode::Unavailable,
-                            format!(
-                                "too many DISCOVERs wait for their askers' identify ({} of this \
-                                 peer, {} in all); try again in a moment",
-                                super::MAX_HELD_PER_PEER,
-                                super::MAX_HELD
-                            ),
-                        );
-                        self.refuse_discover(peer, held, error, Limit::HeldDiscovers);
-                    }
-                }
-                return;
-            }
-        };
-        self.submit(operation, responder, received);
-    }
-
-    /// Submits a DISCOVER for a peer served `served`, unless the store has too much in flight.
-    fn submit_discover(&mut self, peer: PeerId, served: ServedFormats, held: HeldDiscover) {
-        if self.in_flight >= MAX_IN_FLIGHT {
-            self.refuse_discover(peer, held, Self::store_busy(), Limit::InFlight);
-            return;
-        }
-        let HeldDiscover {
-            namespace,
-            cookie,
-            limit,
-            responder,
-            received,
-        } = held;
-        let operation = Operation::Discover {
-            peer,
-            served,
-            namespace,
-            cookie,
-            limit,
-        };
-        self.submit(operation, responder, received);
-    }
-
-    fn refuse_discover(
-        &mut self,
-        peer: PeerId,
-        held: HeldDiscover,
-        error: ErrorResponse,
-        limit: Limit,
-    ) {
-        self.answer(
-            held.responder,
-            Message::DiscoverResponse(Err(error.clone())),
-        );
-        self.events
-            .push_back(ToSwarm::GenerateEvent(Event::DiscoverNotServed {
-                peer,
-                namespace: held.namespace,
-                error,
-                limit: Some(limit),
-                duration: Instant::now().saturating_duration_since(held.received),
-            }));
-    }
-
-    /// Serves DISCOVERs of `peer` that no longer wait, by what is known now.
-    fn serve_released(&mut self, peer: PeerId, released: Vec<HeldDiscover>) {
-        if released.is_empty() {
-            return;
-        }
-        let served = self.served_formats(&peer);
-        for held in released {
-            self.submit_discover(peer, served, held);
-        }
-    }
-
-    fn answer(&self, responder: Option<oneshot::Sender<Message>>, response: Message) {
-        if let Some(responder) = responder {
-            // The stream may be gone already; then nobody waits for the answer.
-            let _ = responder.send(response);
-        }
-    }
-
-    /// Answers a completed operation and reports it.
-    fn on_completed(&mut self, id: OperationId, peer: PeerId, outcome: Outcome, count: usize) {
-        let waiting = self.waiting.remove(&id);
-        if waiting.is_some() {
-            self.in_flight -= 1;
-        }
-        // Read after the store answered, so the duration includes its work (a commit, say).
-        let now = Instant::now();
-        let duration = waiting.as_ref().map_or_else(Default::default, |w| {
-            now.saturating_duration_since(w.received)
-        });
-        let responder = waiting.map(|w| w.responder);
-        let (response, events) = match outcome {
-            Outcome::Registered {
-                namespace,
-                result,
-                limit,
-            } => match result {
-                Ok(registration) => {
-                    let released = self.formats.registered(peer, registration.record.format());
-                    self.serve_released(peer, released);
-                    (
-                        Some(Message::RegisterResponse(Ok(registration.ttl))),
-                        vec![Event::PeerRegistered {
-                            peer,
-                            registration,
-                            duration,
-                        }],
-                    )
-                }
-                Err(error) => (
-                    Some(Message::RegisterResponse(Err(error.clone()))),
-                    vec![Event::PeerNotRegistered {
-                        peer,
-                        namespace,
-                        error,
-                        limit,
-                        duration,
-                    }],
-                ),
-            },
-            Outcome::Unregistered { namespace, removed } => (
-                None,
-                removed
-                    .map(|_| Event::PeerUnregistered {
-                        peer,
-                        namespace,
-                        cause: Removal::Unregister,
-                    })
-                    .into_iter()
-                    .collect(),
-            ),
-            Outcome::PeerRemoved { removed } => (
-                None,
-                removed
-                    .into_iter()
-                    .map(|registration| Event::PeerUnregistered {
-                        peer,
-                        namespace: registration.namespace,
-                        cause: Removal::Disconnect,
-                    })
-                    .collect(),
-            ),
-            Outcome::Discovered { namespace, result } => match result {
-                Ok((registrations, cookie)) => {
-                    let event = Event::DiscoverServed {
-                        peer,
-                        namespace,
-                        count: registrations.len(),
-                        duration,
-                    };
-                    let page = DiscoverPage {
-                        registrations,
-                        cookie: Some(cookie),
-                        skipped: 0,
-                    };
-                    (Some(Message::DiscoverResponse(Ok(page))), vec![event])
-                }
-                Err(error) => (
-                    Some(Message::DiscoverResponse(Err(error.clone()))),
-                    vec![Event::DiscoverNotServed {
-                        peer,
-                        namespace,
-                        error,
-                        limit: None,
-                        duration,
-                    }],
-                ),
-            },
-        };
-        if let Some(response) = response {
-            self.answer(responder, response);
-        }
-        self.events
-            .extend(events.into_iter().map(ToSwarm::GenerateEvent));
-        self.update_keep_alive(peer, count);
-    }
-
-    fn on_store_event(&mut self, event: StoreEvent) {
-        match event {
-            StoreEvent::Completed {
-                id,
-                peer,
-                outcome,
-                peer_registrations,
-            } => self.on_completed(id, peer, outcome, peer_registrations),
-            StoreEvent::Expired {
-                registration,
-                peer_registrations,
-            } => {
-                let peer = registration.record.peer_id();
-                self.update_keep_alive(peer, peer_registrations);
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::RegistrationExpired(
-                        registration,
-                    )));
-            }
-            StoreEvent::Committed {
-                operations,
-                latency,
-            } => self
-                .events
-                .push_back(ToSwarm::GenerateEvent(Event::StoreCommitted {
-                    operations,
-                    latency,
-                })),
-        }
     }
 
     /// Whether a new connection of `peer` starts kept alive (it holds registrations, as far as

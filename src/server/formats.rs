@@ -9,8 +9,84 @@ use std::{
 
 use libp2p::{PeerId, StreamProtocol};
 
-use super::ServedFormats;
 use crate::{RecordFormat, STANDARD_RECORDS_PROTOCOL};
+
+/// Which registrations a peer is sent in DISCOVER_RESPONSEs, and in which layout (see the
+/// module docs, "Record formats"). Ordered by how much they cover: a cookie cut under a
+/// narrower set is not continued under a wider one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ServedFormats {
+    /// Legacy signed records only: all that rust-libp2p's `libp2p-rendezvous` 0.18 client
+    /// decodes (one standard record fails its whole page).
+    LegacyOnly,
+    /// Signed records of both formats, as they were signed: the spec, for go, js and nim
+    /// clients. Unsigned (`PeerInfo`) registrations are left out: these clients cannot read them.
+    #[default]
+    Signed,
+    /// Every registration, each as an unsigned `PeerInfo` (a signed record is handed out with
+    /// the peer and addresses it proves): py-libp2p 0.8 and other third-generation clients.
+    AsPeerInfo,
+    /// Every registration as it was registered (signed records as signed, `PeerInfo`s as
+    /// `PeerInfo`): this crate's client, which reads all three layouts.
+    All,
+}
+
+impl ServedFormats {
+    /// Whether a registration of `format` is served.
+    pub fn includes(self, format: crate::RecordFormat) -> bool {
+        use crate::RecordFormat::*;
+        match self {
+            ServedFormats::LegacyOnly => format == Legacy,
+            ServedFormats::Signed => format != PeerInfo,
+            ServedFormats::AsPeerInfo | ServedFormats::All => true,
+        }
+    }
+
+    /// What a peer that registers in `format` reads: what it sends.
+    pub fn read_by_registrant(format: crate::RecordFormat) -> Self {
+        match format {
+            crate::RecordFormat::Standard => ServedFormats::Signed,
+            crate::RecordFormat::Legacy => ServedFormats::LegacyOnly,
+            crate::RecordFormat::PeerInfo => ServedFormats::AsPeerInfo,
+        }
+    }
+
+    /// How much of the registrations it covers: legacy ones (0), signed ones (1), all (2).
+    pub fn coverage(self) -> u8 {
+        match self {
+            ServedFormats::LegacyOnly => 0,
+            ServedFormats::Signed => 1,
+            ServedFormats::AsPeerInfo | ServedFormats::All => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ServedFormats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServedFormats::LegacyOnly => "legacy",
+            ServedFormats::Signed => "signed",
+            ServedFormats::AsPeerInfo => "peer-info",
+            ServedFormats::All => "all",
+        })
+    }
+}
+
+impl std::str::FromStr for ServedFormats {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "legacy" => Ok(ServedFormats::LegacyOnly),
+            "signed" => Ok(ServedFormats::Signed),
+            "peer-info" => Ok(ServedFormats::AsPeerInfo),
+            "all" => Ok(ServedFormats::All),
+            other => Err(format!(
+                "expected `legacy`, `signed`, `peer-info` or `all`, got `{other}`"
+            )),
+        }
+    }
+}
 
 /// The identify protocol, which every libp2p implementation answers; the server reads a peer's
 /// agent and protocols with it (without depending on libp2p's identify behaviour).

@@ -1,32 +1,31 @@
 //! The pure registration store: no IO, no clock reads; every call that depends on time takes
-//! `now`.
+//! `now`. This file is the index (entries by sequence number, peer, namespace and deadline) and
+//! its mutations; the checks a REGISTER passes are in `limits`, DISCOVER paging in `page`, the
+//! cookie format in `cookie`, the consistency check in `invariants`.
 
 use std::{
     borrow::Borrow,
     collections::{BTreeSet, HashMap},
     hash::{Hash, Hasher},
-    ops::Bound,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use libp2p::PeerId;
 
-use super::{
-    Config, Limit, ServedFormats, ADDRESS_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES,
-    REGISTRATION_OVERHEAD_BYTES,
-};
+use super::{Config, RECORD_OVERHEAD_BYTES};
 use crate::codec::{
-    registration_wire_len, Cookie, ErrorCode, ErrorResponse, Message, Namespace, NewRegistration,
-    RecordFormat, Registration, SignedRecord, Ttl, UnverifiedRegistration,
+    Cookie, ErrorCode, ErrorResponse, Message, Namespace, NewRegistration, RecordFormat,
+    Registration, SignedRecord, Ttl, UnverifiedRegistration,
 };
 
 pub mod cookie;
+mod invariants;
+mod limits;
+mod page;
 
-/// The most entries one DISCOVER looks at, returned or not. Records filtered out by format (or
-/// expired but not yet collected) still cost a look; this bound keeps a DISCOVER at
-/// O(log n + `MAX_SCANNED_PER_DISCOVER`) even when most of a namespace is filtered out. The
-/// cookie then points past what was looked at, so the next DISCOVER continues from there.
-pub const MAX_SCANNED_PER_DISCOVER: usize = 10_000;
+pub use limits::Refusal;
+use limits::{record_cost, registration_cost};
+pub use page::MAX_SCANNED_PER_DISCOVER;
 
 /// One stored registration.
 #[derive(Debug, Clone)]
@@ -72,43 +71,6 @@ impl Hash for HeldRecord {
 impl Borrow<[u8]> for HeldRecord {
     fn borrow(&self) -> &[u8] {
         self.0.envelope_bytes()
-    }
-}
-
-/// Bytes a record costs in the store (see [`Registrations::stored_bytes`]).
-fn record_cost(record: &SignedRecord) -> usize {
-    record.addresses().iter().fold(
-        RECORD_OVERHEAD_BYTES + record.envelope_bytes().len(),
-        |sum, a| sum.saturating_add(ADDRESS_OVERHEAD_BYTES + a.len()),
-    )
-}
-
-/// Bytes a registration costs in the store besides its record.
-fn registration_cost(namespace: &Namespace) -> usize {
-    REGISTRATION_OVERHEAD_BYTES + namespace.as_str().len()
-}
-
-/// A refused REGISTER: the answer, and the bound that refused it, if a bound did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The status and text to answer with.
-    pub error: ErrorResponse,
-    /// The bound, if one refused it (not for a bad TTL, record or signer).
-    pub limit: Option<Limit>,
-}
-
-impl Refusal {
-    fn by(limit: Limit, error: ErrorResponse) -> Self {
-        Self {
-            error,
-            limit: Some(limit),
-        }
-    }
-}
-
-impl From<ErrorResponse> for Refusal {
-    fn from(error: ErrorResponse) -> Self {
-        Self { error, limit: None }
     }
 }
 
@@ -261,175 +223,6 @@ impl Registrations {
         Some(held.0.clone())
     }
 
-    /// The granted TTL and its deadline, or `E_INVALID_TTL`.
-    fn check_ttl(&self, ttl: Option<Ttl>, now: Instant) -> Result<(Ttl, Instant), ErrorResponse> {
-        let ttl = ttl.unwrap_or(crate::DEFAULT_TTL);
-        let (min, max) = (self.config.min_ttl, self.config.max_ttl);
-        if ttl < min || ttl > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidTtl,
-                format!("ttl is {ttl} s; expected {min}..={max} s"),
-            ));
-        }
-        // Only reachable with a configuration that `Config::validate` refuses.
-        let deadline = now.checked_add(Duration::from_secs(ttl)).ok_or_else(|| {
-            ErrorResponse::new(
-                ErrorCode::InvalidTtl,
-                format!("ttl is {ttl} s; this server cannot keep a registration that long"),
-            )
-        })?;
-        Ok((ttl, deadline))
-    }
-
-    fn check_record_size(&self, len: usize) -> Result<(), Refusal> {
-        let max = self.config.max_record_size;
-        if len > max {
-            return Err(Refusal::by(
-                Limit::Record,
-                ErrorResponse::new(
-                    ErrorCode::InvalidSignedPeerRecord,
-                    format!("signed peer record is {len} bytes; this server accepts at most {max}"),
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The per-peer and total registration limits; a refresh never counts as new.
-    fn check_counts(&self, peer: &PeerId, existing: Option<u64>) -> Result<(), Refusal> {
-        if existing.is_some() {
-            return Ok(());
-        }
-        let of_peer = self.count_of(peer);
-        if of_peer >= self.config.max_registrations_per_peer {
-            return Err(Refusal::by(
-                Limit::PeerRegistrations,
-                ErrorResponse::new(
-                    ErrorCode::NotAuthorized,
-                    format!(
-                        "peer already has {of_peer} registrations, the most this server allows; \
-                         unregister one first"
-                    ),
-                ),
-            ));
-        }
-        if self.entries.len() >= self.config.max_registrations {
-            return Err(Refusal::by(
-                Limit::Registrations,
-                ErrorResponse::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "server is full ({} registrations); try later or another server",
-                        self.entries.len()
-                    ),
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The record is the peer's own and lists few enough addresses.
-    fn check_record(&self, peer: PeerId, record: &SignedRecord) -> Result<(), Refusal> {
-        if record.peer_id() != peer {
-            return Err(ErrorResponse::new(
-                ErrorCode::NotAuthorized,
-                format!(
-                    "the signed peer record is for peer {}; a peer can only register itself ({peer})",
-                    record.peer_id()
-                ),
-            )
-            .into());
-        }
-        let (count, max) = (
-            record.addresses().len(),
-            self.config.max_addresses_per_record,
-        );
-        if count > max {
-            return Err(Refusal::by(
-                Limit::Record,
-                ErrorResponse::new(
-                    ErrorCode::InvalidSignedPeerRecord,
-                    format!(
-                        "signed peer record lists {count} addresses; this server accepts at most {max}"
-                    ),
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The store byte budget for storing `record` in `namespace` for `peer`.
-    fn check_bytes(
-        &self,
-        peer: &PeerId,
-        namespace: &Namespace,
-        existing: Option<u64>,
-        record: &SignedRecord,
-    ) -> Result<(), Refusal> {
-        let held = self
-            .peers
-            .get(peer)
-            .is_some_and(|p| p.records.contains_key(record.envelope_bytes()));
-        let record_bytes = if held { 0 } else { record_cost(record) };
-        self.check_budget(peer, namespace, existing, record_bytes, Some(record))
-    }
-
-    /// Refuses with `E_UNAVAILABLE` when adding a registration in `namespace` whose record adds
-    /// `record_bytes` would take the store over its byte budget. What replacing `existing`
-    /// frees counts: a refresh that does not grow the store always passes.
-    fn check_budget(
-        &self,
-        peer: &PeerId,
-        namespace: &Namespace,
-        existing: Option<u64>,
-        record_bytes: usize,
-        new_record: Option<&SignedRecord>,
-    ) -> Result<(), Refusal> {
-        let added = registration_cost(namespace).saturating_add(record_bytes);
-        let freed = existing.map_or(0, |seq| self.freed_by_removing(peer, seq, new_record));
-        let after = self.bytes.saturating_sub(freed).saturating_add(added);
-        if added <= freed || after <= self.config.max_store_bytes {
-            return Ok(());
-        }
-        Err(Refusal::by(
-            Limit::StoreBytes,
-            ErrorResponse::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "store byte budget exhausted: this registration needs {added} bytes and {} of \
-                     {} bytes (max-store-bytes) are in use; try later or another server",
-                    self.bytes, self.config.max_store_bytes
-                ),
-            ),
-        ))
-    }
-
-    /// Bytes removing registration `seq` of `peer` would free, when it is replaced by one holding
-    /// `replacement` (its record stays if the replacement is the same record).
-    fn freed_by_removing(
-        &self,
-        peer: &PeerId,
-        seq: u64,
-        replacement: Option<&SignedRecord>,
-    ) -> usize {
-        let Some(entry) = self.entries.get(&seq) else {
-            return 0;
-        };
-        let bytes = entry.record.envelope_bytes();
-        let last_holder = self
-            .peers
-            .get(peer)
-            .and_then(|p| p.records.get(bytes))
-            .is_some_and(|holders| *holders <= 1);
-        let kept = replacement.is_some_and(|r| r.envelope_bytes() == bytes);
-        registration_cost(&entry.namespace)
-            + if last_holder && !kept {
-                record_cost(&entry.record)
-            } else {
-                0
-            }
-    }
-
     /// Stores a checked registration, replacing `existing`.
     fn insert(
         &mut self,
@@ -540,94 +333,6 @@ impl Registrations {
             .collect()
     }
 
-    /// Handles a DISCOVER: the next page after `cookie` in `namespace` (all namespaces when
-    /// `None`), for an asker served `served`, and the cookie to continue with.
-    ///
-    /// Only registrations `served` includes are returned, in its layout (see the module docs);
-    /// the others still advance the cookie, which then carries a mark saying under which
-    /// formats it was cut. A marked cookie sent back by a peer now served more (its format
-    /// became known after the page was cut) is refused with `E_INVALID_COOKIE`, so the peer
-    /// starts over and nothing it can read stays hidden. The page holds at most `limit` (default
-    /// and cap from the config) registrations and is cut so the encoded response fits the
-    /// message cap.
-    pub fn discover(
-        &self,
-        served: ServedFormats,
-        namespace: Option<&Namespace>,
-        cookie: Option<&Cookie>,
-        limit: Option<u64>,
-        now: Instant,
-    ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
-        let (after, mut mark) = match cookie {
-            Some(cookie) => cookie::parse(cookie, namespace, self.counter, served)?,
-            None => (0, None),
-        };
-        let limit = match limit {
-            None | Some(0) => self.config.default_page.min(self.config.max_page),
-            Some(n) => (n.min(self.config.max_page as u64)) as usize,
-        };
-        let index = match namespace {
-            Some(ns) => match self.by_namespace.get(ns) {
-                Some(index) => index,
-                None => return Ok((Vec::new(), cookie::encode(self.counter, mark, namespace))),
-            },
-            None => &self.all,
-        };
-        let mut page = Vec::new();
-        let mut size = self.response_overhead;
-        let mut last = None;
-        let mut complete = true;
-        for (scanned, &seq) in index
-            .range((Bound::Excluded(after), Bound::Unbounded))
-            .enumerate()
-        {
-            if page.len() >= limit || scanned >= MAX_SCANNED_PER_DISCOVER {
-                complete = false;
-                break;
-            }
-            let entry = &self.entries[&seq];
-            if entry.deadline <= now {
-                last = Some(seq);
-                continue;
-            }
-            if !served.includes(entry.record.format()) {
-                mark = Some(mark.map_or(served.coverage(), |m| m.min(served.coverage())));
-                last = Some(seq);
-                continue;
-            }
-            let record = match served {
-                ServedFormats::AsPeerInfo => entry.record.to_peer_info(),
-                _ => entry.record.clone(),
-            };
-            let ttl = entry.deadline.duration_since(now).as_secs().max(1);
-            let wire = registration_wire_len(&entry.namespace, record.envelope_bytes().len(), ttl);
-            if size.saturating_add(wire) > self.config.max_message_size {
-                if page.is_empty() {
-                    // Alone it does not fit any page: skip it, or paging would stop here.
-                    tracing::debug!(%seq, "registration larger than a whole response; skipped");
-                    last = Some(seq);
-                    continue;
-                }
-                complete = false;
-                break;
-            }
-            size += wire;
-            page.push(Registration {
-                namespace: entry.namespace.clone(),
-                record,
-                ttl,
-            });
-            last = Some(seq);
-        }
-        let seq = if complete {
-            // Everything up to the counter has been seen.
-            self.counter
-        } else {
-            last.unwrap_or(after)
-        };
-        Ok((page, cookie::encode(seq, mark, namespace)))
-    }
-
     /// When the next registration expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.expiry.first().map(|(deadline, _)| *deadline)
@@ -672,85 +377,6 @@ impl Registrations {
     /// above the budget.
     pub fn stored_bytes(&self) -> usize {
         self.bytes
-    }
-
-    /// Checks that every index agrees with the entries, that the byte count is what the entries
-    /// hold and within the budget, and that the limits hold. O(n); for tests and fuzzing.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let mut bytes = 0usize;
-        let mut records: HashMap<PeerId, HashMap<&[u8], usize>> = HashMap::new();
-        for (&seq, entry) in &self.entries {
-            let peer = entry.record.peer_id();
-            if seq > self.counter {
-                return Err(format!(
-                    "entry {seq} is ahead of the counter {}",
-                    self.counter
-                ));
-            }
-            if self.existing(&peer, &entry.namespace) != Some(seq) {
-                return Err(format!(
-                    "entry {seq} is not the peer's registration in its namespace"
-                ));
-            }
-            if !self
-                .by_namespace
-                .get(&entry.namespace)
-                .is_some_and(|i| i.contains(&seq))
-                || !self.all.contains(&seq)
-                || !self.expiry.contains(&(entry.deadline, seq))
-            {
-                return Err(format!("entry {seq} is missing from an index"));
-            }
-            bytes += registration_cost(&entry.namespace);
-            let holders = records.entry(peer).or_default();
-            let count = holders.entry(entry.record.envelope_bytes()).or_insert(0);
-            if *count == 0 {
-                bytes += record_cost(&entry.record);
-            }
-            *count += 1;
-        }
-        let indexed: usize = self.by_namespace.values().map(BTreeSet::len).sum();
-        let by_peer: usize = self.peers.values().map(|p| p.namespaces.len()).sum();
-        if [self.all.len(), self.expiry.len(), indexed, by_peer]
-            .iter()
-            .any(|&n| n != self.entries.len())
-        {
-            return Err("an index holds more or fewer entries than the store".into());
-        }
-        if self.by_namespace.values().any(BTreeSet::is_empty) {
-            return Err("an empty namespace index was kept".into());
-        }
-        for (peer, state) in &self.peers {
-            let counted = records.remove(peer).unwrap_or_default();
-            let held: HashMap<&[u8], usize> = state
-                .records
-                .iter()
-                .map(|(r, n)| (r.0.envelope_bytes(), *n))
-                .collect();
-            if held != counted {
-                return Err(format!(
-                    "peer {peer}'s record holders disagree with its entries"
-                ));
-            }
-            if state.namespaces.is_empty() {
-                return Err(format!("peer {peer} is kept without registrations"));
-            }
-            if state.namespaces.len() > self.config.max_registrations_per_peer {
-                return Err(format!("peer {peer} is over its registration limit"));
-            }
-        }
-        if bytes != self.bytes {
-            return Err(format!(
-                "byte count is {}; the entries hold {bytes}",
-                self.bytes
-            ));
-        }
-        if self.bytes > self.config.max_store_bytes
-            || self.entries.len() > self.config.max_registrations
-        {
-            return Err("the store is over a budget".into());
-        }
-        Ok(())
     }
 
     /// How many registrations `peer` has.

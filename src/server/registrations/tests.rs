@@ -1,12 +1,16 @@
 //! Tests of the pure store: given/when/then in virtual time.
 
-use std::{collections::HashSet, sync::OnceLock};
+use std::{
+    collections::HashSet,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use libp2p::identity::Keypair;
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::DiscoverPage;
+use crate::{codec::DiscoverPage, server::ServedFormats};
 
 mod budgets;
 

@@ -1,6 +1,8 @@
 //! The task that talks to Redis: takes the queued jobs (at most [`MAX_BATCH`]), sends them as one
 //! pipeline of `EVALSHA`s, in order, and turns each answer into what the store reports.
 
+mod answers;
+
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
@@ -15,11 +17,8 @@ use redis::{
     Script, Value,
 };
 use rendezvous_discovery::{
-    codec::{
-        registration_wire_len, DiscoverPage, ErrorCode, ErrorResponse, Message, Namespace,
-        RecordFormat, Registration, SignedRecord,
-    },
-    server::{cookie, store::Outcome, Limit, ServedFormats, MAX_SCANNED_PER_DISCOVER},
+    codec::{DiscoverPage, ErrorCode, ErrorResponse, Message, RecordFormat, SignedRecord},
+    server::{store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
 };
 use tokio::sync::mpsc;
 
@@ -172,44 +171,6 @@ pub(super) async fn run(
             }
         }
     }
-}
-
-fn text(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
-}
-
-fn int(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        other => std::str::from_utf8(text(other)?).ok()?.parse().ok(),
-    }
-}
-
-fn array(value: &Value) -> &[Value] {
-    match value {
-        Value::Array(items) => items,
-        _ => &[],
-    }
-}
-
-fn parse_namespace(value: &Value) -> Option<Namespace> {
-    Namespace::new(String::from_utf8(text(value)?.to_vec()).ok()?).ok()
-}
-
-/// A registration removed by a script: `[namespace, record, ttl]` at `items`.
-fn removed(items: &[Value]) -> Option<Registration> {
-    let [ns, record, ttl, ..] = items else {
-        return None;
-    };
-    Some(Registration {
-        namespace: parse_namespace(ns)?,
-        record: SignedRecord::from_bytes(text(record)?).ok()?,
-        ttl: int(ttl)?,
-    })
 }
 
 impl Worker {
@@ -394,221 +355,6 @@ impl Worker {
                 count: None,
             });
         }
-    }
-
-    /// Turns Redis's answer to `job` into what the store reports.
-    fn answer(&mut self, job: Job, value: Value) {
-        if let Value::ServerError(error) = &value {
-            tracing::warn!(?error, "a Redis script failed");
-            let text = format!("the registration store (Redis) refused the request: {error:?}");
-            return self.fail(vec![job], &text);
-        }
-        let Job::Op { id, peer, command } = job else {
-            return self.answer_reap(&value);
-        };
-        let items = array(&value);
-        let (outcome, count) = match command {
-            Command::Register {
-                namespace,
-                record,
-                ttl,
-            } => {
-                let status = items.first().and_then(text).unwrap_or_default();
-                let n = items.get(1).and_then(int).unwrap_or(0);
-                let count = items.get(2).and_then(int).map(|c| c as usize);
-                let result = match status {
-                    b"ok" => Ok(Registration {
-                        namespace: namespace.clone(),
-                        record,
-                        ttl,
-                    }),
-                    b"peer_full" => Err(ErrorResponse::new(
-                        ErrorCode::NotAuthorized,
-                        format!(
-                            "peer already has {n} registrations, the most this server allows; \
-                             unregister one first"
-                        ),
-                    )),
-                    b"full" => Err(ErrorResponse::new(
-                        ErrorCode::Unavailable,
-                        format!("server is full ({n} registrations); try later or another server"),
-                    )),
-                    b"bytes" => Err(ErrorResponse::new(
-                        ErrorCode::Unavailable,
-                        format!(
-                            "server is full ({n} bytes of registrations, the most is {}); try \
-                             later or another server",
-                            self.settings.max_bytes
-                        ),
-                    )),
-                    _ => Err(ErrorResponse::new(
-                        ErrorCode::Unavailable,
-                        "the registration store (Redis) gave an answer this server does not \
-                         understand; try again",
-                    )),
-                };
-                let limit = match status {
-                    b"peer_full" => Some(Limit::PeerRegistrations),
-                    b"full" => Some(Limit::Registrations),
-                    b"bytes" => Some(Limit::StoreBytes),
-                    _ => None,
-                };
-                let outcome = Outcome::Registered {
-                    namespace,
-                    result,
-                    limit,
-                };
-                (outcome, count)
-            }
-            Command::Unregister { namespace } => {
-                let count = items.first().and_then(int).map(|c| c as usize);
-                let removed = items.get(1..).and_then(removed);
-                (Outcome::Unregistered { namespace, removed }, count)
-            }
-            Command::RemovePeer => {
-                let count = items.first().and_then(int).map(|c| c as usize);
-                let removed = items
-                    .get(1)
-                    .map(array)
-                    .unwrap_or_default()
-                    .chunks(3)
-                    .filter_map(removed)
-                    .collect();
-                (Outcome::PeerRemoved { removed }, count)
-            }
-            Command::Discover {
-                namespace,
-                served,
-                mark,
-                ..
-            } => {
-                let result = self.page(items, namespace.as_ref(), served, mark);
-                (Outcome::Discovered { namespace, result }, None)
-            }
-        };
-        self.send(Done::Completed {
-            id,
-            peer,
-            outcome,
-            count,
-        });
-    }
-
-    fn answer_reap(&mut self, value: &Value) {
-        let entries = array(value);
-        for entry in entries {
-            let items = array(entry);
-            let (Some(registration), Some(count)) =
-                (items.get(1..).and_then(removed), items.get(4).and_then(int))
-            else {
-                continue;
-            };
-            self.send(Done::Expired {
-                registration,
-                count: count as usize,
-            });
-        }
-        self.send(Done::Reaped {
-            full: entries.len() >= REAP_BATCH,
-        });
-    }
-
-    /// The page and cookie from `discover.lua`'s answer, cut to the message cap.
-    fn page(
-        &mut self,
-        items: &[Value],
-        namespace: Option<&Namespace>,
-        served: ServedFormats,
-        mark: Option<u8>,
-    ) -> Result<(Vec<Registration>, rendezvous_discovery::codec::Cookie), ErrorResponse> {
-        let unexpected = || {
-            ErrorResponse::new(
-                ErrorCode::Unavailable,
-                "the registration store (Redis) gave an answer this server does not \
-                 understand; try again",
-            )
-        };
-        let status = items.first().and_then(text).ok_or_else(unexpected)?;
-        let counter = items.get(1).and_then(int).ok_or_else(unexpected)?;
-        if status == b"ahead" {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidCookie,
-                format!(
-                    "cookie is ahead of this server (server at {counter}); discover without a \
-                     cookie to start over"
-                ),
-            ));
-        }
-        let complete = items.get(2).and_then(int).ok_or_else(unexpected)? == 1;
-        let last_scanned = items.get(3).and_then(int);
-        let now = items.get(4).and_then(int).ok_or_else(unexpected)?;
-        let entries = items.get(5).map(array).unwrap_or_default();
-        // Entries left out for their format mark the cookie, as the library's cookies do.
-        let mark = match items.get(6).and_then(int) {
-            Some(1) => Some(mark.map_or(served.coverage(), |m| m.min(served.coverage()))),
-            _ => mark,
-        };
-        let mut page = Vec::new();
-        let mut size = self.response_overhead;
-        // The last entry dealt with (sent or skipped), and whether all of them were.
-        let mut last = None;
-        let mut all_taken = true;
-        for entry in entries.chunks(4) {
-            let [seq, ns, record, deadline] = entry else {
-                return Err(unexpected());
-            };
-            let (Some(seq), Some(ns), Some(envelope), Some(deadline)) =
-                (int(seq), parse_namespace(ns), text(record), int(deadline))
-            else {
-                return Err(unexpected());
-            };
-            let ttl = (deadline.saturating_sub(now) / 1000).max(1);
-            // A PeerInfo reader gets each signed record as the peer and addresses it proves.
-            let record = if served == ServedFormats::AsPeerInfo {
-                match self.cache.get(seq, envelope) {
-                    Some(record) => Some(record.to_peer_info()),
-                    None => {
-                        last = Some(seq);
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let len = record
-                .as_ref()
-                .map_or(envelope.len(), |r| r.envelope_bytes().len());
-            let wire = registration_wire_len(&ns, len, ttl);
-            if size + wire > self.settings.max_message_size && !page.is_empty() {
-                all_taken = false;
-                break;
-            }
-            last = Some(seq);
-            if size + wire > self.settings.max_message_size {
-                // Alone it does not fit any page: skip it, or paging would stop here.
-                tracing::debug!(seq, "registration larger than a whole response; skipped");
-                continue;
-            }
-            // A record that no longer verifies is skipped (and logged) like one in a format
-            // the peer cannot decode.
-            let Some(record) = record.or_else(|| self.cache.get(seq, envelope)) else {
-                continue;
-            };
-            size += wire;
-            page.push(Registration {
-                namespace: ns,
-                record,
-                ttl,
-            });
-        }
-        let seq = match (all_taken, complete) {
-            // Everything up to the counter has been seen.
-            (true, true) => counter,
-            // Redis looked further than the page (entries it filtered out).
-            (true, false) => last_scanned.unwrap_or(counter),
-            (false, _) => last.unwrap_or(counter),
-        };
-        Ok((page, cookie::encode(seq, mark, namespace)))
     }
 }
 
