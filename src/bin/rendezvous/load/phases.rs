@@ -17,8 +17,13 @@ use super::{
 };
 use crate::common::CliError;
 
+/// Handshakes `load` runs at once, whatever `--concurrency` says: half `serve`'s default
+/// `--max-pending-incoming`, so a server with default flags takes every connection (a burst
+/// over its cap is refused, as it should be).
+const MAX_DIALS_IN_FLIGHT: usize = crate::serve::DEFAULT_MAX_PENDING_INCOMING as usize / 2;
+
 /// Connects the clients and then the discoverers, each with its own identity, at most
-/// `concurrency` at a time. Any failed connection fails the run.
+/// `concurrency` (and [`MAX_DIALS_IN_FLIGHT`]) at a time. Any failed connection fails the run.
 pub(super) async fn connect(config: &Config) -> Result<(Vec<Client>, Phase), CliError> {
     let total = config.clients + config.discoverers;
     let started = Instant::now();
@@ -33,7 +38,7 @@ pub(super) async fn connect(config: &Config) -> Result<(Vec<Client>, Phase), Cli
             .await;
             (client, t.elapsed())
         })
-        .buffered(config.concurrency)
+        .buffered(config.concurrency.min(MAX_DIALS_IN_FLIGHT))
         .collect()
         .await;
     let mut phase = Phase::new("connect", started.elapsed());
