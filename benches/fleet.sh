@@ -27,7 +27,7 @@ CONCURRENCY=${CONCURRENCY:-256}
 OUT=${OUT:-$(mktemp -d -t rendezvous-fleet.XXXXXX)}
 mkdir -p "$OUT"
 NAMESPACES=$((SIZE / CLIENTS))
-FLAGS="--requests-per-second 0 --max-registrations 2000000 --max-registrations-per-peer 1000 --keep-on-disconnect"
+FLAGS="--requests-per-second 0 --max-registrations 2000000 --max-registrations-per-peer 1000 --max-store-bytes 4294967296 --keep-on-disconnect"
 
 echo "building (release, feature redis)..." >&2
 cargo build --release --quiet --features redis --bin rendezvous

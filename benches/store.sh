@@ -161,16 +161,18 @@ labels = [
 ]
 base = modes[0]
 others = modes[1:]
-print("| metric | " + " | ".join(names[m] for m in modes) + " | "
-      + " | ".join(f"{m} / {base}" for m in others) + " |")
-print("|---" * (len(modes) + len(others) + 1) + "|")
+def line(cells):
+    print("| " + " | ".join(cells) + " |")
+
+line(["metric"] + [names[m] for m in modes] + [f"{m} / {base}" for m in others])
+line(["---"] * (1 + len(modes) + len(others)))
 for label, key in labels:
     values = [rows[m][key] for m in modes]
     if key == "runs":
-        print(f"| {label} | " + " | ".join(values) + " |" + "  |" * len(others))
+        line([label] + values + [""] * len(others))
     else:
-        print(f"| {label} | " + " | ".join(fmt(v) for v in values) + " | "
-              + " | ".join(fmt(ratio(rows[m][key], values[0])) for m in others) + " |")
+        line([label] + [fmt(v) for v in values]
+             + [fmt(ratio(rows[m][key], values[0])) for m in others])
 if restart:
     print()
     print(f"restart with {restart:,} registrations on disk: {float(restart_s):.2f} s to the first address")
