@@ -39,7 +39,9 @@
 //! - **Records.** Redis holds the envelope bytes as the peer signed them (verified once, by the
 //!   instance that took the REGISTER). Each instance keeps the decoded records of the latest
 //!   [`MAX_DECODED_RECORDS`] registrations it served, so a DISCOVER verifies a signature only
-//!   the first time it sends a registration.
+//!   the first time it sends a registration, and each peer's last verified record (within
+//!   [`VERIFIED_CACHE_BYTES`]), so a REGISTER that carries the same envelope again (a refresh,
+//!   or the record in another namespace) is not verified again.
 //! - **Identity.** Instances may each have their own key (`--identity`; clients then list each
 //!   address with its peer id) or share one key file (one peer id behind one DNS name; a client
 //!   that dials the name reaches whichever instance answers). Both work: the registrations are
@@ -139,6 +141,10 @@ pub const MAX_DECODED_RECORDS: usize = 131_072;
 /// unreachable); beyond it a new peer's count is not remembered (it reads as 0 on a failure).
 pub const MAX_COUNTED_PEERS: usize = 65_536;
 
+/// Envelope bytes of the records an instance keeps to skip verifying a REGISTER whose envelope
+/// is the one its peer registered last (16 MiB: some 50,000 typical records).
+pub const VERIFIED_CACHE_BYTES: usize = 16 << 20;
+
 /// The limits the fleet enforces, from `serve`'s flags (each instance should get the same).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -230,6 +236,12 @@ pub struct RedisStore {
     /// shell's keep-alive question when Redis cannot); forgotten when its last connection
     /// closes and its registrations are removed. At most [`MAX_COUNTED_PEERS`].
     counts: HashMap<PeerId, usize>,
+    /// The record of each peer's last REGISTER here that passed every check, so the same
+    /// envelope again is not verified again; forgotten with `counts`. At most
+    /// [`MAX_COUNTED_PEERS`] peers and [`VERIFIED_CACHE_BYTES`].
+    verified: HashMap<PeerId, SignedRecord>,
+    /// The envelope bytes in `verified`.
+    verified_bytes: usize,
     reaping: bool,
     next_reap: Instant,
     /// Whether Redis answered the worker's last batch (set by the worker; a reap every
@@ -280,16 +292,20 @@ impl RedisStore {
             done,
             local: done_tx,
             counts: HashMap::new(),
+            verified: HashMap::new(),
+            verified_bytes: 0,
             reaping: false,
             next_reap: Instant::now(),
         })
     }
 
     /// The checks a REGISTER passes before it goes to Redis, cheapest first: TTL, record size,
-    /// then decoding and verifying the record, its signer and its addresses. (The limits and
-    /// the byte budget need the fleet's state: Redis checks them.)
+    /// then decoding and verifying the record, its signer and its addresses, unless the envelope
+    /// is byte for byte the one this peer's last REGISTER here carried (a refresh, or the same
+    /// record in another namespace: verified then). (The limits and the byte budget need the
+    /// fleet's state: Redis checks them.)
     fn check_register(
-        &self,
+        &mut self,
         peer: PeerId,
         registration: UnverifiedRegistration,
     ) -> Result<Command, ErrorResponse> {
@@ -312,6 +328,17 @@ impl RedisStore {
                 ErrorCode::InvalidSignedPeerRecord,
                 format!("signed peer record is {len} bytes; this server accepts at most {max}"),
             ));
+        }
+        if let Some(record) = self
+            .verified
+            .get(&peer)
+            .filter(|known| known.envelope_bytes() == envelope.as_slice())
+        {
+            return Ok(Command::Register {
+                namespace,
+                record: record.clone(),
+                ttl,
+            });
         }
         let record = SignedRecord::from_bytes(&envelope)
             .map_err(|e| ErrorResponse::new(ErrorCode::InvalidSignedPeerRecord, e.to_string()))?;
@@ -337,11 +364,34 @@ impl RedisStore {
                 ),
             ));
         }
+        self.remember_verified(peer, &record);
         Ok(Command::Register {
             namespace,
             record,
             ttl,
         })
+    }
+
+    /// Keeps `record` as `peer`'s last verified one, within [`MAX_COUNTED_PEERS`] peers and
+    /// [`VERIFIED_CACHE_BYTES`] of envelopes.
+    fn remember_verified(&mut self, peer: PeerId, record: &SignedRecord) {
+        let len = record.envelope_bytes().len();
+        let replaced = self
+            .verified
+            .get(&peer)
+            .map_or(0, |r| r.envelope_bytes().len());
+        let fits = self.verified_bytes - replaced + len <= VERIFIED_CACHE_BYTES;
+        if fits && (replaced > 0 || self.verified.len() < MAX_COUNTED_PEERS) {
+            self.verified.insert(peer, record.clone());
+            self.verified_bytes = self.verified_bytes - replaced + len;
+        }
+    }
+
+    /// Forgets `peer`'s verified record (its last connection here closed).
+    fn forget_verified(&mut self, peer: &PeerId) {
+        if let Some(record) = self.verified.remove(peer) {
+            self.verified_bytes -= record.envelope_bytes().len();
+        }
     }
 
     fn answer_here(&self, id: OperationId, peer: PeerId, outcome: Outcome) {
@@ -438,6 +488,7 @@ impl Store for RedisStore {
                     let peer_registrations = match (count, &outcome) {
                         (_, Outcome::PeerRemoved { .. }) => {
                             self.counts.remove(&peer);
+                            self.forget_verified(&peer);
                             count.unwrap_or(0)
                         }
                         (Some(count), _) => {
@@ -496,5 +547,78 @@ impl Store for RedisStore {
 
     fn available(&self) -> bool {
         self.available.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+    use rendezvous_discovery::RecordFormat;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            min_ttl: 1,
+            max_ttl: 7200,
+            max_registrations_per_peer: 10,
+            max_registrations: 100,
+            max_bytes: 1 << 20,
+            max_record_size: 8192,
+            max_addresses_per_record: 64,
+            default_page: 100,
+            max_page: 1000,
+            max_message_size: 1 << 20,
+        }
+    }
+
+    fn register(envelope: &SignedRecord, namespace: &str) -> UnverifiedRegistration {
+        UnverifiedRegistration {
+            namespace: Namespace::new(namespace.to_owned()).unwrap(),
+            envelope: envelope.envelope_bytes().to_vec(),
+            ttl: Some(60),
+        }
+    }
+
+    fn record(key: &Keypair, port: u16) -> SignedRecord {
+        let address = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        SignedRecord::new(key, vec![address], RecordFormat::Standard).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_peer_s_last_verified_record_is_kept_within_its_bounds_and_forgotten_with_the_peer() {
+        // Nothing listens on port 1: the store connects lazily and this test never sends.
+        let mut store = RedisStore::new("redis://127.0.0.1:1/0", settings()).unwrap();
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let first = record(&key, 1000);
+
+        let checked = store.check_register(peer, register(&first, "a")).unwrap();
+        assert!(matches!(checked, Command::Register { record, .. } if record == first));
+        assert_eq!(store.verified_bytes, first.envelope_bytes().len());
+        // The same envelope in another namespace is taken as verified: nothing new is kept.
+        store.check_register(peer, register(&first, "b")).unwrap();
+        assert_eq!(store.verified.len(), 1);
+        assert_eq!(store.verified_bytes, first.envelope_bytes().len());
+
+        // Another peer cannot pass off this peer's verified envelope as its own.
+        let other = Keypair::generate_ed25519().public().to_peer_id();
+        let refused = store
+            .check_register(other, register(&first, "a"))
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NotAuthorized);
+
+        // A new record replaces the old one; forgetting the peer frees its bytes.
+        let second = record(&key, 2000);
+        store.check_register(peer, register(&second, "a")).unwrap();
+        assert_eq!(store.verified.len(), 1);
+        assert_eq!(store.verified_bytes, second.envelope_bytes().len());
+        store.forget_verified(&peer);
+        assert_eq!((store.verified.len(), store.verified_bytes), (0, 0));
+
+        // Past the byte cap a record is checked but not kept.
+        store.verified_bytes = VERIFIED_CACHE_BYTES;
+        store.check_register(peer, register(&second, "a")).unwrap();
+        assert!(store.verified.is_empty());
     }
 }
