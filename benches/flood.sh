@@ -56,11 +56,18 @@ for kind in $KINDS; do
     RUST_LOG=warn "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS \
         >"$OUT/serve-$kind.stdout" 2>"$OUT/serve-$kind.stderr" &
     SERVER_PID=$!
-    for _ in $(seq 100); do
+    # Up to 60 s: the previous server may still be releasing a large heap.
+    for _ in $(seq 600); do
         [[ -s "$OUT/serve-$kind.stdout" ]] && break
         sleep 0.1
     done
     addr=$(head -n1 "$OUT/serve-$kind.stdout")
+    if [[ -z "$addr" ]]; then
+        echo "| $kind | serve printed no address in 60 s (see $OUT/serve-$kind.stderr) |"
+        status=1
+        stop_server
+        continue
+    fi
     if RUST_LOG=off "$BIN" flood --server "$addr" --server-pid "$SERVER_PID" --kind "$kind" \
         --count "${COUNT[$kind]}" --seconds "$SECONDS_EACH" >"$OUT/$kind.json" \
         2>"$OUT/$kind.stderr"; then :; else status=1; fi

@@ -17,25 +17,44 @@ use super::{
 };
 use crate::common::CliError;
 
-/// Handshakes `load` runs at once, whatever `--concurrency` says: half `serve`'s default
-/// `--max-pending-incoming`, so a server with default flags takes every connection (a burst
-/// over its cap is refused, as it should be).
+/// Handshakes `load` starts at once, whatever `--concurrency` says: half `serve`'s default
+/// `--max-pending-incoming`.
 const MAX_DIALS_IN_FLIGHT: usize = crate::serve::DEFAULT_MAX_PENDING_INCOMING as usize / 2;
 
+/// Dials per client before its failure fails the run. A dialer counts its connection as made
+/// before the server has finished its side of the handshake, so a busy server can still hold
+/// more pending handshakes than [`MAX_DIALS_IN_FLIGHT`] and refuse some over its cap, as it
+/// should; a client then dials again, as a real one would.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// Pause before the second dial of a client; doubled for each one after.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
 /// Connects the clients and then the discoverers, each with its own identity, at most
-/// `concurrency` (and [`MAX_DIALS_IN_FLIGHT`]) at a time. Any failed connection fails the run.
+/// `concurrency` (and [`MAX_DIALS_IN_FLIGHT`]) at a time, each dialing up to
+/// [`CONNECT_ATTEMPTS`] times. Any connection that still fails fails the run.
 pub(super) async fn connect(config: &Config) -> Result<(Vec<Client>, Phase), CliError> {
     let total = config.clients + config.discoverers;
     let started = Instant::now();
     let results: Vec<(Result<Client, String>, Duration)> = stream::iter(0..total)
         .map(|_| async {
             let t = Instant::now();
-            let client = Client::connect(
-                config.server.clone(),
-                config.server_peer,
-                config.streams_per_client,
-            )
-            .await;
+            let mut delay = CONNECT_RETRY_DELAY;
+            let mut attempt = 1;
+            let client = loop {
+                let client = Client::connect(
+                    config.server.clone(),
+                    config.server_peer,
+                    config.streams_per_client,
+                )
+                .await;
+                if client.is_ok() || attempt == CONNECT_ATTEMPTS {
+                    break client;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            };
             (client, t.elapsed())
         })
         .buffered(config.concurrency.min(MAX_DIALS_IN_FLIGHT))
