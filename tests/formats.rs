@@ -482,7 +482,7 @@ async fn three_generations_in_one_namespace_each_see_every_peer_they_can_read() 
             .with_server(server.peer, vec![server.addr()])
             .with_namespace(ns())
             .with_record_format(format)
-            .with_interval(Duration::from_millis(300));
+            .with_test_interval(Duration::from_millis(50));
         support::swarm(|key| ClientNode {
             identify: identify(&key, None),
             rendezvous: client::Behaviour::new(key.clone(), config),
