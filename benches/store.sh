@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Store benchmark: `rendezvous serve` with registrations in memory (--ephemeral), in SQLite with
-# --sync full, and in SQLite with --sync normal, each loaded by the same `rendezvous load` in
-# one run (the order rotates by round), then the restart time with RESTART registrations on
+# --sync full, in SQLite with --sync normal, and in memory with the metrics endpoint on
+# (--metrics: what recording metrics costs over the wire), each loaded by the same
+# `rendezvous load` in one run (the order rotates by round), then the restart time with RESTART registrations on
 # disk (examples/fill_store.rs fills a data directory; the time is from starting `serve` to its
 # first printed address).
 #
-# Settings (environment): ROUNDS (3), CLIENTS (1000), NAMESPACES (50: CLIENTS*NAMESPACES
+# Settings (environment): MODES ("memory full normal metrics"; memory is the baseline), ROUNDS (3), CLIENTS (1000), NAMESPACES (50: CLIENTS*NAMESPACES
 # registrations), DISCOVERERS (1), LIMIT (100), CONCURRENCY (256), RESTART (1000000; 0 skips
 # it), OUT (directory for raw reports; a temporary one by default).
 # Only 127.0.0.1; every server is stopped at the end. Needs Linux, python3, a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODES=${MODES:-memory full normal metrics}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-1000}
 NAMESPACES=${NAMESPACES:-50}
@@ -47,6 +49,8 @@ run_one() { # run_one MODE ROUND
         memory) serve "$mode-$round" --ephemeral ;;
         full) serve "$mode-$round" --data-dir "$dir" --sync full ;;
         normal) serve "$mode-$round" --data-dir "$dir" --sync normal ;;
+        metrics) serve "$mode-$round" --ephemeral --metrics 127.0.0.1:0 ;;
+        *) echo "unknown mode $mode (expected memory, full, normal or metrics)" >&2; exit 2 ;;
     esac
     echo "round $round, $mode ($SERVER_ADDR)" >&2
     RUST_LOG=warn "$BIN" load --server "$SERVER_ADDR" --server-pid "$SERVER_PID" \
@@ -57,13 +61,12 @@ run_one() { # run_one MODE ROUND
     rm -rf "$dir"
 }
 
+read -r -a modes <<<"$MODES"
 for round in $(seq 1 "$ROUNDS"); do
-    case $((round % 3)) in
-        1) order="memory full normal" ;;
-        2) order="full normal memory" ;;
-        0) order="normal memory full" ;;
-    esac
-    for mode in $order; do run_one "$mode" "$round"; done
+    # Rotate the order by round so no mode always runs first (or last).
+    for i in $(seq 0 $((${#modes[@]} - 1))); do
+        run_one "${modes[$(((i + round - 1) % ${#modes[@]}))]}" "$round"
+    done
 done
 
 RESTART_S=
@@ -78,11 +81,12 @@ if ((RESTART > 0)); then
 fi
 
 echo "raw reports: $OUT" >&2
-python3 - "$OUT" "$ROUNDS" "$RESTART" "$RESTART_S" <<'EOF'
+python3 - "$OUT" "$ROUNDS" "$RESTART" "$RESTART_S" $MODES <<'EOF'
 import json, os, statistics, sys
 
 out, rounds, restart, restart_s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-modes = ("memory", "full", "normal")
+modes = sys.argv[5:]
+names = {"memory": "memory", "full": "sqlite full", "normal": "sqlite normal", "metrics": "memory + metrics"}
 
 def reports(mode):
     found = []
@@ -127,14 +131,18 @@ labels = [
     ("DISCOVER page latency p50 (ms)", "page_p50_ms"),
     ("server CPU per DISCOVER page (us)", "page_cpu_us"),
 ]
-print("| metric | memory | sqlite full | sqlite normal | full / memory | normal / memory |")
-print("|---|---|---|---|---|---|")
+base = modes[0]
+others = modes[1:]
+print("| metric | " + " | ".join(names[m] for m in modes) + " | "
+      + " | ".join(f"{m} / {base}" for m in others) + " |")
+print("|---" * (len(modes) + len(others) + 1) + "|")
 for label, key in labels:
-    m, f, n = (rows[x][key] for x in modes)
+    values = [rows[m][key] for m in modes]
     if key == "runs":
-        print(f"| {label} | {m} | {f} | {n} |  |  |")
+        print(f"| {label} | " + " | ".join(values) + " |" + "  |" * len(others))
     else:
-        print(f"| {label} | {fmt(m)} | {fmt(f)} | {fmt(n)} | {fmt(ratio(f, m))} | {fmt(ratio(n, m))} |")
+        print(f"| {label} | " + " | ".join(fmt(v) for v in values) + " | "
+              + " | ".join(fmt(ratio(rows[m][key], values[0])) for m in others) + " |")
 if restart:
     print()
     print(f"restart with {restart:,} registrations on disk: {float(restart_s):.2f} s to the first address")

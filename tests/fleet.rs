@@ -188,9 +188,11 @@ async fn a_reader_paging_across_instances_while_both_take_writes_sees_each_once(
 #[tokio::test]
 async fn redis_down_answers_unavailable_then_the_fleet_recovers_by_itself() {
     let mut redis = Redis::start();
-    let a = Serve::start(&redis, &[]);
+    let a = Serve::start(&redis, &["--metrics", "127.0.0.1:0"]);
+    let metrics = a.metrics.expect("started with --metrics");
     let mut peer = client(&[&a]);
     register(&mut peer, a.peer, "chat", TTL).await.unwrap();
+    assert_eq!(store_state(metrics).await, (200, 1.0));
 
     redis.stop();
     let text = refused(
@@ -203,6 +205,9 @@ async fn redis_down_answers_unavailable_then_the_fleet_recovers_by_itself() {
         ErrorCode::Unavailable,
     );
     assert!(text.contains("Redis"), "{text}");
+    // The operator sees it: the gauge is 0 and /health answers 503 (a load balancer's check
+    // fails) for as long as Redis is away.
+    assert_eq!(store_state(metrics).await, (503, 0.0));
 
     // Back up (empty: this test's Redis keeps nothing): the same connection works again once
     // the server has reconnected by itself.
@@ -219,6 +224,17 @@ async fn redis_down_answers_unavailable_then_the_fleet_recovers_by_itself() {
     }
     let found = discover_all(&mut peer, a.peer, Some("chat")).await;
     assert_eq!(found, vec![(peer.peer, Namespace::from_static("chat"))]);
+    assert_eq!(store_state(metrics).await, (200, 1.0));
+}
+
+/// `/health`'s HTTP status and the `store_available` gauge of a `serve --metrics`; the two must
+/// agree with `/health`'s JSON.
+async fn store_state(metrics: std::net::SocketAddr) -> (u16, f64) {
+    let (status, _, body) = support::http::get(metrics, "/health").await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["store_available"], status == 200, "{health}");
+    let gauge = support::http::scrape(metrics).await["libp2p_rendezvous_server_store_available"];
+    (status, gauge)
 }
 
 #[tokio::test]

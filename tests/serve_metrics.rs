@@ -13,12 +13,12 @@ use std::{
 };
 
 use futures::StreamExt;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use libp2p::{multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
 use rendezvous_discovery::{client, ErrorCode, Namespace};
-use support::{WithIdentify, WithIdentifyEvent};
+use support::{
+    http::{get, scrape},
+    WithIdentify, WithIdentifyEvent,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
 
@@ -64,57 +64,6 @@ fn serve(extra: &[&str]) -> (Serve, SocketAddr, Multiaddr) {
         .unwrap();
     let address = lines.next().unwrap().unwrap().parse().unwrap();
     (child, metrics, address)
-}
-
-/// `GET path` over HTTP/1 with hyper's client: the status and the body.
-async fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, address.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        content_type,
-        String::from_utf8(body.to_vec()).unwrap(),
-    )
-}
-
-/// The samples of an exposition: `name{labels}` to value.
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    assert!(
-        text.trim_end().ends_with("# EOF"),
-        "OpenMetrics text ends with # EOF"
-    );
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap();
-            (series.to_owned(), value.parse().unwrap())
-        })
-        .collect()
-}
-
-async fn scrape(address: SocketAddr) -> BTreeMap<String, f64> {
-    let (status, content_type, body) = get(address, "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
-    parse(&body)
 }
 
 /// Our client next to identify (without it, a client that does not register automatically
@@ -248,6 +197,8 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
     );
     assert_eq!(after[&format!("{p}registrations")], 1.0);
     assert_eq!(after[&format!("{p}namespaces")], 1.0);
+    // A local store is always available (tests/fleet.rs covers a Redis that goes away).
+    assert_eq!(after[&format!("{p}store_available")], 1.0);
     let rejected: f64 = after
         .iter()
         .filter(|(k, _)| k.starts_with(&format!("{p}rejected_total")))
@@ -268,6 +219,8 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["peer_id"], server.to_string());
     assert_eq!(health["registrations"], 1);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["store_available"], true);
     assert_eq!(
         health["listen_addresses"],
         serde_json::json!([address.to_string()])

@@ -320,3 +320,50 @@ async fn serve_refuses_connections_over_its_total_cap() {
 async fn serve_refuses_connections_over_its_per_peer_cap() {
     second_connection_is_refused(&["--max-connections-per-peer", "1"], true).await;
 }
+
+/// Dials `address` from a fresh client and reports whether the connection was established (or,
+/// false, refused before that).
+async fn dial_is_accepted(address: &Multiaddr) -> bool {
+    use futures::StreamExt;
+    use libp2p::swarm::{dummy, SwarmEvent};
+
+    let mut client = support::tcp::swarm(|_| dummy::Behaviour);
+    client.dial(address.clone()).unwrap();
+    tokio::time::timeout(support::HANG, async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => return true,
+                SwarmEvent::OutgoingConnectionError { .. } => return false,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the dial ends one way or the other")
+}
+
+#[tokio::test]
+async fn serve_refuses_handshakes_over_its_pending_cap_and_takes_them_once_one_ends() {
+    let (_serve, address) = serve_with(&["--max-pending-incoming", "1"]);
+    let port = address
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // A TCP connection that never starts its handshake holds the one pending slot.
+    let stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(
+        !dial_is_accepted(&address).await,
+        "a handshake over the pending cap is refused"
+    );
+    drop(stalled);
+    // Once the server has seen the stalled connection close, its slot is free again; until it
+    // has, a dial may still be refused, so dial until one is accepted (bounded by the timeout).
+    tokio::time::timeout(support::HANG, async {
+        while !dial_is_accepted(&address).await {}
+    })
+    .await
+    .expect("a handshake is accepted once the pending one ended");
+}

@@ -60,16 +60,26 @@ impl Metrics {
         }
     }
 
-    /// Sets the server's gauges (registrations held, namespaces in use) from `server`. Call it
-    /// after recording each of its events (the gauges are state, not events).
+    /// Sets the server's gauges (registrations held, namespaces in use, whether its store is
+    /// available) from `server`. Call it after recording each of its events (the gauges are
+    /// state, not events).
     pub fn record_server_state(&self, server: &crate::server::Behaviour) {
-        self.server
-            .set_state(server.registration_count(), server.namespace_count());
+        self.server.set_state(
+            server.registration_count(),
+            server.namespace_count(),
+            server.store_available(),
+        );
     }
 
     /// Registrations the server held when [`Metrics::record_server_state`] last ran.
     pub fn server_registrations(&self) -> i64 {
         self.server.registrations()
+    }
+
+    /// Whether the server's store was available when [`Metrics::record_server_state`] last ran
+    /// (`true` before it first ran).
+    pub fn server_store_available(&self) -> bool {
+        self.server.store_available()
     }
 }
 

@@ -90,6 +90,7 @@ pub(super) struct Metrics {
     duration: [Histogram; 2],
     registrations: Gauge,
     namespaces: Gauge,
+    store_available: Gauge,
     /// `registrations_removed_total` by cause.
     expired: Counter,
     unregistered: Counter,
@@ -137,6 +138,14 @@ impl Metrics {
             "namespaces",
             "Namespaces with at least one registration",
             namespaces.clone(),
+        );
+        let store_available = Gauge::default();
+        store_available.set(1);
+        registry.register(
+            "store_available",
+            "1 while the registration store answers, 0 while it cannot (a shared store that lost \
+             its Redis: requests are refused with E_UNAVAILABLE meanwhile)",
+            store_available.clone(),
         );
 
         let removed = Family::<CauseLabels, Counter>::default();
@@ -190,6 +199,7 @@ impl Metrics {
             duration,
             registrations,
             namespaces,
+            store_available,
             expired,
             unregistered,
             disconnected,
@@ -200,15 +210,20 @@ impl Metrics {
         }
     }
 
-    pub(super) fn set_state(&self, registrations: usize, namespaces: usize) {
+    pub(super) fn set_state(&self, registrations: usize, namespaces: usize, available: bool) {
         self.registrations
             .set(i64::try_from(registrations).unwrap_or(i64::MAX));
         self.namespaces
             .set(i64::try_from(namespaces).unwrap_or(i64::MAX));
+        self.store_available.set(i64::from(available));
     }
 
     pub(super) fn registrations(&self) -> i64 {
         self.registrations.get()
+    }
+
+    pub(super) fn store_available(&self) -> bool {
+        self.store_available.get() != 0
     }
 
     fn answered(&self, kind: usize, code: Option<&ErrorCode>, duration: Option<&Duration>) {

@@ -122,6 +122,12 @@ impl Behaviour {
         self.store.index().map_or(0, Registrations::len)
     }
 
+    /// Whether the store can serve requests (see [`Store::available`]): `false` while a shared
+    /// store cannot reach its backend.
+    pub fn store_available(&self) -> bool {
+        self.store.available()
+    }
+
     /// How many namespaces have at least one registration (0 for a store without a local
     /// index).
     pub fn namespace_count(&self) -> usize {

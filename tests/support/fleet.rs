@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -106,6 +106,8 @@ pub struct Serve {
     child: Child,
     pub addr: Multiaddr,
     pub peer: PeerId,
+    /// The `--metrics` address, when started with that flag.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Serve {
@@ -127,15 +129,28 @@ impl Serve {
             .stderr(Stdio::null())
             .spawn()
             .expect("the rendezvous binary runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("serve prints its address");
-        let addr: Multiaddr = line.trim().parse().expect("a multiaddr on stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        // With `--metrics`, the metrics address comes first.
+        let mut metrics = None;
+        let addr: Multiaddr = loop {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("serve prints its address");
+            match line.trim().strip_prefix("metrics http://") {
+                Some(bound) => metrics = Some(bound.parse().expect("a socket address")),
+                None => break line.trim().parse().expect("a multiaddr on stdout"),
+            }
+        };
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
             panic!("no peer id in {addr}");
         };
-        Self { child, addr, peer }
+        Self {
+            child,
+            addr,
+            peer,
+            metrics,
+        }
     }
 
     /// Kills the process at once (SIGKILL): it cleans nothing up.

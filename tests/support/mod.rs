@@ -5,7 +5,8 @@
 //! - [`raw`]: a raw rendezvous client that hands the test bare streams;
 //! - [`client`]: our client in a [`node::Node`], next to identify, and matchers for its events;
 //! - [`recorder`]: a behaviour that records what other behaviours tell the swarm;
-//! - [`tcp`]: swarms on 127.0.0.1 TCP, for tests that talk to the `rendezvous` binary.
+//! - [`tcp`]: swarms on 127.0.0.1 TCP, for tests that talk to the `rendezvous` binary;
+//! - [`http`]: a real HTTP client for `serve --metrics` (`/metrics`, `/health`).
 //!
 //! Tests that drive swarms directly use `libp2p-swarm-test` (`Swarm::new_ephemeral_tokio`,
 //! `listen().with_memory_addr_external()`, `connect`, `drive`); [`swarm_with_key`] is for the
@@ -18,6 +19,7 @@
 pub mod client;
 #[cfg(feature = "redis")]
 pub mod fleet;
+pub mod http;
 pub mod node;
 pub mod raw;
 pub mod recorder;

@@ -71,8 +71,10 @@ impl Health {
             .iter()
             .map(|a| format!("{a}/p2p/{}", self.peer))
             .collect();
+        let available = self.metrics.server_store_available();
         serde_json::json!({
-            "status": "ok",
+            "status": if available { "ok" } else { "store_unavailable" },
+            "store_available": available,
             "peer_id": self.peer.to_string(),
             "listen_addresses": listen,
             "registrations": self.metrics.server_registrations(),
@@ -167,7 +169,16 @@ fn respond(
                 ),
             }
         }
-        "/health" => reply(StatusCode::OK, "application/json", health.json()),
+        // 503 while the store is unavailable, so a load balancer's health check sends new
+        // clients to an instance that can serve them.
+        "/health" => {
+            let status = if health.metrics.server_store_available() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "application/json", health.json())
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",

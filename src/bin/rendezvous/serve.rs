@@ -389,11 +389,18 @@ pub async fn run(args: Args) -> CliResult {
     }
     tracing::info!(peer = %local, "rendezvous server starting");
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut state_tick = tokio::time::interval(STATE_INTERVAL);
     loop {
         let event = tokio::select! {
             _ = &mut ctrl_c => {
                 tracing::info!("stopping on Ctrl-C");
                 return Ok(ExitCode::SUCCESS);
+            }
+            _ = state_tick.tick() => {
+                if let Some(exporter) = &exporter {
+                    exporter.ours.record_server_state(&swarm.behaviour().rendezvous);
+                }
+                continue;
             }
             event = swarm.select_next_some() => event,
         };
@@ -426,6 +433,10 @@ pub async fn run(args: Args) -> CliResult {
         }
     }
 }
+
+/// How often `serve --metrics` refreshes its state gauges when no event does (a store that
+/// becomes available again, with no request to tell).
+const STATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The metrics of `serve --metrics`: libp2p's (swarm, identify, ping) and ours in one registry,
 /// served over HTTP, and what `/health` reports.

@@ -204,6 +204,13 @@ pub trait Store: Send + 'static {
     /// The in-memory index, for a local store; `None` for a store whose registrations live
     /// elsewhere.
     fn index(&self) -> Option<&Registrations>;
+
+    /// Whether the store answered its last request: `false` while a store whose registrations
+    /// live elsewhere cannot reach them (its requests are then refused with `E_UNAVAILABLE`).
+    /// A local store is always available.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,10 @@
 //! - **Redis down.** Each batch of requests gets at most [`REDIS_TIMEOUT`] to be answered; past
 //!   it (or on a connection error) every request in it is answered `E_UNAVAILABLE` with a
 //!   statusText saying the store is unreachable. The swarm and its connections are untouched;
-//!   the connection manager reconnects by itself and the next request goes through.
+//!   the connection manager reconnects by itself and the next request goes through. Until a
+//!   batch (a request, or the reap every [`REAP_INTERVAL`]) is answered again, the store reports
+//!   itself unavailable: `serve --metrics` shows `libp2p_rendezvous_server_store_available` 0
+//!   and `/health` answers 503.
 //! - **Records.** Redis holds the envelope bytes as the peer signed them (verified once, by the
 //!   instance that took the REGISTER). Each instance keeps the decoded records of the latest
 //!   [`MAX_DECODED_RECORDS`] registrations it served, so a DISCOVER verifies a signature only
@@ -86,7 +89,10 @@ mod worker;
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -226,6 +232,9 @@ pub struct RedisStore {
     counts: HashMap<PeerId, usize>,
     reaping: bool,
     next_reap: Instant,
+    /// Whether Redis answered the worker's last batch (set by the worker; a reap every
+    /// [`REAP_INTERVAL`] keeps it current when no requests come).
+    available: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -255,15 +264,18 @@ impl RedisStore {
         let settings = Arc::new(settings);
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = fmpsc::unbounded();
+        let available = Arc::new(AtomicBool::new(true));
         tokio::spawn(worker::run(
             client,
             owner,
             settings.clone(),
             jobs_rx,
             done_tx.clone(),
+            available.clone(),
         ));
         Ok(Self {
             settings,
+            available,
             jobs,
             done,
             local: done_tx,
@@ -480,5 +492,9 @@ impl Store for RedisStore {
 
     fn index(&self) -> Option<&Registrations> {
         None
+    }
+
+    fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
     }
 }

@@ -5,7 +5,10 @@ mod answers;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use futures::channel::mpsc as fmpsc;
@@ -116,6 +119,7 @@ pub(super) async fn run(
     settings: Arc<Settings>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     done: fmpsc::UnboundedSender<Done>,
+    available: Arc<AtomicBool>,
 ) {
     let longest_cookie = rendezvous_discovery::codec::Cookie::new(vec![
         0xff;
@@ -143,17 +147,20 @@ pub(super) async fn run(
         let jobs = std::mem::take(&mut batch);
         match tokio::time::timeout(REDIS_TIMEOUT, worker.execute(&jobs)).await {
             Ok(Ok(values)) => {
+                available.store(true, Ordering::Relaxed);
                 for (job, value) in jobs.into_iter().zip(values) {
                     worker.answer(job, value);
                 }
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, operations = jobs.len(), "Redis request failed");
+                available.store(false, Ordering::Relaxed);
                 let text = format!("the registration store (Redis) failed: {error}; try again");
                 worker.fail(jobs, &text);
             }
             Err(_) => {
                 tracing::warn!(operations = jobs.len(), "Redis did not answer in time");
+                available.store(false, Ordering::Relaxed);
                 // A half-used connection may answer late and out of step: start afresh.
                 worker.connection = None;
                 let text = format!(
