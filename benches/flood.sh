@@ -38,43 +38,27 @@ BIN=$TARGET/$PROFILE/rendezvous
 # Each flood opens thousands of sockets.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-SERVER_PID=
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap stop_server EXIT
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 echo "| flood | count | s | server RSS MiB before / peak | VmData MiB peak | server CPU s | legit requests / failures | legit worst ms | kept |"
 echo "|---|---|---|---|---|---|---|---|---|"
 status=0
 for kind in $KINDS; do
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS \
-        >"$OUT/serve-$kind.stdout" 2>"$OUT/serve-$kind.stderr" &
-    SERVER_PID=$!
-    # Up to 60 s: the previous server may still be releasing a large heap.
-    for _ in $(seq 600); do
-        [[ -s "$OUT/serve-$kind.stdout" ]] && break
-        sleep 0.1
-    done
-    addr=$(head -n1 "$OUT/serve-$kind.stdout")
-    if [[ -z "$addr" ]]; then
-        echo "| $kind | serve printed no address in 60 s (see $OUT/serve-$kind.stderr) |"
-        status=1
-        stop_server
-        continue
-    fi
-    if RUST_LOG=off "$BIN" flood --server "$addr" --server-pid "$SERVER_PID" --kind "$kind" \
+    RUST_LOG=warn start_server "serve-$kind" \
+        "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS
+    if RUST_LOG=off "$BIN" flood --server "$SERVER_ADDR" --server-pid "$SERVER_PID" --kind "$kind" \
         --count "${COUNT[$kind]}" --seconds "$SECONDS_EACH" >"$OUT/$kind.json" \
         2>"$OUT/$kind.stderr"; then :; else status=1; fi
     stop_server
-    python3 - "$OUT/$kind.json" <<'PY'
+    python3 - "$OUT/$kind.json" "$kind" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
+try:
+    r = json.load(open(sys.argv[1]))
+except ValueError:
+    print(f"| {sys.argv[2]} | no report: the flood command failed (see {sys.argv[1][:-5]}.stderr) |")
+    sys.exit(0)
 print(f"| {r['kind']} | {r['count']} | {r['seconds']} | {r['server_rss_mib_before']} / "
       f"{r['server_rss_mib_peak']} | {r['server_vmdata_mib_peak']} | {r['server_cpu_seconds']:.1f} | "
       f"{r['legit_requests']} / {r['legit_failures']} | {r['legit_worst_ms']} | "

@@ -31,53 +31,25 @@ TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/rendezvous
 FILL=$TARGET/release/examples/fill_store
 
-SERVER_PID=
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap stop_server EXIT
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
-# start_server NAME ARGS...: starts `serve`, waits for its /p2p/ address (sets SERVER_PID,
-# SERVER_ADDR, STARTED_S: seconds from start to the address).
-start_server() {
+# serve NAME ARGS...: `rendezvous serve` on 127.0.0.1 with FLAGS and ARGS (see start_server).
+serve() {
     local name=$1
     shift
-    local t0
-    t0=$(date +%s.%N)
-    RUST_LOG=warn "$BIN" serve --listen /ip4/127.0.0.1/tcp/0 $FLAGS "$@" \
-        >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
-    SERVER_PID=$!
-    SERVER_ADDR=
-    for _ in $(seq 1 6000); do
-        SERVER_ADDR=$(grep -ohE '/ip4/127\.0\.0\.1/tcp/[0-9]+/p2p/[1-9A-HJ-NP-Za-km-z]+' \
-            "$OUT/$name.stdout" 2>/dev/null | head -n1 || true)
-        if [[ -n "$SERVER_ADDR" ]]; then
-            STARTED_S=$(echo "$(date +%s.%N) - $t0" | bc)
-            return 0
-        fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "$name exited before listening:" >&2
-            cat "$OUT/$name.stderr" >&2
-            exit 1
-        fi
-        sleep 0.01
-    done
-    echo "$name printed no listen address in 60 s" >&2
-    exit 1
+    # shellcheck disable=SC2086
+    RUST_LOG=warn start_server "$name" "$BIN" serve --listen /ip4/127.0.0.1/tcp/0 $FLAGS "$@"
 }
 
 run_one() { # run_one MODE ROUND
     local mode=$1 round=$2
     local dir="$OUT/data-$mode-$round"
     case $mode in
-        memory) start_server "$mode-$round" --ephemeral ;;
-        full) start_server "$mode-$round" --data-dir "$dir" --sync full ;;
-        normal) start_server "$mode-$round" --data-dir "$dir" --sync normal ;;
-        metrics) start_server "$mode-$round" --ephemeral --metrics 127.0.0.1:0 ;;
+        memory) serve "$mode-$round" --ephemeral ;;
+        full) serve "$mode-$round" --data-dir "$dir" --sync full ;;
+        normal) serve "$mode-$round" --data-dir "$dir" --sync normal ;;
+        metrics) serve "$mode-$round" --ephemeral --metrics 127.0.0.1:0 ;;
         *) echo "unknown mode $mode (expected memory, full, normal or metrics)" >&2; exit 2 ;;
     esac
     echo "round $round, $mode ($SERVER_ADDR)" >&2
@@ -102,7 +74,7 @@ if ((RESTART > 0)); then
     echo "filling a data directory with $RESTART registrations..." >&2
     "$FILL" "$OUT/data-restart" "$RESTART" >"$OUT/fill.txt"
     cat "$OUT/fill.txt" >&2
-    start_server restart --data-dir "$OUT/data-restart"
+    serve restart --data-dir "$OUT/data-restart"
     RESTART_S=$STARTED_S
     stop_server
     rm -rf "$OUT/data-restart"

@@ -42,38 +42,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/rendezvous
 REF=$TARGET/release/examples/reference_server
 
-SERVER_PID=
-stop_server() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
-trap stop_server EXIT
-
-# start_server NAME COMMAND...: starts a server, waits for its /p2p/ address, sets SERVER_PID
-# and SERVER_ADDR.
-start_server() {
-    local name=$1
-    shift
-    "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
-    SERVER_PID=$!
-    SERVER_ADDR=
-    for _ in $(seq 1 300); do
-        SERVER_ADDR=$(grep -ohE '/ip4/127\.0\.0\.1/tcp/[0-9]+/p2p/[1-9A-HJ-NP-Za-km-z]+' \
-            "$OUT/$name.stdout" "$OUT/$name.stderr" 2>/dev/null | head -n1 || true)
-        [[ -n "$SERVER_ADDR" ]] && return 0
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "$name exited before listening:" >&2
-            cat "$OUT/$name.stderr" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "$name printed no listen address in 30 s" >&2
-    exit 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 run_one() { # run_one IMPL SIZE ROUND
     local impl=$1 size=$2 round=$3

@@ -26,11 +26,12 @@ async fn load(args: &[&str]) -> Output {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_against_the_reference_server_sees_every_registration_exactly_once() {
-    let server = reference_server().await.to_string();
-
-    let out = load(&[
+/// `load --json` of 4 clients in 3 namespaces (12 registrations) and 2 discoverers, pages of 5,
+/// against `server`, with `extra` flags; checks that it succeeded, that all 12 registered and
+/// each discoverer saw each registration exactly once, and returns the report.
+async fn load_twelve(server: &Multiaddr, extra: &[&str]) -> Value {
+    let server = server.to_string();
+    let mut args = vec![
         "--server",
         &server,
         "--clients",
@@ -44,15 +45,21 @@ async fn load_against_the_reference_server_sees_every_registration_exactly_once(
         "--ttl",
         "600",
         "--json",
-    ])
-    .await;
-
+    ];
+    args.extend_from_slice(extra);
+    let out = load(&args).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "{extra:?}: {stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["exactly_once"], true, "{report}");
-    assert_eq!(report["registrations"], 12);
     assert_eq!(report["registered"], 12);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_against_the_reference_server_sees_every_registration_exactly_once() {
+    let report = load_twelve(&reference_server().await, &[]).await;
+    assert_eq!(report["registrations"], 12);
     // Two discoverers, each receiving all 12 registrations once.
     assert_eq!(report["discovered"], 24);
     assert_eq!(report["phases"]["connect"]["ops"], 6);
@@ -145,32 +152,8 @@ async fn load_against_our_server_sees_every_registration_exactly_once_in_both_fo
         ("legacy", "all"),
     ] {
         // A fresh server each time: the previous run's registrations leave with its connections.
-        let server = our_server().await.to_string();
-        let out = load(&[
-            "--server",
-            &server,
-            "--clients",
-            "4",
-            "--namespaces",
-            "3",
-            "--discoverers",
-            "2",
-            "--limit",
-            "5",
-            "--ttl",
-            "600",
-            "--record-format",
-            format,
-            "--scope",
-            scope,
-            "--json",
-        ])
-        .await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{format} {scope}: {stderr}");
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["exactly_once"], true, "{report}");
-        assert_eq!(report["registered"], 12);
+        let server = our_server().await;
+        let report = load_twelve(&server, &["--record-format", format, "--scope", scope]).await;
         // Standard-format discoverers announce their format by registering once in a namespace
         // of their own, which "all namespaces" also returns (2 discoverers x 2 records).
         let own = if (format, scope) == ("standard", "all") {

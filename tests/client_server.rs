@@ -45,7 +45,7 @@ async fn server() -> Server {
 fn config(servers: &[&Server]) -> client::Config {
     let mut config = client::Config::default()
         .with_namespace(ns())
-        .with_interval(Duration::from_secs(1))
+        .with_test_interval(Duration::from_millis(50))
         .with_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .with_seed(11);
     for s in servers {

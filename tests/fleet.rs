@@ -294,7 +294,7 @@ async fn our_client_with_two_instances_keeps_discovering_when_one_dies() {
         config
             .with_registration(false)
             .with_namespace(chat.clone())
-            .with_interval(std::time::Duration::from_secs(1))
+            .with_test_interval(std::time::Duration::from_millis(50))
     });
     let mut first = client(&[&a]);
     register(&mut first, a.peer, "chat", TTL).await.unwrap();

@@ -46,6 +46,35 @@ struct RustClientNode {
     rendezvous: rendezvous::client::Behaviour,
 }
 
+/// rust-libp2p's client in `r` asks `server` for namespace "formats": what `pick` takes of each
+/// registration it decoded, or its error.
+async fn rust_discover<T>(
+    r: &mut Node<RustClientNode>,
+    server: PeerId,
+    pick: impl Fn(&rendezvous::Registration) -> T,
+) -> Result<Vec<T>, String> {
+    r.run(move |s| {
+        s.behaviour_mut().rendezvous.discover(
+            Some(rendezvous::Namespace::from_static("formats")),
+            None,
+            None,
+            server,
+        )
+    });
+    r.wait_for(|e| match e {
+        RustClientNodeEvent::Rendezvous(rendezvous::client::Event::Discovered {
+            registrations,
+            ..
+        }) => Some(Ok(registrations.iter().map(&pick).collect())),
+        RustClientNodeEvent::Rendezvous(rendezvous::client::Event::DiscoverFailed {
+            error,
+            ..
+        }) => Some(Err(format!("{error:?}"))),
+        _ => None,
+    })
+    .await
+}
+
 /// A raw rendezvous client, with identify announcing some agent or without identify.
 #[derive(NetworkBehaviour)]
 struct RawNode {
@@ -292,30 +321,7 @@ async fn a_rust_libp2p_client_never_gets_an_undecodable_page() {
     // The first DISCOVER goes out as soon as the connection is up, before identify has run;
     // the second after it.
     for round in 0..2 {
-        r.run(move |s| {
-            s.behaviour_mut().rendezvous.discover(
-                Some(rendezvous::Namespace::from_static("formats")),
-                None,
-                None,
-                server_peer,
-            )
-        });
-        let page = r
-            .wait_for(|e| match e {
-                RustClientNodeEvent::Rendezvous(rendezvous::client::Event::Discovered {
-                    registrations,
-                    ..
-                }) => Some(Ok(registrations
-                    .iter()
-                    .map(|r| r.record.peer_id())
-                    .collect::<Vec<_>>())),
-                RustClientNodeEvent::Rendezvous(rendezvous::client::Event::DiscoverFailed {
-                    error,
-                    ..
-                }) => Some(Err(format!("{error:?}"))),
-                _ => None,
-            })
-            .await;
+        let page = rust_discover(&mut r, server_peer, |r| r.record.peer_id()).await;
         assert_eq!(page, Ok(vec![legacy]), "round {round}");
         assert_eq!(served_now(&server, r.peer).await, ServedFormats::LegacyOnly);
     }
@@ -476,7 +482,7 @@ async fn three_generations_in_one_namespace_each_see_every_peer_they_can_read() 
             .with_server(server.peer, vec![server.addr()])
             .with_namespace(ns())
             .with_record_format(format)
-            .with_interval(Duration::from_millis(300));
+            .with_test_interval(Duration::from_millis(50));
         support::swarm(|key| ClientNode {
             identify: identify(&key, None),
             rendezvous: client::Behaviour::new(key.clone(), config),
@@ -553,30 +559,11 @@ async fn three_generations_in_one_namespace_each_see_every_peer_they_can_read() 
         .collect();
     assert_eq!(seen, want);
     // rust-libp2p's client decodes its page: the legacy records, its own among them.
-    r.run(move |s| {
-        s.behaviour_mut().rendezvous.discover(
-            Some(rendezvous::Namespace::from_static("formats")),
-            None,
-            None,
-            server_peer,
-        )
-    });
-    let page = r
-        .wait_for(|e| match e {
-            RustClientNodeEvent::Rendezvous(rendezvous::client::Event::Discovered {
-                registrations,
-                ..
-            }) => Some(Ok(registrations
-                .iter()
-                .map(|r| (r.record.peer_id(), r.record.addresses().to_vec()))
-                .collect::<HashMap<_, _>>())),
-            RustClientNodeEvent::Rendezvous(rendezvous::client::Event::DiscoverFailed {
-                error,
-                ..
-            }) => Some(Err(format!("{error:?}"))),
-            _ => None,
-        })
-        .await;
+    let page = rust_discover(&mut r, server_peer, |r| {
+        (r.record.peer_id(), r.record.addresses().to_vec())
+    })
+    .await
+    .map(|page| page.into_iter().collect::<HashMap<_, _>>());
     want.retain(|peer, _| *peer == legacy.peer || *peer == r.peer);
     assert_eq!(page, Ok(want));
 }

@@ -416,6 +416,15 @@ impl Config {
         self
     }
 
+    /// For tests only: [`Config::with_interval`] without its one-second floor, so that a swarm
+    /// test sees the next poll without waiting a second of real time. A real client polling
+    /// this often would load its servers for nothing.
+    #[doc(hidden)]
+    pub fn with_test_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
     /// The page limit sent with DISCOVER (default [`DEFAULT_LIMIT`]); clamped to
     /// `1..=`[`crate::MAX_DISCOVER_LIMIT`].
     pub fn with_limit(mut self, limit: u64) -> Self {

@@ -7,18 +7,15 @@ use std::{
     task::{Context, Poll},
 };
 
+use futures::{
+    channel::oneshot, future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt,
+};
 use libp2p::{
-    core::{
-        transport::PortUse,
-        upgrade::{DeniedUpgrade, ReadyUpgrade},
-        Endpoint,
-    },
+    core::{transport::PortUse, Endpoint},
     identity::Keypair,
     swarm::{
-        handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedOutbound},
-        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-        NetworkBehaviour, NotifyHandler, Stream, SubstreamProtocol, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm,
+        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, Stream,
+        THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId, StreamProtocol,
 };
@@ -27,12 +24,17 @@ use rendezvous_discovery::{
     RecordFormat, SignedRecord,
 };
 
+/// The binary's stream opener (`rendezvous load` and `flood` use it): its connection handler
+/// opens the streams here too.
+#[path = "../../src/bin/rendezvous/streams.rs"]
+mod streams;
+
 /// An outbound stream was opened, or failed to open.
 #[derive(Debug)]
 pub enum Event {
     /// The stream, ready for the test to use.
     Opened(PeerId, Stream),
-    /// Negotiation failed.
+    /// Negotiation failed (or the peer was not connected).
     Failed(PeerId, String),
 }
 
@@ -42,7 +44,8 @@ pub struct Behaviour {
     pub key: Keypair,
     protocol: StreamProtocol,
     to_open: VecDeque<PeerId>,
-    events: VecDeque<Event>,
+    /// Streams asked of the handlers, until they are delivered.
+    opening: FuturesUnordered<BoxFuture<'static, Event>>,
 }
 
 impl Behaviour {
@@ -51,7 +54,7 @@ impl Behaviour {
             key,
             protocol: rendezvous_discovery::PROTOCOL,
             to_open: VecDeque::new(),
-            events: VecDeque::new(),
+            opening: FuturesUnordered::new(),
         }
     }
 
@@ -64,10 +67,15 @@ impl Behaviour {
     pub fn open(&mut self, peer: PeerId) {
         self.to_open.push_back(peer);
     }
+
+    fn handler(&self) -> streams::Handler {
+        // Negotiation is bounded by the tests' hang guard only.
+        streams::Handler::new(self.protocol.clone(), super::HANG)
+    }
 }
 
 impl NetworkBehaviour for Behaviour {
-    type ConnectionHandler = Handler;
+    type ConnectionHandler = streams::Handler;
     type ToSwarm = Event;
 
     fn handle_established_inbound_connection(
@@ -77,7 +85,7 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(self.protocol.clone()))
+        Ok(self.handler())
     }
 
     fn handle_established_outbound_connection(
@@ -88,106 +96,44 @@ impl NetworkBehaviour for Behaviour {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(Handler::new(self.protocol.clone()))
+        Ok(self.handler())
     }
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
 
     fn on_connection_handler_event(
         &mut self,
-        peer: PeerId,
+        _: PeerId,
         _: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        self.events.push_back(match event {
-            Ok(stream) => Event::Opened(peer, stream),
-            Err(error) => Event::Failed(peer, error),
-        });
+        match event {}
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
-        if let Some(event) = self.events.pop_front() {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        if let Poll::Ready(Some(event)) = self.opening.poll_next_unpin(cx) {
             return Poll::Ready(ToSwarm::GenerateEvent(event));
         }
         if let Some(peer) = self.to_open.pop_front() {
+            let (reply, opened) = oneshot::channel();
+            self.opening.push(
+                async move {
+                    match opened.await {
+                        Ok(Ok(stream)) => Event::Opened(peer, stream),
+                        Ok(Err(error)) => Event::Failed(peer, error),
+                        // The swarm dropped the request: no connection to `peer`.
+                        Err(_) => Event::Failed(peer, "not connected".into()),
+                    }
+                }
+                .boxed(),
+            );
             return Poll::Ready(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::Any,
-                event: (),
+                event: reply,
             });
         }
         Poll::Pending
-    }
-}
-
-/// Opens one outbound stream per request of the behaviour.
-pub struct Handler {
-    protocol: StreamProtocol,
-    to_open: usize,
-    events: VecDeque<Result<Stream, String>>,
-}
-
-impl Handler {
-    fn new(protocol: StreamProtocol) -> Self {
-        Self {
-            protocol,
-            to_open: 0,
-            events: VecDeque::new(),
-        }
-    }
-}
-
-impl ConnectionHandler for Handler {
-    type FromBehaviour = ();
-    type ToBehaviour = Result<Stream, String>;
-    type InboundProtocol = DeniedUpgrade;
-    type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
-    type InboundOpenInfo = ();
-    type OutboundOpenInfo = ();
-
-    fn listen_protocol(&self) -> SubstreamProtocol<DeniedUpgrade, ()> {
-        SubstreamProtocol::new(DeniedUpgrade, ())
-    }
-
-    fn on_behaviour_event(&mut self, (): ()) {
-        self.to_open += 1;
-    }
-
-    // Tests decide when connections end.
-    fn connection_keep_alive(&self) -> bool {
-        true
-    }
-
-    fn poll(
-        &mut self,
-        _: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
-        if let Some(event) = self.events.pop_front() {
-            return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
-        }
-        if self.to_open > 0 {
-            self.to_open -= 1;
-            return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                protocol: SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ()),
-            });
-        }
-        Poll::Pending
-    }
-
-    fn on_connection_event(
-        &mut self,
-        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
-    ) {
-        match event {
-            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
-                protocol: stream,
-                ..
-            }) => self.events.push_back(Ok(stream)),
-            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
-                self.events.push_back(Err(error.to_string()))
-            }
-            _ => {}
-        }
     }
 }
 

@@ -21,23 +21,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{
-    channel::{mpsc, oneshot},
-    AsyncWriteExt, SinkExt, StreamExt,
-};
-use libp2p::{
-    identity::Keypair, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux, Multiaddr,
-    PeerId, Stream,
-};
+use futures::AsyncWriteExt;
+use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
 use rendezvous_discovery::{
-    codec::{read_message, write_message, DiscoverPage, Message, NewRegistration},
-    Namespace, RecordFormat, SignedRecord, PROTOCOL,
+    codec::{DiscoverPage, Message, NewRegistration},
+    Namespace, RecordFormat, SignedRecord,
 };
 use serde_json::json;
 
 use crate::{
     common::{CliError, CliResult},
-    streams,
+    load::Client,
 };
 
 /// Most connections or identities one flood uses.
@@ -46,7 +40,7 @@ const MAX_COUNT: usize = 10_000;
 /// Longest flood.
 const MAX_SECONDS: u64 = 600;
 
-/// How long one legitimate request may take before it counts as failed.
+/// How long connecting, and one request, may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Namespaces the legitimate client registers in before the flood and checks after it.
@@ -72,104 +66,20 @@ pub struct Args {
     seconds: u64,
 }
 
-/// A client connection with its own identity that opens rendezvous streams on demand.
-struct Client {
-    key: Keypair,
-    streams: mpsc::Sender<streams::StreamReply>,
-    task: tokio::task::JoinHandle<()>,
+/// Requests (and streams) the legitimate client and each hostile one may have in flight.
+const STREAMS_PER_CLIENT: usize = 8;
+
+/// A client with its own identity and connection: `rendezvous load`'s, with the flood's timeout.
+async fn connect(server: Multiaddr, server_peer: PeerId) -> Result<Client, String> {
+    Client::connect(server, server_peer, STREAMS_PER_CLIENT, REQUEST_TIMEOUT).await
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Client {
-    async fn connect(server: Multiaddr, server_peer: PeerId) -> Result<Self, String> {
-        let key = Keypair::generate_ed25519();
-        let (streams, requests) = mpsc::channel(8);
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| format!("cannot set up TCP: {e}"))?
-            .with_behaviour(|_| {
-                streams::Behaviour::new(server_peer, PROTOCOL, REQUEST_TIMEOUT, requests)
-            })
-            .map_err(|e| format!("cannot build the behaviour: {e}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
-        swarm
-            .dial(server)
-            .map_err(|e| format!("cannot dial: {e}"))?;
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            while let Some(event) = swarm.next().await {
-                match event {
-                    SwarmEvent::ConnectionEstablished { .. } => {
-                        if let Some(tx) = ready.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                    }
-                    SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        if let Some(tx) = ready.take() {
-                            let _ = tx.send(Err(error.to_string()));
-                        }
-                    }
-                    SwarmEvent::ConnectionClosed { .. } => return,
-                    _ => {}
-                }
-            }
-        });
-        match tokio::time::timeout(REQUEST_TIMEOUT, ready_rx).await {
-            Ok(Ok(Ok(()))) => Ok(Self { key, streams, task }),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err("the connection closed".into()),
-            Err(_) => Err("no connection in time".into()),
-        }
-    }
-
-    async fn open(&self) -> Result<Stream, String> {
-        let (tx, rx) = oneshot::channel();
-        self.streams
-            .clone()
-            .send(tx)
-            .await
-            .map_err(|_| "the connection closed".to_string())?;
-        rx.await.map_err(|_| "the connection closed".to_string())?
-    }
-
-    async fn request(&self, message: &Message) -> Result<Message, String> {
-        let exchange = async {
-            let mut stream = self.open().await?;
-            write_message(&mut stream, message, 1 << 20)
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply = read_message(&mut stream, 1 << 20)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the stream ended")?
-                .map_err(|e| e.to_string())?;
-            let _ = stream.close().await;
-            Ok(reply)
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
-    }
-
-    fn register(&self, namespace: &Namespace, record: &SignedRecord) -> Message {
-        Message::Register(NewRegistration {
-            namespace: namespace.clone(),
-            record: record.clone(),
-            ttl: None,
-        })
-    }
+fn register(namespace: &Namespace, record: &SignedRecord) -> Message {
+    Message::Register(NewRegistration {
+        namespace: namespace.clone(),
+        record: record.clone(),
+        ttl: None,
+    })
 }
 
 fn discover(namespace: Option<Namespace>) -> Message {
@@ -259,7 +169,7 @@ pub async fn run(args: Args) -> CliResult {
         )));
     }
     let server = args.server.clone();
-    let legit = Client::connect(server.clone(), server_peer)
+    let legit = connect(server.clone(), server_peer)
         .await
         .map_err(|e| CliError::Failed(format!("the legitimate client cannot connect: {e}")))?;
     let legit_record = SignedRecord::new(
@@ -272,10 +182,7 @@ pub async fn run(args: Args) -> CliResult {
         .map(|i| Namespace::new(format!("legit-{i}")).expect("short"))
         .collect();
     for namespace in &namespaces {
-        match legit
-            .request(&legit.register(namespace, &legit_record))
-            .await
-        {
+        match legit.request(&register(namespace, &legit_record)).await {
             Ok(Message::RegisterResponse(Ok(_))) => {}
             other => {
                 return Err(CliError::Failed(format!(
@@ -307,7 +214,7 @@ pub async fn run(args: Args) -> CliResult {
         peak.rss_kib = peak.rss_kib.max(now.rss_kib);
         peak.vm_data_kib = peak.vm_data_kib.max(now.vm_data_kib);
         for message in [
-            legit.register(&namespaces[0], &legit_record),
+            register(&namespaces[0], &legit_record),
             discover(Some(namespaces[1].clone())),
         ] {
             let start = Instant::now();
@@ -382,7 +289,7 @@ async fn flood(
         let (server, kind) = (server.clone(), kind.clone());
         let (done, refused) = (done.clone(), refused.clone());
         tasks.spawn(async move {
-            let Ok(client) = Client::connect(server, server_peer).await else {
+            let Ok(client) = connect(server, server_peer).await else {
                 refused.fetch_add(1, Ordering::Relaxed);
                 return;
             };
@@ -423,7 +330,7 @@ async fn flood(
                         for n in 0.. {
                             let namespace =
                                 Namespace::new(format!("flood-{i}-{n}")).expect("short");
-                            match client.request(&client.register(&namespace, &record)).await {
+                            match client.request(&register(&namespace, &record)).await {
                                 Ok(Message::RegisterResponse(Ok(_))) => {
                                     done.fetch_add(1, Ordering::Relaxed);
                                 }

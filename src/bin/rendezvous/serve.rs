@@ -137,6 +137,10 @@ pub struct Args {
     /// Seconds a connection with no registration and no request in flight stays open.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     idle_timeout: u64,
+    /// For tests only (hidden): the idle timeout in milliseconds, in place of --idle-timeout, so
+    /// that a test of it does not wait a whole second.
+    #[arg(long, value_name = "MS", hide = true)]
+    idle_timeout_ms: Option<u64>,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
@@ -235,7 +239,10 @@ impl Args {
             )));
         }
         Ok(Transport {
-            idle_timeout: Duration::from_secs(self.idle_timeout),
+            idle_timeout: self.idle_timeout_ms.map_or(
+                Duration::from_secs(self.idle_timeout),
+                Duration::from_millis,
+            ),
             max_streams: Some(MAX_STREAMS_PER_CONNECTION),
             quic_windows: Some(QUIC_WINDOWS),
         })

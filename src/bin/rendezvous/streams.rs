@@ -57,11 +57,7 @@ impl Behaviour {
     }
 
     fn handler(&self) -> Handler {
-        Handler {
-            protocol: self.protocol.clone(),
-            timeout: self.timeout,
-            pending: VecDeque::new(),
-        }
+        Handler::new(self.protocol.clone(), self.timeout)
     }
 }
 
@@ -115,11 +111,23 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// The per-connection half: opens a stream for each reply sender it is given.
+/// The per-connection half: opens a stream for each reply sender it is given. The tests' raw
+/// client (`tests/support/raw.rs`) uses it too.
 pub struct Handler {
     protocol: StreamProtocol,
     timeout: Duration,
     pending: VecDeque<StreamReply>,
+}
+
+impl Handler {
+    /// A handler opening `protocol` streams; a negotiation taking longer than `timeout` fails.
+    pub fn new(protocol: StreamProtocol, timeout: Duration) -> Self {
+        Self {
+            protocol,
+            timeout,
+            pending: VecDeque::new(),
+        }
+    }
 }
 
 impl ConnectionHandler for Handler {

@@ -18,30 +18,39 @@ use rendezvous_discovery::{
 
 use crate::streams;
 
-/// How long one request (stream negotiation, request, response) may take before it counts as
-/// failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long one connection (TCP, noise, yamux) may take to establish.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one connection (TCP, noise, yamux) may take to establish, and one request (stream
+/// negotiation, request, response) before it counts as failed, for `rendezvous load`.
+pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stream requests a client's swarm task can have queued: backpressure for the request window.
 const STREAM_REQUEST_QUEUE: usize = 32;
 
-/// One peer with its own identity and connection, driven by its own task.
-pub(super) struct Client {
-    pub(super) key: Keypair,
+/// One peer with its own identity and connection, driven by its own task (ended when the client
+/// is dropped). Also the clients of `rendezvous flood`.
+pub(crate) struct Client {
+    pub(crate) key: Keypair,
     pub(super) peer: PeerId,
     in_flight: tokio::sync::Semaphore,
+    /// How long one request may take.
+    timeout: Duration,
     streams: mpsc::Sender<streams::StreamReply>,
     pub(super) task: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Client {
-    pub(super) async fn connect(
+    /// Connects a fresh identity to `server_peer` at `server`, with at most `streams_per_client`
+    /// requests in flight; connecting, and each request, may take `timeout`.
+    pub(crate) async fn connect(
         server: Multiaddr,
         server_peer: PeerId,
         streams_per_client: usize,
+        timeout: Duration,
     ) -> Result<Self, String> {
         let key = Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
@@ -54,9 +63,7 @@ impl Client {
                 yamux::Config::default,
             )
             .map_err(|e| format!("cannot set up TCP: {e}"))?
-            .with_behaviour(|_| {
-                streams::Behaviour::new(server_peer, PROTOCOL, REQUEST_TIMEOUT, requests)
-            })
+            .with_behaviour(|_| streams::Behaviour::new(server_peer, PROTOCOL, timeout, requests))
             .map_err(|e| format!("cannot build the behaviour: {e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
             .build();
@@ -85,12 +92,13 @@ impl Client {
                 }
             }
         });
-        let outcome = tokio::time::timeout(CONNECT_TIMEOUT, ready_rx).await;
+        let outcome = tokio::time::timeout(timeout, ready_rx).await;
         match outcome {
             Ok(Ok(Ok(()))) => Ok(Self {
                 key,
                 peer,
                 in_flight: tokio::sync::Semaphore::new(streams_per_client),
+                timeout,
                 streams,
                 task,
             }),
@@ -104,12 +112,13 @@ impl Client {
             }
             Err(_) => {
                 task.abort();
-                Err(format!("no connection after {CONNECT_TIMEOUT:?}"))
+                Err(format!("no connection after {timeout:?}"))
             }
         }
     }
 
-    async fn open(&self) -> Result<Stream, String> {
+    /// Opens a fresh rendezvous stream to the server.
+    pub(crate) async fn open(&self) -> Result<Stream, String> {
         let (tx, rx) = oneshot::channel();
         self.streams
             .clone()
@@ -121,7 +130,7 @@ impl Client {
     }
 
     /// Sends one request on a fresh stream and reads its response.
-    pub(super) async fn request(&self, message: &Message) -> Result<Message, String> {
+    pub(crate) async fn request(&self, message: &Message) -> Result<Message, String> {
         let _permit = self
             .in_flight
             .acquire()
@@ -141,9 +150,9 @@ impl Client {
             let _ = stream.close().await;
             Ok(response)
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| format!("no response after {REQUEST_TIMEOUT:?}"))?
+            .map_err(|_| format!("no response after {:?}", self.timeout))?
     }
 
     /// Pages through each scope with cookies until a page comes back short.

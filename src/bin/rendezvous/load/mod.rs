@@ -28,6 +28,8 @@ mod phases;
 mod report;
 mod verify;
 
+pub(crate) use client::Client;
+
 use report::{Report, ServerSample, Verdict};
 
 /// Requests one client has in flight at once by default: below the streams per connection

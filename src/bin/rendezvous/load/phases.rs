@@ -11,7 +11,7 @@ use rendezvous_discovery::{
 };
 
 use super::{
-    client::{Client, Walk},
+    client::{self, Client, Walk},
     report::Phase,
     Config,
 };
@@ -46,6 +46,7 @@ pub(super) async fn connect(config: &Config) -> Result<(Vec<Client>, Phase), Cli
                     config.server.clone(),
                     config.server_peer,
                     config.streams_per_client,
+                    client::TIMEOUT,
                 )
                 .await;
                 if client.is_ok() || attempt == CONNECT_ATTEMPTS {
