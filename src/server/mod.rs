@@ -111,7 +111,8 @@
 //!
 //! - the store: at most [`Config::with_max_store_bytes`] as [`Registrations::stored_bytes`]
 //!   counts it (default [`DEFAULT_MAX_STORE_BYTES`], 512 MiB), which includes the fixed cost of
-//!   every registration and record, so the count limits are bounds on top;
+//!   every registration and record, so the count limits are bounds on top (the SQLite store
+//!   adds its page cache, at most `store::sqlite::PAGE_CACHE_KIB`, 64 MiB);
 //! - per connection: at most `max_streams_per_connection` (default 8) streams, each buffering
 //!   at most one request (`max_record_size` + [`REQUEST_OVERHEAD`], 9 KiB by default) and one
 //!   response (at most `max_message_size`, 1 MiB; a DISCOVER_RESPONSE is only that large when

@@ -118,6 +118,9 @@ pub(super) fn open(path: &Path, sync: SyncMode) -> Result<Connection, OpenError>
     }
     db.pragma_update(None, "synchronous", sync.pragma())
         .map_err(err)?;
+    // A negative cache_size is in KiB.
+    db.pragma_update(None, "cache_size", -super::PAGE_CACHE_KIB)
+        .map_err(err)?;
     migrate(&mut db).map_err(|e| match e {
         MigrateError::Sql(e) => open_error(path, e),
         MigrateError::Newer(found) => OpenError::NewerSchema {
