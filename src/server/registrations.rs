@@ -100,7 +100,8 @@ pub struct Registrations {
 
 impl Registrations {
     /// An empty store with the limits of `config`, whose counter starts at `start` (a server
-    /// passes the wall clock in microseconds, so cookies stay valid across restarts).
+    /// passes the wall clock in microseconds, so cookies stay valid across restarts), or at
+    /// [`cookie::MAX_SEQUENCE`] if `start` is above it.
     pub fn new(config: Config, start: u64) -> Self {
         let longest_cookie = Cookie::new(vec![0xff; 8 + crate::MAX_NAMESPACE_LEN])
             .expect("8 + 255 bytes is under the cookie cap");
@@ -112,7 +113,7 @@ impl Registrations {
         .encoded_len();
         Self {
             config,
-            counter: start,
+            counter: start.min(cookie::MAX_SEQUENCE),
             entries: HashMap::new(),
             peers: HashMap::new(),
             by_namespace: HashMap::new(),
@@ -233,12 +234,14 @@ impl Registrations {
         deadline: Instant,
         existing: Option<u64>,
     ) -> Result<Ttl, ErrorResponse> {
-        let seq = self.counter.checked_add(1).ok_or_else(|| {
-            ErrorResponse::new(
-                ErrorCode::Unavailable,
-                "this server has used every sequence number; it needs a restart",
-            )
-        })?;
+        let seq = (self.counter < cookie::MAX_SEQUENCE)
+            .then_some(self.counter + 1)
+            .ok_or_else(|| {
+                ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    "this server has given out every sequence number a cookie can carry",
+                )
+            })?;
         self.put(seq, peer, namespace, record, ttl, deadline, existing);
         Ok(ttl)
     }
@@ -248,8 +251,16 @@ impl Registrations {
     /// new REGISTERs; what was accepted once stays until it ends). Restore in sequence order:
     /// the latest one decides the peer's record format. The counter moves up to `seq` if it was
     /// below. A registration of the same peer and namespace is replaced; a record the peer
-    /// already holds elsewhere is shared.
+    /// already holds elsewhere is shared. A `seq` above [`cookie::MAX_SEQUENCE`] (which no
+    /// store gives out) is not restored.
     pub fn restore(&mut self, seq: u64, registration: Registration, deadline: Instant) {
+        if seq > cookie::MAX_SEQUENCE {
+            tracing::warn!(
+                seq,
+                "not restoring a registration with an impossible sequence number"
+            );
+            return;
+        }
         let Registration {
             namespace,
             record,

@@ -18,6 +18,10 @@ use crate::{
 const MARK_SHIFT: u32 = 62;
 const SEQ_MASK: u64 = (1 << MARK_SHIFT) - 1;
 
+/// The highest sequence number a cookie can carry (2^62 - 1): the two bits above it are the
+/// mark. A store never gives out a number above it.
+pub const MAX_SEQUENCE: u64 = SEQ_MASK;
+
 /// The cookie that continues `namespace` after sequence number `seq`, marked with the narrowest
 /// coverage under which a registration was left out for its format (`None`: nothing was).
 pub fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cookie {
