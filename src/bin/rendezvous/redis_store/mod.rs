@@ -38,8 +38,8 @@
 //!   and `/health` answers 503.
 //! - **Records.** Redis holds the envelope bytes as the peer signed them (verified once, by the
 //!   instance that took the REGISTER). Each instance keeps the decoded records of the latest
-//!   [`MAX_DECODED_RECORDS`] registrations it served, so a DISCOVER verifies a signature only
-//!   the first time it sends a registration, and each peer's last verified record (within
+//!   [`MAX_DECODED_RECORDS`] registrations it took or served, so a DISCOVER verifies a
+//!   signature only the first time it sends a registration another instance took, and each peer's last verified record (within
 //!   [`VERIFIED_CACHE_BYTES`]), so a REGISTER that carries the same envelope again (a refresh,
 //!   or the record in another namespace) is not verified again.
 //! - **Identity.** Instances may each have their own key (`--identity`; clients then list each
@@ -133,8 +133,8 @@ pub const MAX_BATCH: usize = 512;
 /// entries in three sorted sets and its peer's hash (measured with `MEMORY USAGE`, rounded up).
 pub const ENTRY_OVERHEAD: usize = 256;
 
-/// Decoded records each instance keeps (by sequence number) so a DISCOVER does not verify a
-/// signature it verified before. At about 1 KiB each, 128 Mi at most.
+/// Decoded records each instance keeps (by sequence number: those it registered and those it
+/// served) so a DISCOVER does not verify a signature it verified before. At about 1 KiB each, 128 Mi at most.
 pub const MAX_DECODED_RECORDS: usize = 131_072;
 
 /// Peers whose registration count each instance remembers (for keep-alive while Redis is

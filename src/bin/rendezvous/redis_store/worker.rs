@@ -89,14 +89,23 @@ impl RecordCache {
         let record = SignedRecord::from_bytes(envelope)
             .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not verify"))
             .ok()?;
+        self.insert(seq, record.clone());
+        Some(record)
+    }
+
+    /// Keeps `record` as registration `seq`'s (a REGISTER this instance took: its record was
+    /// verified then, so the DISCOVERs that send it need not verify it again).
+    fn insert(&mut self, seq: u64, record: SignedRecord) {
+        if self.records.contains_key(&seq) {
+            return;
+        }
         if self.order.len() >= MAX_DECODED_RECORDS {
             if let Some(oldest) = self.order.pop_front() {
                 self.records.remove(&oldest);
             }
         }
         self.order.push_back(seq);
-        self.records.insert(seq, record.clone());
-        Some(record)
+        self.records.insert(seq, record);
     }
 }
 

@@ -76,11 +76,17 @@ impl Worker {
                 let n = items.get(1).and_then(int).unwrap_or(0);
                 let count = items.get(2).and_then(int).map(|c| c as usize);
                 let result = match status {
-                    b"ok" => Ok(Registration {
-                        namespace: namespace.clone(),
-                        record,
-                        ttl,
-                    }),
+                    b"ok" => {
+                        // The second item is the registration's sequence number.
+                        if let Some(seq) = items.get(1).and_then(int) {
+                            self.cache.insert(seq, record.clone());
+                        }
+                        Ok(Registration {
+                            namespace: namespace.clone(),
+                            record,
+                            ttl,
+                        })
+                    }
                     b"peer_full" => Err(ErrorResponse::new(
                         ErrorCode::NotAuthorized,
                         format!(
