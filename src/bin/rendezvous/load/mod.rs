@@ -1,7 +1,8 @@
 //! `rendezvous load`: a load generator for any rendezvous server.
 //!
 //! C clients, each with its own identity and its own connection, register in K namespaces
-//! (C*K registrations); then D discoverers page through everything with cookies. Each phase is
+//! (C*K registrations); then D discoverers connect and page through everything with cookies
+//! (the connect phase counts the C clients). Each phase is
 //! timed on its own (throughput, latency p50/p99) and the run checks that every discoverer saw
 //! every registration exactly once (exit status 1 when not).
 //!
@@ -200,14 +201,17 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let mut samples = vec![ServerSample::take(self.server_pid)];
 
-        let (mut clients, connect) = phases::connect(self).await?;
+        let (clients, connect) = phases::connect(self, self.clients).await?;
         samples.push(ServerSample::take(self.server_pid));
-        let discoverers = clients.split_off(self.clients);
+
+        let (register, register_error) = phases::register(self, &clients, &namespaces).await?;
+        // The discoverers connect now, not with the clients: a server closes a connection that
+        // holds no registration and asks nothing (`serve --idle-timeout`, 30 s by default), and
+        // a large register phase outlasts that.
+        let (discoverers, _) = phases::connect(self, self.discoverers).await?;
         if self.format == RecordFormat::Standard {
             phases::announce_format(self, &discoverers, namespace("discoverers")?).await?;
         }
-
-        let (register, register_error) = phases::register(self, &clients, &namespaces).await?;
         samples.push(ServerSample::take(self.server_pid));
 
         let scopes: Vec<Option<Namespace>> = match self.scope {

@@ -30,11 +30,13 @@ const CONNECT_ATTEMPTS: u32 = 5;
 /// Pause before the second dial of a client; doubled for each one after.
 const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// Connects the clients and then the discoverers, each with its own identity, at most
-/// `concurrency` (and [`MAX_DIALS_IN_FLIGHT`]) at a time, each dialing up to
-/// [`CONNECT_ATTEMPTS`] times. Any connection that still fails fails the run.
-pub(super) async fn connect(config: &Config) -> Result<(Vec<Client>, Phase), CliError> {
-    let total = config.clients + config.discoverers;
+/// Connects `total` clients, each with its own identity, at most `concurrency` (and
+/// [`MAX_DIALS_IN_FLIGHT`]) at a time, each dialing up to [`CONNECT_ATTEMPTS`] times. Any
+/// connection that still fails fails the run.
+pub(super) async fn connect(
+    config: &Config,
+    total: usize,
+) -> Result<(Vec<Client>, Phase), CliError> {
     let started = Instant::now();
     let results: Vec<(Result<Client, String>, Duration)> = stream::iter(0..total)
         .map(|_| async {
