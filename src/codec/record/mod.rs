@@ -13,6 +13,7 @@ use libp2p::{
 mod legacy;
 mod peer_info;
 mod standard;
+mod stored;
 
 /// The three layouts of `Register.signedPeerRecord` (field 2) in use: three generations of
 /// rendezvous clients.
@@ -137,6 +138,25 @@ impl SignedRecord {
         }
     }
 
+    /// Decodes `Register.signedPeerRecord` bytes that this program verified (with
+    /// [`from_bytes`](Self::from_bytes)) before it stored them, **without checking the signature
+    /// again**: a store reading back its own rows, as the binary's Redis store does for the
+    /// registrations it serves. It yields what [`from_bytes`](Self::from_bytes) yielded for the
+    /// same bytes. Never use it on bytes from the network: a forged envelope decodes.
+    pub fn from_stored_bytes(bytes: &[u8]) -> Result<Self, InvalidRecord> {
+        match stored::decode(bytes) {
+            Some((peer, seq, addresses, format)) => Ok(Self {
+                peer,
+                addresses: addresses.into(),
+                seq,
+                format,
+                envelope: bytes.into(),
+            }),
+            // Not a signed envelope: a PeerInfo has no signature to skip.
+            None => Self::from_bytes(bytes),
+        }
+    }
+
     fn from_envelope(bytes: &[u8]) -> Result<Self, String> {
         let envelope = SignedEnvelope::from_protobuf_encoding(bytes)
             .map_err(|e| format!("not a signed envelope: {e}"))?;
@@ -245,6 +265,37 @@ mod tests {
 
     fn key() -> Keypair {
         Keypair::ed25519_from_bytes([1; 32]).unwrap()
+    }
+
+    #[test]
+    fn a_stored_record_reads_back_as_it_was_verified_in_every_format_without_a_check() {
+        let addrs: Vec<Multiaddr> = vec![
+            "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            "/ip6/::1/udp/4001/quic-v1".parse().unwrap(),
+        ];
+        for format in [
+            RecordFormat::Standard,
+            RecordFormat::Legacy,
+            RecordFormat::PeerInfo,
+        ] {
+            let record = SignedRecord::new(&key(), addrs.clone(), format).unwrap();
+            let verified = SignedRecord::from_bytes(record.envelope_bytes()).unwrap();
+            let stored = SignedRecord::from_stored_bytes(record.envelope_bytes()).unwrap();
+            assert_eq!(stored, verified, "{format:?}");
+            assert_eq!(stored.seq(), record.seq(), "{format:?}");
+        }
+        // It does not check the signature (that is its point): a flipped signature byte still
+        // reads back, where the network's decoder refuses it.
+        let record = signed(RecordFormat::Standard);
+        let mut forged = record.envelope_bytes().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(SignedRecord::from_bytes(&forged).is_err());
+        assert_eq!(
+            SignedRecord::from_stored_bytes(&forged).unwrap().peer_id(),
+            record.peer_id()
+        );
+        assert!(SignedRecord::from_stored_bytes(b"not a record").is_err());
     }
 
     fn signed(format: RecordFormat) -> SignedRecord {

@@ -36,12 +36,13 @@
 //!   batch (a request, or the reap every [`REAP_INTERVAL`]) is answered again, the store reports
 //!   itself unavailable: `serve --metrics` shows `libp2p_rendezvous_server_store_available` 0
 //!   and `/health` answers 503.
-//! - **Records.** Redis holds the envelope bytes as the peer signed them (verified once, by the
-//!   instance that took the REGISTER). Each instance keeps the decoded records of the latest
-//!   [`MAX_DECODED_RECORDS`] registrations it took or served, so a DISCOVER verifies a
-//!   signature only the first time it sends a registration another instance took, and each peer's last verified record (within
-//!   [`VERIFIED_CACHE_BYTES`]), so a REGISTER that carries the same envelope again (a refresh,
-//!   or the record in another namespace) is not verified again.
+//! - **Records.** Redis holds the envelope bytes as the peer signed them, verified once, by the
+//!   instance that took the REGISTER; an instance reading them back decodes them without
+//!   checking the signature again (`SignedRecord::from_stored_bytes`), so whoever can write to
+//!   Redis is trusted as the database is. Each instance keeps the decoded records of the latest
+//!   [`MAX_DECODED_RECORDS`] registrations it took or served, and each peer's last verified
+//!   record (within [`VERIFIED_CACHE_BYTES`]), so a REGISTER that carries the same envelope
+//!   again (a refresh, or the record in another namespace) is not verified again.
 //! - **Identity.** Instances may each have their own key (`--identity`; clients then list each
 //!   address with its peer id) or share one key file (one peer id behind one DNS name; a client
 //!   that dials the name reaches whichever instance answers). Both work: the registrations are
@@ -134,7 +135,7 @@ pub const MAX_BATCH: usize = 512;
 pub const ENTRY_OVERHEAD: usize = 256;
 
 /// Decoded records each instance keeps (by sequence number: those it registered and those it
-/// served) so a DISCOVER does not verify a signature it verified before. At about 1 KiB each, 128 Mi at most.
+/// served) so a DISCOVER does not decode a record again. At about 1 KiB each, 128 Mi at most.
 pub const MAX_DECODED_RECORDS: usize = 131_072;
 
 /// Peers whose registration count each instance remembers (for keep-alive while Redis is

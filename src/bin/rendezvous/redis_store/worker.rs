@@ -86,8 +86,9 @@ impl RecordCache {
         if let Some(record) = self.records.get(&seq) {
             return Some(record.clone());
         }
-        let record = SignedRecord::from_bytes(envelope)
-            .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not verify"))
+        // Redis holds only envelopes an instance verified before it wrote them.
+        let record = SignedRecord::from_stored_bytes(envelope)
+            .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not decode"))
             .ok()?;
         self.insert(seq, record.clone());
         Some(record)
