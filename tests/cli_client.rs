@@ -128,9 +128,7 @@ async fn bad_flags_exit_2_with_one_line() {
         ][..],
     ] {
         let output = rendezvous().args(args).output().await.unwrap();
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        support::one_line_error(&output, &format!("{args:?}"));
     }
 }
 

@@ -120,11 +120,7 @@ async fn a_bad_flag_is_one_line_and_exit_status_2() {
         &["--no-such-flag"],
         &["--record-format", "json"],
     ] {
-        let out = load(args).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "{args:?}");
+        support::one_line_error(&load(args).await, &format!("{args:?}"));
     }
 }
 

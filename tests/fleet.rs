@@ -374,8 +374,6 @@ fn a_store_url_that_is_not_redis_is_refused_with_one_line_and_status_2() {
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let stderr = support::one_line_error(&output, "--store postgres://");
     assert!(stderr.contains("redis://HOST:PORT/DB"), "{stderr}");
 }

@@ -94,11 +94,7 @@ fn serve_fails(dir: &Path) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    stderr
+    support::one_line_error(&output, "serve")
 }
 
 fn client() -> Swarm<rendezvous::client::Behaviour> {

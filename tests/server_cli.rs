@@ -71,11 +71,7 @@ fn serve_fails(args: &[&str]) -> String {
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{args:?}");
-    assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    stderr
+    support::one_line_error(&output, &format!("{args:?}"))
 }
 
 #[test]

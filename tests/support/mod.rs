@@ -174,3 +174,13 @@ where
     .expect("the exchange finishes before the hang guard");
     (output, events)
 }
+
+/// The stderr of a `rendezvous` run that must have failed as a usage or setup error: exit
+/// status 2, nothing on stdout, one line on stderr (`context` names the case in failures).
+pub fn one_line_error(output: &std::process::Output, context: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{context}: {stderr}");
+    assert!(output.stdout.is_empty(), "{context}: stdout not empty");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{context}: {stderr}");
+    stderr
+}
