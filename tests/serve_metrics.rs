@@ -1,6 +1,6 @@
-//! `rendezvous serve --metrics`: a client registers, discovers, is refused once and unregisters
-//! one registration; `/metrics` (scraped with a real HTTP client) moved by exactly that, and
-//! `/health` says who and where the server is.
+//! `rendezvous serve --metrics`: a client registers, discovers, is refused once, unregisters
+//! one registration and lets another expire; `/metrics` (scraped with a real HTTP client) moved
+//! by exactly that, and `/health` says who and where the server is.
 
 mod support;
 
@@ -89,7 +89,7 @@ async fn next<T>(swarm: &mut Client, mut f: impl FnMut(&client::Event) -> Option
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server() {
-    let (_serve, metrics, address) = serve(&[]);
+    let (_serve, metrics, address) = serve(&["--min-ttl", "1"]);
     let Some(Protocol::P2p(server)) = address.iter().last() else {
         panic!("{address}")
     };
@@ -111,15 +111,15 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
     swarm.add_external_address("/ip4/127.0.0.1/tcp/4001".parse().unwrap());
     swarm.dial(address.clone()).unwrap();
 
-    // Two registrations (one unregistered again: a removal), one refused (a TTL above the
-    // server's maximum), one discover. Removal by expiry is counted by the same recorder (unit
-    // tests in src/metrics); waiting here for a TTL to run out would only add a second.
+    // Three registrations (one unregistered again, one left to expire after its 1 s TTL: the
+    // one wait of a second in this test, as TTLs are whole seconds and the expiry must be the
+    // server process's own), one refused (a TTL above the server's maximum), one discover.
     let ns = |s: &'static str| Namespace::from_static(s);
-    for namespace in ["kept", "gone"] {
+    for (namespace, ttl) in [("kept", None), ("gone", None), ("brief", Some(1))] {
         swarm
             .behaviour_mut()
             .rendezvous
-            .register(server, ns(namespace), None);
+            .register(server, ns(namespace), ttl);
         next(&mut swarm, |e| {
             matches!(e, client::Event::Registered { .. }).then_some(())
         })
@@ -155,10 +155,11 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
         .rendezvous
         .unregister(server, ns("gone"));
     let removed = format!("{p}registrations_removed_total{{cause=\"unregister\"}}");
+    let expired = format!("{p}registrations_removed_total{{cause=\"expired\"}}");
     let after = support::drive_until(&mut swarm, async {
         loop {
             let s = scrape(metrics).await;
-            if s[&removed] == 1.0 {
+            if s[&removed] == 1.0 && s.get(&expired) == Some(&1.0) {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -166,7 +167,7 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
     })
     .await;
     let moved = |s: &str| after[s] - before.get(s).copied().unwrap_or(0.0);
-    assert_eq!(requests(&after, "register", "ok"), 2.0);
+    assert_eq!(requests(&after, "register", "ok"), 3.0);
     assert_eq!(requests(&after, "register", "e_invalid_ttl"), 1.0);
     assert_eq!(requests(&after, "discover", "ok"), 1.0);
     let all_requests: f64 = after
@@ -174,12 +175,12 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
         .filter(|(k, _)| k.starts_with(&format!("{p}requests_total")))
         .map(|(_, v)| v)
         .sum();
-    assert_eq!(all_requests, 4.0, "nothing else was counted");
+    assert_eq!(all_requests, 5.0, "nothing else was counted");
     assert_eq!(
         moved(&format!(
             "{p}request_duration_seconds_count{{type=\"register\"}}"
         )),
-        3.0
+        4.0
     );
     assert_eq!(
         moved(&format!(
@@ -193,7 +194,7 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
         moved(&format!(
             "{p}registrations_removed_total{{cause=\"expired\"}}"
         )),
-        0.0
+        1.0
     );
     assert_eq!(after[&format!("{p}registrations")], 1.0);
     assert_eq!(after[&format!("{p}namespaces")], 1.0);
