@@ -39,8 +39,7 @@
 //! - **Records.** Redis holds the envelope bytes as the peer signed them, verified once, by the
 //!   instance that took the REGISTER; an instance reading them back decodes them without
 //!   checking the signature again (`SignedRecord::from_stored_bytes`), so whoever can write to
-//!   Redis is trusted as the database is. Each instance keeps the decoded records of the latest
-//!   [`MAX_DECODED_RECORDS`] registrations it took or served, and each peer's last verified
+//!   Redis is trusted as the database is. Each instance keeps each peer's last verified
 //!   record (within [`VERIFIED_CACHE_BYTES`]), so a REGISTER that carries the same envelope
 //!   again (a refresh, or the record in another namespace) is not verified again.
 //! - **Identity.** Instances may each have their own key (`--identity`; clients then list each
@@ -133,10 +132,6 @@ pub const MAX_BATCH: usize = 512;
 /// Bytes counted for one registration besides its namespace and record: its hash fields, its
 /// entries in three sorted sets and its peer's hash (measured with `MEMORY USAGE`, rounded up).
 pub const ENTRY_OVERHEAD: usize = 256;
-
-/// Decoded records each instance keeps (by sequence number: those it registered and those it
-/// served) so a DISCOVER does not decode a record again. At about 1 KiB each, 128 Mi at most.
-pub const MAX_DECODED_RECORDS: usize = 131_072;
 
 /// Peers whose registration count each instance remembers (for keep-alive while Redis is
 /// unreachable); beyond it a new peer's count is not remembered (it reads as 0 on a failure).

@@ -3,12 +3,9 @@
 
 mod answers;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
 };
 
 use futures::channel::mpsc as fmpsc;
@@ -17,14 +14,13 @@ use redis::{
     Script, Value,
 };
 use rendezvous_discovery::{
-    codec::{DiscoverPage, ErrorCode, ErrorResponse, Message, RecordFormat, SignedRecord},
+    codec::{DiscoverPage, ErrorCode, ErrorResponse, Message, RecordFormat},
     server::{store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
 };
 use tokio::sync::mpsc;
 
 use super::{
-    Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH, MAX_DECODED_RECORDS,
-    REAP_BATCH, REDIS_TIMEOUT,
+    Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH, REAP_BATCH, REDIS_TIMEOUT,
 };
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
@@ -74,49 +70,12 @@ impl Scripts {
     }
 }
 
-/// Decoded records by sequence number, the oldest dropped first past [`MAX_DECODED_RECORDS`].
-#[derive(Default)]
-struct RecordCache {
-    records: HashMap<u64, SignedRecord>,
-    order: VecDeque<u64>,
-}
-
-impl RecordCache {
-    fn get(&mut self, seq: u64, envelope: &[u8]) -> Option<SignedRecord> {
-        if let Some(record) = self.records.get(&seq) {
-            return Some(record.clone());
-        }
-        // Redis holds only envelopes an instance verified before it wrote them.
-        let record = SignedRecord::from_stored_bytes(envelope)
-            .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not decode"))
-            .ok()?;
-        self.insert(seq, record.clone());
-        Some(record)
-    }
-
-    /// Keeps `record` as registration `seq`'s (a REGISTER this instance took: its record was
-    /// verified then, so the DISCOVERs that send it need not verify it again).
-    fn insert(&mut self, seq: u64, record: SignedRecord) {
-        if self.records.contains_key(&seq) {
-            return;
-        }
-        if self.order.len() >= MAX_DECODED_RECORDS {
-            if let Some(oldest) = self.order.pop_front() {
-                self.records.remove(&oldest);
-            }
-        }
-        self.order.push_back(seq);
-        self.records.insert(seq, record);
-    }
-}
-
 struct Worker {
     client: redis::Client,
     connection: Option<ConnectionManager>,
     owner: String,
     settings: Arc<Settings>,
     scripts: Scripts,
-    cache: RecordCache,
     /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
     response_overhead: usize,
     done: fmpsc::UnboundedSender<Done>,
@@ -148,7 +107,6 @@ pub(super) async fn run(
         owner,
         settings,
         scripts: Scripts::new(),
-        cache: RecordCache::default(),
         response_overhead,
         done,
     };

@@ -24,6 +24,15 @@ pub(super) fn text(value: &Value) -> Option<&[u8]> {
     }
 }
 
+/// Decodes registration `seq`'s envelope as Redis returned it. Redis holds only envelopes an
+/// instance verified before it wrote them, so this does not verify them again; one that does
+/// not decode is logged and skipped.
+fn decode(seq: u64, envelope: &[u8]) -> Option<SignedRecord> {
+    SignedRecord::from_stored_bytes(envelope)
+        .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not decode"))
+        .ok()
+}
+
 pub(super) fn int(value: &Value) -> Option<u64> {
     match value {
         Value::Int(n) => u64::try_from(*n).ok(),
@@ -76,17 +85,11 @@ impl Worker {
                 let n = items.get(1).and_then(int).unwrap_or(0);
                 let count = items.get(2).and_then(int).map(|c| c as usize);
                 let result = match status {
-                    b"ok" => {
-                        // The second item is the registration's sequence number.
-                        if let Some(seq) = items.get(1).and_then(int) {
-                            self.cache.insert(seq, record.clone());
-                        }
-                        Ok(Registration {
-                            namespace: namespace.clone(),
-                            record,
-                            ttl,
-                        })
-                    }
+                    b"ok" => Ok(Registration {
+                        namespace: namespace.clone(),
+                        record,
+                        ttl,
+                    }),
                     b"peer_full" => Err(ErrorResponse::new(
                         ErrorCode::NotAuthorized,
                         format!(
@@ -230,7 +233,7 @@ impl Worker {
             let ttl = (deadline.saturating_sub(now) / 1000).max(1);
             // A PeerInfo reader gets each signed record as the peer and addresses it proves.
             let record = if served == ServedFormats::AsPeerInfo {
-                match self.cache.get(seq, envelope) {
+                match decode(seq, envelope) {
                     Some(record) => Some(record.to_peer_info()),
                     None => {
                         last = Some(seq);
@@ -254,9 +257,9 @@ impl Worker {
                 tracing::debug!(seq, "registration larger than a whole response; skipped");
                 continue;
             }
-            // A record that no longer verifies is skipped (and logged) like one in a format
-            // the peer cannot decode.
-            let Some(record) = record.or_else(|| self.cache.get(seq, envelope)) else {
+            // A record that does not decode is skipped (and logged) like one in a format the
+            // peer cannot decode.
+            let Some(record) = record.or_else(|| decode(seq, envelope)) else {
                 continue;
             };
             size += wire;
