@@ -33,20 +33,16 @@ fn main() {
     let namespaces: Vec<Namespace> = (0..100)
         .map(|i| Namespace::new(format!("ns-{i}")).unwrap())
         .collect();
+    // A REGISTER of the peer's one record in `namespace`.
+    let request = |namespace: &Namespace| UnverifiedRegistration {
+        namespace: namespace.clone(),
+        envelope: envelope.clone(),
+        ttl: None,
+    };
     let mut store = server::Registrations::new(server::Config::default(), 1);
     let now = Instant::now();
     for ns in &namespaces {
-        store
-            .register_unverified(
-                peer,
-                UnverifiedRegistration {
-                    namespace: ns.clone(),
-                    envelope: envelope.clone(),
-                    ttl: None,
-                },
-                now,
-            )
-            .unwrap();
+        store.register_unverified(peer, request(ns), now).unwrap();
     }
     let mut registry = Registry::default();
     let _libp2p = libp2p::metrics::Metrics::new(&mut registry);
@@ -58,30 +54,14 @@ fn main() {
     group.bench_function("refresh (store)", |b| {
         b.iter(|| {
             i = (i + 1) % namespaces.len();
-            store.register_unverified(
-                peer,
-                UnverifiedRegistration {
-                    namespace: namespaces[i].clone(),
-                    envelope: envelope.clone(),
-                    ttl: None,
-                },
-                now,
-            )
+            store.register_unverified(peer, request(&namespaces[i]), now)
         })
     });
     group.bench_function("refresh (store) + metrics", |b| {
         b.iter(|| {
             i = (i + 1) % namespaces.len();
             let (ttl, record) = store
-                .register_unverified(
-                    peer,
-                    UnverifiedRegistration {
-                        namespace: namespaces[i].clone(),
-                        envelope: envelope.clone(),
-                        ttl: None,
-                    },
-                    now,
-                )
+                .register_unverified(peer, request(&namespaces[i]), now)
                 .unwrap();
             let event = server::Event::PeerRegistered {
                 peer,
