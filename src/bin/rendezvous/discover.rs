@@ -1,7 +1,11 @@
 //! `rendezvous discover`: run the rendezvous discovery source against one server and print
 //! one line per event.
 
-use std::{collections::BTreeMap, process::ExitCode, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::ExitCode,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use libp2p::{
@@ -258,12 +262,14 @@ pub async fn run(args: Args) -> CliResult {
     let mut swarm = start(&args.node, config)?;
     let limit = client::DEFAULT_LIMIT;
 
-    // --once: page through each namespace with the manual API, then exit.
+    // --once: page through each namespace with the manual API, then exit; a namespace that
+    // fails does not stop the others, and fails the run at the end.
     let mut paging: BTreeMap<client::RequestId, Namespace> = BTreeMap::new();
-    let mut to_register: usize = if args.once && args.register {
-        namespaces.len()
+    let mut failed: BTreeMap<Namespace, client::RequestError> = BTreeMap::new();
+    let mut to_register: BTreeSet<Namespace> = if args.once && args.register {
+        namespaces.iter().cloned().collect()
     } else {
-        0
+        BTreeSet::new()
     };
     // With --once, the pages are asked for once the server has our identify info (or failed
     // to get it), so it serves us records of both formats.
@@ -332,18 +338,26 @@ pub async fn run(args: Args) -> CliResult {
                     }
                 }
             }
-            client::Event::DiscoverFailed { request, error, .. }
-                if paging.contains_key(&request) =>
-            {
-                return Err(CliError::Failed(format!("discovery failed: {error}")));
+            client::Event::DiscoverFailed { request, error, .. } => {
+                if let Some(ns) = paging.remove(&request) {
+                    failed.insert(ns, error);
+                }
             }
-            client::Event::Registered { .. } | client::Event::RegisterFailed { .. } => {
-                to_register = to_register.saturating_sub(1);
+            client::Event::Registered { namespace, .. }
+            | client::Event::RegisterFailed { namespace, .. } => {
+                to_register.remove(&namespace);
             }
             _ => {}
         }
-        if started && paging.is_empty() && to_register == 0 {
-            return Ok(ExitCode::SUCCESS);
+        if started && paging.is_empty() && to_register.is_empty() {
+            let Some((ns, error)) = failed.iter().next() else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            return Err(CliError::Failed(format!(
+                "discovery failed in {} of {} namespaces; {ns}: {error}",
+                failed.len(),
+                namespaces.len()
+            )));
         }
     }
 }
