@@ -9,9 +9,12 @@
 //!   [`Config::with_max_per_ip`] of them for one source address, so one address (a flood, or a
 //!   NAT full of peers) cannot take every slot from the others;
 //! - connections accepted beyond that wait for a slot in arrival order, at most
-//!   [`Config::with_max_accepted`] in all (a few KiB each);
-//! - beyond that, the listener is not polled: new connections wait in the kernel's accept
-//!   backlog (libp2p-tcp's is 1024), as they would for any busy server;
+//!   [`Config::with_max_accepted`] (4096) in all, a few KiB each;
+//! - when that queue is full, the address with the most connections in it gives up its newest
+//!   waiting one for a newcomer from another address, and a newcomer whose own address has the
+//!   most is closed at once. This is the one refusal: it takes an address with thousands of
+//!   handshakes pending (a flood; a reconnect storm from one address fits in the queue), and it
+//!   keeps a flood from one address, or a few, from locking the others out;
 //! - a handshake must end within [`Config::with_timeout`] of getting its slot (a legitimate
 //!   peer sends its handshake at once), and no connection waits for a slot longer than
 //!   [`Config::with_max_wait`]: so connections that never finish their handshake hold a slot
@@ -22,7 +25,7 @@
 //! The queue is a pure core ([`Slots`] inside, no clock reads); the transport is its shell.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     future::Future,
     net::IpAddr,
     pin::Pin,
@@ -50,7 +53,7 @@ pub const DEFAULT_MAX_IN_PROGRESS: usize = 128;
 pub const DEFAULT_MAX_PER_IP: usize = 32;
 
 /// Connections accepted and not yet through their handshake, waiting or in progress (default of
-/// [`Config::with_max_accepted`]). Beyond it, the kernel's backlog holds new connections.
+/// [`Config::with_max_accepted`]): a reconnect storm of a few thousand clients fits.
 pub const DEFAULT_MAX_ACCEPTED: usize = 4096;
 
 /// How long a handshake may take once it has its slot (default of [`Config::with_timeout`]): a
@@ -134,10 +137,35 @@ pub enum Error<E> {
     /// The connection waited longer than [`Config::with_max_wait`] for a handshake slot.
     #[error("no handshake slot within {0:?}")]
     NoSlot(Duration),
+    /// The queue was full and the connection's source address had the most connections in it
+    /// (refused at once, or later to make room for another address's).
+    #[error("the handshake queue is full and this address has the most connections in it")]
+    QueueFull,
 }
 
 /// A ticket in the queue: one accepted connection.
 type Ticket = u64;
+
+/// What [`Slots::join`] did with a new connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Join {
+    /// Queued, in place of `evicted` when the queue was full.
+    Queued {
+        ticket: Ticket,
+        evicted: Option<Ticket>,
+    },
+    /// The queue is full and the connection's address has the most connections in it.
+    Refused,
+}
+
+/// What one source address holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct PerIp {
+    /// Handshakes running.
+    in_progress: usize,
+    /// Connections accepted and not through: waiting or running.
+    accepted: usize,
+}
 
 /// The pure queue of handshake slots.
 #[derive(Debug)]
@@ -146,7 +174,7 @@ struct Slots {
     max_per_ip: usize,
     max_accepted: usize,
     in_progress: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<IpAddr, PerIp>,
     /// Accepted connections waiting for a slot, in arrival order.
     waiting: VecDeque<(Ticket, Option<IpAddr>)>,
     next: Ticket,
@@ -154,10 +182,11 @@ struct Slots {
 
 impl Slots {
     fn new(config: &Config) -> Self {
+        let max_accepted = config.max_accepted.max(config.max_in_progress);
         Self {
             max_in_progress: config.max_in_progress,
             max_per_ip: config.max_per_ip,
-            max_accepted: config.max_accepted.max(config.max_in_progress),
+            max_accepted,
             in_progress: 0,
             per_ip: HashMap::new(),
             waiting: VecDeque::new(),
@@ -165,21 +194,48 @@ impl Slots {
         }
     }
 
-    /// Whether another connection may be accepted (taken from the listener).
-    fn can_accept(&self) -> bool {
-        self.in_progress + self.waiting.len() < self.max_accepted
-    }
-
-    /// An accepted connection from `ip` joins the queue.
-    fn join(&mut self, ip: Option<IpAddr>) -> Ticket {
+    /// An accepted connection from `ip` joins the queue. When the queue is full, the address
+    /// with the most connections in it gives up its newest waiting one for the newcomer, unless
+    /// the newcomer's address would then have the most: then the newcomer is refused.
+    fn join(&mut self, ip: Option<IpAddr>) -> Join {
+        let mut evicted = None;
+        if self.in_progress + self.waiting.len() >= self.max_accepted {
+            let ours = ip.map_or(0, |ip| self.per_ip.get(&ip).map_or(0, |h| h.accepted));
+            let busiest = self
+                .waiting
+                .iter()
+                .filter_map(|(_, ip)| *ip)
+                .map(|ip| (self.per_ip.get(&ip).map_or(0, |h| h.accepted), ip))
+                .max();
+            match busiest {
+                Some((most, busiest)) if ours + 1 < most => {
+                    let i = self
+                        .waiting
+                        .iter()
+                        .rposition(|(_, ip)| *ip == Some(busiest))
+                        .expect("the busiest address has a waiting connection");
+                    let (ticket, _) = self.waiting.remove(i).expect("found at i");
+                    self.release_ip(Some(busiest), false);
+                    evicted = Some(ticket);
+                }
+                _ => return Join::Refused,
+            }
+        }
+        if let Some(ip) = ip {
+            self.per_ip.entry(ip).or_default().accepted += 1;
+        }
         let ticket = self.next;
         self.next += 1;
         self.waiting.push_back((ticket, ip));
-        ticket
+        Join::Queued { ticket, evicted }
     }
 
     fn ip_has_room(&self, ip: &Option<IpAddr>) -> bool {
-        ip.is_none_or(|ip| self.per_ip.get(&ip).copied().unwrap_or(0) < self.max_per_ip)
+        ip.is_none_or(|ip| {
+            self.per_ip
+                .get(&ip)
+                .is_none_or(|held| held.in_progress < self.max_per_ip)
+        })
     }
 
     /// Gives free slots to waiting connections, oldest first, skipping those whose address
@@ -196,29 +252,41 @@ impl Slots {
             let (ticket, _) = self.waiting.remove(i).expect("i < len");
             self.in_progress += 1;
             if let Some(ip) = ip {
-                *self.per_ip.entry(ip).or_insert(0) += 1;
+                self.per_ip.entry(ip).or_default().in_progress += 1;
             }
             granted.push(ticket);
         }
         granted
     }
 
+    /// Counts one connection of `ip` less, `running` if it had a slot.
+    fn release_ip(&mut self, ip: Option<IpAddr>, running: bool) {
+        let Some(ip) = ip else {
+            return;
+        };
+        if let Some(held) = self.per_ip.get_mut(&ip) {
+            held.accepted = held.accepted.saturating_sub(1);
+            if running {
+                held.in_progress = held.in_progress.saturating_sub(1);
+            }
+            if held.accepted == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
     /// A connection left the queue without a slot (it waited too long, or was dropped).
     fn leave(&mut self, ticket: Ticket) {
-        self.waiting.retain(|(t, _)| *t != ticket);
+        if let Some(i) = self.waiting.iter().position(|(t, _)| *t == ticket) {
+            let (_, ip) = self.waiting.remove(i).expect("found at i");
+            self.release_ip(ip, false);
+        }
     }
 
     /// A handshake with a slot ended (established, failed, timed out or dropped).
     fn finish(&mut self, ip: Option<IpAddr>) {
         self.in_progress -= 1;
-        if let Some(ip) = ip {
-            if let Some(n) = self.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
-        }
+        self.release_ip(ip, true);
     }
 }
 
@@ -229,26 +297,37 @@ struct Shared {
     /// Waiting connections to wake when they get a slot.
     wakers: HashMap<Ticket, Waker>,
     /// Tickets given a slot that their connection has not seen yet.
-    granted: std::collections::HashSet<Ticket>,
-    /// The listener, to poll again when there is room to accept.
-    listener: Option<Waker>,
+    granted: HashSet<Ticket>,
+    /// Tickets that lost their place to a newcomer and have not seen it yet.
+    evicted: HashSet<Ticket>,
 }
 
 impl Shared {
-    /// Runs [`Slots::grant`] and wakes the connections that got a slot, and the listener when
-    /// there is room to accept again.
+    /// Runs [`Slots::grant`] and wakes the connections that got a slot.
     fn grant(&mut self) {
         for ticket in self.slots.grant() {
             self.granted.insert(ticket);
-            if let Some(waker) = self.wakers.remove(&ticket) {
-                waker.wake();
-            }
+            self.wake(ticket);
         }
-        if self.slots.can_accept() {
-            if let Some(waker) = self.listener.take() {
-                waker.wake();
-            }
+    }
+
+    fn wake(&mut self, ticket: Ticket) {
+        if let Some(waker) = self.wakers.remove(&ticket) {
+            waker.wake();
         }
+    }
+
+    /// A new connection from `ip` joins the queue; `None` when it is refused.
+    fn join(&mut self, ip: Option<IpAddr>) -> Option<Ticket> {
+        let Join::Queued { ticket, evicted } = self.slots.join(ip) else {
+            return None;
+        };
+        if let Some(evicted) = evicted {
+            self.evicted.insert(evicted);
+            self.wake(evicted);
+        }
+        self.grant();
+        Some(ticket)
     }
 }
 
@@ -273,8 +352,8 @@ impl<T> Transport<T> {
         let shared = Shared {
             slots: Slots::new(&config),
             wakers: HashMap::new(),
-            granted: Default::default(),
-            listener: None,
+            granted: HashSet::new(),
+            evicted: HashSet::new(),
         };
         Self {
             inner,
@@ -341,15 +420,6 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
         let this = self.get_mut();
-        {
-            let mut shared = lock(&this.shared);
-            if !shared.slots.can_accept() {
-                // Woken by `Shared::grant` when a handshake ends. Meanwhile the kernel holds
-                // new connections in its backlog.
-                shared.listener = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-        }
         let event = match Pin::new(&mut this.inner).poll(cx) {
             Poll::Ready(event) => event,
             Poll::Pending => return Poll::Pending,
@@ -362,22 +432,22 @@ where
                 send_back_addr,
             } => {
                 let ip = source_ip(&send_back_addr);
-                let ticket = {
-                    let mut shared = lock(&this.shared);
-                    let ticket = shared.slots.join(ip);
-                    shared.grant();
-                    ticket
+                let ticket = lock(&this.shared).join(ip);
+                let state = match ticket {
+                    Some(_) => State::Waiting {
+                        upgrade: Some(upgrade),
+                        deadline: Delay::new(this.config.max_wait),
+                    },
+                    // Dropped at once: the connection closes.
+                    None => State::Refused,
                 };
                 TransportEvent::Incoming {
                     listener_id,
                     upgrade: Handshake {
                         shared: this.shared.clone(),
-                        ticket,
+                        ticket: ticket.unwrap_or(Ticket::MAX),
                         ip,
-                        state: State::Waiting {
-                            upgrade: Some(upgrade),
-                            deadline: Delay::new(this.config.max_wait),
-                        },
+                        state,
                         config: this.config.clone(),
                     },
                     local_addr,
@@ -410,6 +480,8 @@ enum State<U> {
         upgrade: U,
         deadline: Delay,
     },
+    /// Its address had a quarter of the queue already.
+    Refused,
     Done,
 }
 
@@ -418,6 +490,7 @@ impl<U> std::fmt::Debug for Handshake<U> {
         let state = match self.state {
             State::Waiting { .. } => "waiting",
             State::Running { .. } => "running",
+            State::Refused => "refused",
             State::Done => "done",
         };
         f.debug_struct("Handshake")
@@ -438,14 +511,19 @@ where
         loop {
             match &mut this.state {
                 State::Waiting { upgrade, deadline } => {
-                    let granted = {
+                    let (granted, evicted) = {
                         let mut shared = lock(&this.shared);
                         let granted = shared.granted.remove(&this.ticket);
-                        if !granted {
+                        let evicted = shared.evicted.remove(&this.ticket);
+                        if !granted && !evicted {
                             shared.wakers.insert(this.ticket, cx.waker().clone());
                         }
-                        granted
+                        (granted, evicted)
                     };
+                    if evicted {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(Error::QueueFull));
+                    }
                     if granted {
                         let upgrade = upgrade.take().expect("taken only here, once");
                         this.state = State::Running {
@@ -470,6 +548,10 @@ where
                         return Poll::Ready(Err(Error::Timeout(this.config.timeout)));
                     }
                     return Poll::Pending;
+                }
+                State::Refused => {
+                    this.state = State::Done;
+                    return Poll::Ready(Err(Error::QueueFull));
                 }
                 State::Done => return Poll::Pending,
             }
@@ -496,6 +578,7 @@ impl<U> Handshake<U> {
         if matches!(self.state, State::Waiting { .. }) {
             let mut shared = lock(&self.shared);
             shared.wakers.remove(&self.ticket);
+            shared.evicted.remove(&self.ticket);
             if shared.granted.remove(&self.ticket) {
                 shared.slots.finish(self.ip);
             } else {
@@ -512,7 +595,7 @@ impl<U> Drop for Handshake<U> {
         match self.state {
             State::Running { .. } => self.release(),
             State::Waiting { .. } => self.abandon(),
-            State::Done => {}
+            State::Refused | State::Done => {}
         }
     }
 }
@@ -534,10 +617,17 @@ mod tests {
         Some(IpAddr::from([127, 0, 0, last]))
     }
 
+    fn queued(join: Join) -> Ticket {
+        match join {
+            Join::Queued { ticket, .. } => ticket,
+            Join::Refused => panic!("refused"),
+        }
+    }
+
     #[test]
     fn given_a_burst_over_the_slots_when_handshakes_end_then_the_waiting_start_in_order() {
         let mut s = slots(2, 2, 8);
-        let tickets: Vec<Ticket> = (0..5).map(|_| s.join(ip(1))).collect();
+        let tickets: Vec<Ticket> = (0..5).map(|_| queued(s.join(ip(1)))).collect();
         assert_eq!(s.grant(), tickets[..2]);
         assert_eq!(s.grant(), Vec::<Ticket>::new(), "no slot is free");
         s.finish(ip(1));
@@ -551,9 +641,9 @@ mod tests {
     #[test]
     fn given_one_address_holding_its_share_when_another_address_comes_then_it_goes_first() {
         let mut s = slots(4, 2, 16);
-        let flood: Vec<Ticket> = (0..6).map(|_| s.join(ip(2))).collect();
+        let flood: Vec<Ticket> = (0..6).map(|_| queued(s.join(ip(2)))).collect();
         assert_eq!(s.grant(), flood[..2], "one address gets its share only");
-        let legit = s.join(ip(1));
+        let legit = queued(s.join(ip(1)));
         assert_eq!(
             s.grant(),
             vec![legit],
@@ -564,28 +654,51 @@ mod tests {
     }
 
     #[test]
-    fn given_the_accept_bound_when_full_then_no_more_is_accepted_until_one_leaves() {
-        let mut s = slots(1, 1, 3);
-        let a = s.join(ip(1));
-        let b = s.join(ip(1));
-        assert!(s.can_accept());
-        let c = s.join(ip(1));
-        assert!(
-            !s.can_accept(),
-            "3 accepted and not through: the backlog holds the rest"
+    fn given_a_full_queue_when_another_address_comes_then_the_busiest_gives_up_its_newest() {
+        let mut s = slots(1, 1, 4);
+        let flood: Vec<Ticket> = (0..4).map(|_| queued(s.join(ip(2)))).collect();
+        assert_eq!(s.grant(), flood[..1]);
+        // Full: the flood's own newcomer is refused, another address's takes a place.
+        assert_eq!(s.join(ip(2)), Join::Refused);
+        let Join::Queued {
+            ticket: legit,
+            evicted,
+        } = s.join(ip(1))
+        else {
+            panic!("the newcomer of another address is refused");
+        };
+        assert_eq!(
+            evicted,
+            Some(flood[3]),
+            "the busiest address's newest waiting one goes"
         );
+        // A second address with one connection cannot push the first's out: it is not busier.
+        let Join::Queued { evicted, .. } = s.join(ip(3)) else {
+            panic!("refused");
+        };
+        assert_eq!(evicted, Some(flood[2]));
+        assert_eq!(
+            s.join(ip(3)),
+            Join::Refused,
+            "ties refuse: 2 + 1 is not below 2"
+        );
+        s.finish(ip(2));
+        assert_eq!(s.grant(), vec![flood[1]]);
+        s.finish(ip(2));
+        assert_eq!(s.grant(), vec![legit]);
+    }
+
+    #[test]
+    fn given_waiting_connections_when_they_leave_then_their_address_is_forgotten() {
+        let mut s = slots(1, 1, 8);
+        let a = queued(s.join(ip(1)));
+        let b = queued(s.join(ip(2)));
         assert_eq!(s.grant(), vec![a]);
-        assert!(!s.can_accept());
-        s.leave(c);
-        assert!(s.can_accept());
+        s.leave(b);
+        s.leave(b);
+        assert_eq!(s.per_ip.len(), 1, "only the running address is counted");
         s.finish(ip(1));
-        assert_eq!(s.grant(), vec![b]);
-        assert!(s.per_ip.len() == 1 && s.waiting.is_empty());
-        s.finish(ip(1));
-        assert!(
-            s.per_ip.is_empty(),
-            "counts of addresses without a handshake are dropped"
-        );
+        assert!(s.per_ip.is_empty() && s.waiting.is_empty() && s.in_progress == 0);
     }
 
     #[test]

@@ -132,11 +132,11 @@
 //!
 //! - **Handshakes** ([`handshakes::Transport`], used by `rendezvous serve`): at most 128 run at
 //!   once (`--max-pending-incoming`), a quarter of them per source address; more connections
-//!   wait for a slot (up to 4096 accepted, then in the kernel's accept backlog). A reconnect
-//!   storm of thousands of clients all gets in. A handshake has 5 s once it has its slot, and a
-//!   connection waits at most 30 s for one, so connections that never finish their handshake
-//!   (a flood) hold each slot for seconds, and a flood from one address takes a quarter of the
-//!   slots at most.
+//!   wait for a slot (up to 4096). A reconnect storm of thousands of clients all gets in. A
+//!   handshake has 5 s once it has its slot, and a connection waits at most 30 s for one. When
+//!   the queue is full, the address with the most connections in it gives up its newest for a
+//!   newcomer from another address: a flood of connections that never finish their handshake
+//!   takes a quarter of the slots and none of the others' places.
 //! - **Streams**: 8 read at once per connection, up to 128 open (a rust-libp2p client has up to
 //!   100 requests in flight, each on its stream); the 129th is reset alone. The muxer allows
 //!   [`Config::muxer_max_streams`] (176 by default: the 128, [`MAX_NEGOTIATING_STREAMS`] still
@@ -151,8 +151,9 @@
 //!   connections never locks a registering peer out.
 //!
 //! What only a hostile peer does is refused: a stream over 128 on one connection, a request
-//! over the size cap, a handshake that does not finish in 5 s, requests past the rate, a new
-//! connection when every connection holds registrations (bounded by the registration budgets).
+//! over the size cap, a handshake that does not finish in 5 s, thousands of handshakes pending
+//! from one address while the queue is full, requests past the rate, a new connection when
+//! every connection holds registrations (bounded by the registration budgets).
 //!
 //! The application bounds the transports: `rendezvous serve` puts the handshake queue around
 //! its transports, caps connections per peer (`--max-connections-per-peer`), gives yamux and
