@@ -22,7 +22,7 @@
 //!
 //! Dialing is untouched.
 //!
-//! The queue is a pure core ([`Slots`] inside, no clock reads); the transport is its shell.
+//! The queue is a pure core (`Slots` inside, no clock reads); the transport is its shell.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
