@@ -141,18 +141,16 @@ async fn register_keeps_registered_until_interrupted_then_unregisters() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // Skip a possible `no-addresses-to-register` printed before the listen address is known.
-    let first = tokio::time::timeout(HANG, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("a line");
-            if !line.starts_with("no-addresses") {
-                return line;
-            }
-        }
+    // Our peer id comes first, then the registration.
+    let (first, second) = tokio::time::timeout(HANG, async {
+        let first = lines.next_line().await.unwrap().expect("a line");
+        let second = lines.next_line().await.unwrap().expect("a line");
+        (first, second)
     })
     .await
-    .expect("a line");
-    assert!(first.starts_with("registered cli-reg at "), "{first}");
+    .expect("two lines");
+    assert!(first.starts_with("peer 12D3KooW"), "{first}");
+    assert!(second.starts_with("registered cli-reg at "), "{second}");
     let pid = child.id().unwrap().to_string();
     let killed = Command::new("kill")
         .args(["-INT", &pid])
