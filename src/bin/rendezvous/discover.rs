@@ -1,7 +1,11 @@
 //! `rendezvous discover`: run the rendezvous discovery source against one server and print
 //! one line per event.
 
-use std::{collections::BTreeMap, process::ExitCode, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::ExitCode,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use libp2p::{
@@ -14,7 +18,7 @@ use crate::{
     common::{build_swarm, load_or_create_identity, CliError, CliResult},
     session,
     signals::Signals,
-    watch::Watch,
+    watch::{advice_for_good, Watch},
 };
 
 /// Flags of `rendezvous discover`.
@@ -243,9 +247,15 @@ pub async fn run(args: Args) -> CliResult {
     }
     let limit = client::DEFAULT_LIMIT;
 
-    // --once: page through each namespace with the manual API, then exit.
+    // --once: page through each namespace with the manual API, then exit; a namespace that
+    // fails does not stop the others, and fails the run at the end.
     let mut paging: BTreeMap<client::RequestId, Namespace> = BTreeMap::new();
-    let mut to_register: usize = if args.register { namespaces.len() } else { 0 };
+    let mut failed: BTreeMap<Namespace, client::RequestError> = BTreeMap::new();
+    let mut to_register: BTreeSet<Namespace> = if args.register {
+        namespaces.iter().cloned().collect()
+    } else {
+        BTreeSet::new()
+    };
     // The pages are asked for once the server has our identify info (or failed to get it),
     // so it serves us records of both formats.
     let mut started = false;
@@ -285,24 +295,12 @@ pub async fn run(args: Args) -> CliResult {
             }
             _ => continue,
         };
-        if let client::Event::DiscoverFailed {
-            request,
-            namespace,
-            error,
-            ..
-        } = &event
-        {
-            if paging.contains_key(request) {
-                // --once does not try again: the failure ends it.
-                let ns = namespace.as_ref().map_or("every namespace", |n| n.as_str());
-                return Err(
-                    crate::watch::for_good(&format!("to discover in {ns}"), error).unwrap_or_else(
-                        || CliError::Failed(format!("cannot discover in {ns}: {error}")),
-                    ),
-                );
-            }
-        }
-        if session::say(watch.on_client(&event)?, &mut stdout_open).is_err() {
+        // A page that failed is said at the end, with the others that failed.
+        let paged_failure = matches!(
+            &event,
+            client::Event::DiscoverFailed { request, .. } if paging.contains_key(request)
+        );
+        if !paged_failure && session::say(watch.on_client(&event)?, &mut stdout_open).is_err() {
             // Nobody reads on: end quietly.
             return Ok(ExitCode::SUCCESS);
         }
@@ -324,15 +322,41 @@ pub async fn run(args: Args) -> CliResult {
                     }
                 }
             }
-            client::Event::Registered { .. } | client::Event::RegisterFailed { .. } => {
-                to_register = to_register.saturating_sub(1);
+            client::Event::DiscoverFailed { request, error, .. } => {
+                if let Some(ns) = paging.remove(&request) {
+                    failed.insert(ns, error);
+                }
+            }
+            client::Event::Registered { namespace, .. }
+            | client::Event::RegisterFailed { namespace, .. } => {
+                to_register.remove(&namespace);
             }
             _ => {}
         }
-        if started && paging.is_empty() && to_register == 0 {
-            let empty = namespaces.iter().filter_map(|ns| watch.nobody_in(ns));
+        if started && paging.is_empty() && to_register.is_empty() {
+            let empty = namespaces
+                .iter()
+                .filter(|ns| !failed.contains_key(*ns))
+                .filter_map(|ns| watch.nobody_in(ns));
             let _ = session::say(empty.collect(), &mut stdout_open);
-            return Ok(ExitCode::SUCCESS);
+            // Named: a failure the server would repeat if there is one (its exit status says
+            // so), else the first.
+            let named = failed
+                .iter()
+                .find(|(_, error)| advice_for_good(error).is_some())
+                .or_else(|| failed.iter().next());
+            let Some((ns, error)) = named else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let text = format!(
+                "discovery failed in {} of {} namespaces; {ns}: {error}",
+                failed.len(),
+                namespaces.len()
+            );
+            return Err(match advice_for_good(error) {
+                Some(advice) => CliError::Refused(format!("{text}; {advice}")),
+                None => CliError::Failed(text),
+            });
         }
     }
 }

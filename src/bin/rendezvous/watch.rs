@@ -236,34 +236,41 @@ impl Watch {
 /// refused the request itself (its TTL, namespace, record, or who sends it), or it does not
 /// speak the protocol id. `what` is the request (`to register in chat`).
 pub fn for_good(what: &str, error: &client::RequestError) -> Option<CliError> {
-    let refusal = match error {
-        client::RequestError::Remote(refusal) => refusal,
-        client::RequestError::Unsupported => {
-            return Some(CliError::Refused(format!(
-                "the server does not speak the rendezvous protocol id asked for; give the \
-                 network's id with --protocol (the default is {})",
-                rendezvous_discovery::PROTOCOL
-            )))
+    let advice = advice_for_good(error)?;
+    let reason = match error {
+        client::RequestError::Remote(refusal) if refusal.text.is_empty() => {
+            format!("{} (no statusText)", refusal.code)
         }
-        _ => return None,
-    };
-    let advice = match refusal.code {
-        ErrorCode::InvalidTtl => "give a --ttl within the server's bounds",
-        ErrorCode::InvalidNamespace => "use a namespace this server accepts",
-        ErrorCode::InvalidSignedPeerRecord => {
-            "check --external and --record-format (this server may read another record format)"
-        }
-        ErrorCode::NotAuthorized => "this server does not let this peer do that; ask its operator",
-        _ => return None,
-    };
-    let text = match refusal.text.as_str() {
-        "" => "(no statusText)",
-        text => text,
+        client::RequestError::Remote(refusal) => format!("{}: {}", refusal.code, refusal.text),
+        other => other.to_string(),
     };
     Some(CliError::Refused(format!(
-        "the server refused {what}: {}: {text}; {advice}",
-        refusal.code
+        "the server refused {what}: {reason}; {advice}"
     )))
+}
+
+/// What to change when the server would answer the same request the same way again (see
+/// [`for_good`]); `None` for a failure that may pass.
+pub fn advice_for_good(error: &client::RequestError) -> Option<&'static str> {
+    match error {
+        client::RequestError::Remote(refusal) => match refusal.code {
+            ErrorCode::InvalidTtl => Some("give a --ttl within the server's bounds"),
+            ErrorCode::InvalidNamespace => Some("use a namespace this server accepts"),
+            ErrorCode::InvalidSignedPeerRecord => Some(
+                "check --external and --record-format (this server may read another record \
+                 format)",
+            ),
+            ErrorCode::NotAuthorized => {
+                Some("this server does not let this peer do that; ask its operator")
+            }
+            _ => None,
+        },
+        client::RequestError::Unsupported => Some(
+            "give the network's rendezvous protocol id with --protocol (the default is \
+             /rendezvous/1.0.0)",
+        ),
+        _ => None,
+    }
 }
 
 /// A failure worth a line of its own: not one the connection's state already explains.

@@ -63,6 +63,7 @@ impl Report {
             "record_format": config.format.to_string(),
             "scope": match config.scope { Scope::Namespaces => "namespaces", Scope::All => "all" },
             "concurrency": config.concurrency,
+            "max_dialing": config.max_dialing,
             "registrations": registrations,
             "registered": register.count(),
             "discovered": received,
