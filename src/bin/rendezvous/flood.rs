@@ -37,6 +37,7 @@ use serde_json::json;
 use crate::{
     common::{CliError, CliResult},
     load::Client,
+    output::outln,
 };
 
 /// Most connections or identities one flood uses.
@@ -330,7 +331,7 @@ pub async fn run(args: Args) -> CliResult {
         "legit_newcomer_worst_ms": figures.round_worst.as_millis() as u64,
         "legit_registrations_kept": format!("{kept}/{LEGIT_NAMESPACES}"),
     });
-    println!("{report}");
+    outln!("{report}");
     let ok = figures.failures == 0 && figures.round_failures == 0 && kept == LEGIT_NAMESPACES;
     Ok(if ok {
         ExitCode::SUCCESS
