@@ -22,7 +22,10 @@ use std::{collections::HashMap, process::ExitCode};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use rendezvous_discovery::{Namespace, RecordFormat, Ttl, MAX_DISCOVER_LIMIT};
 
-use crate::common::{CliError, CliResult};
+use crate::{
+    common::{CliError, CliResult},
+    output::outln,
+};
 
 mod client;
 mod phases;
@@ -113,9 +116,9 @@ pub async fn run(args: Args) -> CliResult {
     let config = Config::from_args(&args)?;
     let report = config.run().await?;
     if args.json {
-        println!("{}", report.json());
+        outln!("{}", report.json());
     } else {
-        print!("{}", report.text());
+        outln!("{}", report.text().trim_end());
     }
     Ok(if report.exactly_once() {
         ExitCode::SUCCESS

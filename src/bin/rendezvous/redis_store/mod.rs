@@ -328,6 +328,25 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// `url` as it may be logged: the password of its user info replaced by `***`
+/// (`redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`), and its query
+/// left out.
+pub fn without_password(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => rest[..at].to_owned(),
+    };
+    format!("{scheme}://{user}@{}", &rest[at + 1..])
+}
+
 /// A `--store` value that is not a Redis URL we can use.
 #[derive(Debug)]
 pub struct BadUrl(pub String);
@@ -343,13 +362,15 @@ impl RedisStore {
             ))
         })?;
         let owner = format!("{:016x}", rand::random::<u64>());
-        tracing::info!(%owner, "registrations in Redis; this instance's owner id");
+        let redis = without_password(url);
+        tracing::info!(%redis, %owner, "registrations in Redis; this instance's owner id");
         let limits = Arc::new(settings.limits());
         let (jobs, jobs_rx) = mpsc::channel(MAX_QUEUED_JOBS);
         let (done_tx, done) = fmpsc::channel(MAX_QUEUED_ANSWERS);
         let available = Arc::new(AtomicBool::new(true));
         tokio::spawn(worker::run(
             client,
+            redis,
             owner,
             limits.clone(),
             jobs_rx,
@@ -596,6 +617,22 @@ mod tests {
     use rendezvous_discovery::{server::Limit, RecordFormat};
 
     use super::*;
+
+    #[test]
+    fn a_logged_redis_url_has_no_password() {
+        for (url, logged) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:s3cret@10.0.0.1:6379/0",
+                "redis://:***@10.0.0.1:6379/0",
+            ),
+            ("redis://app:p@ss:w@rd@h:1/2", "redis://app:***@h:1/2"),
+            ("redis://app@h:1", "redis://app@h:1"),
+            ("redis://h:1/0?password=x", "redis://h:1/0"),
+        ] {
+            assert_eq!(without_password(url), logged, "{url}");
+        }
+    }
 
     fn settings() -> Settings {
         Settings {
