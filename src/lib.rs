@@ -124,6 +124,7 @@ use libp2p::StreamProtocol;
 pub mod client;
 pub mod codec;
 pub mod server;
+mod timer;
 
 pub use codec::{
     Cookie, ErrorCode, ErrorResponse, Namespace, RecordFormat, Registration, SignedRecord, Ttl,

@@ -128,7 +128,7 @@ impl Behaviour {
     /// that disconnects brings n events): one lookup per namespace of ours, none once the peer
     /// has no registration left.
     fn server_knows(&self, peer: &PeerId) -> bool {
-        let Some(index) = self.server.as_ref().and_then(|s| s.registrations()) else {
+        let Some(index) = self.server.as_ref().and_then(|s| s.local()) else {
             return false;
         };
         index.count_of(peer) > 0

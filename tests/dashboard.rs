@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 
 use prometheus_client::registry::Registry;
-use rendezvous_discovery::metrics::Metrics;
+use rendezvous_discovery::{metrics::Metrics, server};
 
 /// Metric family name to type, from the `# TYPE` lines of a registry holding ours and
-/// libp2p-metrics' (as `serve --metrics` does).
+/// libp2p-metrics' (as `serve --metrics` does), with the state of a server with a local store
+/// recorded (the counts are absent until then, and with a store that cannot count at once).
 fn exported() -> BTreeMap<String, String> {
     let mut registry = Registry::default();
     let _libp2p = libp2p::metrics::Metrics::new(&mut registry);
-    let _ours = Metrics::new(&mut registry);
+    let ours = Metrics::new(&mut registry);
+    ours.record_server_state(&server::Behaviour::new(server::Config::default()));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     text.lines()

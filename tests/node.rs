@@ -73,7 +73,8 @@ async fn two_nodes_with_embedded_servers_serve_and_discover_each_other() {
         .inner()
         .server()
         .unwrap()
-        .registrations_in(&chat);
+        .registrations_in(&chat)
+        .expect("a memory store");
     assert_eq!(at_a.len(), 1);
     assert_eq!(at_a[0].record.peer_id(), b_id);
     let at_b = b
@@ -82,7 +83,8 @@ async fn two_nodes_with_embedded_servers_serve_and_discover_each_other() {
         .inner()
         .server()
         .unwrap()
-        .registrations_in(&chat);
+        .registrations_in(&chat)
+        .expect("a memory store");
     assert_eq!(at_b[0].record.peer_id(), a_id);
 }
 
@@ -132,6 +134,6 @@ async fn a_node_without_a_server_registers_elsewhere_and_ignores_other_namespace
             .server()
             .unwrap()
             .registration_count(),
-        2
+        Some(2)
     );
 }

@@ -82,8 +82,14 @@ async fn a_rust_libp2p_client_registers_discovers_and_unregisters() {
     let alice_id = *alice.local_peer_id();
 
     register(&mut alice, &mut server).await;
-    assert_eq!(server.behaviour().registration_count(), 1);
-    assert_eq!(server.behaviour().registrations_of(&alice_id).len(), 1);
+    assert_eq!(server.behaviour().registration_count(), Some(1));
+    assert_eq!(
+        server
+            .behaviour()
+            .registrations_of(&alice_id)
+            .map(|r| r.len()),
+        Some(1)
+    );
 
     let (peers, cookie, served) = discover(&mut bob, &mut server, None).await;
     assert_eq!(peers, vec![alice_id]);
@@ -108,7 +114,7 @@ async fn a_rust_libp2p_client_registers_discovers_and_unregisters() {
             cause: server::Removal::Unregister,
         }
     );
-    assert_eq!(server.behaviour().registration_count(), 0);
+    assert_eq!(server.behaviour().registration_count(), Some(0));
     let (peers, _, _) = discover(&mut bob, &mut server, Some(cookie)).await;
     assert!(peers.is_empty());
 }
@@ -133,7 +139,7 @@ async fn given_remove_on_disconnect_when_the_last_connection_closes_then_registr
         })
         .await;
     assert_eq!(namespace.as_str(), "chat");
-    assert_eq!(server.behaviour().registration_count(), 0);
+    assert_eq!(server.behaviour().registration_count(), Some(0));
 }
 
 #[tokio::test]
@@ -154,7 +160,13 @@ async fn given_keep_on_disconnect_when_the_connection_closes_then_registrations_
             _ => None,
         })
         .await;
-    assert_eq!(server.behaviour().registrations_of(&alice_id).len(), 1);
+    assert_eq!(
+        server
+            .behaviour()
+            .registrations_of(&alice_id)
+            .map(|r| r.len()),
+        Some(1)
+    );
 }
 
 /// When registrations expire is the store's business (`registrations.rs`,
@@ -180,7 +192,7 @@ async fn a_registration_expires_through_the_behaviours_timer() {
         })
         .await;
     assert_eq!(expired.ttl, 0);
-    assert_eq!(server.behaviour().registration_count(), 0);
+    assert_eq!(server.behaviour().registration_count(), Some(0));
 }
 
 #[tokio::test]
@@ -269,8 +281,8 @@ async fn a_rust_libp2p_client_never_receives_a_standard_record_it_cannot_decode(
         server
             .behaviour()
             .registrations_in(&Namespace::from_static("chat"))
-            .len(),
-        2
+            .map(|r| r.len()),
+        Some(2)
     );
 
     // Why the rule exists: once the app (wrongly) says bob decodes standard records, bob's

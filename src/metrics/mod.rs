@@ -35,6 +35,7 @@
 
 mod client;
 mod discovery;
+mod gauge;
 mod server;
 
 pub use prometheus_client::registry::Registry;
@@ -78,7 +79,8 @@ impl Metrics {
 
     /// Sets the server's gauges (registrations held, namespaces in use, whether its store is
     /// available) from `server`. Call it after recording each of its events (the gauges are
-    /// state, not events).
+    /// state, not events). A count the store cannot give at once (a shared store, such as
+    /// Redis) is left out of the exposition rather than shown as 0.
     pub fn record_server_state(&self, server: &crate::server::Behaviour) {
         self.server.set_state(
             server.registration_count(),
@@ -87,8 +89,9 @@ impl Metrics {
         );
     }
 
-    /// Registrations the server held when [`Metrics::record_server_state`] last ran.
-    pub fn server_registrations(&self) -> i64 {
+    /// Registrations the server held when [`Metrics::record_server_state`] last ran; `None`
+    /// before it ran, or when its store could not say at once.
+    pub fn server_registrations(&self) -> Option<i64> {
         self.server.registrations()
     }
 

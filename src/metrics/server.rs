@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{status_label, STATUS_LABELS};
+use super::{gauge::KnownGauge, status_label, STATUS_LABELS};
 use crate::{
     codec::RequestKind,
     server::{Event, Limit, Removal},
@@ -90,8 +90,9 @@ pub(super) struct Metrics {
     requests: [[Counter; STATUS_LABELS.len()]; 2],
     /// `request_duration_seconds` by type.
     duration: [Histogram; 2],
-    registrations: Gauge,
-    namespaces: Gauge,
+    /// Absent while the store cannot count at once (a shared store).
+    registrations: KnownGauge,
+    namespaces: KnownGauge,
     store_available: Gauge,
     /// `registrations_removed_total` by cause.
     expired: Counter,
@@ -108,81 +109,16 @@ pub(super) struct Metrics {
 
 impl Metrics {
     pub(super) fn new(registry: &mut Registry) -> Self {
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "REGISTER and DISCOVER requests answered, by type and response status",
-            requests.clone(),
-        );
-        let requests = TYPES.map(|r#type| {
-            STATUS_LABELS
-                .map(|status| requests.get_or_create_owned(&RequestLabels { r#type, status }))
-        });
-
-        let duration = Family::<TypeLabels, Histogram, _>::new_with_constructor(|| {
-            // 10 µs .. 1.3 s.
-            Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
-        });
-        registry.register_with_unit(
-            "request_duration",
-            "Time from reading a decoded REGISTER or DISCOVER to answering it, by type",
-            Unit::Seconds,
-            duration.clone(),
-        );
-        let duration = TYPES.map(|r#type| duration.get_or_create_owned(&TypeLabels { r#type }));
-
-        let registrations = Gauge::default();
-        registry.register(
-            "registrations",
-            "Registrations the server holds",
-            registrations.clone(),
-        );
-        let namespaces = Gauge::default();
-        registry.register(
-            "namespaces",
-            "Namespaces with at least one registration",
-            namespaces.clone(),
-        );
-        let store_available = Gauge::default();
-        store_available.set(1);
-        registry.register(
-            "store_available",
-            "1 while the registration store answers, 0 while it cannot (a shared store that lost \
-             its Redis: requests are refused with E_UNAVAILABLE meanwhile)",
-            store_available.clone(),
-        );
-
-        let removed = Family::<CauseLabels, Counter>::default();
-        registry.register(
-            "registrations_removed",
-            "Registrations removed before or at the end of their TTL, by cause: expired, \
-             unregister (an UNREGISTER), disconnect (the peer's last connection closed)",
-            removed.clone(),
-        );
-        let cause = |cause| removed.get_or_create_owned(&CauseLabels { cause });
-        let (expired, unregistered, disconnected) =
-            (cause("expired"), cause("unregister"), cause("disconnect"));
-
+        let (requests, duration) = requests(registry);
+        let (registrations, namespaces, store_available) = state(registry);
+        let [expired, unregistered, disconnected] = removed(registry);
         let page = Histogram::new(PAGE_BUCKETS);
         registry.register(
             "discover_page_size",
             "Registrations in each DISCOVER_RESPONSE page served",
             page.clone(),
         );
-
-        let rejected = Family::<LimitLabels, Counter>::default();
-        registry.register(
-            "rejected",
-            "Requests or streams refused by a bound: rate (requests per second per peer), \
-             per_peer (registrations per peer), total (registrations held), bytes (store byte \
-             budget), record (record size or addresses), message_size (request too large), \
-             streams (streams per connection), in_flight (requests waiting for the store), held \
-             (DISCOVERs waiting for identify), connections (a new connection at the connection \
-             cap, every connection holding something)",
-            rejected.clone(),
-        );
-        let rejected = LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }));
-
+        let rejected = rejected(registry);
         let idle_closed = Counter::default();
         registry.register(
             "idle_connections_closed",
@@ -190,23 +126,7 @@ impl Metrics {
              room near the connection cap",
             idle_closed.clone(),
         );
-
-        // 1 .. 4096 operations.
-        let commit_operations = Histogram::new(exponential_buckets(1.0, 2.0, 13));
-        registry.register(
-            "store_commit_operations",
-            "Mutations per store commit (stores that commit in groups, such as SQLite)",
-            commit_operations.clone(),
-        );
-        // 100 µs .. 3.3 s.
-        let commit_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
-        registry.register_with_unit(
-            "store_commit_duration",
-            "Time each store commit took (with a synchronous disk, including the fsync)",
-            Unit::Seconds,
-            commit_duration.clone(),
-        );
-
+        let (commit_operations, commit_duration) = commits(registry);
         Self {
             requests,
             duration,
@@ -224,15 +144,19 @@ impl Metrics {
         }
     }
 
-    pub(super) fn set_state(&self, registrations: usize, namespaces: usize, available: bool) {
-        self.registrations
-            .set(i64::try_from(registrations).unwrap_or(i64::MAX));
-        self.namespaces
-            .set(i64::try_from(namespaces).unwrap_or(i64::MAX));
+    /// Sets the state gauges; a count the store cannot give at once (`None`) is left out.
+    pub(super) fn set_state(
+        &self,
+        registrations: Option<usize>,
+        namespaces: Option<usize>,
+        available: bool,
+    ) {
+        self.registrations.set(registrations);
+        self.namespaces.set(namespaces);
         self.store_available.set(i64::from(available));
     }
 
-    pub(super) fn registrations(&self) -> i64 {
+    pub(super) fn registrations(&self) -> Option<i64> {
         self.registrations.get()
     }
 
@@ -317,4 +241,104 @@ impl Metrics {
             }
         }
     }
+}
+
+/// `requests_total` by type and status, and `request_duration_seconds` by type.
+fn requests(registry: &mut Registry) -> ([[Counter; STATUS_LABELS.len()]; 2], [Histogram; 2]) {
+    let requests = Family::<RequestLabels, Counter>::default();
+    registry.register(
+        "requests",
+        "REGISTER and DISCOVER requests answered, by type and response status",
+        requests.clone(),
+    );
+    let requests = TYPES.map(|r#type| {
+        STATUS_LABELS.map(|status| requests.get_or_create_owned(&RequestLabels { r#type, status }))
+    });
+    let duration = Family::<TypeLabels, Histogram, _>::new_with_constructor(|| {
+        // 10 µs .. 1.3 s.
+        Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+    });
+    registry.register_with_unit(
+        "request_duration",
+        "Time from reading a decoded REGISTER or DISCOVER to answering it, by type",
+        Unit::Seconds,
+        duration.clone(),
+    );
+    let duration = TYPES.map(|r#type| duration.get_or_create_owned(&TypeLabels { r#type }));
+    (requests, duration)
+}
+
+/// `registrations`, `namespaces` (absent while the store cannot count at once) and
+/// `store_available`.
+fn state(registry: &mut Registry) -> (KnownGauge, KnownGauge, Gauge) {
+    let registrations = KnownGauge::register(
+        registry,
+        "registrations",
+        "Registrations the server holds (absent with a store that cannot count them at once, \
+         such as Redis)",
+    );
+    let namespaces = KnownGauge::register(
+        registry,
+        "namespaces",
+        "Namespaces with at least one registration (absent with a store that cannot count \
+         them at once, such as Redis)",
+    );
+    let store_available = Gauge::default();
+    store_available.set(1);
+    registry.register(
+        "store_available",
+        "1 while the registration store answers, 0 while it cannot (a shared store that lost \
+         its Redis: requests are refused with E_UNAVAILABLE meanwhile)",
+        store_available.clone(),
+    );
+    (registrations, namespaces, store_available)
+}
+
+/// `registrations_removed_total` by cause: expired, unregister, disconnect.
+fn removed(registry: &mut Registry) -> [Counter; 3] {
+    let removed = Family::<CauseLabels, Counter>::default();
+    registry.register(
+        "registrations_removed",
+        "Registrations removed before or at the end of their TTL, by cause: expired, \
+         unregister (an UNREGISTER), disconnect (the peer's last connection closed)",
+        removed.clone(),
+    );
+    ["expired", "unregister", "disconnect"]
+        .map(|cause| removed.get_or_create_owned(&CauseLabels { cause }))
+}
+
+/// `rejected_total` by limit, in the order of [`LIMITS`].
+fn rejected(registry: &mut Registry) -> [Counter; LIMITS.len()] {
+    let rejected = Family::<LimitLabels, Counter>::default();
+    registry.register(
+        "rejected",
+        "Requests or streams refused by a bound: rate (requests per second per peer), \
+         per_peer (registrations per peer), total (registrations held), bytes (store byte \
+         budget), record (record size or addresses), message_size (request too large), \
+         streams (streams per connection), in_flight (requests waiting for the store), held \
+         (DISCOVERs waiting for identify), connections (a new connection at the connection \
+         cap, every connection holding something)",
+        rejected.clone(),
+    );
+    LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }))
+}
+
+/// `store_commit_operations` and `store_commit_duration_seconds`.
+fn commits(registry: &mut Registry) -> (Histogram, Histogram) {
+    // 1 .. 4096 operations.
+    let operations = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+    registry.register(
+        "store_commit_operations",
+        "Mutations per store commit (stores that commit in groups, such as SQLite)",
+        operations.clone(),
+    );
+    // 100 µs .. 3.3 s.
+    let duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+    registry.register_with_unit(
+        "store_commit_duration",
+        "Time each store commit took (with a synchronous disk, including the fsync)",
+        Unit::Seconds,
+        duration.clone(),
+    );
+    (operations, duration)
 }

@@ -1,66 +1,62 @@
-//! The thin [`NetworkBehaviour`] shell: moves requests from the connections to a [`Store`],
-//! answers them when the store completes them, decides which record formats each DISCOVER is
-//! served (holding it while the asker's identify is read), and runs one timer for the store's
-//! expiry and the held DISCOVERs. This file is the behaviour and its connections; requests in
-//! (refusals, held DISCOVERs, submission) are in `requests`, answers out in `answers`.
-
-mod answers;
-mod requests;
+//! The thin [`NetworkBehaviour`] shell: a router over the parts that own the server's state,
+//! each in its own file with its own invariants.
+//!
+//! - `connections` (`Connections`): each peer's connections, which to keep alive, which to
+//!   close near the connection cap;
+//! - `formats` (`PeerFormats`): what each peer reads, and the DISCOVERs held while the server
+//!   asks a peer's identify;
+//! - `rate` ([`RateLimiter`]): each peer's request rate;
+//! - `in_flight` (`InFlight`): the requests submitted to the store and not yet answered;
+//! - `store`: the registrations, behind the [store boundary](super::store);
+//! - `timer`: the one timer, armed for the earliest deadline of the store, `formats` and
+//!   `connections`.
+//!
+//! A request read by a connection's handler passes the refusals the shell decides itself (the
+//! peer's rate, the requests in flight, by the [rule book](super::rules)); a DISCOVER then waits
+//! in `formats` until its asker's format is known; then it goes to the store. What the store
+//! completes goes out as `answers` say.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use futures::{channel::oneshot, FutureExt};
-use futures_timer::Delay;
+use futures::channel::oneshot;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
     swarm::{
         CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm,
-        NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId,
 };
 
-use self::requests::HeldDiscover;
 use super::{
+    answers::{self, Answer},
     connections::{Admission, Connections},
-    formats::PeerFormats,
-    handler::{FromBehaviour, Handler, ToBehaviour},
-    store::{MemoryStore, Operation, OperationId, Store},
-    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, ServedFormats,
+    formats::{Decision, PeerFormats},
+    handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
+    in_flight::{HeldDiscover, InFlight},
+    rules::{self, Refusal},
+    store::{Local, MemoryStore, Operation, Store, StoreEvent, MAX_IN_FLIGHT},
+    Config, Event, InvalidConfig, Limit, RateLimiter, ServedFormats,
 };
-use crate::codec::{Message, Namespace, RecordFormat, Registration};
-
-/// A REGISTER or DISCOVER submitted to the store, waiting for its answer.
-#[derive(Debug)]
-struct Waiting {
-    responder: oneshot::Sender<Message>,
-    /// When the handler read the request, to report how long answering took.
-    received: Instant,
-}
+use crate::{
+    codec::{Message, Namespace, RecordFormat, Registration, Request},
+    timer::Timer,
+};
 
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
 pub struct Behaviour {
     config: Config,
     store: Box<dyn Store>,
     rate: RateLimiter,
-    /// What each peer reads, and the DISCOVERs held while the server asks.
     formats: PeerFormats<HeldDiscover>,
-    /// Open connections per peer: when the last one closes, whom to keep alive, and which to
-    /// close near the connection cap.
     connections: Connections,
-    /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
-    /// most [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT)).
-    waiting: HashMap<OperationId, Waiting>,
-    /// Operations submitted and not completed that count toward [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT).
-    in_flight: usize,
-    next_id: u64,
+    in_flight: InFlight,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
-    /// The armed expiry timer and the deadline it was armed for.
-    timer: Option<(Instant, Delay)>,
+    timer: Timer,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -68,9 +64,14 @@ impl std::fmt::Debug for Behaviour {
         f.debug_struct("Behaviour")
             .field("registrations", &self.registration_count())
             .field("connected_peers", &self.connections.peer_count())
-            .field("in_flight", &self.in_flight)
+            .field("in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Time since `received`.
+fn since(received: Instant) -> Duration {
+    Instant::now().saturating_duration_since(received)
 }
 
 impl Behaviour {
@@ -95,11 +96,9 @@ impl Behaviour {
             store: Box::new(store),
             connections: Connections::new(config.max_connections, config.connection_grace),
             config,
-            waiting: HashMap::new(),
-            in_flight: 0,
-            next_id: 0,
+            in_flight: InFlight::default(),
             events: VecDeque::new(),
-            timer: None,
+            timer: Timer::default(),
         }
     }
 
@@ -110,9 +109,43 @@ impl Behaviour {
         Ok(Self::new(config))
     }
 
-    /// How many registrations are stored (0 for a store without a local index).
-    pub fn registration_count(&self) -> usize {
-        self.store.index().map_or(0, Registrations::len)
+    /// What the store answers at once about its registrations; `None` for a store whose
+    /// registrations live elsewhere (see [`Store::local`]).
+    pub fn local(&self) -> Option<&dyn Local> {
+        self.store.local()
+    }
+
+    /// How many registrations are stored; `None` when the store cannot say at once (its
+    /// registrations live elsewhere).
+    pub fn registration_count(&self) -> Option<usize> {
+        self.local().map(Local::registration_count)
+    }
+
+    /// How many namespaces have at least one registration; `None` when the store cannot say at
+    /// once.
+    pub fn namespace_count(&self) -> Option<usize> {
+        self.local().map(Local::namespace_count)
+    }
+
+    /// The bytes the registrations hold, as the byte budget counts them; `None` when the store
+    /// cannot say at once.
+    pub fn stored_bytes(&self) -> Option<usize> {
+        self.local().map(Local::stored_bytes)
+    }
+
+    /// The registrations in `namespace`, oldest first, with their remaining TTL; `None` when
+    /// the store cannot say at once.
+    pub fn registrations_in(&self, namespace: &Namespace) -> Option<Vec<Registration>> {
+        let now = Instant::now();
+        self.local()
+            .map(|local| local.registrations_in(namespace, now))
+    }
+
+    /// The registrations of `peer`, with their remaining TTL; `None` when the store cannot say
+    /// at once.
+    pub fn registrations_of(&self, peer: &PeerId) -> Option<Vec<Registration>> {
+        let now = Instant::now();
+        self.local().map(|local| local.registrations_of(peer, now))
     }
 
     /// Established connections, including those the server is closing to make room (see
@@ -125,30 +158,6 @@ impl Behaviour {
     /// store cannot reach its backend.
     pub fn store_available(&self) -> bool {
         self.store.available()
-    }
-
-    /// How many namespaces have at least one registration (0 for a store without a local
-    /// index).
-    pub fn namespace_count(&self) -> usize {
-        self.store.index().map_or(0, Registrations::namespace_count)
-    }
-
-    /// The registrations in `namespace`, oldest first, with their remaining TTL (empty for a
-    /// store without a local index).
-    pub fn registrations_in(&self, namespace: &Namespace) -> Vec<Registration> {
-        self.store
-            .index()
-            .map(|index| index.registrations_in(namespace, Instant::now()))
-            .unwrap_or_default()
-    }
-
-    /// The registrations of `peer`, with their remaining TTL (empty for a store without a local
-    /// index).
-    pub fn registrations_of(&self, peer: &PeerId) -> Vec<Registration> {
-        self.store
-            .index()
-            .map(|index| index.registrations_of(peer, Instant::now()))
-            .unwrap_or_default()
     }
 
     /// Tells the server what `peer` reads, when the application knows better than the peer's
@@ -170,33 +179,23 @@ impl Behaviour {
         self.formats.held()
     }
 
-    /// The format of `peer`'s latest REGISTER, as far as the store's index knows (the shell
+    /// Operations submitted to the store and not yet completed that count toward
+    /// [`MAX_IN_FLIGHT`].
+    pub fn operations_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The format of `peer`'s latest REGISTER, as far as the store knows at once (the shell
     /// also remembers the REGISTERs it answered on the peer's connections).
     fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat> {
-        self.store
-            .index()
-            .and_then(|index| index.registered_format(peer))
-    }
-
-    /// The store's in-memory index, for reading; `None` for a store without one.
-    pub fn registrations(&self) -> Option<&Registrations> {
-        self.store.index()
-    }
-
-    /// Operations submitted to the store and not yet completed that count toward
-    /// [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT).
-    pub fn operations_in_flight(&self) -> usize {
-        self.in_flight
+        self.local().and_then(|local| local.registered_format(peer))
     }
 
     /// Whether a new connection of `peer` starts kept alive (it holds registrations, as far as
-    /// the store's index knows; a store without one tells on the peer's first request).
+    /// the store knows at once; a store that cannot say tells on the peer's first request).
     fn holds_registrations(&self, peer: &PeerId) -> bool {
         self.config.remove_on_disconnect
-            && self
-                .store
-                .index()
-                .is_some_and(|index| index.count_of(peer) > 0)
+            && self.local().is_some_and(|local| local.count_of(peer) > 0)
     }
 
     fn new_handler(&self, peer: PeerId) -> Handler {
@@ -212,6 +211,214 @@ impl Behaviour {
         });
         self.events
             .push_back(ToSwarm::GenerateEvent(Event::IdleConnectionClosed { peer }));
+    }
+
+    /// Tells the connections of `peer` whether to stay alive, when the answer changed.
+    fn update_keep_alive(&mut self, peer: PeerId, peer_registrations: usize) {
+        if !self.config.remove_on_disconnect {
+            return;
+        }
+        let keep = peer_registrations > 0;
+        for connection in self.connections.set_holds(peer, keep) {
+            self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(connection),
+                event: FromBehaviour::KeepAlive(keep),
+            });
+        }
+    }
+}
+
+/// Requests in.
+impl Behaviour {
+    fn on_request(&mut self, peer: PeerId, connection: ConnectionId, request: InboundRequest) {
+        let InboundRequest {
+            request,
+            responder,
+            received,
+        } = request;
+        let now = Instant::now();
+        match request {
+            // UNREGISTER only frees state, and could not be told it was refused.
+            Request::Unregister(namespace) => self.submit(
+                Operation::Unregister { peer, namespace },
+                responder,
+                received,
+            ),
+            Request::Register(registration) => match self.refusal(peer, now) {
+                Some(refusal) => {
+                    let namespace = registration.namespace;
+                    let answer =
+                        answers::register_refused(peer, namespace, refusal, since(received));
+                    self.send_answer(responder, answer);
+                }
+                None => self.submit(
+                    Operation::Register { peer, registration },
+                    responder,
+                    received,
+                ),
+            },
+            Request::Discover {
+                namespace,
+                cookie,
+                limit,
+            } => {
+                let held = HeldDiscover {
+                    namespace,
+                    cookie,
+                    limit,
+                    responder,
+                    received,
+                };
+                match self.refusal(peer, now) {
+                    Some(refusal) => self.refuse_discover(peer, held, refusal),
+                    None => self.route_discover(peer, connection, held, now),
+                }
+            }
+        }
+    }
+
+    /// The refusal the shell decides itself for a REGISTER or DISCOVER, cheapest first: the
+    /// peer's rate, then the requests waiting for the store.
+    fn refusal(&mut self, peer: PeerId, now: Instant) -> Option<Refusal> {
+        if !self.rate.try_acquire(peer, now) {
+            let (rate, burst) = (self.config.requests_per_second, self.config.request_burst);
+            return Some(rules::rate_limited(rate, burst));
+        }
+        self.in_flight
+            .is_full()
+            .then(|| rules::store_busy(MAX_IN_FLIGHT))
+    }
+
+    /// Serves a DISCOVER by what is known of its asker, or holds it until more is known.
+    fn route_discover(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        held: HeldDiscover,
+        now: Instant,
+    ) {
+        let registered = self.registered_format(&peer);
+        match self.formats.discover(peer, registered, held, now) {
+            Decision::Serve(served, held) => self.submit_discover(peer, served, held),
+            Decision::Held { ask } => {
+                tracing::debug!(%peer, ask, "DISCOVER held until the peer's format is known");
+                if ask {
+                    self.events.push_back(ToSwarm::NotifyHandler {
+                        peer_id: peer,
+                        handler: NotifyHandler::One(connection),
+                        event: FromBehaviour::AskIdentify,
+                    });
+                }
+            }
+            Decision::Full(held) => self.refuse_discover(peer, held, rules::too_many_held()),
+        }
+    }
+
+    /// Submits a DISCOVER for a peer served `served`, unless the store has too much in flight.
+    fn submit_discover(&mut self, peer: PeerId, served: ServedFormats, held: HeldDiscover) {
+        if self.in_flight.is_full() {
+            self.refuse_discover(peer, held, rules::store_busy(MAX_IN_FLIGHT));
+            return;
+        }
+        let HeldDiscover {
+            namespace,
+            cookie,
+            limit,
+            responder,
+            received,
+        } = held;
+        let operation = Operation::Discover {
+            peer,
+            served,
+            namespace,
+            cookie,
+            limit,
+        };
+        self.submit(operation, responder, received);
+    }
+
+    fn refuse_discover(&mut self, peer: PeerId, held: HeldDiscover, refusal: Refusal) {
+        let duration = since(held.received);
+        let answer = answers::discover_refused(peer, held.namespace, refusal, duration);
+        self.send_answer(held.responder, answer);
+    }
+
+    /// Serves DISCOVERs of `peer` that no longer wait, by what is known now.
+    fn serve_released(&mut self, peer: PeerId, released: Vec<HeldDiscover>) {
+        if released.is_empty() {
+            return;
+        }
+        let served = self.served_formats(&peer);
+        for held in released {
+            self.submit_discover(peer, served, held);
+        }
+    }
+
+    fn submit(
+        &mut self,
+        operation: Operation,
+        responder: Option<oneshot::Sender<Message>>,
+        received: Instant,
+    ) {
+        let id = self.in_flight.start(responder, received);
+        self.store.submit(id, operation, Instant::now());
+    }
+}
+
+/// Answers out.
+impl Behaviour {
+    fn on_store_event(&mut self, event: StoreEvent) {
+        match event {
+            StoreEvent::Completed {
+                id,
+                peer,
+                outcome,
+                peer_registrations,
+            } => {
+                let waiting = self.in_flight.finish(id);
+                // Read after the store answered, so the duration includes its work (a commit).
+                let duration = waiting
+                    .as_ref()
+                    .map_or(Duration::ZERO, |w| since(w.received));
+                let answer = answers::completed(peer, outcome, duration);
+                if let Some(format) = answer.registered {
+                    let released = self.formats.registered(peer, format);
+                    self.serve_released(peer, released);
+                }
+                self.send_answer(waiting.map(|w| w.responder), answer);
+                self.update_keep_alive(peer, peer_registrations);
+            }
+            StoreEvent::Expired {
+                registration,
+                peer_registrations,
+            } => {
+                let peer = registration.record.peer_id();
+                self.update_keep_alive(peer, peer_registrations);
+                let event = Event::RegistrationExpired(registration);
+                self.events.push_back(ToSwarm::GenerateEvent(event));
+            }
+            StoreEvent::Committed {
+                operations,
+                latency,
+            } => {
+                let event = Event::StoreCommitted {
+                    operations,
+                    latency,
+                };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
+            }
+        }
+    }
+
+    /// Sends `answer`'s response to `responder` and queues its events.
+    fn send_answer(&mut self, responder: Option<oneshot::Sender<Message>>, answer: Answer) {
+        if let (Some(responder), Some(response)) = (responder, answer.response) {
+            // The stream may be gone already; then nobody waits for the answer.
+            let _ = responder.send(response);
+        }
+        self.events
+            .extend(answer.events.into_iter().map(ToSwarm::GenerateEvent));
     }
 }
 
@@ -242,14 +449,11 @@ impl NetworkBehaviour for Behaviour {
             Admission::Admitted => {}
             Admission::Replacing(idle_peer, idle) => self.close_idle(idle_peer, idle),
             Admission::Refused => {
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::ConnectionRefused {
-                        peer,
-                        limit: Limit::Connections,
-                    }));
-                return Err(ConnectionDenied::new(ConnectionCapReached {
-                    max: self.config.max_connections,
-                }));
+                let limit = Limit::Connections;
+                let event = Event::ConnectionRefused { peer, limit };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
+                let max = self.config.max_connections;
+                return Err(ConnectionDenied::new(ConnectionCapReached { max }));
             }
         }
         Ok(self.new_handler(peer))
@@ -269,13 +473,11 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(established) => {
-                let holds = self.holds_registrations(&established.peer_id);
-                self.connections.established(
-                    established.peer_id,
-                    established.connection_id,
-                    holds,
-                    Instant::now(),
-                );
+                let peer = established.peer_id;
+                let holds = self.holds_registrations(&peer);
+                let id = established.connection_id;
+                self.connections
+                    .established(peer, id, holds, Instant::now());
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
@@ -288,11 +490,8 @@ impl NetworkBehaviour for Behaviour {
                 // Held DISCOVERs are dropped: their streams closed with the connection.
                 drop(self.formats.forget(&peer_id));
                 if self.config.remove_on_disconnect {
-                    self.submit(
-                        Operation::RemovePeer { peer: peer_id },
-                        None,
-                        Instant::now(),
-                    );
+                    let operation = Operation::RemovePeer { peer: peer_id };
+                    self.submit(operation, None, Instant::now());
                 }
             }
             _ => {}
@@ -308,7 +507,7 @@ impl NetworkBehaviour for Behaviour {
         let released = match event {
             ToBehaviour::Request(request) => {
                 self.connections.active(connection, Instant::now());
-                self.handle_request(peer, connection, request);
+                self.on_request(peer, connection, request);
                 return;
             }
             ToBehaviour::DecodesStandardRecords => {
@@ -324,17 +523,13 @@ impl NetworkBehaviour for Behaviour {
                 self.formats.identified(peer, None)
             }
             ToBehaviour::Rejected { kind, error } => {
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::RequestRejected {
-                        peer,
-                        kind,
-                        error,
-                    }));
+                let event = Event::RequestRejected { peer, kind, error };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
                 return;
             }
             ToBehaviour::StreamRefused(limit) => {
-                self.events
-                    .push_back(ToSwarm::GenerateEvent(Event::StreamRefused { peer, limit }));
+                let event = Event::StreamRefused { peer, limit };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
                 return;
             }
         };
@@ -369,22 +564,7 @@ impl NetworkBehaviour for Behaviour {
             .into_iter()
             .flatten()
             .min();
-            let Some(deadline) = deadline else {
-                self.timer = None;
-                return Poll::Pending;
-            };
-            let timer = match &mut self.timer {
-                Some((armed, timer)) if *armed == deadline => timer,
-                slot => {
-                    let (_, timer) = slot.insert((
-                        deadline,
-                        Delay::new(deadline.saturating_duration_since(now)),
-                    ));
-                    timer
-                }
-            };
-            if timer.poll_unpin(cx).is_ready() {
-                self.timer = None;
+            if self.timer.poll(cx, deadline, now).is_ready() {
                 continue;
             }
             return Poll::Pending;

@@ -173,12 +173,14 @@
 //! each (about 2.9 GiB) beside its store. `rendezvous serve` raises the open-file limit to the
 //! cap at start, and lowers the cap (with a warning) where the hard limit does not allow it.
 
+mod answers;
 mod behaviour;
 mod config;
 mod connections;
 mod formats;
 mod handler;
 pub mod handshakes;
+mod in_flight;
 mod rate;
 mod registrations;
 pub mod rules;

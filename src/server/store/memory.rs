@@ -6,7 +6,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{Operation, OperationId, Outcome, Store, StoreEvent};
+use super::{Local, Operation, OperationId, Outcome, Store, StoreEvent};
 use crate::codec::Registration;
 use crate::server::{Config, Registrations};
 
@@ -135,7 +135,7 @@ impl Store for MemoryStore {
         self.index.poll_timeout()
     }
 
-    fn index(&self) -> Option<&Registrations> {
+    fn local(&self) -> Option<&dyn Local> {
         Some(&self.index)
     }
 }

@@ -54,7 +54,9 @@ pub use memory::MemoryStore;
 pub use sqlite::{OpenError, SqliteStore, SyncMode};
 
 use super::{Limit, Registrations, ServedFormats};
-use crate::codec::{Cookie, ErrorResponse, Namespace, Registration, UnverifiedRegistration};
+use crate::codec::{
+    Cookie, ErrorResponse, Namespace, RecordFormat, Registration, UnverifiedRegistration,
+};
 
 /// REGISTERs and DISCOVERs submitted to the store and not yet completed, at most. A local store
 /// completes a DISCOVER at once and a REGISTER within one group commit (milliseconds), so this
@@ -201,15 +203,81 @@ pub trait Store: Send + 'static {
     /// When the store next needs to be polled without being woken (the next expiry), if ever.
     fn poll_timeout(&self) -> Option<Instant>;
 
-    /// The in-memory index, for a local store; `None` for a store whose registrations live
-    /// elsewhere.
-    fn index(&self) -> Option<&Registrations>;
+    /// What the store answers at once about the registrations it holds, for a store that keeps
+    /// them in this process; `None` for a store whose registrations live elsewhere (counting
+    /// them would be a round trip: the shell then reports no count, rather than 0).
+    fn local(&self) -> Option<&dyn Local> {
+        None
+    }
 
     /// Whether the store answered its last request: `false` while a store whose registrations
     /// live elsewhere cannot reach them (its requests are then refused with `E_UNAVAILABLE`).
     /// A local store is always available.
     fn available(&self) -> bool {
         true
+    }
+}
+
+/// What a store that keeps its registrations in this process answers at once: counts for
+/// gauges, and what the shell asks about a peer. Read-only: every change goes through
+/// [`Store::submit`].
+pub trait Local {
+    /// Registrations held.
+    fn registration_count(&self) -> usize;
+
+    /// Namespaces with at least one registration.
+    fn namespace_count(&self) -> usize;
+
+    /// Bytes held, as the byte budget counts them ([`Registrations::stored_bytes`]).
+    fn stored_bytes(&self) -> usize;
+
+    /// Registrations `peer` holds.
+    fn count_of(&self, peer: &PeerId) -> usize;
+
+    /// Whether `peer` holds a registration in `namespace`.
+    fn is_registered(&self, peer: &PeerId, namespace: &Namespace) -> bool;
+
+    /// The format of `peer`'s latest REGISTER, while it holds registrations.
+    fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat>;
+
+    /// The registrations in `namespace`, oldest first, with their TTL remaining at `now`.
+    fn registrations_in(&self, namespace: &Namespace, now: Instant) -> Vec<Registration>;
+
+    /// The registrations of `peer`, by namespace, with their TTL remaining at `now`.
+    fn registrations_of(&self, peer: &PeerId, now: Instant) -> Vec<Registration>;
+}
+
+impl Local for Registrations {
+    fn registration_count(&self) -> usize {
+        self.len()
+    }
+
+    fn namespace_count(&self) -> usize {
+        Registrations::namespace_count(self)
+    }
+
+    fn stored_bytes(&self) -> usize {
+        Registrations::stored_bytes(self)
+    }
+
+    fn count_of(&self, peer: &PeerId) -> usize {
+        Registrations::count_of(self, peer)
+    }
+
+    fn is_registered(&self, peer: &PeerId, namespace: &Namespace) -> bool {
+        Registrations::is_registered(self, peer, namespace)
+    }
+
+    fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat> {
+        Registrations::registered_format(self, peer)
+    }
+
+    fn registrations_in(&self, namespace: &Namespace, now: Instant) -> Vec<Registration> {
+        Registrations::registrations_in(self, namespace, now)
+    }
+
+    fn registrations_of(&self, peer: &PeerId, now: Instant) -> Vec<Registration> {
+        Registrations::registrations_of(self, peer, now)
     }
 }
 

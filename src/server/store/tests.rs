@@ -53,8 +53,8 @@ impl Store for Gated {
         self.inner.poll_timeout()
     }
 
-    fn index(&self) -> Option<&Registrations> {
-        self.inner.index()
+    fn local(&self) -> Option<&dyn Local> {
+        self.inner.local()
     }
 }
 
@@ -170,7 +170,7 @@ fn given_max_in_flight_waiting_then_register_and_discover_get_unavailable_and_un
     ));
     assert_eq!(
         server.registration_count(),
-        0,
+        Some(0),
         "the refused REGISTER changed nothing"
     );
 

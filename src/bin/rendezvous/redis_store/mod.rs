@@ -124,7 +124,7 @@ use rendezvous_discovery::{
         cookie,
         rules::{self, Limits, Refusal},
         store::{Operation, OperationId, Outcome, Store, StoreEvent},
-        Registrations, ServedFormats, MAX_IN_FLIGHT,
+        ServedFormats, MAX_IN_FLIGHT,
     },
     Ttl,
 };
@@ -600,10 +600,6 @@ impl Store for RedisStore {
     fn poll_timeout(&self) -> Option<Instant> {
         // While a reap runs, its answer wakes the shell.
         (!self.reaping).then_some(self.next_reap)
-    }
-
-    fn index(&self) -> Option<&Registrations> {
-        None
     }
 
     fn available(&self) -> bool {

@@ -62,7 +62,7 @@ use std::{
 
 use super::{
     memory::{apply, poll_expired, wall_clock_micros},
-    Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT,
+    Local, Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT,
 };
 use crate::codec::{ErrorCode, ErrorResponse, Namespace};
 use crate::server::{
@@ -286,6 +286,12 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The in-memory index, for the tests.
+    #[cfg(test)]
+    fn index(&self) -> &Registrations {
+        &self.index
+    }
+
     fn write(&mut self, write: Write) -> u64 {
         self.last_write += 1;
         self.overflow.push_back(Numbered {
@@ -483,7 +489,7 @@ impl Store for SqliteStore {
         self.index.poll_timeout()
     }
 
-    fn index(&self) -> Option<&Registrations> {
+    fn local(&self) -> Option<&dyn Local> {
         Some(&self.index)
     }
 }

@@ -175,7 +175,7 @@ fn given_registrations_when_the_store_reopens_then_they_are_back_with_their_ttls
     }
     let store = db.open();
     assert_eq!(store.restored(), 3);
-    let index = store.index().unwrap();
+    let index = store.index();
     let now = Instant::now();
     let ttls: Vec<(PeerId, Ttl)> = index
         .registrations_in(&ns("a"), now)
@@ -220,10 +220,10 @@ fn given_a_cookie_from_before_a_restart_then_it_pages_on_with_no_duplicate_and_n
         assert_eq!(page.len(), 2);
         let (rest, at_end) = discover(&mut store, Some(cookie.clone()), 100).unwrap();
         assert_eq!(rest.len(), 2);
-        (cookie, at_end, store.index().unwrap().counter())
+        (cookie, at_end, store.index().counter())
     };
     let mut store = db.open();
-    let after = store.index().unwrap().counter();
+    let after = store.index().counter();
     assert!(after >= counter, "the counter never goes back");
     register(&mut store, 5, "a", HOUR);
     register(&mut store, 1, "a", HOUR); // a refresh after the restart is seen again
@@ -251,7 +251,7 @@ fn given_a_cookie_from_before_a_restart_then_it_pages_on_with_no_duplicate_and_n
     let (page, _) = discover(&mut store, Some(at_end), 100).unwrap();
     assert_eq!(page, vec![(peer(5), ns("a")), (peer(1), ns("a"))]);
     // A cookie beyond every number this server used is still refused.
-    let future = store.index().unwrap().counter() + 1;
+    let future = store.index().counter() + 1;
     let error = discover(
         &mut store,
         Some(Cookie::new(future.to_be_bytes().to_vec()).unwrap()),
@@ -272,10 +272,7 @@ fn given_the_stored_counter_then_the_next_start_is_above_it_by_the_in_flight_bou
         "UPDATE meta SET value = {high} WHERE key = 'counter'"
     ));
     let store = db.open();
-    assert_eq!(
-        store.index().unwrap().counter(),
-        high + MAX_IN_FLIGHT as u64
-    );
+    assert_eq!(store.index().counter(), high + MAX_IN_FLIGHT as u64);
 }
 
 #[test]
@@ -296,10 +293,7 @@ fn given_rows_that_expired_while_down_then_they_are_not_loaded_and_are_deleted()
     {
         let store = db.open();
         assert_eq!(store.restored(), 1);
-        let left = store
-            .index()
-            .unwrap()
-            .registrations_in(&ns("left"), Instant::now());
+        let left = store.index().registrations_in(&ns("left"), Instant::now());
         assert!(
             (4..=5).contains(&left[0].ttl),
             "remaining TTL {}",
@@ -307,7 +301,6 @@ fn given_rows_that_expired_while_down_then_they_are_not_loaded_and_are_deleted()
         );
         assert!(store
             .index()
-            .unwrap()
             .registrations_in(&ns("gone"), Instant::now())
             .is_empty());
     }
