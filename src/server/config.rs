@@ -332,7 +332,13 @@ impl Config {
     /// a configuration that fails. (An unchecked configuration never panics the server either:
     /// out-of-range values are clamped where they are used.)
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        let fail = |setting, text: String| Err(InvalidConfig { setting, text });
+        self.validate_ttls()?;
+        self.validate_counts()?;
+        self.validate_sizes()?;
+        self.validate_streams()
+    }
+
+    fn validate_ttls(&self) -> Result<(), InvalidConfig> {
         if self.min_ttl == 0 {
             return fail("min-ttl", "is 0 s; expected at least 1 s".into());
         }
@@ -354,6 +360,10 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    fn validate_counts(&self) -> Result<(), InvalidConfig> {
         if self.max_registrations_per_peer == 0 || self.max_registrations == 0 {
             return fail("max-registrations", "is 0; expected at least 1".into());
         }
@@ -375,6 +385,10 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    fn validate_sizes(&self) -> Result<(), InvalidConfig> {
         if self.max_record_size == 0 {
             return fail("max-record-size", "is 0; expected at least 1 byte".into());
         }
@@ -407,6 +421,10 @@ impl Config {
                 ),
             );
         }
+        Ok(())
+    }
+
+    fn validate_streams(&self) -> Result<(), InvalidConfig> {
         if self.max_streams_per_connection > MAX_CONFIGURABLE_STREAMS_PER_CONNECTION {
             return fail(
                 "max-streams-per-connection",
@@ -446,6 +464,11 @@ impl Config {
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
     }
+}
+
+/// The refusal of `setting`, saying `text`.
+fn fail(setting: &'static str, text: String) -> Result<(), InvalidConfig> {
+    Err(InvalidConfig { setting, text })
 }
 
 /// A [`Config`] value out of its range: which setting (named as `rendezvous serve`'s flag,
