@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use libp2p::PeerId;
 use rendezvous_discovery::{client, client::RequestError, ErrorCode, Namespace};
 use support::{
-    fleet::{client, client_with, discover, discover_all, register, unregister, Redis, Serve},
+    fleet::{client, client_with, discover, discover_all, register, serve, unregister, Redis},
     HANG,
 };
 
@@ -26,7 +26,7 @@ fn refused(result: Result<impl std::fmt::Debug, RequestError>, code: ErrorCode) 
 #[tokio::test]
 async fn registered_on_one_instance_discovered_on_the_other_refreshed_in_place_and_unregistered() {
     let redis = Redis::start();
-    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let (a, b) = (serve(&redis, &[]), serve(&redis, &[]));
     let mut peer = client(&[&a, &b]);
     let mut reader = client(&[&a, &b]);
 
@@ -56,7 +56,7 @@ async fn registered_on_one_instance_discovered_on_the_other_refreshed_in_place_a
 #[tokio::test]
 async fn a_cookie_from_one_instance_pages_on_the_other_exactly_once() {
     let redis = Redis::start();
-    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let (a, b) = (serve(&redis, &[]), serve(&redis, &[]));
     let mut peers = Vec::new();
     for i in 0..12 {
         let mut peer = client(&[&a, &b]);
@@ -93,7 +93,7 @@ async fn limits_hold_across_instances() {
         "--max-registrations",
         "3",
     ];
-    let (a, b) = (Serve::start(&redis, &limits), Serve::start(&redis, &limits));
+    let (a, b) = (serve(&redis, &limits), serve(&redis, &limits));
     let mut first = client(&[&a, &b]);
     register(&mut first, a.peer, "one", TTL).await.unwrap();
     register(&mut first, b.peer, "two", TTL).await.unwrap();
@@ -124,7 +124,7 @@ async fn limits_hold_across_instances() {
 async fn a_reader_paging_across_instances_while_both_take_writes_sees_each_once() {
     let redis = Redis::start();
     let many = ["--max-registrations-per-peer", "1000"];
-    let (a, b) = (Serve::start(&redis, &many), Serve::start(&redis, &many));
+    let (a, b) = (serve(&redis, &many), serve(&redis, &many));
     const EACH: usize = 40;
     let mut writers = Vec::new();
     for server in [a.peer, b.peer] {
@@ -188,7 +188,7 @@ async fn a_reader_paging_across_instances_while_both_take_writes_sees_each_once(
 #[tokio::test]
 async fn redis_down_answers_unavailable_then_the_fleet_recovers_by_itself() {
     let mut redis = Redis::start();
-    let a = Serve::start(&redis, &["--metrics", "127.0.0.1:0"]);
+    let a = serve(&redis, &["--metrics", "127.0.0.1:0"]);
     let metrics = a.metrics.expect("started with --metrics");
     let mut peer = client(&[&a]);
     register(&mut peer, a.peer, "chat", TTL).await.unwrap();
@@ -247,7 +247,7 @@ async fn store_state(metrics: std::net::SocketAddr) -> (u16, f64) {
 async fn a_killed_instance_leaves_its_registrations_discoverable_and_a_closed_connection_removes_them(
 ) {
     let redis = Redis::start();
-    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let (a, b) = (serve(&redis, &[]), serve(&redis, &[]));
     let mut stays = client(&[&a]);
     register(&mut stays, a.peer, "chat", TTL).await.unwrap();
     let mut leaves = client(&[&b]);
@@ -277,7 +277,7 @@ async fn a_killed_instance_leaves_its_registrations_discoverable_and_a_closed_co
 #[tokio::test]
 async fn expired_registrations_are_gone_by_redis_time() {
     let redis = Redis::start();
-    let a = Serve::start(&redis, &[]);
+    let a = serve(&redis, &[]);
     let mut peer = client(&[&a]);
     register(&mut peer, a.peer, "short", 1).await.unwrap();
     register(&mut peer, a.peer, "long", TTL).await.unwrap();
@@ -294,7 +294,7 @@ async fn expired_registrations_are_gone_by_redis_time() {
 #[tokio::test]
 async fn our_client_with_two_instances_keeps_discovering_when_one_dies() {
     let redis = Redis::start();
-    let (a, b) = (Serve::start(&redis, &[]), Serve::start(&redis, &[]));
+    let (a, b) = (serve(&redis, &[]), serve(&redis, &[]));
     let chat = Namespace::from_static("chat");
     let mut watcher = client_with(&[&a, &b], |config| {
         config
@@ -325,10 +325,7 @@ async fn a_rust_libp2p_reader_gets_only_legacy_records_from_the_fleet() {
 
     let redis = Redis::start();
     let legacy_only = ["--unknown-peer-formats", "legacy"];
-    let (a, b) = (
-        Serve::start(&redis, &legacy_only),
-        Serve::start(&redis, &legacy_only),
-    );
+    let (a, b) = (serve(&redis, &legacy_only), serve(&redis, &legacy_only));
     let mut standard = client(&[&a]);
     register(&mut standard, a.peer, "chat", TTL).await.unwrap();
     let mut legacy = client_with(&[&a], |config| {

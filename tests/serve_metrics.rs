@@ -4,13 +4,7 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
@@ -20,50 +14,19 @@ use support::{
     WithIdentify, WithIdentifyEvent,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
+use support::serve::{Serve, BIN};
 
 /// Hang guard for everything that waits on the server process.
 const HANG: Duration = Duration::from_secs(30);
 
-/// A `rendezvous serve` process, killed when dropped (also when a test panics).
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `serve --metrics 127.0.0.1:0`; returns it, its metrics address and its listen
-/// address (with `/p2p/`), read from stdout.
+/// Starts `serve --ephemeral --metrics 127.0.0.1:0`; returns it, its metrics address and its
+/// listen address (with `/p2p/`), read from stdout.
 fn serve(extra: &[&str]) -> (Serve, SocketAddr, Multiaddr) {
-    let mut child = Serve(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--ephemeral",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let metrics = first
-        .strip_prefix("metrics http://")
-        .unwrap_or_else(|| panic!("the metrics address first: {first}"))
-        .parse()
-        .unwrap();
-    let address = lines.next().unwrap().unwrap().parse().unwrap();
-    (child, metrics, address)
+    let flags = ["--ephemeral", "--metrics", "127.0.0.1:0"];
+    let serve = Serve::start(flags.iter().chain(extra));
+    let metrics = serve.metrics.expect("started with --metrics");
+    let address = serve.addr.clone();
+    (serve, metrics, address)
 }
 
 /// Our client next to identify (without it, a client that does not register automatically

@@ -6,72 +6,29 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
+    ffi::OsStr,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use libp2p::{
-    multiaddr::Protocol,
     rendezvous::{self, Namespace},
     swarm::SwarmEvent,
-    Multiaddr, PeerId, Swarm,
+    PeerId, Swarm,
 };
 use rand::Rng;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
+use support::serve::{Serve, BIN};
 
 /// The TTL every test registration asks for (the server's default minimum).
 const TTL: u64 = 7200;
 
-/// A `rendezvous serve` process, killed (SIGKILL) when dropped, also when a test panics.
-struct Serve {
-    child: Child,
-    address: Multiaddr,
-    peer: PeerId,
-}
-
-impl Serve {
-    /// Starts a server on `dir` listening on a free loopback port; waits for its address.
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(["--requests-per-second", "0", "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address: Multiaddr = line.trim().parse().expect("a multiaddr on stdout");
-        let Some(Protocol::P2p(peer)) = address.iter().last() else {
-            panic!("no peer id in {address}");
-        };
-        Self {
-            child,
-            address,
-            peer,
-        }
-    }
-
-    /// SIGKILL: no chance to flush or close anything.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `rendezvous serve` on the data directory `dir`, listening on a free loopback port.
+fn serve(dir: &Path) -> Serve {
+    let flags = ["--requests-per-second", "0", "--data-dir"].map(OsStr::new);
+    Serve::start(flags.into_iter().chain([dir.as_os_str()]))
 }
 
 /// Runs `serve` on `dir` expecting it to refuse to start; returns its stderr. A server that
@@ -104,7 +61,7 @@ fn client() -> Swarm<rendezvous::client::Behaviour> {
 }
 
 async fn connect(client: &mut Swarm<rendezvous::client::Behaviour>, server: &Serve) {
-    client.dial(server.address.clone()).unwrap();
+    client.dial(server.addr.clone()).unwrap();
     tokio::time::timeout(support::HANG, async {
         loop {
             match client.select_next_some().await {
@@ -221,7 +178,7 @@ fn namespaces(n: usize) -> Vec<String> {
 async fn a_restarted_server_keeps_its_peer_id_and_registrations_with_their_remaining_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("state");
-    let server = Serve::start(&data);
+    let server = serve(&data);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -238,7 +195,7 @@ async fn a_restarted_server_keeps_its_peer_id_and_registrations_with_their_remai
     server.kill();
     drop(client);
 
-    let server = Serve::start(&data);
+    let server = serve(&data);
     assert_eq!(server.peer, peer, "the peer id survives a restart");
     let seen = discover_all(&server).await;
     assert_eq!(seen.len(), 20);
@@ -261,7 +218,7 @@ async fn a_restarted_server_keeps_its_peer_id_and_registrations_with_their_remai
 async fn after_a_sigkill_during_registrations_every_acknowledged_one_is_discoverable_once() {
     const N: usize = 400;
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(dir.path());
+    let server = serve(dir.path());
     let mut client = client();
     let me = *client.local_peer_id();
     connect(&mut client, &server).await;
@@ -271,7 +228,7 @@ async fn after_a_sigkill_during_registrations_every_acknowledged_one_is_discover
     server.kill();
     assert!(acked.len() >= kill_after);
 
-    let server = Serve::start(dir.path());
+    let server = serve(dir.path());
     let seen = discover_all(&server).await;
     for ((peer, namespace), ttls) in &seen {
         assert_eq!(*peer, me);
@@ -296,7 +253,7 @@ async fn after_a_sigkill_during_registrations_every_acknowledged_one_is_discover
 #[test]
 fn a_second_server_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Serve::start(dir.path());
+    let _first = serve(dir.path());
     let stderr = serve_fails(dir.path());
     assert!(
         stderr.contains("in use by another rendezvous server"),
@@ -307,7 +264,7 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
 #[test]
 fn a_corrupt_database_or_key_is_named_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Serve::start(dir.path()));
+    drop(serve(dir.path()));
     let database = dir.path().join("registrations.sqlite");
     // The write-ahead log would hold the pages of a good database beside a damaged file; a
     // file damaged on its own is what is tested here.

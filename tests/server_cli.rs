@@ -2,48 +2,22 @@
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use libp2p::{multiaddr::Protocol, Multiaddr};
+use support::serve::{Serve, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
-
-/// A `rendezvous serve` process, killed when dropped (also when a test panics).
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `rendezvous serve` on a free loopback TCP port; returns it and its first address.
+/// Starts `rendezvous serve --ephemeral` on a free loopback TCP port; returns it and its first
+/// address.
 fn serve() -> (Serve, Multiaddr) {
     serve_with(&[])
 }
 
 /// [`serve`] with extra flags.
 fn serve_with(args: &[&str]) -> (Serve, Multiaddr) {
-    let mut child = Serve(
-        Command::new(BIN)
-            .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line.trim().parse().expect("a multiaddr on stdout");
-    (child, address)
+    let serve = Serve::start(["--ephemeral"].iter().chain(args));
+    let address = serve.addr.clone();
+    (serve, address)
 }
 
 #[test]

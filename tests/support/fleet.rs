@@ -3,22 +3,20 @@
 //! asking them one request at a time. Used by `tests/fleet.rs` (feature `redis`).
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::PeerId;
 use rendezvous_discovery::{
     client::{self, RequestError},
     Cookie, Namespace, RecordFormat, Registration, Ttl,
 };
 
 use super::{node::Node, HANG};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
 
 /// A `redis-server` process of the test's own, killed (and its directory removed) on drop.
 pub struct Redis {
@@ -102,69 +100,21 @@ impl Drop for Redis {
 }
 
 /// A `rendezvous serve --store redis://...` process, killed when dropped.
-pub struct Serve {
-    child: Child,
-    pub addr: Multiaddr,
-    pub peer: PeerId,
-    /// The `--metrics` address, when started with that flag.
-    pub metrics: Option<SocketAddr>,
-}
+pub use super::serve::Serve;
 
-impl Serve {
-    /// Starts a server on `redis` with a free loopback port, TTLs from 1 s, no request rate
-    /// limit (tests poll), and `extra` flags.
-    pub fn start(redis: &Redis, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--store",
-                &redis.url(),
-            ])
-            .args(["--min-ttl", "1", "--requests-per-second", "0"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the rendezvous binary runs");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        // With `--metrics`, the metrics address comes first.
-        let mut metrics = None;
-        let addr: Multiaddr = loop {
-            let mut line = String::new();
-            stdout
-                .read_line(&mut line)
-                .expect("serve prints its address");
-            match line.trim().strip_prefix("metrics http://") {
-                Some(bound) => metrics = Some(bound.parse().expect("a socket address")),
-                None => break line.trim().parse().expect("a multiaddr on stdout"),
-            }
-        };
-        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-            panic!("no peer id in {addr}");
-        };
-        Self {
-            child,
-            addr,
-            peer,
-            metrics,
-        }
-    }
-
-    /// Kills the process at once (SIGKILL): it cleans nothing up.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a server on `redis` with a free loopback port, TTLs from 1 s, no request rate limit
+/// (tests poll), and `extra` flags.
+pub fn serve(redis: &Redis, extra: &[&str]) -> Serve {
+    let url = redis.url();
+    let flags = [
+        "--store",
+        &url,
+        "--min-ttl",
+        "1",
+        "--requests-per-second",
+        "0",
+    ];
+    Serve::start(flags.iter().chain(extra))
 }
 
 /// Our client in a task, knowing `servers`, with no loops of its own (the test asks), signing
