@@ -21,7 +21,11 @@ use rendezvous_discovery::{
     codec::{read_frame, Message, DEFAULT_MAX_MESSAGE_SIZE},
     server, Cookie, RecordFormat, SignedRecord,
 };
-use support::{node::spawn, raw, HANG};
+use support::{
+    node::spawn,
+    raw::{self, field},
+    HANG,
+};
 
 /// The ed25519 private key of the vector, in libp2p's protobuf encoding.
 const KEY: &str =
@@ -55,41 +59,14 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn varint(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Field `tag` (wire type 2) holding `bytes`.
-fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend(varint(bytes.len() as u64));
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// `Register { ns = 1, signedPeerRecord = 2, ttl = 3 }`, in field order, as go and js write it.
+/// `Register { ns, signedPeerRecord, ttl }`, in field order, as go and js write it.
 fn register_body(ns: &str, envelope: &[u8], ttl: u64) -> Vec<u8> {
-    let mut body = field(0x0a, ns.as_bytes());
-    body.extend(field(0x12, envelope));
-    body.push(0x18);
-    body.extend(varint(ttl));
-    body
+    raw::register_body(ns.as_bytes(), envelope, Some(ttl))
 }
 
 /// `Message { type = 1: REGISTER (0), register = 2 }`.
 fn register_message(ns: &str, envelope: &[u8], ttl: u64) -> Vec<u8> {
-    let mut message = vec![0x08, 0x00];
-    message.extend(field(0x12, &register_body(ns, envelope, ttl)));
-    message
+    raw::register_message(ns.as_bytes(), envelope, Some(ttl))
 }
 
 /// `Message { type = 1: DISCOVER_RESPONSE (4), discoverResponse = 6 { registrations = 1,

@@ -158,13 +158,6 @@ fn discover_error(message: &Message) -> (ErrorCode, String) {
     }
 }
 
-/// A protobuf length-delimited field.
-fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag, bytes.len() as u8];
-    out.extend_from_slice(bytes);
-    out
-}
-
 #[tokio::test]
 async fn several_requests_on_one_stream_are_served_in_order() {
     let mut s = setup(server::Config::default()).await;
@@ -287,13 +280,8 @@ async fn every_refusal_is_answered_with_its_code_and_a_reason() {
 
 /// A REGISTER frame for namespace `ns` whose envelope is `envelope` (not necessarily valid).
 fn register_frame(ns: &[u8], envelope: &[u8]) -> Vec<u8> {
-    // type REGISTER, register { ns, signedPeerRecord }.
-    let body = [
-        vec![0x08, 0x00],
-        field(0x12, &[field(0x0a, ns), field(0x12, envelope)].concat()),
-    ]
-    .concat();
-    let mut frame = vec![body.len() as u8];
+    let body = raw::register_message(ns, envelope, None);
+    let mut frame = raw::varint(body.len() as u64);
     frame.extend_from_slice(&body);
     frame
 }
