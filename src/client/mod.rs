@@ -47,7 +47,7 @@
 //!   served before would move the cookie past records the client could not see.
 //! - **Record format**: standard by default. rust-libp2p's `libp2p-rendezvous` 0.18 servers only
 //!   accept the legacy format and drop a standard REGISTER without a reply; with
-//!   [`Config::with_legacy_fallback`] (on by default) the client notices that and switches that
+//!   [`Config::with_format_fallback`] (on by default) the client notices that and switches that
 //!   server, and only that server, to the legacy format. Likewise a py-libp2p 0.8 server, which
 //!   reads only unsigned `PeerInfo` records, answers a signed REGISTER `E_NOT_AUTHORIZED` ("Peer
 //!   can only register itself"): that server is switched to `PeerInfo` (an unsigned record
@@ -384,7 +384,7 @@ pub struct Config {
     pub(crate) backoff_max: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) record_format: RecordFormat,
-    pub(crate) legacy_fallback: bool,
+    pub(crate) format_fallback: bool,
     pub(crate) protocol: StreamProtocol,
     pub(crate) learn_servers: bool,
     pub(crate) seed: Option<u64>,
@@ -405,7 +405,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(300),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             record_format: RecordFormat::Standard,
-            legacy_fallback: true,
+            format_fallback: true,
             protocol: PROTOCOL,
             learn_servers: true,
             seed: None,
@@ -493,18 +493,19 @@ impl Config {
     /// The record format to register with (default [`RecordFormat::Standard`]; use
     /// [`RecordFormat::Legacy`] for rust-libp2p `libp2p-rendezvous` 0.18 servers and
     /// [`RecordFormat::PeerInfo`] for py-libp2p 0.8 servers, though the client falls back to
-    /// both by itself, see [`Config::with_legacy_fallback`]).
+    /// both by itself, see [`Config::with_format_fallback`]).
     pub fn with_record_format(mut self, format: RecordFormat) -> Self {
         self.record_format = format;
         self
     }
 
-    /// Whether a server that drops a standard-format REGISTER without a reply is switched to the
-    /// legacy format and the REGISTER retried; a server that refuses signed records as
-    /// py-libp2p 0.8's does (`E_NOT_AUTHORIZED` "Peer can only register itself") is switched to
-    /// the unsigned `PeerInfo` layout (default true).
-    pub fn with_legacy_fallback(mut self, on: bool) -> Self {
-        self.legacy_fallback = on;
+    /// Whether a server is switched to the record format it takes, and the REGISTER retried,
+    /// when its answer shows it cannot read ours (default true): a server that drops a
+    /// standard-format REGISTER without a reply (rust-libp2p 0.18) to the legacy format; a server
+    /// that refuses signed records as py-libp2p 0.8's does (`E_NOT_AUTHORIZED` "Peer can only
+    /// register itself") to the unsigned `PeerInfo` layout.
+    pub fn with_format_fallback(mut self, on: bool) -> Self {
+        self.format_fallback = on;
         self
     }
 

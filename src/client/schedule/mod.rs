@@ -88,7 +88,7 @@ impl Schedule {
         let regs = RegisterTasks::new(
             enabled(config.registration),
             config.record_format,
-            config.legacy_fallback,
+            config.format_fallback,
         );
         let discs = DiscoverTasks::new(enabled(config.discovery), config.interval);
         // A registering client's REGISTER tells a server its record format, and discovery

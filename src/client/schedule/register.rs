@@ -61,7 +61,7 @@ pub(super) struct RegisterTasks {
     /// Namespaces registered automatically at every server (empty when registration is off).
     namespaces: Vec<Namespace>,
     default_format: RecordFormat,
-    legacy_fallback: bool,
+    format_fallback: bool,
     has_addresses: bool,
     no_addresses_reported: bool,
 }
@@ -70,14 +70,14 @@ impl RegisterTasks {
     pub(super) fn new(
         namespaces: Vec<Namespace>,
         default_format: RecordFormat,
-        legacy_fallback: bool,
+        format_fallback: bool,
     ) -> Self {
         Self {
             servers: HashMap::new(),
             due: Deadlines::default(),
             namespaces,
             default_format,
-            legacy_fallback,
+            format_fallback,
             has_addresses: false,
             no_addresses_reported: false,
         }
@@ -180,7 +180,7 @@ impl RegisterTasks {
         error: &RequestError,
     ) -> Option<RecordFormat> {
         let server = self.servers.get(peer)?;
-        if !self.legacy_fallback {
+        if !self.format_fallback {
             return None;
         }
         match (sent, error) {
@@ -461,7 +461,7 @@ mod tests {
         ));
         // Without the fallback it is retried in the same format, as a stream refused for a
         // passing reason.
-        let mut s = connected(register_only().with_legacy_fallback(false), t0);
+        let mut s = connected(register_only().with_format_fallback(false), t0);
         let sent = sends(&drain(&mut s, t0));
         s.on_response(t0, sent[0].0, Err(RequestError::NoResponse));
         assert!(drain(&mut s, t0).is_empty());

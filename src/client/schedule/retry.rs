@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn given_a_refusal_that_judges_the_request_then_it_is_reported_at_once() {
         let t0 = Instant::now();
-        let mut s = connected(register_only().with_legacy_fallback(false), t0);
+        let mut s = connected(register_only().with_format_fallback(false), t0);
         let sent = sends(&drain(&mut s, t0));
         let invalid = RequestError::Remote(ErrorResponse::new(ErrorCode::InvalidTtl, "ttl 1"));
         s.on_response(t0, sent[0].0, Err(invalid.clone()));
