@@ -96,14 +96,6 @@ pub fn load_or_create_key(path: &Path, label: &str) -> Result<Keypair, CliError>
     }
 }
 
-/// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`, with the client defaults.
-pub fn build_swarm<B: NetworkBehaviour>(
-    key: Keypair,
-    behaviour: impl FnOnce(&Keypair) -> B,
-) -> Result<Swarm<B>, CliError> {
-    build_swarm_with(key, &Transport::default(), behaviour)
-}
-
 /// How the transports of a swarm are bounded.
 #[derive(Debug, Clone)]
 pub struct Transport {
@@ -173,7 +165,8 @@ fn transports(
     })
 }
 
-/// [`build_swarm`] with the transports bounded by `transport`.
+/// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`, the transports bounded by
+/// `transport` (its default: a client's).
 pub fn build_swarm_with<B: NetworkBehaviour>(
     key: Keypair,
     transport: &Transport,

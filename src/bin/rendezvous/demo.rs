@@ -14,7 +14,8 @@ use rendezvous_discovery::{client, discovery, server, Namespace, Ttl};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    common::{build_swarm, CliError, CliResult},
+    common::{CliError, CliResult},
+    node,
     output::outln,
 };
 
@@ -73,18 +74,16 @@ pub async fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let (server_id, server_addr) = start_server().await?;
     outln!("server  {} listening on {server_addr}", short(&server_id));
-
     let (tx, mut rx) = mpsc::channel::<(&'static str, Report)>(64);
-    let mut names: HashMap<PeerId, &'static str> = HashMap::new();
-    let mut leave = None;
+    let mut tally = Tally::new();
     for (name, ns) in PEERS {
         let key = Keypair::generate_ed25519();
-        names.insert(key.public().to_peer_id(), name);
+        tally.names.insert(key.public().to_peer_id(), name);
         let (leave_tx, leave_rx) = oneshot::channel();
         if name == LEAVER {
-            leave = Some(leave_tx);
+            tally.leave = Some(leave_tx);
         }
-        let swarm = build_swarm(key, |key| {
+        let swarm = node::swarm(key, node::IDLE_TIMEOUT, |key| {
             let config = client::Config::default()
                 .with_server(server_id, vec![server_addr.clone()])
                 .with_namespace(Namespace::from_static(ns))
@@ -98,34 +97,69 @@ pub async fn run(args: Args) -> CliResult {
         tokio::spawn(run_peer(name, swarm, tx.clone(), leave_rx));
     }
     drop(tx);
-    let namespace_of = |name: &str| PEERS.iter().find(|(n, _)| *n == name).map(|(_, ns)| *ns);
-
-    let mut registered = BTreeSet::new();
-    let mut discovered = BTreeSet::new();
-    let expected: BTreeSet<(&str, &str)> = PEERS
-        .iter()
-        .flat_map(|(a, ns)| {
-            PEERS
-                .iter()
-                .filter(move |(b, ns_b)| a != b && ns == ns_b)
-                .map(move |(b, _)| (*a, *b))
-        })
-        .collect();
-    let mut problems = Vec::new();
-    let mut left = false;
-    let mut expired_seen = false;
-
     let deadline = tokio::time::sleep(Duration::from_secs(args.deadline));
     tokio::pin!(deadline);
-    while !expired_seen {
+    while !tally.expired_seen {
         let (name, report) = tokio::select! {
             _ = &mut deadline => break,
             r = rx.recv() => match r { Some(r) => r, None => break },
         };
-        let who = |p: &PeerId| names.get(p).copied().unwrap_or("a stranger");
+        tally.on_report(name, report);
+    }
+    tally.verdict(started.elapsed().as_secs_f32())
+}
+
+/// The namespace of peer `name`.
+fn namespace_of(name: &str) -> Option<&'static str> {
+    PEERS.iter().find(|(n, _)| *n == name).map(|(_, ns)| *ns)
+}
+
+/// What the demo saw, and what it expects to see: every peer registered, each pair in a
+/// namespace discovered each other, and the watcher saw the leaver expire.
+struct Tally {
+    names: HashMap<PeerId, &'static str>,
+    /// Tells the leaver to leave; taken when it is told.
+    leave: Option<oneshot::Sender<()>>,
+    registered: BTreeSet<&'static str>,
+    discovered: BTreeSet<(&'static str, &'static str)>,
+    /// The pairs (discoverer, discovered) of each namespace.
+    expected: BTreeSet<(&'static str, &'static str)>,
+    problems: Vec<String>,
+    left: bool,
+    expired_seen: bool,
+}
+
+impl Tally {
+    fn new() -> Self {
+        let expected = PEERS
+            .iter()
+            .flat_map(|(a, ns)| {
+                PEERS
+                    .iter()
+                    .filter(move |(b, ns_b)| a != b && ns == ns_b)
+                    .map(move |(b, _)| (*a, *b))
+            })
+            .collect();
+        Self {
+            names: HashMap::new(),
+            leave: None,
+            registered: BTreeSet::new(),
+            discovered: BTreeSet::new(),
+            expected,
+            problems: Vec::new(),
+            left: false,
+            expired_seen: false,
+        }
+    }
+
+    fn who(&self, peer: &PeerId) -> &'static str {
+        self.names.get(peer).copied().unwrap_or("a stranger")
+    }
+
+    fn on_report(&mut self, name: &'static str, report: Report) {
         match report {
             Report::Registered { ns, ttl } => {
-                if registered.insert(name) {
+                if self.registered.insert(name) {
                     outln!("{name:<7} registered in \"{ns}\" (ttl {ttl} s)");
                 }
             }
@@ -133,73 +167,76 @@ pub async fn run(args: Args) -> CliResult {
                 peer,
                 addrs,
                 source,
-            } => {
-                let other = who(&peer);
-                let addr = addrs.first().map(ToString::to_string).unwrap_or_default();
-                outln!(
-                    "{name:<7} discovered {other} in \"{}\" at {addr} (via {source})",
-                    namespace_of(other).unwrap_or("?")
-                );
-                if namespace_of(other) != namespace_of(name) {
-                    problems.push(format!("{name} discovered {other}, of another namespace"));
-                }
-                discovered.insert((name, other));
-                // The leaver goes as soon as it and its namespace found each other, before
-                // its first refresh (at half its TTL), so its departure is what ends it.
-                let leaver_done = expected
-                    .iter()
-                    .filter(|(a, b)| *a == LEAVER || *b == LEAVER)
-                    .all(|pair| discovered.contains(pair));
-                if leaver_done {
-                    if let Some(leave) = leave.take() {
-                        outln!(
-                            "{LEAVER:<7} leaves (unregisters and disconnects; its {LEAVER_TTL} s \
-                             registration runs out at the others')"
-                        );
-                        let _ = leave.send(());
-                    }
-                }
-            }
+            } => self.discovered(name, peer, &addrs, source),
             Report::Expired { peer } => {
-                let other = who(&peer);
+                let other = self.who(&peer);
                 outln!("{name:<7} saw {other} expire");
-                if name == WATCHER && other == LEAVER && left {
-                    expired_seen = true;
-                } else if other != LEAVER || !left {
-                    problems.push(format!("{name} saw {other} expire, who did not leave"));
+                if name == WATCHER && other == LEAVER && self.left {
+                    self.expired_seen = true;
+                } else if other != LEAVER || !self.left {
+                    let problem = format!("{name} saw {other} expire, who did not leave");
+                    self.problems.push(problem);
                 }
             }
-            Report::Left => left = true,
-            Report::Failed(e) => problems.push(format!("{name}: {e}")),
+            Report::Left => self.left = true,
+            Report::Failed(e) => self.problems.push(format!("{name}: {e}")),
         }
     }
 
-    let elapsed = started.elapsed().as_secs_f32();
-    for (name, _) in PEERS {
-        if !registered.contains(name) {
-            problems.push(format!("{name} did not register"));
+    fn discovered(&mut self, name: &'static str, peer: PeerId, addrs: &[Multiaddr], source: &str) {
+        let other = self.who(&peer);
+        let addr = addrs.first().map(ToString::to_string).unwrap_or_default();
+        let ns = namespace_of(other).unwrap_or("?");
+        outln!("{name:<7} discovered {other} in \"{ns}\" at {addr} (via {source})");
+        if namespace_of(other) != namespace_of(name) {
+            let problem = format!("{name} discovered {other}, of another namespace");
+            self.problems.push(problem);
+        }
+        self.discovered.insert((name, other));
+        // The leaver goes as soon as it and its namespace found each other, before its first
+        // refresh (at half its TTL), so its departure is what ends it.
+        let leaver_done = self
+            .expected
+            .iter()
+            .filter(|(a, b)| *a == LEAVER || *b == LEAVER)
+            .all(|pair| self.discovered.contains(pair));
+        if let Some(leave) = leaver_done.then(|| self.leave.take()).flatten() {
+            outln!(
+                "{LEAVER:<7} leaves (unregisters and disconnects; its {LEAVER_TTL} s \
+                 registration runs out at the others')"
+            );
+            let _ = leave.send(());
         }
     }
-    for (a, b) in &expected {
-        if !discovered.contains(&(*a, *b)) {
-            problems.push(format!("{a} did not discover {b}"));
+
+    /// Exit 0 when everything expected was seen and nothing else, `elapsed` seconds in.
+    fn verdict(mut self, elapsed: f32) -> CliResult {
+        for (name, _) in PEERS {
+            if !self.registered.contains(name) {
+                self.problems.push(format!("{name} did not register"));
+            }
         }
-    }
-    if !expired_seen {
-        problems.push(format!("{WATCHER} did not see {LEAVER} expire"));
-    }
-    if problems.is_empty() {
+        for (a, b) in &self.expected {
+            if !self.discovered.contains(&(*a, *b)) {
+                self.problems.push(format!("{a} did not discover {b}"));
+            }
+        }
+        if !self.expired_seen {
+            self.problems
+                .push(format!("{WATCHER} did not see {LEAVER} expire"));
+        }
+        if !self.problems.is_empty() {
+            return Err(CliError::Failed(format!(
+                "demo failed after {elapsed:.1} s: {}",
+                self.problems.join("; ")
+            )));
+        }
         outln!(
             "ok: {} peers registered, each discovered exactly the peers of its namespace, \
              and {WATCHER} saw {LEAVER} leave ({elapsed:.1} s)",
             PEERS.len()
         );
         Ok(ExitCode::SUCCESS)
-    } else {
-        Err(CliError::Failed(format!(
-            "demo failed after {elapsed:.1} s: {}",
-            problems.join("; ")
-        )))
     }
 }
 
@@ -207,11 +244,11 @@ pub async fn run(args: Args) -> CliResult {
 async fn start_server() -> Result<(PeerId, Multiaddr), CliError> {
     let key = Keypair::generate_ed25519();
     let id = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, |_| {
+    let mut swarm = node::swarm(key, node::IDLE_TIMEOUT, |_| {
         server::Behaviour::new(server::Config::default().with_min_ttl(1))
     })?;
     swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr"))
+        .listen_on(loopback())
         .map_err(|e| CliError::Failed(format!("the server cannot listen: {e}")))?;
     let addr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
@@ -231,7 +268,7 @@ async fn run_peer(
     tx: mpsc::Sender<(&'static str, Report)>,
     mut leave: oneshot::Receiver<()>,
 ) {
-    if let Err(e) = swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")) {
+    if let Err(e) = swarm.listen_on(loopback()) {
         let _ = tx
             .send((name, Report::Failed(format!("cannot listen: {e}"))))
             .await;
@@ -250,12 +287,8 @@ async fn run_peer(
                 continue;
             }
         };
+        node::on_swarm_event(&mut swarm, &event);
         let report = match event {
-            // On loopback our listen address is the one the others can reach.
-            SwarmEvent::NewListenAddr { address, .. } => {
-                swarm.add_external_address(address);
-                continue;
-            }
             SwarmEvent::Behaviour(discovery::Event::Discovered {
                 peer,
                 addrs,
@@ -291,6 +324,11 @@ async fn run_peer(
             return;
         }
     }
+}
+
+/// A loopback address on a port the system picks.
+fn loopback() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")
 }
 
 fn short(peer: &PeerId) -> String {

@@ -8,14 +8,12 @@ use std::{
 };
 
 use futures::StreamExt;
-use libp2p::{
-    identify, identity::Keypair, multiaddr::Protocol, swarm::NetworkBehaviour, swarm::SwarmEvent,
-    Multiaddr, PeerId, Swarm,
-};
-use rendezvous_discovery::{client, Cookie, Namespace, RecordFormat};
+use libp2p::{identify, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
+use rendezvous_discovery::{client, Cookie, Namespace};
 
 use crate::{
-    common::{build_swarm, load_or_create_identity, CliError, CliResult},
+    common::{CliError, CliResult},
+    node::{on_swarm_event, parse_namespaces, parse_server, start, Node, NodeArgs, NodeEvent},
     session,
     signals::Signals,
     watch::{advice_for_good, Watch},
@@ -47,109 +45,6 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     node: NodeArgs,
-}
-
-/// Flags shared by `discover` and `register`.
-#[derive(Debug, clap::Args)]
-pub struct NodeArgs {
-    /// Address to listen on (repeatable); its addresses go into our signed record.
-    #[arg(long = "listen", default_value = "/ip4/127.0.0.1/tcp/0")]
-    pub listen: Vec<String>,
-    /// An address to announce in our signed record in addition (repeatable).
-    #[arg(long = "external")]
-    pub external: Vec<String>,
-    /// The server's protocol id (some networks run rendezvous under their own, such as
-    /// /vac/waku/rendezvous/1.0.0 or /canvas/rendezvous/1.0.0).
-    #[arg(long, value_name = "ID", default_value = "/rendezvous/1.0.0", value_parser = crate::common::parse_protocol)]
-    pub protocol: libp2p::StreamProtocol,
-    /// Record format: standard, legacy (rust-libp2p 0.18 servers) or peer-info (unsigned;
-    /// py-libp2p 0.8 servers). The client falls back from standard by itself.
-    #[arg(long, default_value = "standard", value_parser = crate::common::parse_record_format)]
-    pub record_format: RecordFormat,
-    /// Key file (created if absent); without it a new identity is used.
-    #[arg(long)]
-    pub identity: Option<std::path::PathBuf>,
-}
-
-/// The agent version announced over identify. Servers may pick the records they send by it
-/// (ours sends this client every record anyway: it lists the standard-records marker).
-const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
-
-/// The client behaviour with identify beside it, so servers learn what we decode.
-#[derive(NetworkBehaviour)]
-pub struct Node {
-    pub rendezvous: client::Behaviour,
-    pub identify: identify::Behaviour,
-}
-
-/// The peer id and address of `--server`.
-pub fn parse_server(value: &str) -> Result<(PeerId, Multiaddr), CliError> {
-    let addr: Multiaddr = value
-        .parse()
-        .map_err(|e| CliError::Usage(format!("--server {value}: not a multiaddr ({e})")))?;
-    match addr.iter().last() {
-        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
-        _ => Err(CliError::Usage(format!(
-            "--server {value}: expected a multiaddr ending in /p2p/<peer id>"
-        ))),
-    }
-}
-
-pub fn parse_namespaces(values: &[String]) -> Result<Vec<Namespace>, CliError> {
-    values
-        .iter()
-        .map(|v| {
-            Namespace::new(v.clone())
-                .map_err(|e| CliError::Usage(format!("--namespace {v:?}: {e}")))
-        })
-        .collect()
-}
-
-fn parse_addrs(flag: &str, values: &[String]) -> Result<Vec<Multiaddr>, CliError> {
-    values
-        .iter()
-        .map(|v| {
-            v.parse()
-                .map_err(|e| CliError::Usage(format!("--{flag} {v}: not a multiaddr ({e})")))
-        })
-        .collect()
-}
-
-/// Builds the swarm for `config` and starts listening; announces the listen addresses.
-pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, CliError> {
-    let listen = parse_addrs("listen", &node.listen)?;
-    let external = parse_addrs("external", &node.external)?;
-    let key = match &node.identity {
-        Some(path) => load_or_create_identity(path)?,
-        None => Keypair::generate_ed25519(),
-    };
-    let mut config = config
-        .with_record_format(node.record_format)
-        .with_protocol(node.protocol.clone());
-    for addr in external {
-        config = config.with_external_address(addr);
-    }
-    let mut swarm = build_swarm(key, |key| Node {
-        rendezvous: client::Behaviour::new(key.clone(), config),
-        identify: identify::Behaviour::new(
-            identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
-                .with_agent_version(AGENT_VERSION.into()),
-        ),
-    })?;
-    for addr in listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| CliError::Usage(format!("--listen {addr}: cannot listen ({e})")))?;
-    }
-    Ok(swarm)
-}
-
-/// What to do with a swarm event common to both commands: listen addresses become external
-/// addresses (this tool has no other way to learn them).
-pub fn on_swarm_event(swarm: &mut Swarm<Node>, event: &SwarmEvent<NodeEvent>) {
-    if let SwarmEvent::NewListenAddr { address, .. } = event {
-        swarm.add_external_address(address.clone());
-    }
 }
 
 /// One output line for an event, or `None` for events that are not results (failures are
@@ -230,61 +125,111 @@ pub async fn run(args: Args) -> CliResult {
     }
     // Without --once the command runs until stopped: Ctrl-C and SIGTERM stop it cleanly.
     let signals = (!args.once).then(Signals::install).transpose()?;
-    let mut config = client::Config::default()
-        .with_server(server, vec![server_addr])
+    let config = config(&args, server, server_addr, &namespaces);
+    let swarm = start(&args.node, config)?;
+    let watch = Watch::new(server, args.json);
+    match signals {
+        Some(signals) => session::run(swarm, watch, args.json, false, signals).await,
+        None => {
+            Once::new(server, namespaces, args.register)
+                .run(swarm, watch)
+                .await
+        }
+    }
+}
+
+/// The client's configuration for `args`, with `server` at `addr` its only server.
+fn config(
+    args: &Args,
+    server: PeerId,
+    addr: Multiaddr,
+    namespaces: &[Namespace],
+) -> client::Config {
+    let config = client::Config::default()
+        .with_server(server, vec![addr])
         .with_ttl(args.ttl)
         .with_interval(Duration::from_secs(args.interval))
         .with_registration(args.register)
         .with_discovery(!args.once)
         .with_learned_servers(false);
-    for ns in &namespaces {
-        config = config.with_namespace(ns.clone());
-    }
-    let mut swarm = start(&args.node, config)?;
-    let mut watch = Watch::new(server, args.json);
-    if let Some(signals) = signals {
-        return session::run(swarm, watch, args.json, false, signals).await;
-    }
-    let limit = client::DEFAULT_LIMIT;
+    namespaces
+        .iter()
+        .fold(config, |config, ns| config.with_namespace(ns.clone()))
+}
 
-    // --once: page through each namespace with the manual API, then exit; a namespace that
-    // fails does not stop the others, and fails the run at the end.
-    let mut paging: BTreeMap<client::RequestId, Namespace> = BTreeMap::new();
-    let mut failed: BTreeMap<Namespace, client::RequestError> = BTreeMap::new();
-    let mut to_register: BTreeSet<Namespace> = if args.register {
-        namespaces.iter().cloned().collect()
-    } else {
-        BTreeSet::new()
-    };
-    // The pages are asked for once the server has our identify info (or failed to get it),
-    // so it serves us records of both formats.
-    let mut started = false;
-    let mut stdout_open = true;
-    loop {
-        let event = swarm.select_next_some().await;
-        on_swarm_event(&mut swarm, &event);
-        let event = match event {
-            SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) => event,
+/// `--once`: pages through each namespace with the manual API, then exits; a namespace that
+/// fails does not stop the others, and fails the run at the end.
+struct Once {
+    server: PeerId,
+    namespaces: Vec<Namespace>,
+    /// The page asked for in each namespace, by its request.
+    paging: BTreeMap<client::RequestId, Namespace>,
+    failed: BTreeMap<Namespace, client::RequestError>,
+    /// With `--register`: the namespaces whose REGISTER is not answered yet.
+    to_register: BTreeSet<Namespace>,
+    /// Whether the pages were asked for: once the server has our identify info (or failed to
+    /// get it), so it serves us records of every format.
+    started: bool,
+}
+
+impl Once {
+    fn new(server: PeerId, namespaces: Vec<Namespace>, register: bool) -> Self {
+        let to_register = match register {
+            true => namespaces.iter().cloned().collect(),
+            false => BTreeSet::new(),
+        };
+        Self {
+            server,
+            namespaces,
+            paging: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            to_register,
+            started: false,
+        }
+    }
+
+    async fn run(mut self, mut swarm: Swarm<Node>, mut watch: Watch) -> CliResult {
+        let mut stdout_open = true;
+        loop {
+            let event = swarm.select_next_some().await;
+            on_swarm_event(&mut swarm, &event);
+            let Some(event) = self.on_swarm(&mut swarm, &watch, event)? else {
+                continue;
+            };
+            // A page that failed is said at the end, with the others that failed.
+            let paged_failure = matches!(
+                &event,
+                client::Event::DiscoverFailed { request, .. } if self.paging.contains_key(request)
+            );
+            if !paged_failure && session::say(watch.on_client(&event)?, &mut stdout_open).is_err() {
+                // Nobody reads on: end quietly.
+                return Ok(ExitCode::SUCCESS);
+            }
+            self.on_client(&mut swarm, event);
+            if self.started && self.paging.is_empty() && self.to_register.is_empty() {
+                return self.finish(&mut watch, &mut stdout_open);
+            }
+        }
+    }
+
+    /// The client's event in `event`, if it is one. The pages are asked for when the server
+    /// has our identify; failing to reach the server ends the run.
+    fn on_swarm(
+        &mut self,
+        swarm: &mut Swarm<Node>,
+        watch: &Watch,
+        event: SwarmEvent<NodeEvent>,
+    ) -> Result<Option<client::Event>, CliError> {
+        match event {
+            SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) => return Ok(Some(event)),
             SwarmEvent::Behaviour(NodeEvent::Identify(
                 identify::Event::Sent { peer_id, .. } | identify::Event::Error { peer_id, .. },
-            )) if peer_id == server && !started => {
-                started = true;
-                for ns in &namespaces {
-                    let id = swarm.behaviour_mut().rendezvous.discover(
-                        server,
-                        Some(ns.clone()),
-                        None,
-                        Some(limit),
-                    );
-                    paging.insert(id, ns.clone());
-                }
-                continue;
-            }
+            )) if peer_id == self.server && !self.started => self.start(swarm),
             SwarmEvent::OutgoingConnectionError {
-                peer_id: Some(p),
+                peer_id: Some(peer),
                 error,
                 ..
-            } if p == server => {
+            } if peer == self.server => {
                 if let libp2p::swarm::DialError::WrongPeerId { obtained, address } = &error {
                     return Err(watch.wrong_peer(obtained, address));
                 }
@@ -293,17 +238,22 @@ pub async fn run(args: Args) -> CliResult {
                     crate::watch::dial_reason(&error)
                 )));
             }
-            _ => continue,
-        };
-        // A page that failed is said at the end, with the others that failed.
-        let paged_failure = matches!(
-            &event,
-            client::Event::DiscoverFailed { request, .. } if paging.contains_key(request)
-        );
-        if !paged_failure && session::say(watch.on_client(&event)?, &mut stdout_open).is_err() {
-            // Nobody reads on: end quietly.
-            return Ok(ExitCode::SUCCESS);
+            _ => {}
         }
+        Ok(None)
+    }
+
+    /// Asks for the first page of every namespace.
+    fn start(&mut self, swarm: &mut Swarm<Node>) {
+        self.started = true;
+        for ns in &self.namespaces {
+            let id = page(swarm, self.server, ns, None);
+            self.paging.insert(id, ns.clone());
+        }
+    }
+
+    /// Pages on after a full page; notes failures and answered REGISTERs.
+    fn on_client(&mut self, swarm: &mut Swarm<Node>, event: client::Event) {
         match event {
             client::Event::DiscoverCompleted {
                 request,
@@ -312,66 +262,70 @@ pub async fn run(args: Args) -> CliResult {
                 cookie,
                 ..
             } => {
-                let Some(ns) = paging.remove(&request) else {
-                    continue;
+                let Some(ns) = self.paging.remove(&request) else {
+                    return;
                 };
-                if (registrations.len() + skipped) as u64 >= limit {
-                    if let Some(cookie) = cookie {
-                        let id = next_page(&mut swarm, server, &ns, cookie, limit);
-                        paging.insert(id, ns);
-                    }
+                let full = (registrations.len() + skipped) as u64 >= client::DEFAULT_LIMIT;
+                if let (true, Some(cookie)) = (full, cookie) {
+                    let id = page(swarm, self.server, &ns, Some(cookie));
+                    self.paging.insert(id, ns);
                 }
             }
             client::Event::DiscoverFailed { request, error, .. } => {
-                if let Some(ns) = paging.remove(&request) {
-                    failed.insert(ns, error);
+                if let Some(ns) = self.paging.remove(&request) {
+                    self.failed.insert(ns, error);
                 }
             }
             client::Event::Registered { namespace, .. }
             | client::Event::RegisterFailed { namespace, .. } => {
-                to_register.remove(&namespace);
+                self.to_register.remove(&namespace);
             }
             _ => {}
         }
-        if started && paging.is_empty() && to_register.is_empty() {
-            let empty = namespaces
-                .iter()
-                .filter(|ns| !failed.contains_key(*ns))
-                .filter_map(|ns| watch.nobody_in(ns));
-            let _ = session::say(empty.collect(), &mut stdout_open);
-            // Named: a failure the server would repeat if there is one (its exit status says
-            // so), else the first.
-            let named = failed
-                .iter()
-                .find(|(_, error)| advice_for_good(error).is_some())
-                .or_else(|| failed.iter().next());
-            let Some((ns, error)) = named else {
-                return Ok(ExitCode::SUCCESS);
-            };
-            let text = format!(
-                "discovery failed in {} of {} namespaces; {ns}: {error}",
-                failed.len(),
-                namespaces.len()
-            );
-            return Err(match advice_for_good(error) {
-                Some(advice) => CliError::Refused(format!("{text}; {advice}")),
-                None => CliError::Failed(text),
-            });
-        }
+    }
+
+    /// The end of the run: the namespaces where nobody was found are said, and a failure fails
+    /// it, named: one the server would repeat if there is one (its exit status says so), else
+    /// the first.
+    fn finish(&self, watch: &mut Watch, stdout_open: &mut bool) -> CliResult {
+        let empty = self
+            .namespaces
+            .iter()
+            .filter(|ns| !self.failed.contains_key(*ns))
+            .filter_map(|ns| watch.nobody_in(ns));
+        let _ = session::say(empty.collect(), stdout_open);
+        let named = self
+            .failed
+            .iter()
+            .find(|(_, error)| advice_for_good(error).is_some())
+            .or_else(|| self.failed.iter().next());
+        let Some((ns, error)) = named else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let text = format!(
+            "discovery failed in {} of {} namespaces; {ns}: {error}",
+            self.failed.len(),
+            self.namespaces.len()
+        );
+        Err(match advice_for_good(error) {
+            Some(advice) => CliError::Refused(format!("{text}; {advice}")),
+            None => CliError::Failed(text),
+        })
     }
 }
 
-fn next_page(
+/// Asks `server` for the page of `ns` after `cookie`.
+fn page(
     swarm: &mut Swarm<Node>,
     server: PeerId,
     ns: &Namespace,
-    cookie: Cookie,
-    limit: u64,
+    cookie: Option<Cookie>,
 ) -> client::RequestId {
+    let limit = Some(client::DEFAULT_LIMIT);
     swarm
         .behaviour_mut()
         .rendezvous
-        .discover(server, Some(ns.clone()), Some(cookie), Some(limit))
+        .discover(server, Some(ns.clone()), cookie, limit)
 }
 
 #[cfg(test)]

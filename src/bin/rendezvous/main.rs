@@ -11,6 +11,7 @@ mod discover;
 mod flood;
 mod load;
 mod metrics;
+mod node;
 mod output;
 #[cfg(feature = "redis")]
 mod redis_store;

@@ -5,7 +5,7 @@ use rendezvous_discovery::client;
 
 use crate::{
     common::CliResult,
-    discover::{parse_namespaces, parse_server, start, NodeArgs},
+    node::{parse_namespaces, parse_server, start, NodeArgs},
     session,
     signals::Signals,
     watch::Watch,

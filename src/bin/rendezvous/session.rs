@@ -11,7 +11,7 @@ use rendezvous_discovery::client;
 
 use crate::{
     common::{CliError, CliResult},
-    discover::{on_swarm_event, Node, NodeEvent},
+    node::{on_swarm_event, Node, NodeEvent},
     output::{print_line, StdoutClosed},
     signals::Signals,
     watch::{Say, Watch},

@@ -15,7 +15,8 @@ use rendezvous_discovery::{client, ErrorCode, Namespace, Ttl};
 
 use crate::{
     common::CliError,
-    discover::{render, NodeEvent},
+    discover::render,
+    node::NodeEvent,
     output::{chain, root_cause},
 };
 

@@ -10,17 +10,21 @@ use futures::{
     channel::{mpsc, oneshot},
     AsyncWriteExt, SinkExt, StreamExt,
 };
-use libp2p::{identity::Keypair, noise, swarm::SwarmEvent, tcp, yamux, Multiaddr, PeerId, Stream};
+use libp2p::{identity::Keypair, swarm::SwarmEvent, Multiaddr, PeerId, Stream};
 use rendezvous_discovery::{
     codec::{read_message, write_message, DiscoverPage, Message, DEFAULT_MAX_MESSAGE_SIZE},
     Cookie, Namespace, PROTOCOL,
 };
 
-use crate::streams;
+use crate::{node, streams};
 
 /// How long one connection (TCP, noise, yamux) may take to establish, and one request (stream
 /// negotiation, request, response) before it counts as failed, for `rendezvous load`.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a load client's connection stays open with nothing in flight: the whole run (the
+/// client decides when it ends, by dropping its swarm).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Stream requests a client's swarm task can have queued: backpressure for the request window.
 const STREAM_REQUEST_QUEUE: usize = 32;
@@ -55,18 +59,10 @@ impl Client {
         let key = Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
         let (streams, requests) = mpsc::channel(STREAM_REQUEST_QUEUE);
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| format!("cannot set up TCP: {e}"))?
-            .with_behaviour(|_| streams::Behaviour::new(server_peer, PROTOCOL, timeout, requests))
-            .map_err(|e| format!("cannot build the behaviour: {e}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
+        let mut swarm = node::swarm(key.clone(), IDLE_TIMEOUT, |_| {
+            streams::Behaviour::new(server_peer, PROTOCOL, timeout, requests)
+        })
+        .map_err(|e| e.to_string())?;
         swarm
             .dial(server)
             .map_err(|e| format!("cannot dial: {e}"))?;
