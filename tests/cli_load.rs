@@ -62,8 +62,10 @@ async fn load_against_the_reference_server_sees_every_registration_exactly_once(
     assert_eq!(report["registrations"], 12);
     // Two discoverers, each receiving all 12 registrations once.
     assert_eq!(report["discovered"], 24);
-    // The connect phase counts the 4 clients (the discoverers connect after registering).
+    // The connect phase counts the 4 clients (the discoverers connect after registering),
+    // all dialing at once by default.
     assert_eq!(report["phases"]["connect"]["ops"], 4);
+    assert_eq!(report["max_dialing"], Value::Null);
     // 3 namespaces of 4 registrations with limit 5: one short page each, per discoverer.
     assert_eq!(report["phases"]["discover"]["ops"], 6);
     for result in report["discoverer_results"].as_array().unwrap() {
@@ -119,6 +121,12 @@ async fn a_bad_flag_is_one_line_and_exit_status_2() {
         ],
         &["--no-such-flag"],
         &["--record-format", "json"],
+        &[
+            "--server",
+            "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+            "--max-dialing",
+            "0",
+        ],
     ] {
         support::one_line_error(&load(args).await, &format!("{args:?}"));
     }
@@ -160,4 +168,13 @@ async fn load_against_our_server_sees_every_registration_exactly_once_in_both_fo
         };
         assert_eq!(report["discovered"], 24 + own, "{report}");
     }
+}
+
+/// `--max-dialing` paces the dials when asked to; the run is the same otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_dialing_paces_the_dials_and_every_client_still_connects() {
+    let report = load_twelve(&reference_server().await, &["--max-dialing", "1"]).await;
+    assert_eq!(report["max_dialing"], 1);
+    assert_eq!(report["phases"]["connect"]["ops"], 4);
+    assert_eq!(report["phases"]["connect"]["errors"], 0);
 }

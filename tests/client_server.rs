@@ -161,3 +161,81 @@ async fn a_restarted_server_is_recovered_from_without_duplicates() {
         .collect();
     assert!(again.is_empty(), "A was reported again: {again:?}");
 }
+
+/// Namespaces `ns-0` to `ns-{n-1}`.
+fn namespaces(n: usize) -> Vec<Namespace> {
+    (0..n)
+        .map(|i| Namespace::new(format!("ns-{i}")).unwrap())
+        .collect()
+}
+
+/// Issue 18: a client in the most namespaces it takes registers and discovers in all of them at
+/// once (128 requests) on our server with its default config (a stream cap per connection, a
+/// request rate per peer), in one pass: no request is lost to a reset stream or reported
+/// refused by the rate limit.
+#[tokio::test]
+async fn a_client_in_64_namespaces_registers_and_discovers_all_at_once_on_a_default_server() {
+    let s = spawn_with_identify_at(
+        support::swarm(|key| {
+            WithIdentify::new(key, |_| server::Behaviour::new(Default::default()))
+        }),
+        memory_addr(),
+    )
+    .await;
+    let all = namespaces(client::MAX_NAMESPACES);
+    let config = |register: bool, discover: bool| {
+        let mut config = client::Config::default()
+            .with_server(s.peer, vec![s.addr()])
+            .with_registration(register)
+            .with_discovery(discover)
+            // One pass: nothing is asked twice within the test.
+            .with_interval(Duration::from_secs(3600))
+            .with_seed(18);
+        for ns in &all {
+            config = config.with_namespace(ns.clone());
+        }
+        config
+    };
+    let failed = |e: &Event| {
+        matches!(
+            e,
+            Event::RegisterFailed { .. } | Event::DiscoverFailed { .. }
+        )
+        .then(|| format!("{e:?}"))
+    };
+
+    // A registers in every namespace first.
+    let mut a = spawn_client(config(true, false)).await;
+    let mut registered = std::collections::BTreeSet::new();
+    while registered.len() < all.len() {
+        let event = a.wait_for(|e| Some(e.clone())).await;
+        assert_eq!(failed(&event), None);
+        if let Event::Registered { namespace, .. } = event {
+            registered.insert(namespace);
+        }
+    }
+
+    // B registers in every namespace and discovers every one, all at once.
+    let mut b = spawn_client(config(true, true)).await;
+    let (mut b_registered, mut found) = (std::collections::BTreeSet::new(), Vec::new());
+    while b_registered.len() < all.len() || found.len() < all.len() {
+        let event = b.wait_for(|e| Some(e.clone())).await;
+        assert_eq!(failed(&event), None);
+        match event {
+            Event::Registered { namespace, .. } => {
+                b_registered.insert(namespace);
+            }
+            Event::Discovered {
+                peer, namespace, ..
+            } => found.push((peer, namespace)),
+            _ => {}
+        }
+    }
+    found.sort();
+    let expected: Vec<(PeerId, Namespace)> = {
+        let mut e: Vec<_> = all.iter().map(|ns| (a.peer, ns.clone())).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(found, expected, "A in every namespace, once each");
+}

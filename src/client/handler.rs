@@ -1,6 +1,9 @@
 //! The client's connection handler (an implementation detail of [`super::Behaviour`], public
 //! only because the behaviour names it): one outbound stream per request, a request timeout, a
 //! bounded number of requests in flight, and a report when the remote announces the protocol.
+//!
+//! The schedule hands a connection at most [`MAX_IN_FLIGHT_PER_CONNECTION`] requests at once;
+//! the handler checks that bound again rather than open streams without one.
 
 use std::{
     collections::VecDeque,
@@ -19,7 +22,7 @@ use libp2p::{
     StreamProtocol,
 };
 
-use super::{RequestError, RequestId, MAX_PENDING_REQUESTS};
+use super::{RequestError, RequestId, MAX_IN_FLIGHT_PER_CONNECTION};
 use crate::codec::{
     read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -251,7 +254,9 @@ impl ConnectionHandler for Handler {
     fn on_behaviour_event(&mut self, event: InEvent) {
         match event {
             InEvent::Send { request, message } => {
-                if self.pending() >= MAX_PENDING_REQUESTS {
+                // The schedule never sends more; a request over the bound fails rather than
+                // open a stream the server would reset.
+                if self.pending() >= MAX_IN_FLIGHT_PER_CONNECTION {
                     self.events.push_back(OutEvent::Outcome {
                         request,
                         result: Err(RequestError::TooManyPending),

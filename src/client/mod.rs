@@ -61,6 +61,19 @@
 //!   configured server until the connection has told it the remote's protocols (identify
 //!   finished on our side), or two seconds passed (a server without identify): other servers
 //!   may pick records by what identify says too.
+//! - **Requests in flight**: at most [`MAX_IN_FLIGHT_PER_CONNECTION`] (4) per server
+//!   connection, each on its own stream, below the stream cap of every server we know (a server
+//!   resets streams over its cap). The others wait, oldest first, and go out as earlier ones end:
+//!   automatic requests (at most one REGISTER and one DISCOVER per namespace and server, so up
+//!   to 2 × [`MAX_NAMESPACES`] = 128 per server, follow-up pages included), manual ones (at most
+//!   [`MAX_QUEUED_PER_SERVER`], 128, per server) and the UNREGISTERs of [`Behaviour::stop`]. So
+//!   a client in 64 namespaces registers and discovers in all of them at once without losing a
+//!   request to a server's stream cap.
+//! - **Retries**: a request refused for a passing reason, a stream reset or closed without a
+//!   reply, or `E_UNAVAILABLE` (a server's rate limit, or a server busy for the moment), is sent
+//!   again after a short jittered backoff (from [`REQUEST_RETRY_DELAY`], doubling), up to
+//!   [`MAX_REQUEST_RETRIES`] times; only then is its failure reported. A refusal that judges the
+//!   request (an invalid TTL, cookie or record, not authorized) is reported at once.
 //! - **Propagation**: a connected peer that announces `/rendezvous/1.0.0` (learned through identify,
 //!   or any protocol that reports remote protocols) is taken as a server too: the node registers
 //!   there and polls it, up to [`MAX_SERVERS`]. Learned servers are not redialed when they go away.
@@ -82,9 +95,10 @@
 //!
 //! [`Behaviour::register`], [`Behaviour::unregister`] and [`Behaviour::discover`] return a
 //! [`RequestId`] that the outcome event carries (`request` field). A manual call for a server that is
-//! not connected queues the request (at most [`MAX_QUEUED_PER_SERVER`] per server) and dials the
-//! server; if the dial fails or the queue is full, the outcome event carries
-//! [`RequestError::NotConnected`] or [`RequestError::TooManyPending`]. Manual registrations are
+//! not connected queues the request and dials the server; a request for a connected server
+//! waits in the same queue while [`MAX_IN_FLIGHT_PER_CONNECTION`] are in flight there. At most
+//! [`MAX_QUEUED_PER_SERVER`] wait per server; if the dial fails or the queue is full, the
+//! outcome event carries [`RequestError::NotConnected`] or [`RequestError::TooManyPending`]. Manual registrations are
 //! one-shot: they are not refreshed (configure a namespace for that), but [`Behaviour::stop`]
 //! unregisters them too.
 
@@ -117,12 +131,34 @@ pub const MAX_NAMESPACES: usize = 64;
 /// are still refreshed.
 pub const MAX_DISCOVERED: usize = 10_000;
 
-/// Most requests in flight on one connection. A further request fails at once with
-/// [`RequestError::TooManyPending`] rather than queueing without bound.
-pub const MAX_PENDING_REQUESTS: usize = 64;
+/// Most requests the client has in flight on one connection (one stream each); the others wait
+/// their turn. A server serves a bounded number of streams per connection at once and resets the
+/// streams over it: ours served 8 before it learnt to let them wait, rust-libp2p's takes 100.
+/// Four stays under every server we know, with room for the streams a server still counts for a
+/// moment after answering them (until it sees our end of the stream), and keeps a burst from
+/// one client (64 namespaces: 128 requests) from taking a server's whole share at once.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4;
 
-/// Most manual requests waiting for a server connection, per server.
-pub const MAX_QUEUED_PER_SERVER: usize = 32;
+/// Most manual requests waiting per server, for a connection or for a place among the requests
+/// in flight ([`MAX_IN_FLIGHT_PER_CONNECTION`]): enough to register and discover in
+/// [`MAX_NAMESPACES`] namespaces by hand at once (a follow-up page is asked for only once its
+/// previous page came back, so it takes that one's place). A further request fails at once
+/// with [`RequestError::TooManyPending`]. Automatic requests wait too, but they need no bound
+/// of their own: each (server, namespace) has at most one REGISTER and one DISCOVER at a time.
+pub const MAX_QUEUED_PER_SERVER: usize = 2 * MAX_NAMESPACES;
+
+/// Most times one request is sent again after a refusal that says nothing about the request
+/// itself: a stream the server or its muxer reset or closed without a reply (over its stream
+/// cap), or `E_UNAVAILABLE` (over its request rate, or busy for the moment). Only the last
+/// failure is reported. With [`REQUEST_RETRY_DELAY`] doubling, the retries span about six
+/// seconds, more than a server's rate limit needs to let a burst of [`MAX_QUEUED_PER_SERVER`]
+/// requests through (ours: 50 per second).
+pub const MAX_REQUEST_RETRIES: u32 = 5;
+
+/// The backoff before the first retry of a refused request ([`MAX_REQUEST_RETRIES`]); doubled
+/// for each retry after it, and drawn between half of that and all of it so that requests
+/// refused together do not come back together.
+pub const REQUEST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Most pages asked for in a row in one discovery tick, so a server that always answers full
 /// pages cannot keep the client busy for ever.
@@ -178,8 +214,12 @@ pub enum RequestError {
     /// The server is not connected (the dial failed, or the connection closed first).
     #[error("the server is not connected")]
     NotConnected,
-    /// Too many requests are pending on the connection or waiting for it.
-    #[error("too many pending requests")]
+    /// Too many manual requests wait for the server (at most [`MAX_QUEUED_PER_SERVER`]), or
+    /// the server would be one more than [`MAX_SERVERS`].
+    #[error(
+        "too many requests wait for this server (at most {MAX_QUEUED_PER_SERVER}), or the client \
+         already uses the most servers it may ({MAX_SERVERS})"
+    )]
     TooManyPending,
     /// The node has no external address to put in a signed record.
     #[error("no external address to register")]
@@ -224,7 +264,9 @@ pub enum Event {
         /// The request.
         request: RequestId,
     },
-    /// A REGISTER failed. Automatic registrations are retried with backoff.
+    /// A REGISTER failed. A refusal for a passing reason was retried first (see
+    /// [`MAX_REQUEST_RETRIES`]); automatic registrations are then tried again with
+    /// [`Config::with_backoff`]'s backoff.
     RegisterFailed {
         /// The server.
         server: PeerId,
@@ -284,7 +326,9 @@ pub enum Event {
         /// How many entries of the page were left out.
         count: usize,
     },
-    /// A DISCOVER failed. The automatic loop retries with backoff.
+    /// A DISCOVER failed. A refusal for a passing reason was retried first (see
+    /// [`MAX_REQUEST_RETRIES`]); the automatic loop then tries again with
+    /// [`Config::with_backoff`]'s backoff.
     DiscoverFailed {
         /// The server.
         server: PeerId,

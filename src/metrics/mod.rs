@@ -60,6 +60,22 @@ impl Metrics {
         }
     }
 
+    /// Registers only the server's metrics (`libp2p_rendezvous_server_*`) in `registry`, for a
+    /// process that runs a server and no client or aggregator: its exposition then holds no
+    /// client or discovery families stuck at 0. Client and aggregator events recorded anyway
+    /// are counted where nobody reads them.
+    pub fn for_server(registry: &mut Registry) -> Self {
+        let mut unused = Registry::default();
+        let mut metrics = Self::new(&mut unused);
+        metrics.server = server::Metrics::new(
+            registry
+                .sub_registry_with_prefix("libp2p")
+                .sub_registry_with_prefix("rendezvous")
+                .sub_registry_with_prefix("server"),
+        );
+        metrics
+    }
+
     /// Sets the server's gauges (registrations held, namespaces in use, whether its store is
     /// available) from `server`. Call it after recording each of its events (the gauges are
     /// state, not events).
@@ -303,6 +319,26 @@ mod tests {
         assert_eq!(get(&format!("{p}store_commit_operations_sum")), 5.0);
         assert_eq!(get(&format!("{p}store_commit_operations_count")), 1.0);
         assert_eq!(get(&format!("{p}store_commit_duration_seconds_sum")), 0.001);
+    }
+
+    #[test]
+    fn given_metrics_for_a_server_then_only_server_families_are_exposed() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::for_server(&mut registry);
+        metrics.record(&server::Event::RegistrationExpired(registration()));
+        metrics.record(&client::Event::Expired {
+            peer: PeerId::random(),
+            namespace: Namespace::from_static("chat"),
+        });
+        let s = samples(&registry);
+        assert_eq!(
+            s["libp2p_rendezvous_server_registrations_removed_total{cause=\"expired\"}"],
+            1.0
+        );
+        assert!(
+            s.keys().all(|k| k.starts_with("libp2p_rendezvous_server_")),
+            "{s:#?}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A real HTTP client for `serve --metrics`: `GET` a path, scrape and parse `/metrics`.
+//! A real HTTP client for `serve --metrics`: `GET` (or another method) a path, scrape and parse
+//! `/metrics`.
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
@@ -6,14 +7,25 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-/// `GET path` over HTTP/1 with hyper's client: the status and the body.
+/// `GET path` over HTTP/1 with hyper's client: the status, the content type and the body.
 pub async fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
+    request(address, hyper::Method::GET, path).await
+}
+
+/// `method path` over HTTP/1 with hyper's client: the status, the content type and the body.
+pub async fn request(
+    address: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+) -> (u16, String, String) {
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, address.to_string())
         .body(Empty::<Bytes>::new())
         .unwrap();

@@ -4,20 +4,28 @@ use std::{fmt, fs, io::Write, path::Path, time::Duration};
 
 use libp2p::{identity::Keypair, noise, swarm::NetworkBehaviour, tcp, yamux, Swarm};
 
-/// A failure of a subcommand; `Usage` exits with status 2, `Failed` with 1.
+/// A failure of a subcommand, with its exit status (the table is [`crate::EXIT_CODES`]).
 #[derive(Debug)]
 pub enum CliError {
-    /// The user gave a flag value or file we cannot use; the text says what was expected.
+    /// The user gave a flag value, file or address we cannot use; the text says what was
+    /// expected. Exit status 2.
     Usage(String),
-    /// The command ran and failed.
+    /// The command ran and failed. Exit status 1.
     Failed(String),
+    /// The server refused a request with a status it would give again (the request itself is
+    /// wrong for it: TTL, namespace, record, authorization). Exit status 3.
+    Refused(String),
+    /// The peer at the server's address is not the peer `--server` names. Exit status 4.
+    WrongPeer(String),
 }
 
 impl CliError {
     pub fn exit_status(&self) -> u8 {
         match self {
-            CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Refused(_) => 3,
+            CliError::WrongPeer(_) => 4,
         }
     }
 }
@@ -25,22 +33,15 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(s) | CliError::Failed(s) => f.write_str(s),
+            CliError::Usage(s)
+            | CliError::Failed(s)
+            | CliError::Refused(s)
+            | CliError::WrongPeer(s) => f.write_str(s),
         }
     }
 }
 
 pub type CliResult = Result<std::process::ExitCode, CliError>;
-
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays for output.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
 
 /// Loads the keypair in `path` (protobuf encoding, as libp2p writes it), or creates an ed25519
 /// key there with mode 0600 when the file does not exist, so the peer id survives restarts.

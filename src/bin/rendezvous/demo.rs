@@ -13,7 +13,10 @@ use libp2p::{identity::Keypair, swarm::SwarmEvent, Multiaddr, PeerId};
 use rendezvous_discovery::{client, discovery, server, Namespace, Ttl};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::common::{build_swarm, CliError, CliResult};
+use crate::{
+    common::{build_swarm, CliError, CliResult},
+    output::outln,
+};
 
 /// Flags of `rendezvous demo`.
 #[derive(Debug, clap::Args)]
@@ -69,7 +72,7 @@ enum Report {
 pub async fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let (server_id, server_addr) = start_server().await?;
-    println!("server  {} listening on {server_addr}", short(&server_id));
+    outln!("server  {} listening on {server_addr}", short(&server_id));
 
     let (tx, mut rx) = mpsc::channel::<(&'static str, Report)>(64);
     let mut names: HashMap<PeerId, &'static str> = HashMap::new();
@@ -123,7 +126,7 @@ pub async fn run(args: Args) -> CliResult {
         match report {
             Report::Registered { ns, ttl } => {
                 if registered.insert(name) {
-                    println!("{name:<7} registered in \"{ns}\" (ttl {ttl} s)");
+                    outln!("{name:<7} registered in \"{ns}\" (ttl {ttl} s)");
                 }
             }
             Report::Discovered {
@@ -133,7 +136,7 @@ pub async fn run(args: Args) -> CliResult {
             } => {
                 let other = who(&peer);
                 let addr = addrs.first().map(ToString::to_string).unwrap_or_default();
-                println!(
+                outln!(
                     "{name:<7} discovered {other} in \"{}\" at {addr} (via {source})",
                     namespace_of(other).unwrap_or("?")
                 );
@@ -149,7 +152,7 @@ pub async fn run(args: Args) -> CliResult {
                     .all(|pair| discovered.contains(pair));
                 if leaver_done {
                     if let Some(leave) = leave.take() {
-                        println!(
+                        outln!(
                             "{LEAVER:<7} leaves (unregisters and disconnects; its {LEAVER_TTL} s \
                              registration runs out at the others')"
                         );
@@ -159,7 +162,7 @@ pub async fn run(args: Args) -> CliResult {
             }
             Report::Expired { peer } => {
                 let other = who(&peer);
-                println!("{name:<7} saw {other} expire");
+                outln!("{name:<7} saw {other} expire");
                 if name == WATCHER && other == LEAVER && left {
                     expired_seen = true;
                 } else if other != LEAVER || !left {
@@ -186,7 +189,7 @@ pub async fn run(args: Args) -> CliResult {
         problems.push(format!("{WATCHER} did not see {LEAVER} expire"));
     }
     if problems.is_empty() {
-        println!(
+        outln!(
             "ok: {} peers registered, each discovered exactly the peers of its namespace, \
              and {WATCHER} saw {LEAVER} leave ({elapsed:.1} s)",
             PEERS.len()

@@ -1,7 +1,11 @@
 //! `rendezvous discover`: run the rendezvous discovery source against one server and print
 //! one line per event.
 
-use std::{collections::BTreeMap, process::ExitCode, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::ExitCode,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use libp2p::{
@@ -10,7 +14,12 @@ use libp2p::{
 };
 use rendezvous_discovery::{client, Cookie, Namespace, RecordFormat};
 
-use crate::common::{build_swarm, load_or_create_identity, CliError, CliResult};
+use crate::{
+    common::{build_swarm, load_or_create_identity, CliError, CliResult},
+    session,
+    signals::Signals,
+    watch::{advice_for_good, Watch},
+};
 
 /// Flags of `rendezvous discover`.
 #[derive(Debug, clap::Args)]
@@ -143,7 +152,10 @@ pub fn on_swarm_event(swarm: &mut Swarm<Node>, event: &SwarmEvent<NodeEvent>) {
     }
 }
 
-/// One output line for an event, or `None` for events that are not printed.
+/// One output line for an event, or `None` for events that are not results (failures are
+/// said on stderr, by [`crate::watch::Watch`]). Text lines start with what happened and the
+/// namespace: `discovered NS PEER ADDR...`, `expired NS PEER`, `registered NS at SERVER ttl
+/// SECONDS`, `unregistered NS at SERVER`.
 pub fn render(event: &client::Event, json: bool) -> Option<String> {
     use client::Event as E;
     let value = match event {
@@ -155,7 +167,7 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
         } => {
             if !json {
                 let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-                return Some(format!("discovered {peer} {}", addrs.join(" ")));
+                return Some(format!("discovered {namespace} {peer} {}", addrs.join(" ")));
             }
             serde_json::json!({
                 "event": "discovered",
@@ -167,7 +179,7 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
         }
         E::Expired { peer, namespace } => {
             if !json {
-                return Some(format!("expired {peer}"));
+                return Some(format!("expired {namespace} {peer}"));
             }
             serde_json::json!({"event": "expired", "peer": peer.to_string(), "namespace": namespace.as_str()})
         }
@@ -182,17 +194,6 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
             }
             serde_json::json!({"event": "registered", "namespace": namespace.as_str(), "server": server.to_string(), "ttl": ttl})
         }
-        E::RegisterFailed {
-            server,
-            namespace,
-            error,
-            ..
-        } => {
-            if !json {
-                return Some(format!("register-failed {namespace} at {server}: {error}"));
-            }
-            serde_json::json!({"event": "register_failed", "namespace": namespace.as_str(), "server": server.to_string(), "error": error.to_string()})
-        }
         E::Unregistered {
             server, namespace, ..
         } => {
@@ -200,18 +201,6 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
                 return Some(format!("unregistered {namespace} at {server}"));
             }
             serde_json::json!({"event": "unregistered", "namespace": namespace.as_str(), "server": server.to_string()})
-        }
-        E::DiscoverFailed {
-            server,
-            namespace,
-            error,
-            ..
-        } => {
-            let ns = namespace.as_ref().map_or("*", |n| n.as_str());
-            if !json {
-                return Some(format!("discover-failed {ns} at {server}: {error}"));
-            }
-            serde_json::json!({"event": "discover_failed", "namespace": ns, "server": server.to_string(), "error": error.to_string()})
         }
         E::RecordsSkipped {
             server,
@@ -226,12 +215,6 @@ pub fn render(event: &client::Event, json: bool) -> Option<String> {
             }
             serde_json::json!({"event": "skipped", "count": count, "namespace": ns, "server": server.to_string()})
         }
-        E::NoAddressesToRegister => {
-            if !json {
-                return Some("no-addresses-to-register".into());
-            }
-            serde_json::json!({"event": "no_addresses_to_register"})
-        }
         _ => return None,
     };
     Some(value.to_string())
@@ -245,6 +228,8 @@ pub async fn run(args: Args) -> CliResult {
             "--interval 0: expected at least 1 second".into(),
         ));
     }
+    // Without --once the command runs until stopped: Ctrl-C and SIGTERM stop it cleanly.
+    let signals = (!args.once).then(Signals::install).transpose()?;
     let mut config = client::Config::default()
         .with_server(server, vec![server_addr])
         .with_ttl(args.ttl)
@@ -256,25 +241,27 @@ pub async fn run(args: Args) -> CliResult {
         config = config.with_namespace(ns.clone());
     }
     let mut swarm = start(&args.node, config)?;
+    let mut watch = Watch::new(server, args.json);
+    if let Some(signals) = signals {
+        return session::run(swarm, watch, args.json, false, signals).await;
+    }
     let limit = client::DEFAULT_LIMIT;
 
-    // --once: page through each namespace with the manual API, then exit.
+    // --once: page through each namespace with the manual API, then exit; a namespace that
+    // fails does not stop the others, and fails the run at the end.
     let mut paging: BTreeMap<client::RequestId, Namespace> = BTreeMap::new();
-    let mut to_register: usize = if args.once && args.register {
-        namespaces.len()
+    let mut failed: BTreeMap<Namespace, client::RequestError> = BTreeMap::new();
+    let mut to_register: BTreeSet<Namespace> = if args.register {
+        namespaces.iter().cloned().collect()
     } else {
-        0
+        BTreeSet::new()
     };
-    // With --once, the pages are asked for once the server has our identify info (or failed
-    // to get it), so it serves us records of both formats.
-    let mut started = !args.once;
+    // The pages are asked for once the server has our identify info (or failed to get it),
+    // so it serves us records of both formats.
+    let mut started = false;
+    let mut stdout_open = true;
     loop {
-        let event = tokio::select! {
-            event = swarm.select_next_some() => event,
-            _ = tokio::signal::ctrl_c(), if !args.once => {
-                return Ok(ExitCode::SUCCESS);
-            }
-        };
+        let event = swarm.select_next_some().await;
         on_swarm_event(&mut swarm, &event);
         let event = match event {
             SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) => event,
@@ -298,21 +285,24 @@ pub async fn run(args: Args) -> CliResult {
                 error,
                 ..
             } if p == server => {
-                if args.once {
-                    return Err(CliError::Failed(format!(
-                        "cannot reach the server: {error}"
-                    )));
+                if let libp2p::swarm::DialError::WrongPeerId { obtained, address } = &error {
+                    return Err(watch.wrong_peer(obtained, address));
                 }
-                tracing::warn!(%server, "cannot reach the server: {error}");
-                continue;
+                return Err(CliError::Failed(format!(
+                    "cannot reach the server: {}",
+                    crate::watch::dial_reason(&error)
+                )));
             }
             _ => continue,
         };
-        if let Some(line) = render(&event, args.json) {
-            println!("{line}");
-        }
-        if !args.once {
-            continue;
+        // A page that failed is said at the end, with the others that failed.
+        let paged_failure = matches!(
+            &event,
+            client::Event::DiscoverFailed { request, .. } if paging.contains_key(request)
+        );
+        if !paged_failure && session::say(watch.on_client(&event)?, &mut stdout_open).is_err() {
+            // Nobody reads on: end quietly.
+            return Ok(ExitCode::SUCCESS);
         }
         match event {
             client::Event::DiscoverCompleted {
@@ -332,18 +322,41 @@ pub async fn run(args: Args) -> CliResult {
                     }
                 }
             }
-            client::Event::DiscoverFailed { request, error, .. }
-                if paging.contains_key(&request) =>
-            {
-                return Err(CliError::Failed(format!("discovery failed: {error}")));
+            client::Event::DiscoverFailed { request, error, .. } => {
+                if let Some(ns) = paging.remove(&request) {
+                    failed.insert(ns, error);
+                }
             }
-            client::Event::Registered { .. } | client::Event::RegisterFailed { .. } => {
-                to_register = to_register.saturating_sub(1);
+            client::Event::Registered { namespace, .. }
+            | client::Event::RegisterFailed { namespace, .. } => {
+                to_register.remove(&namespace);
             }
             _ => {}
         }
-        if started && paging.is_empty() && to_register == 0 {
-            return Ok(ExitCode::SUCCESS);
+        if started && paging.is_empty() && to_register.is_empty() {
+            let empty = namespaces
+                .iter()
+                .filter(|ns| !failed.contains_key(*ns))
+                .filter_map(|ns| watch.nobody_in(ns));
+            let _ = session::say(empty.collect(), &mut stdout_open);
+            // Named: a failure the server would repeat if there is one (its exit status says
+            // so), else the first.
+            let named = failed
+                .iter()
+                .find(|(_, error)| advice_for_good(error).is_some())
+                .or_else(|| failed.iter().next());
+            let Some((ns, error)) = named else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let text = format!(
+                "discovery failed in {} of {} namespaces; {ns}: {error}",
+                failed.len(),
+                namespaces.len()
+            );
+            return Err(match advice_for_good(error) {
+                Some(advice) => CliError::Refused(format!("{text}; {advice}")),
+                None => CliError::Failed(text),
+            });
         }
     }
 }

@@ -32,6 +32,7 @@ use serde_json::json;
 use crate::{
     common::{CliError, CliResult},
     load::Client,
+    output::outln,
 };
 
 /// Most connections or identities one flood uses.
@@ -264,7 +265,7 @@ pub async fn run(args: Args) -> CliResult {
         "legit_first_failure": figures.first_failure,
         "legit_registrations_kept": format!("{kept}/{LEGIT_NAMESPACES}"),
     });
-    println!("{report}");
+    outln!("{report}");
     let ok = figures.failures == 0 && kept == LEGIT_NAMESPACES;
     Ok(if ok {
         ExitCode::SUCCESS

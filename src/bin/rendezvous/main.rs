@@ -11,15 +11,33 @@ mod discover;
 mod flood;
 mod load;
 mod metrics;
+mod output;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod register;
 mod serve;
+mod session;
+mod signals;
 mod streams;
+mod watch;
+
+/// The exit statuses, shown by `--help` and listed in the README.
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0         done; or stopped by Ctrl-C or SIGTERM (registrations removed first), or stdout closed
+  1         failed while running; the message says what (for example: `discover --once` could
+            not reach the server)
+  2         unusable arguments: a bad flag value, a key file that is no key, a listen address
+            that is in use or not ours
+  3         the server refused a request for good, with a status it would give again
+            (E_INVALID_TTL, E_INVALID_NAMESPACE, E_INVALID_SIGNED_PEER_RECORD, E_NOT_AUTHORIZED;
+            its statusText is printed), or does not speak the protocol id: change the request
+  4         the peer at --server's address has another peer id than --server's /p2p/ part
+  130, 143  a second Ctrl-C or SIGTERM while stopping: exited at once";
 
 /// The libp2p rendezvous server and client.
 #[derive(Debug, Parser)]
-#[command(name = "rendezvous", version, about)]
+#[command(name = "rendezvous", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,11 +45,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a rendezvous server (TCP + QUIC) until Ctrl-C.
+    /// Run a rendezvous server (TCP + QUIC) until Ctrl-C or SIGTERM.
+    #[command(after_help = EXIT_CODES)]
     Serve(serve::Args),
     /// Discover peers through a rendezvous server and print them.
+    #[command(after_help = EXIT_CODES)]
     Discover(discover::Args),
     /// Register in namespaces with a rendezvous server and keep the registrations fresh.
+    #[command(after_help = EXIT_CODES)]
     Register(register::Args),
     /// Load-test a rendezvous server: connect, register, discover; report throughput.
     Load(load::Args),
@@ -47,15 +68,11 @@ fn main() -> ExitCode {
         // --help and --version print as clap prints them.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // One line saying what was wrong and expected; clap's tips and usage follow on
-            // stderr only with --help.
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{line} (see --help)");
+            eprintln!("{} (see --help)", usage_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
-    common::init_logging();
+    output::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -78,6 +95,62 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_status())
+        }
+    }
+}
+
+/// clap's error as one line: its first paragraph, which says what was wrong and names what is
+/// missing (`the following required arguments were not provided:` is followed by the arguments
+/// on lines of their own), without the tips and usage that follow; those are in --help.
+fn usage_line(clap_error: &str) -> String {
+    let paragraph: Vec<&str> = clap_error
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    match paragraph.join(" ") {
+        line if line.is_empty() => "error: invalid arguments".into(),
+        line => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_argument_is_named_on_the_one_line() {
+        for (args, missing) in [
+            (
+                &["rendezvous", "register"][..],
+                &["--server", "--namespace"][..],
+            ),
+            (
+                &["rendezvous", "discover", "--namespace", "x"][..],
+                &["--server"][..],
+            ),
+            (&["rendezvous", "load"][..], &["--server"][..]),
+        ] {
+            let error = Cli::try_parse_from(args).unwrap_err();
+            let line = usage_line(&error.to_string());
+            assert!(line.starts_with("error: "), "{line}");
+            for flag in missing {
+                assert!(line.contains(flag), "{args:?}: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_lists_the_exit_codes() {
+        for args in [
+            &["rendezvous", "--help"][..],
+            &["rendezvous", "register", "--help"][..],
+        ] {
+            let help = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(help.contains("Exit status:"), "{args:?}");
+            assert!(help.contains("E_INVALID_TTL"), "{args:?}");
         }
     }
 }

@@ -146,12 +146,18 @@ fn respond(
         );
         response
     };
-    if request.method() != Method::GET {
-        return reply(
+    // HEAD answers as GET does; hyper leaves the body out.
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
-            "only GET is served\n".into(),
+            "only GET and HEAD are served\n".into(),
         );
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return response;
     }
     match request.uri().path() {
         "/metrics" => {
@@ -160,7 +166,7 @@ fn respond(
                 Ok(()) => reply(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
+                    in_label_order(&text),
                 ),
                 Err(error) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -184,5 +190,141 @@ fn respond(
             "text/plain; charset=utf-8",
             "not found; try /metrics or /health\n".into(),
         ),
+    }
+}
+
+/// `exposition` with the series of each metric family in the order of their labels.
+/// prometheus-client writes a family's series in the order of its `HashMap`, which differs
+/// between processes and changes as series are added; sorted, two scrapes can be compared
+/// line by line. Each series keeps its lines together and in their order (a histogram's sum,
+/// count and buckets, the buckets by `le` as OpenMetrics requires). A family whose lines do
+/// not parse as expected is left as it is.
+pub fn in_label_order(exposition: &str) -> String {
+    let mut out = String::with_capacity(exposition.len());
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |samples: &mut Vec<&str>, out: &mut String| {
+        for line in sorted_series(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        samples.clear();
+    };
+    for line in exposition.lines() {
+        if line.starts_with('#') {
+            flush(&mut samples, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    flush(&mut samples, &mut out);
+    out
+}
+
+/// The sample lines of one family, series by series in label order (see [`in_label_order`]).
+fn sorted_series<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+    let mut series: Vec<(String, Vec<&'a str>)> = Vec::new();
+    for line in lines {
+        let Some(key) = series_key(line) else {
+            return lines.to_vec();
+        };
+        match series.last_mut() {
+            Some((last, group)) if *last == key => group.push(line),
+            _ => series.push((key, vec![line])),
+        }
+    }
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    series.into_iter().flat_map(|(_, group)| group).collect()
+}
+
+/// The labels of a sample line without `le` and `quantile` (which tell the lines of one
+/// histogram or summary series apart); empty for a line without labels; `None` when the line
+/// does not parse.
+fn series_key(line: &str) -> Option<String> {
+    let name_end = line.find(['{', ' '])?;
+    if line[name_end..].starts_with(' ') {
+        return Some(String::new());
+    }
+    let labels = &line[name_end + 1..];
+    let mut pairs = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in labels.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' | '}' if !quoted => {
+                let pair = labels[start..i].trim();
+                if !pair.is_empty() && !pair.starts_with("le=") && !pair.starts_with("quantile=") {
+                    pairs.push(pair);
+                }
+                if c == '}' {
+                    return Some(pairs.join(","));
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_series_in_any_order_then_they_come_out_in_label_order_with_buckets_kept_together() {
+        let text = "\
+# HELP a_total A.
+# TYPE a_total counter
+a_total{kind=\"z\"} 1
+a_total{kind=\"a,}\\\"\"} 2
+a_total{kind=\"m\"} 3
+# HELP h H.
+# TYPE h histogram
+h_sum{type=\"register\"} 1.0
+h_count{type=\"register\"} 1
+h_bucket{le=\"0.1\",type=\"register\"} 1
+h_bucket{le=\"+Inf\",type=\"register\"} 1
+h_sum{type=\"discover\"} 2.0
+h_count{type=\"discover\"} 1
+h_bucket{le=\"0.1\",type=\"discover\"} 0
+h_bucket{le=\"+Inf\",type=\"discover\"} 1
+# HELP g G.
+# TYPE g gauge
+g 7
+# EOF
+";
+        let expected = "\
+# HELP a_total A.
+# TYPE a_total counter
+a_total{kind=\"a,}\\\"\"} 2
+a_total{kind=\"m\"} 3
+a_total{kind=\"z\"} 1
+# HELP h H.
+# TYPE h histogram
+h_sum{type=\"discover\"} 2.0
+h_count{type=\"discover\"} 1
+h_bucket{le=\"0.1\",type=\"discover\"} 0
+h_bucket{le=\"+Inf\",type=\"discover\"} 1
+h_sum{type=\"register\"} 1.0
+h_count{type=\"register\"} 1
+h_bucket{le=\"0.1\",type=\"register\"} 1
+h_bucket{le=\"+Inf\",type=\"register\"} 1
+# HELP g G.
+# TYPE g gauge
+g 7
+# EOF
+";
+        assert_eq!(in_label_order(text), expected);
+        assert_eq!(in_label_order(expected), expected);
+    }
+
+    #[test]
+    fn given_a_line_that_does_not_parse_then_its_family_is_left_as_it_is() {
+        let text = "# TYPE a counter\na{x=\"unterminated 1\na{x=\"b\"} 1\n";
+        assert_eq!(in_label_order(text), text);
     }
 }

@@ -1,21 +1,15 @@
 //! `rendezvous register`: register in namespaces with a server, keep the registrations fresh
-//! until Ctrl-C, then unregister.
+//! until Ctrl-C or SIGTERM, then unregister.
 
-use std::{process::ExitCode, time::Duration};
-
-use futures::StreamExt;
-use libp2p::swarm::SwarmEvent;
 use rendezvous_discovery::client;
 
 use crate::{
-    common::{CliError, CliResult},
-    discover::{
-        on_swarm_event, parse_namespaces, parse_server, render, start, NodeArgs, NodeEvent,
-    },
+    common::CliResult,
+    discover::{parse_namespaces, parse_server, start, NodeArgs},
+    session,
+    signals::Signals,
+    watch::Watch,
 };
-
-/// How long to wait for the UNREGISTERs to be written after Ctrl-C.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Flags of `rendezvous register`.
 #[derive(Debug, clap::Args)]
@@ -39,6 +33,7 @@ pub struct Args {
 pub async fn run(args: Args) -> CliResult {
     let (server, server_addr) = parse_server(&args.server)?;
     let namespaces = parse_namespaces(&args.namespaces)?;
+    let signals = Signals::install()?;
     let mut config = client::Config::default()
         .with_server(server, vec![server_addr])
         .with_ttl(args.ttl)
@@ -47,40 +42,13 @@ pub async fn run(args: Args) -> CliResult {
     for ns in namespaces {
         config = config.with_namespace(ns);
     }
-    let mut swarm = start(&args.node, config)?;
-    loop {
-        tokio::select! {
-            event = swarm.select_next_some() => {
-                on_swarm_event(&mut swarm, &event);
-                if let SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) = event {
-                    if let Some(line) = render(&event, args.json) {
-                        println!("{line}");
-                    }
-                }
-            }
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    swarm.behaviour_mut().rendezvous.stop();
-    let stopped = tokio::time::timeout(STOP_GRACE, async {
-        loop {
-            if let SwarmEvent::Behaviour(NodeEvent::Rendezvous(event)) =
-                swarm.select_next_some().await
-            {
-                if let Some(line) = render(&event, args.json) {
-                    println!("{line}");
-                }
-                if matches!(event, client::Event::Stopped) {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-    match stopped {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(_) => Err(CliError::Failed(
-            "the unregistrations were not all sent in time".into(),
-        )),
-    }
+    let swarm = start(&args.node, config)?;
+    session::run(
+        swarm,
+        Watch::new(server, args.json),
+        args.json,
+        true,
+        signals,
+    )
+    .await
 }

@@ -19,6 +19,8 @@ use crate::{
     common::{build_swarm_with, load_or_create_identity, CliError, CliResult, Transport},
     data_dir,
     metrics::Health,
+    output::{HeldBack, Throttle, WARN_EVERY},
+    signals::Signals,
 };
 
 /// Established connections the server holds at once. A connection that idles costs about 40 KiB
@@ -362,6 +364,7 @@ fn open_store(
 }
 
 pub async fn run(args: Args) -> CliResult {
+    let signals = Signals::install()?;
     let config = args.config()?;
     let limits = args.connection_limits()?;
     let transport = args.transport()?;
@@ -383,17 +386,25 @@ pub async fn run(args: Args) -> CliResult {
     let mut listeners = 0usize;
     for address in &args.listen {
         swarm.listen_on(address.clone()).map_err(|e| {
-            CliError::Usage(format!("--listen {address}: cannot listen there ({e})"))
+            CliError::Usage(format!(
+                "--listen {address}: cannot listen there: {}",
+                crate::output::chain(&e)
+            ))
         })?;
         listeners += 1;
     }
     tracing::info!(peer = %local, "rendezvous server starting");
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut signal = std::pin::pin!(signals.first());
     let mut state_tick = tokio::time::interval(STATE_INTERVAL);
+    let mut listener_errors = Throttle::new(WARN_EVERY);
     loop {
         let event = tokio::select! {
-            _ = &mut ctrl_c => {
-                tracing::info!("stopping on Ctrl-C");
+            signal = &mut signal => {
+                tracing::info!("stopping on {signal}");
+                // Dropping the swarm closes the connections and the store: the SQLite store
+                // commits what it has queued and closes the database, releasing its lock.
+                drop(swarm);
+                tracing::info!("stopped");
                 return Ok(ExitCode::SUCCESS);
             }
             _ = state_tick.tick() => {
@@ -419,14 +430,22 @@ pub async fn run(args: Args) -> CliResult {
             } => {
                 listeners = listeners.saturating_sub(1);
                 if let Err(error) = reason {
-                    tracing::warn!(?addresses, %error, "listener failed");
+                    tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
                 }
                 if listeners == 0 {
                     return Err(CliError::Failed("every listener closed".into()));
                 }
             }
+            // An accept that fails (out of file descriptors, say) fails again at once: said
+            // once a minute, not once per connection.
             SwarmEvent::ListenerError { error, .. } => {
-                tracing::warn!(%error, "listener error");
+                if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        error = %crate::output::chain(&error),
+                        "listener error{}",
+                        HeldBack(held_back)
+                    );
+                }
             }
             SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
             _ => {}
@@ -450,7 +469,7 @@ impl Exporter {
     async fn start(address: SocketAddr, local: libp2p::PeerId) -> Result<Self, CliError> {
         let mut registry = Registry::default();
         let libp2p = libp2p::metrics::Metrics::new(&mut registry);
-        let ours = Arc::new(Metrics::new(&mut registry));
+        let ours = Arc::new(Metrics::for_server(&mut registry));
         let health = Arc::new(Health::new(local, ours.clone()));
         let bound = crate::metrics::serve(address, registry, health.clone()).await?;
         let mut out = std::io::stdout().lock();

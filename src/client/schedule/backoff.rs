@@ -46,6 +46,12 @@ impl Backoff {
         self.rng.gen_range(lo..=base)
     }
 
+    /// The delay before retry `attempt` (1 for the first) of a request refused for a passing
+    /// reason ([`super::retry::delay`]).
+    pub(super) fn retry(&mut self, attempt: u32) -> Duration {
+        super::retry::delay(attempt, self.rng.gen_range(0.0..=1.0))
+    }
+
     /// When to refresh a registration granted `granted` seconds: a random point between
     /// [`REFRESH_AT_MIN`] and [`REFRESH_AT_MAX`] of it, at least a second.
     pub(super) fn refresh(&mut self, granted: Ttl) -> Duration {
@@ -79,8 +85,8 @@ mod tests {
                 now,
                 sent[0].0,
                 Err(RequestError::Remote(ErrorResponse::new(
-                    ErrorCode::Unavailable,
-                    "busy",
+                    ErrorCode::InternalError,
+                    "broken",
                 ))),
             );
             let due = s.poll_timeout().unwrap();

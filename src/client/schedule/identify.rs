@@ -84,6 +84,11 @@ impl IdentifyWait {
         }
     }
 
+    /// How many DISCOVERs are held for `server`.
+    pub(super) fn held(&self, server: &PeerId) -> usize {
+        self.held.iter().filter(|(s, _, _)| s == server).count()
+    }
+
     /// A server whose wait ended by `now` (end it with [`IdentifyWait::done`]).
     pub(super) fn poll_expired(&self, now: Instant) -> Option<PeerId> {
         self.until.due(now).copied()

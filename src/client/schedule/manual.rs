@@ -1,5 +1,5 @@
-//! Manual requests ([`super::Schedule::register`] and friends) waiting for their server's
-//! connection.
+//! Manual requests ([`super::Schedule::request`]) waiting for their server's connection, or for
+//! a place among the requests in flight there ([`super::window`]).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -71,16 +71,18 @@ impl ManualQueues {
         self.queues.keys().copied().collect()
     }
 
-    /// Sends a manual request to a connected server, or dials an idle one that has some.
+    /// Sends a manual request to a connected server with a free place in the window (one of
+    /// `room`), or dials an idle server that has some waiting.
     pub(super) fn poll(
         &mut self,
+        room: &[PeerId],
         servers: &mut Servers,
         regs: &RegisterTasks,
         requests: &mut Requests,
     ) -> Option<Action> {
         for server in self.servers() {
             match servers.conn(&server) {
-                Some(Conn::Connected) => {
+                Some(Conn::Connected) if room.contains(&server) => {
                     let (id, request) = self.pop(&server)?;
                     return Some(send(server, id, request, regs, requests));
                 }
@@ -122,7 +124,9 @@ mod tests {
     use std::time::Instant;
 
     use super::super::{test_support::*, Action, Request, Schedule};
-    use crate::client::{Config, Event, RequestError, RequestId, MAX_QUEUED_PER_SERVER};
+    use crate::client::{
+        Config, Event, RequestError, RequestId, MAX_IN_FLIGHT_PER_CONNECTION, MAX_QUEUED_PER_SERVER,
+    };
 
     #[test]
     fn given_more_manual_requests_than_the_queue_holds_then_the_excess_fails_at_once() {
@@ -155,9 +159,52 @@ mod tests {
         assert_eq!(failed, ids[MAX_QUEUED_PER_SERVER..].to_vec());
         assert!(actions.iter().any(|a| matches!(a, Action::Dial { .. })));
         // The queued ones go out once connected (DISCOVERs after identify: this client does
-        // not register).
+        // not register), a window's worth at a time, each answer letting the next one go.
         s.connected(t0, peer(SERVER));
         s.remote_protocols_known(t0, peer(SERVER));
-        assert_eq!(sends(&drain(&mut s, t0)).len(), MAX_QUEUED_PER_SERVER);
+        let mut in_flight = sends(&drain(&mut s, t0));
+        let mut answered = Vec::new();
+        while let Some((id, _)) = in_flight.first().cloned() {
+            assert!(in_flight.len() <= MAX_IN_FLIGHT_PER_CONNECTION);
+            in_flight.remove(0);
+            s.on_response(t0, id, Ok(page(vec![], b"c")));
+            in_flight.extend(sends(&drain(&mut s, t0)));
+            answered.push(id);
+        }
+        assert_eq!(answered, ids[..MAX_QUEUED_PER_SERVER].to_vec(), "in order");
+    }
+
+    #[test]
+    fn given_a_connected_server_then_manual_requests_wait_while_its_window_is_full() {
+        let t0 = Instant::now();
+        let mut s = connected(Config::default().with_seed(1), t0);
+        let discover = || Request::Discover {
+            namespace: Some(ns()),
+            cookie: None,
+            limit: None,
+        };
+        let ids: Vec<RequestId> = (0..MAX_IN_FLIGHT_PER_CONNECTION + 2)
+            .map(|_| s.request(peer(SERVER), discover()))
+            .collect();
+        let sent = sends(&drain(&mut s, t0));
+        assert_eq!(
+            sent.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            ids[..MAX_IN_FLIGHT_PER_CONNECTION].to_vec()
+        );
+        // A refusal for a passing reason keeps the place taken until the retry went out.
+        s.on_response(t0, ids[0], Err(RequestError::NoResponse));
+        assert!(
+            sends(&drain(&mut s, t0)).is_empty(),
+            "the retry comes first"
+        );
+        let retry_at = s.poll_timeout().unwrap();
+        let next = sends(&drain(&mut s, retry_at));
+        assert_eq!(next.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[0]]);
+        s.on_response(retry_at, ids[1], Ok(page(vec![], b"c")));
+        let next = sends(&drain(&mut s, retry_at));
+        assert_eq!(
+            next.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [ids[MAX_IN_FLIGHT_PER_CONNECTION]]
+        );
     }
 }

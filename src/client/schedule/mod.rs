@@ -11,8 +11,12 @@
 //! - [`register`]: automatic registrations, what each server holds, its record format;
 //! - [`discover`]: automatic discoveries, cookies and paging;
 //! - [`cache`]: the discovered peers and their expiry;
-//! - [`manual`]: manual requests waiting for a connection;
+//! - [`manual`]: manual requests waiting for a connection, or for a place in the window;
 //! - [`identify`]: DISCOVERs held until a new server connection has run identify;
+//! - [`window`]: the requests in flight per server, at most
+//!   [`MAX_IN_FLIGHT_PER_CONNECTION`](crate::client::MAX_IN_FLIGHT_PER_CONNECTION), and the
+//!   sends waiting for a place;
+//! - [`retry`]: requests refused for a passing reason, waiting to be sent again;
 //! - [`responses`]: what each request's outcome changes in the jobs above;
 //! - [`deadlines`]: the time-ordered index each of them keeps, so the next deadline is found
 //!   without scanning every task.
@@ -33,10 +37,12 @@ mod manual;
 mod register;
 mod request;
 mod responses;
+mod retry;
 mod servers;
 mod stop;
 #[cfg(test)]
 mod test_support;
+mod window;
 
 use backoff::Backoff;
 use cache::Cache;
@@ -46,8 +52,10 @@ use manual::ManualQueues;
 use register::RegisterTasks;
 pub(crate) use request::{Action, Request};
 use request::{Origin, Requests};
+use retry::Retries;
 use servers::Servers;
 use stop::Stop;
+use window::Window;
 
 /// The client's pure core.
 #[derive(Debug)]
@@ -61,6 +69,8 @@ pub(crate) struct Schedule {
     cache: Cache,
     manual: ManualQueues,
     identify: IdentifyWait,
+    window: Window,
+    retries: Retries,
     out: VecDeque<Action>,
     stop: Stop,
 }
@@ -93,6 +103,8 @@ impl Schedule {
             cache: Cache::new(local),
             manual: ManualQueues::default(),
             identify: IdentifyWait::new(!registers),
+            window: Window::default(),
+            retries: Retries::default(),
             out: VecDeque::new(),
             stop: Stop::default(),
             config,
@@ -214,10 +226,19 @@ impl Schedule {
         if !self.servers.contains(&peer) {
             return;
         }
-        for held in self.identify.done(&peer) {
-            if let Action::Send { request, .. } = held {
-                self.on_response(now, request, Err(RequestError::NotConnected));
-            }
+        let mut unsent: Vec<RequestId> = self
+            .identify
+            .done(&peer)
+            .into_iter()
+            .filter_map(|held| match held {
+                Action::Send { request, .. } => Some(request),
+                _ => None,
+            })
+            .collect();
+        unsent.extend(self.window.disconnected(&peer));
+        unsent.extend(self.retries.disconnected(&peer));
+        for request in unsent {
+            self.on_response(now, request, Err(RequestError::NotConnected));
         }
         if !self.servers.is_configured(&peer) && !self.manual.is_waiting(&peer) {
             // A learned server is not redialed: forget it, freeing its place under the cap.
@@ -331,6 +352,7 @@ impl Schedule {
             self.regs.poll_timeout(),
             self.discs.poll_timeout(),
             self.identify.poll_timeout(),
+            self.retries.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -343,11 +365,25 @@ impl Schedule {
             self.release_held(&server);
         }
         loop {
+            if let Some(action) = self.window.poll() {
+                return Some(action);
+            }
             let action = self.next_action(now)?;
-            if let Some(action) = self.identify.hold(action) {
+            let Some(action) = self.identify.hold(action) else {
+                continue;
+            };
+            if let Some(action) = self.window.admit(action) {
                 return Some(action);
             }
         }
+    }
+
+    /// How many more manual requests `server` may take now: its free places in the window, less
+    /// the requests that will want one soon (held for identify, waiting for a retry).
+    fn room(&self, server: &PeerId) -> usize {
+        self.window
+            .room(server)
+            .saturating_sub(self.identify.held(server) + self.retries.waiting(server))
     }
 
     fn next_action(&mut self, now: Instant) -> Option<Action> {
@@ -360,9 +396,24 @@ impl Schedule {
         if let Some(server) = self.servers.poll_redial(now) {
             return Some(Action::Dial { server });
         }
+        if let Some((id, server)) = self.retries.pop_due(now) {
+            if let Some(body) = self.requests.body(id) {
+                return Some(Action::Send {
+                    server,
+                    request: id,
+                    body,
+                });
+            }
+        }
+        let room: Vec<PeerId> = self
+            .manual
+            .servers()
+            .into_iter()
+            .filter(|s| self.room(s) > 0)
+            .collect();
         let manual = self
             .manual
-            .poll(&mut self.servers, &self.regs, &mut self.requests);
+            .poll(&room, &mut self.servers, &self.regs, &mut self.requests);
         if manual.is_some() {
             return manual;
         }

@@ -44,6 +44,10 @@ struct Server {
     held: BTreeSet<Namespace>,
     /// How many of `tasks` have a REGISTER in flight.
     inflight: usize,
+    /// The server accepted a standard-format REGISTER: it reads that format, so a standard
+    /// REGISTER it drops without a reply was refused for another reason (a stream over its
+    /// cap), not for its format.
+    took_standard: bool,
 }
 
 /// The automatic registrations and what each server holds.
@@ -91,6 +95,7 @@ impl RegisterTasks {
             format: self.default_format,
             held: BTreeSet::new(),
             inflight: 0,
+            took_standard: false,
         };
         self.servers.insert(peer, server);
     }
@@ -152,26 +157,50 @@ impl RegisterTasks {
         sent: RecordFormat,
         error: &RequestError,
     ) -> bool {
-        let Some(server) = self.servers.get_mut(&peer) else {
+        let Some(to) = self.fallback_for(&peer, sent, error) else {
             return false;
         };
-        if !self.legacy_fallback {
+        let Some(server) = self.servers.get_mut(&peer) else {
             return false;
-        }
-        let to = match (sent, error) {
-            (RecordFormat::Standard, RequestError::NoResponse) => RecordFormat::Legacy,
-            (RecordFormat::Standard | RecordFormat::Legacy, RequestError::Remote(e))
-                if refuses_signed_records(e) =>
-            {
-                RecordFormat::PeerInfo
-            }
-            _ => return false,
         };
         if server.format == sent {
             tracing::debug!(server = %peer, from = %sent, %to, "server refused our record format; switching it");
             server.format = to;
         }
         true
+    }
+
+    /// The format [`RegisterTasks::fall_back`] would switch `peer` to after a REGISTER in `sent`
+    /// format failed with `error`, if any. A standard REGISTER dropped without a reply by a
+    /// server that took one before was not dropped for its format.
+    pub(super) fn fallback_for(
+        &self,
+        peer: &PeerId,
+        sent: RecordFormat,
+        error: &RequestError,
+    ) -> Option<RecordFormat> {
+        let server = self.servers.get(peer)?;
+        if !self.legacy_fallback {
+            return None;
+        }
+        match (sent, error) {
+            (RecordFormat::Standard, RequestError::NoResponse) if !server.took_standard => {
+                Some(RecordFormat::Legacy)
+            }
+            (RecordFormat::Standard | RecordFormat::Legacy, RequestError::Remote(e))
+                if refuses_signed_records(e) =>
+            {
+                Some(RecordFormat::PeerInfo)
+            }
+            _ => None,
+        }
+    }
+
+    /// `peer` accepted a REGISTER in `format`.
+    pub(super) fn took(&mut self, peer: PeerId, format: RecordFormat) {
+        if let Some(server) = self.servers.get_mut(&peer) {
+            server.took_standard |= format == RecordFormat::Standard;
+        }
     }
 
     /// `peer` holds a registration of ours in `namespace`.
@@ -430,17 +459,23 @@ mod tests {
                 }
             )]
         ));
-        // Without the fallback the failure is reported and backed off.
+        // Without the fallback it is retried in the same format, as a stream refused for a
+        // passing reason.
         let mut s = connected(register_only().with_legacy_fallback(false), t0);
         let sent = sends(&drain(&mut s, t0));
         s.on_response(t0, sent[0].0, Err(RequestError::NoResponse));
-        let evs = events(drain(&mut s, t0));
+        assert!(drain(&mut s, t0).is_empty());
+        let retry_at = s.poll_timeout().unwrap();
+        let retry = sends(&drain(&mut s, retry_at));
         assert!(matches!(
-            &evs[..],
-            [Event::RegisterFailed {
-                error: RequestError::NoResponse,
-                ..
-            }]
+            &retry[..],
+            [(
+                _,
+                Request::Register {
+                    format: RecordFormat::Standard,
+                    ..
+                }
+            )]
         ));
     }
 

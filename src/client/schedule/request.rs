@@ -101,6 +101,8 @@ pub(super) struct InFlight {
     pub(super) server: PeerId,
     pub(super) origin: Origin,
     pub(super) request: Request,
+    /// How many times it was sent again after a refusal for a passing reason.
+    pub(super) retries: u32,
 }
 
 /// A request that ended.
@@ -197,6 +199,7 @@ impl Requests {
             server,
             origin,
             request: body.clone(),
+            retries: 0,
         };
         self.inflight.insert(id, flight);
         Action::Send {
@@ -204,6 +207,25 @@ impl Requests {
             request: id,
             body,
         }
+    }
+
+    /// Request `id`, if it is in flight.
+    pub(super) fn get(&self, id: RequestId) -> Option<&InFlight> {
+        self.inflight.get(&id)
+    }
+
+    /// Request `id` is to be sent again after a refusal for a passing reason: how many times
+    /// it was before, now one more.
+    pub(super) fn count_retry(&mut self, id: RequestId) -> Option<u32> {
+        let flight = self.inflight.get_mut(&id)?;
+        let before = flight.retries;
+        flight.retries += 1;
+        Some(before)
+    }
+
+    /// What request `id` sends, if it is in flight.
+    pub(super) fn body(&self, id: RequestId) -> Option<Request> {
+        self.inflight.get(&id).map(|f| f.request.clone())
     }
 
     /// Request `id` ended; what it was, if it was in flight.

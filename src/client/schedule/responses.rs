@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use super::{
     request::{unexpected, Done, Origin},
-    Request, Schedule,
+    retry, Request, Schedule,
 };
 use crate::{
-    client::{handler::Response, Event, RequestError, RequestId},
+    client::{handler::Response, Event, RequestError, RequestId, MAX_REQUEST_RETRIES},
     codec::ErrorCode,
     Namespace, RecordFormat, Ttl,
 };
@@ -22,6 +22,15 @@ impl Schedule {
         id: RequestId,
         result: Result<Response, RequestError>,
     ) {
+        let Some(server) = self.requests.get(id).map(|f| f.server) else {
+            return;
+        };
+        self.window.ended(server, id);
+        if let Err(error) = &result {
+            if self.retry_later(now, id, error) {
+                return;
+            }
+        }
         let Some(flight) = self.requests.end(id) else {
             return;
         };
@@ -54,6 +63,37 @@ impl Schedule {
         self.check_stopped();
     }
 
+    /// Sends request `id` again after a short backoff if `error` refused it for a passing
+    /// reason ([`retry::is_passing`]) and it has retries left; returns whether it will be. A
+    /// REGISTER that a format fallback retries at once, and after stop anything but the stop's
+    /// own UNREGISTERs, are not retried here.
+    fn retry_later(&mut self, now: Instant, id: RequestId, error: &RequestError) -> bool {
+        let Some(flight) = self.requests.get(id) else {
+            return false;
+        };
+        let server = flight.server;
+        let wanted = retry::is_passing(error)
+            && flight.retries < MAX_REQUEST_RETRIES
+            && self.servers.is_connected(&server)
+            && (!self.stop.is_stopped() || flight.origin == Origin::Stop);
+        let falls_back = match &flight.request {
+            Request::Register { format, .. } => {
+                self.regs.fallback_for(&server, *format, error).is_some()
+            }
+            _ => false,
+        };
+        if !wanted || falls_back {
+            return false;
+        }
+        let Some(before) = self.requests.count_retry(id) else {
+            return false;
+        };
+        let at = now + self.backoff.retry(before + 1);
+        tracing::debug!(%server, %id, %error, retry = before + 1, "request refused for now; sending it again");
+        self.retries.schedule(id, server, at);
+        true
+    }
+
     fn on_register(
         &mut self,
         now: Instant,
@@ -67,7 +107,10 @@ impl Schedule {
             return self.on_register_while_stopped(done, namespace, result);
         }
         let error = match result {
-            Ok(granted) => return self.on_registered(now, done, namespace, granted),
+            Ok(granted) => {
+                self.regs.took(done.server, format);
+                return self.on_registered(now, done, namespace, granted);
+            }
             Err(error) => error,
         };
         let server = done.server;

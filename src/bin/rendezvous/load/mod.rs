@@ -1,7 +1,7 @@
 //! `rendezvous load`: a load generator for any rendezvous server.
 //!
-//! C clients, each with its own identity and its own connection, register in K namespaces
-//! (C*K registrations); then D discoverers connect and page through everything with cookies
+//! C clients, each with its own identity and its own connection, dial all at once as real
+//! clients do (or `--max-dialing` at a time) and register in K namespaces (C*K registrations); then D discoverers connect and page through everything with cookies
 //! (the connect phase counts the C clients). Each phase is
 //! timed on its own (throughput, latency p50/p99) and the run checks that every discoverer saw
 //! every registration exactly once (exit status 1 when not).
@@ -22,7 +22,10 @@ use std::{collections::HashMap, process::ExitCode};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use rendezvous_discovery::{Namespace, RecordFormat, Ttl, MAX_DISCOVER_LIMIT};
 
-use crate::common::{CliError, CliResult};
+use crate::{
+    common::{CliError, CliResult},
+    output::outln,
+};
 
 mod client;
 mod phases;
@@ -77,9 +80,14 @@ pub struct Args {
     /// What discoverers page through: each namespace, or all namespaces at once.
     #[arg(long, value_enum, default_value_t = Scope::Namespaces)]
     scope: Scope,
-    /// Requests (and connection attempts) in flight at once.
+    /// Requests in flight at once, over all clients.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Connection attempts (TCP, noise, yamux) in flight at once. Without it every client dials
+    /// at once, as the clients of a server do when it comes back after a restart; a failed dial
+    /// is not tried again and fails the run.
+    #[arg(long, value_name = "N")]
+    max_dialing: Option<usize>,
     /// Requests one client has in flight at once (servers reset streams over their
     /// per-connection cap).
     #[arg(long, default_value_t = DEFAULT_STREAMS_PER_CLIENT)]
@@ -108,9 +116,9 @@ pub async fn run(args: Args) -> CliResult {
     let config = Config::from_args(&args)?;
     let report = config.run().await?;
     if args.json {
-        println!("{}", report.json());
+        outln!("{}", report.json());
     } else {
-        print!("{}", report.text());
+        outln!("{}", report.text().trim_end());
     }
     Ok(if report.exactly_once() {
         ExitCode::SUCCESS
@@ -131,6 +139,8 @@ struct Config {
     format: RecordFormat,
     scope: Scope,
     concurrency: usize,
+    /// Dials in flight at once (`None`: all).
+    max_dialing: Option<usize>,
     streams_per_client: usize,
     server_pid: Option<u32>,
 }
@@ -159,6 +169,9 @@ impl Config {
         in_range("namespaces", args.namespaces, MAX_NAMESPACES)?;
         in_range("discoverers", args.discoverers, MAX_DISCOVERERS)?;
         in_range("concurrency", args.concurrency, 100_000)?;
+        if let Some(n) = args.max_dialing {
+            in_range("max-dialing", n, MAX_CLIENTS)?;
+        }
         in_range("streams-per-client", args.streams_per_client, 1000)?;
         if args.limit == 0 || args.limit > MAX_DISCOVER_LIMIT {
             return Err(CliError::Usage(format!(
@@ -182,6 +195,7 @@ impl Config {
             format: args.record_format,
             scope: args.scope,
             concurrency: args.concurrency,
+            max_dialing: args.max_dialing,
             streams_per_client: args.streams_per_client,
             server_pid: args.server_pid,
         })

@@ -63,6 +63,7 @@ impl Report {
             "record_format": config.format.to_string(),
             "scope": match config.scope { Scope::Namespaces => "namespaces", Scope::All => "all" },
             "concurrency": config.concurrency,
+            "max_dialing": config.max_dialing,
             "registrations": registrations,
             "registered": register.count(),
             "discovered": received,
@@ -81,8 +82,18 @@ impl Report {
              {} discoverers, limit {}",
             config.server, config.clients, config.namespaces, config.discoverers, config.limit
         );
-        for phase in &phases {
+        for (i, phase) in phases.iter().enumerate() {
             let _ = writeln!(text, "{}", phase.line());
+            if let (Some(before), Some(after)) = (&samples[i], &samples[i + 1]) {
+                let _ = writeln!(text, "{:<9} {}", "", phase.usage_line(before, after));
+            }
+        }
+        if let (Some(kib), Value::Number(bytes)) = (baseline, &memory_per_registration) {
+            let _ = writeln!(
+                text,
+                "server memory: {kib} KiB before the run, {:.0} bytes per registration",
+                bytes.as_f64().unwrap_or_default()
+            );
         }
         for (i, verdict) in verdicts.iter().enumerate() {
             let _ = writeln!(text, "discoverer {i}: {}", verdict.line());
@@ -220,6 +231,26 @@ impl Phase {
         })
     }
 
+    /// The server's CPU seconds over the phase, and per operation in microseconds.
+    fn server_cpu(&self, before: &ServerSample, after: &ServerSample) -> (f64, f64) {
+        let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / CLOCK_TICKS_PER_SECOND;
+        let per_op = if self.count() > 0 {
+            cpu * 1e6 / self.count() as f64
+        } else {
+            0.0
+        };
+        (cpu, per_op)
+    }
+
+    /// The server's CPU time and memory over the phase, as a line of the text report.
+    fn usage_line(&self, before: &ServerSample, after: &ServerSample) -> String {
+        let (cpu, per_op) = self.server_cpu(before, after);
+        format!(
+            "server: {cpu:.2} s CPU ({per_op:.1} us/op), {} KiB resident after (peak {} KiB)",
+            after.rss_kib, after.hwm_kib
+        )
+    }
+
     /// Adds the server's CPU time and memory over the phase to its JSON object.
     fn add_server_usage(
         &self,
@@ -227,12 +258,7 @@ impl Phase {
         before: &ServerSample,
         after: &ServerSample,
     ) {
-        let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / CLOCK_TICKS_PER_SECOND;
-        let per_op = if self.count() > 0 {
-            cpu * 1e6 / self.count() as f64
-        } else {
-            0.0
-        };
+        let (cpu, per_op) = self.server_cpu(before, after);
         object.insert("server_cpu_seconds".into(), json!(cpu));
         object.insert("server_cpu_us_per_op".into(), json!(per_op));
         object.insert("server_rss_kib_after".into(), json!(after.rss_kib));

@@ -6,7 +6,10 @@ use libp2p::{identity::Keypair, Multiaddr};
 use rendezvous_discovery::{RecordFormat, SignedRecord};
 use serde_json::json;
 
-use crate::common::{CliError, CliResult};
+use crate::{
+    common::{CliError, CliResult},
+    output::outln,
+};
 
 /// Times the verification of `n` signed peer records (the floor of a REGISTER's cost).
 pub(super) fn run(n: usize, format: RecordFormat, as_json: bool) -> CliResult {
@@ -34,12 +37,12 @@ pub(super) fn run(n: usize, format: RecordFormat, as_json: bool) -> CliResult {
     }
     let per_record_us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
     if as_json {
-        println!(
+        outln!(
             "{}",
             json!({ "verify_records": n, "record_format": format.to_string(), "verify_us_per_record": per_record_us })
         );
     } else {
-        println!("verified {n} {format} signed peer records: {per_record_us:.2} us each");
+        outln!("verified {n} {format} signed peer records: {per_record_us:.2} us each");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -253,6 +253,25 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// `url` as it may be logged: the password of its user info replaced by `***`
+/// (`redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`), and its query
+/// left out.
+pub fn without_password(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => rest[..at].to_owned(),
+    };
+    format!("{scheme}://{user}@{}", &rest[at + 1..])
+}
+
 /// A `--store` value that is not a Redis URL we can use.
 #[derive(Debug)]
 pub struct BadUrl(pub String);
@@ -268,13 +287,15 @@ impl RedisStore {
             ))
         })?;
         let owner = format!("{:016x}", rand::random::<u64>());
-        tracing::info!(%owner, "registrations in Redis; this instance's owner id");
+        let redis = without_password(url);
+        tracing::info!(%redis, %owner, "registrations in Redis; this instance's owner id");
         let settings = Arc::new(settings);
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = fmpsc::unbounded();
         let available = Arc::new(AtomicBool::new(true));
         tokio::spawn(worker::run(
             client,
+            redis,
             owner,
             settings.clone(),
             jobs_rx,
@@ -552,6 +573,22 @@ mod tests {
     use rendezvous_discovery::RecordFormat;
 
     use super::*;
+
+    #[test]
+    fn a_logged_redis_url_has_no_password() {
+        for (url, logged) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:s3cret@10.0.0.1:6379/0",
+                "redis://:***@10.0.0.1:6379/0",
+            ),
+            ("redis://app:p@ss:w@rd@h:1/2", "redis://app:***@h:1/2"),
+            ("redis://app@h:1", "redis://app@h:1"),
+            ("redis://h:1/0?password=x", "redis://h:1/0"),
+        ] {
+            assert_eq!(without_password(url), logged, "{url}");
+        }
+    }
 
     fn settings() -> Settings {
         Settings {

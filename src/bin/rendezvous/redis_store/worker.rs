@@ -19,6 +19,8 @@ use rendezvous_discovery::{
 };
 use tokio::sync::mpsc;
 
+use crate::output::{HeldBack, Throttle, WARN_EVERY};
+
 use super::{
     Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH, REAP_BATCH, REDIS_TIMEOUT,
 };
@@ -72,6 +74,10 @@ impl Scripts {
 
 struct Worker {
     client: redis::Client,
+    /// The Redis URL without its password, for logs.
+    redis: String,
+    /// Scripts that fail (Redis out of memory, say) fail for every request: said once a minute.
+    script_failures: Throttle,
     connection: Option<ConnectionManager>,
     owner: String,
     settings: Arc<Settings>,
@@ -81,9 +87,11 @@ struct Worker {
     done: fmpsc::UnboundedSender<Done>,
 }
 
-/// Runs until the store is dropped (or the runtime stops).
+/// Runs until the store is dropped (or the runtime stops). `redis` names the Redis in logs
+/// (its URL without the password).
 pub(super) async fn run(
     client: redis::Client,
+    redis: String,
     owner: String,
     settings: Arc<Settings>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
@@ -103,6 +111,8 @@ pub(super) async fn run(
     .encoded_len();
     let mut worker = Worker {
         client,
+        redis: redis.clone(),
+        script_failures: Throttle::new(WARN_EVERY),
         connection: None,
         owner,
         settings,
@@ -111,23 +121,46 @@ pub(super) async fn run(
         done,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // While Redis is down every batch fails (a reap each second at least): said once a
+    // minute, with how many failures were not said, and once when Redis answers again.
+    let mut failures = Throttle::new(WARN_EVERY);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let jobs = std::mem::take(&mut batch);
         match tokio::time::timeout(REDIS_TIMEOUT, worker.execute(&jobs)).await {
             Ok(Ok(values)) => {
-                available.store(true, Ordering::Relaxed);
+                if !available.swap(true, Ordering::Relaxed) {
+                    tracing::info!(%redis, "Redis answers again");
+                    failures.reset();
+                }
                 for (job, value) in jobs.into_iter().zip(values) {
                     worker.answer(job, value);
                 }
             }
             Ok(Err(error)) => {
-                tracing::warn!(%error, operations = jobs.len(), "Redis request failed");
+                if let Some(held_back) = failures.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        %redis,
+                        %error,
+                        operations = jobs.len(),
+                        "Redis request failed; requests get E_UNAVAILABLE until it answers{}",
+                        HeldBack(held_back)
+                    );
+                }
                 available.store(false, Ordering::Relaxed);
                 let text = format!("the registration store (Redis) failed: {error}; try again");
                 worker.fail(jobs, &text);
             }
             Err(_) => {
-                tracing::warn!(operations = jobs.len(), "Redis did not answer in time");
+                if let Some(held_back) = failures.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        %redis,
+                        operations = jobs.len(),
+                        "Redis did not answer within {} s; requests get E_UNAVAILABLE until it \
+                         answers{}",
+                        REDIS_TIMEOUT.as_secs(),
+                        HeldBack(held_back)
+                    );
+                }
                 available.store(false, Ordering::Relaxed);
                 // A half-used connection may answer late and out of step: start afresh.
                 worker.connection = None;

@@ -15,6 +15,7 @@ use super::{
     super::{Command, Done, Job, REAP_BATCH},
     Worker,
 };
+use crate::output::HeldBack;
 
 pub(super) fn text(value: &Value) -> Option<&[u8]> {
     match value {
@@ -67,7 +68,10 @@ impl Worker {
     /// Turns Redis's answer to `job` into what the store reports.
     pub(super) fn answer(&mut self, job: Job, value: Value) {
         if let Value::ServerError(error) = &value {
-            tracing::warn!(?error, "a Redis script failed");
+            if let Some(held_back) = self.script_failures.allow(std::time::Instant::now()) {
+                let redis = &self.redis;
+                tracing::warn!(%redis, ?error, "a Redis script failed{}", HeldBack(held_back));
+            }
             let text = format!("the registration store (Redis) refused the request: {error:?}");
             return self.fail(vec![job], &text);
         }
