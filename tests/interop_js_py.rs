@@ -252,30 +252,52 @@ async fn js_clients_register_page_with_cookies_and_unregister_on_our_server() {
 
 #[tokio::test]
 #[ignore = "needs the js and py peers that interop/run installs"]
-async fn a_js_peer_that_only_discovers_reads_the_signed_records_with_and_without_identify() {
-    let serve = Serve::start(&[]).await;
-    let at = ns_at(&serve.addr);
-    // Registrants of the standard format (js, ours) and of the unsigned one (py), which their
-    // client cannot read and must not be sent.
-    let mut js1 = Peer::start(Impl::Js, &[]).await;
-    js1.call("register", at.clone()).await;
-    let ours = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Standard).await;
-    let mut py = Peer::start(Impl::Py, &[]).await;
-    py.call("register", at.clone()).await;
-    let readable = seen([
-        entry(js1.peer, &js1.addrs),
-        entry(ours.peer, &[ours.addr()]),
-    ]);
+async fn js_peers_are_sent_only_the_standard_records_their_client_reads() {
+    // With identify, the server knows a js-libp2p peer by its agent; without it, only a server
+    // told to send unknown peers standard records serves it right when legacy records exist.
+    for (flags, discoverer) in [
+        (&[][..], &["--no-listen"][..]),
+        (
+            &["--unknown-peer-formats", "standard"][..],
+            &["--no-listen", "--no-identify"][..],
+        ),
+    ] {
+        let serve = Serve::start(flags).await;
+        let at = ns_at(&serve.addr);
+        // One registrant of each record format: standard (js, ours), legacy (as rust-libp2p
+        // 0.18 signs it) and unsigned PeerInfo (py). Their client fails a whole page on a
+        // legacy record and cannot read a PeerInfo: it must be sent neither.
+        let mut js1 = Peer::start(Impl::Js, &[]).await;
+        js1.call("register", at.clone()).await;
+        let ours = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Standard).await;
+        let legacy = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Legacy).await;
+        let mut py = Peer::start(Impl::Py, &[]).await;
+        py.call("register", at.clone()).await;
 
-    for args in [&["--no-listen"][..], &["--no-listen", "--no-identify"][..]] {
-        let mut js = Peer::start(Impl::Js, args).await;
+        // A js peer that only discovers (no listen address, as in a browser).
+        let mut js = Peer::start(Impl::Js, discoverer).await;
         let answer = js.try_call("discover", at.clone()).await;
         assert_eq!(
             answer["ok"], true,
-            "js peer {args:?}: their client refuses the page: {}",
+            "serve {flags:?}, js peer {discoverer:?}: their client refuses the page: {}",
             answer["error"]
         );
-        assert_eq!(seen(peers(&answer)), readable, "js peer {args:?}");
+        assert_eq!(
+            seen(peers(&answer)),
+            seen([
+                entry(js1.peer, &js1.addrs),
+                entry(ours.peer, &[ours.addr()])
+            ]),
+            "serve {flags:?}, js peer {discoverer:?}"
+        );
+        // A js peer that registered (standard) is known by its agent too.
+        let answer = js1.try_call("discover", at).await;
+        assert_eq!(answer["ok"], true, "js registrant: {}", answer["error"]);
+        assert_eq!(
+            seen(peers(&answer)),
+            seen([entry(ours.peer, &[ours.addr()])])
+        );
+        drop(legacy);
     }
 }
 

@@ -215,7 +215,8 @@ impl Config {
     /// The formats served to a peer whose format is not known: it never registered, does not
     /// list the marker protocol, and its identify did not answer (default
     /// [`ServedFormats::Signed`], as the spec says). A network of rust-libp2p 0.18 clients only,
-    /// some without identify, sets [`ServedFormats::LegacyOnly`]. See the module docs.
+    /// some without identify, sets [`ServedFormats::LegacyOnly`]; one with js-libp2p peers
+    /// that run no identify, [`ServedFormats::Standard`]. See the module docs.
     pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
         self.unknown_peer_formats = formats;
         self

@@ -52,10 +52,13 @@
 //!   | a peer that registered | the layout of its latest REGISTER | what it sends: legacy only, signed records, or everything as `PeerInfo` |
 //!   | rust-libp2p 0.18 client | identify agent `rust-libp2p/…` | legacy records only ([`ServedFormats::LegacyOnly`]) |
 //!   | py-libp2p 0.8 | identify agent `py-libp2p/…` | every registration as `PeerInfo` ([`ServedFormats::AsPeerInfo`]) |
-//!   | go, js, nim, anyone else | any other agent, or no identify at all | standard and legacy records, as the spec says ([`ServedFormats::Signed`]) |
+//!   | js-libp2p (`@canvas-js/libp2p-rendezvous`) | identify agent `js-libp2p/…` | standard records only ([`ServedFormats::Standard`]): its client fails a whole page on one legacy record |
+//!   | go, nim, anyone else | any other agent, or no identify at all | standard and legacy records, as the spec says ([`ServedFormats::Signed`]) |
 //!
 //!   The first row beats the second (the marker says exactly what the client reads), the
-//!   second beats the agent. A verified signed record is handed to `PeerInfo` readers as a
+//!   second beats the agent, except that a js-libp2p agent narrows a standard registrant to
+//!   standard records (so a standard registrant's DISCOVER, like an unknown peer's, waits for
+//!   its identify answer, below). A verified signed record is handed to `PeerInfo` readers as a
 //!   `PeerInfo` of the same peer and addresses; an unsigned registration goes only to askers
 //!   that read `PeerInfo` (the first and fourth rows): signed-record readers cannot decode one.
 //!

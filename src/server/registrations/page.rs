@@ -67,7 +67,8 @@ impl Registrations {
                 continue;
             }
             if !served.includes(entry.record.format()) {
-                mark = Some(mark.map_or(served.coverage(), |m| m.min(served.coverage())));
+                // `served` is within any mark the cookie had (else it was refused).
+                mark = Some(served);
                 last = Some(seq);
                 continue;
             }

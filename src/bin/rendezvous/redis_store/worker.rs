@@ -363,6 +363,7 @@ impl Worker {
 fn served_letters(served: ServedFormats) -> &'static str {
     match served {
         ServedFormats::LegacyOnly => "l",
+        ServedFormats::Standard => "s",
         ServedFormats::Signed => "sl",
         ServedFormats::AsPeerInfo | ServedFormats::All => "slp",
     }

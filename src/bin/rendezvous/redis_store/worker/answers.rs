@@ -191,7 +191,7 @@ impl Worker {
         items: &[Value],
         namespace: Option<&Namespace>,
         served: ServedFormats,
-        mark: Option<u8>,
+        mark: Option<ServedFormats>,
     ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
         let unexpected = || {
             ErrorResponse::new(
@@ -217,7 +217,8 @@ impl Worker {
         let entries = items.get(5).map(array).unwrap_or_default();
         // Entries left out for their format mark the cookie, as the library's cookies do.
         let mark = match items.get(6).and_then(int) {
-            Some(1) => Some(mark.map_or(served.coverage(), |m| m.min(served.coverage()))),
+            // `served` is within any mark the cookie had (else it was refused).
+            Some(1) => Some(served),
             _ => mark,
         };
         let mut page = Vec::new();
