@@ -6,8 +6,8 @@
 #   benches/flood.sh                          # every kind, 30 s each
 #   KINDS="idle stall" SECONDS_EACH=10 benches/flood.sh
 #
-# Knobs (defaults in brackets): KINDS ["idle stall churn register discover"], SECONDS_EACH
-# [30], COUNT_idle [3000], COUNT_stall [500], COUNT_churn [50], COUNT_register [300],
+# Knobs (defaults in brackets): KINDS ["idle handshake stall churn register discover"],
+# SECONDS_EACH [30], COUNT_idle [3000], COUNT_handshake [3000], COUNT_stall [500], COUNT_churn [50], COUNT_register [300],
 # COUNT_discover [50], SERVE_FLAGS (extra flags for serve; none by default), PROFILE [release]
 # (debug to skip the release build), OUT (directory for the JSON reports; temporary by default).
 #
@@ -19,13 +19,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-KINDS=${KINDS:-"idle stall churn register discover"}
+KINDS=${KINDS:-"idle handshake stall churn register discover"}
 SECONDS_EACH=${SECONDS_EACH:-30}
 PROFILE=${PROFILE:-release}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 OUT=${OUT:-$(mktemp -d -t rendezvous-flood.XXXXXX)}
 mkdir -p "$OUT"
-declare -A COUNT=([idle]=${COUNT_idle:-3000} [stall]=${COUNT_stall:-500} [churn]=${COUNT_churn:-50}
+declare -A COUNT=([idle]=${COUNT_idle:-3000} [handshake]=${COUNT_handshake:-3000} [stall]=${COUNT_stall:-500} [churn]=${COUNT_churn:-50}
     [register]=${COUNT_register:-300} [discover]=${COUNT_discover:-50})
 
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -41,8 +41,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 
-echo "| flood | count | s | server RSS MiB before / peak | VmData MiB peak | server CPU s | legit requests / failures | legit worst ms | kept |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| flood | count | s | server RSS MiB before / peak | VmData MiB peak | server CPU s | legit requests / failures | legit worst ms | newcomer rounds / failures | newcomer worst ms | kept |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 status=0
 for kind in $KINDS; do
     # shellcheck disable=SC2086
@@ -62,7 +62,9 @@ except ValueError:
 print(f"| {r['kind']} | {r['count']} | {r['seconds']} | {r['server_rss_mib_before']} / "
       f"{r['server_rss_mib_peak']} | {r['server_vmdata_mib_peak']} | {r['server_cpu_seconds']:.1f} | "
       f"{r['legit_requests']} / {r['legit_failures']} | {r['legit_worst_ms']} | "
-      f"{r['legit_registrations_kept']} |")
+      + (f"{r['legit_newcomer_rounds']} / {r['legit_newcomer_failures']} | {r['legit_newcomer_worst_ms']} | "
+         if r.get('legit_newcomer_rounds') else "- | - | ")
+      + f"{r['legit_registrations_kept']} |")
 if r.get("legit_first_failure"):
     print(f"<!-- {r['kind']}: first legit failure: {r['legit_first_failure']} -->")
 PY

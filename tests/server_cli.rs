@@ -75,6 +75,29 @@ fn serve_fails(args: &[&str]) -> String {
 }
 
 #[test]
+fn a_second_serve_on_the_same_port_exits_2_naming_it() {
+    let (_first, address) = serve();
+    let port = address
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let output = Command::new(BIN)
+        .args(["serve", "--ephemeral", "--listen", &listen])
+        // Not the open-file warning of a machine whose hard limit is below the default cap.
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let line = support::one_line_error(&output, "a second serve on the same port");
+    assert_eq!(output.status.code(), Some(2), "{line}");
+    assert!(line.contains(&listen), "{line}");
+    assert!(line.contains("in use"), "the OS reason: {line}");
+}
+
+#[test]
 fn serve_refuses_a_bad_flag_with_one_line_and_status_2() {
     let stderr = serve_fails(&["--no-such-flag"]);
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
@@ -309,6 +332,7 @@ async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
 
 #[tokio::test]
 async fn serve_refuses_connections_over_its_total_cap() {
+    // The first connection holds nothing but is in its grace period (10 s): it is kept.
     second_connection_is_refused(&["--max-connections", "1"], false).await;
 }
 
@@ -317,29 +341,24 @@ async fn serve_refuses_connections_over_its_per_peer_cap() {
     second_connection_is_refused(&["--max-connections-per-peer", "1"], true).await;
 }
 
-/// Dials `address` from a fresh client and reports whether the connection was established (or,
-/// false, refused before that).
-async fn dial_is_accepted(address: &Multiaddr) -> bool {
+/// Dials `address` from `client` and waits for the connection to be established; panics on a
+/// refusal.
+async fn established<B: libp2p::swarm::NetworkBehaviour>(client: &mut libp2p::Swarm<B>) {
     use futures::StreamExt;
-    use libp2p::swarm::{dummy, SwarmEvent};
-
-    let mut client = support::tcp::swarm(|_| dummy::Behaviour);
-    client.dial(address.clone()).unwrap();
-    tokio::time::timeout(support::HANG, async {
-        loop {
-            match client.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => return true,
-                SwarmEvent::OutgoingConnectionError { .. } => return false,
-                _ => {}
-            }
+    use libp2p::swarm::SwarmEvent;
+    loop {
+        match client.select_next_some().await {
+            SwarmEvent::ConnectionEstablished { .. } => return,
+            SwarmEvent::OutgoingConnectionError { error, .. } => panic!("refused: {error}"),
+            _ => {}
         }
-    })
-    .await
-    .expect("the dial ends one way or the other")
+    }
 }
 
 #[tokio::test]
-async fn serve_refuses_handshakes_over_its_pending_cap_and_takes_them_once_one_ends() {
+async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
+    use libp2p::swarm::dummy;
+
     let (_serve, address) = serve_with(&["--max-pending-incoming", "1"]);
     let port = address
         .iter()
@@ -348,18 +367,180 @@ async fn serve_refuses_handshakes_over_its_pending_cap_and_takes_them_once_one_e
             _ => None,
         })
         .unwrap();
-    // A TCP connection that never starts its handshake holds the one pending slot.
+    // A TCP connection that never starts its handshake holds the one slot.
     let stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut client = support::tcp::swarm(|_| dummy::Behaviour);
+    client.dial(address.clone()).unwrap();
+    // The dial waits: not refused, not through, while the slot is held (a wait for an event
+    // that must not come; the handshake timeout, 5 s, is far off).
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        established(&mut client),
+    )
+    .await;
     assert!(
-        !dial_is_accepted(&address).await,
-        "a handshake over the pending cap is refused"
+        early.is_err(),
+        "a handshake over the cap waits for its slot"
     );
     drop(stalled);
-    // Once the server has seen the stalled connection close, its slot is free again; until it
-    // has, a dial may still be refused, so dial until one is accepted (bounded by the timeout).
+    tokio::time::timeout(support::HANG, established(&mut client))
+        .await
+        .expect("the waiting handshake runs once the slot is free");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_takes_a_burst_of_dials_far_over_its_pending_cap() {
+    use libp2p::swarm::dummy;
+
+    // A reconnect storm: 200 clients dial at once; 16 handshakes run at a time (4 for one
+    // address, and they all come from 127.0.0.1), all get in.
+    let (_serve, address) = serve_with(&["--max-pending-incoming", "16"]);
+    let dials = (0..200).map(|_| {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let mut client = support::tcp::swarm(|_| dummy::Behaviour);
+            client.dial(address).unwrap();
+            established(&mut client).await;
+            client
+        })
+    });
+    let clients = tokio::time::timeout(support::HANG, futures::future::join_all(dials))
+        .await
+        .expect("every dial ends within the safety net");
+    let connected = clients.into_iter().filter(|c| c.is_ok()).count();
+    assert_eq!(connected, 200, "every client of the burst connects");
+}
+
+/// A rust-libp2p 0.18 client registers in `n` namespaces at once (request-response: up to 100
+/// streams in flight) on `serve` with default flags; returns how many were registered and how
+/// many failed, and panics if its connection closes.
+async fn rust_client_registers_at_once(n: usize) -> (usize, usize) {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::SwarmEvent};
+
+    let (_serve, address) = serve();
+    let server = peer_of(&address);
+    let mut client = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
+    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    client.dial(address).unwrap();
     tokio::time::timeout(support::HANG, async {
-        while !dial_is_accepted(&address).await {}
+        let (mut registered, mut failed) = (0, 0);
+        loop {
+            if registered + failed == n {
+                return (registered, failed);
+            }
+            match client.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    for i in 0..n {
+                        let namespace = rendezvous::Namespace::new(format!("ns-{i}")).unwrap();
+                        client
+                            .behaviour_mut()
+                            .register(namespace, server, None)
+                            .unwrap();
+                    }
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    registered += 1;
+                }
+                // rust-libp2p's client fails, on its own side, a request over its 100 streams
+                // ("max sub-streams reached"), and reports any failure as `Unavailable`.
+                SwarmEvent::Behaviour(rendezvous::client::Event::RegisterFailed { .. }) => {
+                    failed += 1;
+                }
+                SwarmEvent::ConnectionClosed { cause, .. } => {
+                    panic!("the connection closed after {registered} registrations: {cause:?}")
+                }
+                _ => {}
+            }
+        }
     })
     .await
-    .expect("a handshake is accepted once the pending one ended");
+    .expect("every REGISTER answered")
+}
+
+#[tokio::test]
+async fn serve_answers_64_concurrent_registers_of_a_rust_libp2p_client() {
+    assert_eq!(rust_client_registers_at_once(64).await, (64, 0));
+}
+
+#[tokio::test]
+async fn serve_answers_110_concurrent_registers_of_a_rust_libp2p_client() {
+    // Every stream the client could open (100) is answered; at most the 10 over its own
+    // stream cap fail, in the client; the connection stays.
+    let (registered, failed) = rust_client_registers_at_once(110).await;
+    assert!(
+        registered >= 100 && failed <= 10,
+        "{registered} registered, {failed} failed"
+    );
+}
+
+#[tokio::test]
+async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registered_one() {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+
+    // Two connections at most; a connection holding nothing may be closed at once.
+    let (_serve, address) = serve_with(&[
+        "--max-connections",
+        "2",
+        "--connection-grace-ms",
+        "0",
+        "--idle-timeout",
+        "3600",
+    ]);
+    let server = peer_of(&address);
+    let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
+    registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    registered.dial(address.clone()).unwrap();
+    let chat = rendezvous::Namespace::from_static("chat");
+    tokio::time::timeout(support::HANG, async {
+        loop {
+            match registered.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => registered
+                    .behaviour_mut()
+                    .register(chat.clone(), server, None)
+                    .unwrap(),
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
+                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("registered");
+    // The cap is full with an idle peer beside the registered one.
+    let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
+    idle.dial(address.clone()).unwrap();
+    tokio::time::timeout(support::HANG, established(&mut idle))
+        .await
+        .unwrap();
+    // A newcomer takes the idle peer's place; the registered peer keeps its connection.
+    let mut newcomer = support::tcp::swarm(|_| dummy::Behaviour);
+    newcomer.dial(address.clone()).unwrap();
+    tokio::time::timeout(support::HANG, async {
+        let mut newcomer_in = false;
+        let mut idle_out = false;
+        while !(newcomer_in && idle_out) {
+            tokio::select! {
+                event = newcomer.select_next_some() => match event {
+                    SwarmEvent::ConnectionEstablished { .. } => newcomer_in = true,
+                    SwarmEvent::OutgoingConnectionError { error, .. } => panic!("refused: {error}"),
+                    _ => {}
+                },
+                event = idle.select_next_some() => {
+                    if let SwarmEvent::ConnectionClosed { .. } = event {
+                        idle_out = true;
+                    }
+                }
+                event = registered.select_next_some() => {
+                    assert!(
+                        !matches!(event, SwarmEvent::ConnectionClosed { .. }),
+                        "the registered peer's connection closed: {event:?}"
+                    );
+                }
+            }
+        }
+    })
+    .await
+    .expect("the newcomer got the idle connection's place");
 }

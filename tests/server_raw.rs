@@ -489,6 +489,55 @@ async fn streams_over_the_per_connection_cap_are_refused() {
 }
 
 #[tokio::test]
+async fn streams_over_the_read_ones_wait_unread_and_are_answered_in_turn() {
+    use futures::AsyncWriteExt;
+
+    let served = server::SERVED_STREAMS_PER_CONNECTION;
+    let mut s = setup(server::Config::default().with_max_streams_per_connection(served + 4)).await;
+    // The setup's stream and `served + 3` more: four over the streams read at once.
+    let mut more = Vec::new();
+    while more.len() < served + 3 {
+        more.push(raw::open_stream_seeing(&mut s.client, &mut s.server, &mut s.seen).await);
+    }
+    let first = &mut s.stream;
+    let (answers, events) = run_while(
+        async move {
+            let mut streams: Vec<&mut libp2p::Stream> =
+                std::iter::once(first).chain(more.iter_mut()).collect();
+            // A DISCOVER on every stream at once; the last four wait for a read one to end.
+            for stream in &mut streams {
+                raw::send(stream, &discover(None, None)).await;
+            }
+            let mut answers = Vec::new();
+            for stream in &mut streams[..served] {
+                answers.push(raw::recv(stream).await);
+                stream.close().await.unwrap();
+            }
+            for stream in &mut streams[served..] {
+                answers.push(raw::recv(stream).await);
+            }
+            answers
+        },
+        &mut s.server,
+        &mut s.client,
+    )
+    .await;
+    assert_eq!(answers.len(), served + 4);
+    for answer in answers {
+        assert!(
+            matches!(answer, Some(Message::DiscoverResponse(Ok(_)))),
+            "{answer:?}"
+        );
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, server::Event::StreamRefused { .. })),
+        "no stream refused: {events:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_peer_over_its_request_rate_gets_unavailable() {
     let config = server::Config::default()
         .with_requests_per_second(1)

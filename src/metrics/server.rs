@@ -43,7 +43,7 @@ struct LimitLabels {
 
 /// The request types with a response (UNREGISTER has none, so no status).
 const TYPES: [&str; 2] = ["register", "discover"];
-const LIMITS: [&str; 9] = [
+const LIMITS: [&str; 10] = [
     "rate",
     "per_peer",
     "total",
@@ -53,6 +53,7 @@ const LIMITS: [&str; 9] = [
     "streams",
     "in_flight",
     "held",
+    "connections",
 ];
 
 fn limit_label(limit: Limit) -> &'static str {
@@ -66,6 +67,7 @@ fn limit_label(limit: Limit) -> &'static str {
         Limit::Streams => "streams",
         Limit::InFlight => "in_flight",
         Limit::HeldDiscovers => "held",
+        Limit::Connections => "connections",
     }
 }
 
@@ -100,6 +102,8 @@ pub(super) struct Metrics {
     rejected: [Counter; LIMITS.len()],
     commit_operations: Histogram,
     commit_duration: Histogram,
+    /// `idle_connections_closed_total`.
+    idle_closed: Counter,
 }
 
 impl Metrics {
@@ -173,10 +177,19 @@ impl Metrics {
              per_peer (registrations per peer), total (registrations held), bytes (store byte \
              budget), record (record size or addresses), message_size (request too large), \
              streams (streams per connection), in_flight (requests waiting for the store), held \
-             (DISCOVERs waiting for identify)",
+             (DISCOVERs waiting for identify), connections (a new connection at the connection \
+             cap, every connection holding something)",
             rejected.clone(),
         );
         let rejected = LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }));
+
+        let idle_closed = Counter::default();
+        registry.register(
+            "idle_connections_closed",
+            "Connections that held nothing (no registration, no recent request) closed to make \
+             room near the connection cap",
+            idle_closed.clone(),
+        );
 
         // 1 .. 4096 operations.
         let commit_operations = Histogram::new(exponential_buckets(1.0, 2.0, 13));
@@ -207,6 +220,7 @@ impl Metrics {
             rejected,
             commit_operations,
             commit_duration,
+            idle_closed,
         }
     }
 
@@ -288,7 +302,12 @@ impl Metrics {
                 // Not answered, so no status: UNREGISTER is not in `requests_total`.
                 RequestKind::Unregister => {}
             },
-            Event::StreamRefused { limit, .. } => self.rejected(Some(limit)),
+            Event::StreamRefused { limit, .. } | Event::ConnectionRefused { limit, .. } => {
+                self.rejected(Some(limit))
+            }
+            Event::IdleConnectionClosed { .. } => {
+                self.idle_closed.inc();
+            }
             Event::StoreCommitted {
                 operations,
                 latency,

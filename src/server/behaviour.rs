@@ -8,7 +8,7 @@ mod answers;
 mod requests;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     task::{Context, Poll},
     time::Instant,
 };
@@ -18,18 +18,19 @@ use futures_timer::Delay;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
     swarm::{
-        ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-        THandlerInEvent, THandlerOutEvent, ToSwarm,
+        CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm,
+        NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId,
 };
 
 use self::requests::HeldDiscover;
 use super::{
+    connections::{Admission, Connections},
     formats::PeerFormats,
     handler::{FromBehaviour, Handler, ToBehaviour},
     store::{MemoryStore, Operation, OperationId, Store},
-    Config, Event, InvalidConfig, RateLimiter, Registrations, ServedFormats,
+    Config, Event, InvalidConfig, Limit, RateLimiter, Registrations, ServedFormats,
 };
 use crate::codec::{Message, Namespace, RecordFormat, Registration};
 
@@ -41,15 +42,6 @@ struct Waiting {
     received: Instant,
 }
 
-/// The connections of one peer.
-#[derive(Debug, Default)]
-struct Connected {
-    ids: HashSet<ConnectionId>,
-    /// What the handlers were last told: keep the connections alive (the peer holds
-    /// registrations that its disconnect would remove).
-    keep_alive: bool,
-}
-
 /// The rendezvous server as a [`NetworkBehaviour`]. See the [module docs](super) for its rules.
 pub struct Behaviour {
     config: Config,
@@ -57,8 +49,9 @@ pub struct Behaviour {
     rate: RateLimiter,
     /// What each peer reads, and the DISCOVERs held while the server asks.
     formats: PeerFormats<HeldDiscover>,
-    /// Open connections per peer, to know when the last one closes and whom to keep alive.
-    connections: HashMap<PeerId, Connected>,
+    /// Open connections per peer: when the last one closes, whom to keep alive, and which to
+    /// close near the connection cap.
+    connections: Connections,
     /// Responders of the REGISTERs and DISCOVERs submitted to the store and not completed (at
     /// most [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT)).
     waiting: HashMap<OperationId, Waiting>,
@@ -74,7 +67,7 @@ impl std::fmt::Debug for Behaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Behaviour")
             .field("registrations", &self.registration_count())
-            .field("connected_peers", &self.connections.len())
+            .field("connected_peers", &self.connections.peer_count())
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
@@ -100,8 +93,8 @@ impl Behaviour {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
             formats: PeerFormats::new(config.unknown_peer_formats, config.identify_wait),
             store: Box::new(store),
+            connections: Connections::new(config.max_connections, config.connection_grace),
             config,
-            connections: HashMap::new(),
             waiting: HashMap::new(),
             in_flight: 0,
             next_id: 0,
@@ -120,6 +113,12 @@ impl Behaviour {
     /// How many registrations are stored (0 for a store without a local index).
     pub fn registration_count(&self) -> usize {
         self.store.index().map_or(0, Registrations::len)
+    }
+
+    /// Established connections, including those the server is closing to make room (see
+    /// [`Config::with_max_connections`]).
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
     }
 
     /// Whether the store can serve requests (see [`Store::available`]): `false` while a shared
@@ -203,12 +202,35 @@ impl Behaviour {
     fn new_handler(&self, peer: PeerId) -> Handler {
         Handler::new(&self.config, self.holds_registrations(&peer))
     }
+
+    /// Closes a connection that holds nothing, to make room near the connection cap.
+    fn close_idle(&mut self, peer: PeerId, connection: ConnectionId) {
+        tracing::debug!(%peer, ?connection, "closing an idle connection to make room");
+        self.events.push_back(ToSwarm::CloseConnection {
+            peer_id: peer,
+            connection: CloseConnection::One(connection),
+        });
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::IdleConnectionClosed { peer }));
+    }
+}
+
+/// Why a connection was denied: the server holds as many as it may, each holding something.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server holds {max} connections, each with registrations or in its grace period; \
+     try again later"
+)]
+struct ConnectionCapReached {
+    max: usize,
 }
 
 impl NetworkBehaviour for Behaviour {
     type ConnectionHandler = Handler;
     type ToSwarm = Event;
 
+    /// Admits the connection below the cap; at the cap, in place of a connection that holds
+    /// nothing (closed now), else refuses it.
     fn handle_established_inbound_connection(
         &mut self,
         _: ConnectionId,
@@ -216,6 +238,20 @@ impl NetworkBehaviour for Behaviour {
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        match self.connections.admit(Instant::now()) {
+            Admission::Admitted => {}
+            Admission::Replacing(idle_peer, idle) => self.close_idle(idle_peer, idle),
+            Admission::Refused => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::ConnectionRefused {
+                        peer,
+                        limit: Limit::Connections,
+                    }));
+                return Err(ConnectionDenied::new(ConnectionCapReached {
+                    max: self.config.max_connections,
+                }));
+            }
+        }
         Ok(self.new_handler(peer))
     }
 
@@ -233,29 +269,22 @@ impl NetworkBehaviour for Behaviour {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(established) => {
-                let keep_alive = self.holds_registrations(&established.peer_id);
-                self.connections
-                    .entry(established.peer_id)
-                    .or_insert_with(|| Connected {
-                        ids: HashSet::new(),
-                        keep_alive,
-                    })
-                    .ids
-                    .insert(established.connection_id);
+                let holds = self.holds_registrations(&established.peer_id);
+                self.connections.established(
+                    established.peer_id,
+                    established.connection_id,
+                    holds,
+                    Instant::now(),
+                );
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,
                 connection_id,
-                remaining_established,
                 ..
             }) => {
-                if let Some(connected) = self.connections.get_mut(&peer_id) {
-                    connected.ids.remove(&connection_id);
-                }
-                if remaining_established > 0 {
+                if !self.connections.closed(peer_id, connection_id) {
                     return;
                 }
-                self.connections.remove(&peer_id);
                 // Held DISCOVERs are dropped: their streams closed with the connection.
                 drop(self.formats.forget(&peer_id));
                 if self.config.remove_on_disconnect {
@@ -278,6 +307,7 @@ impl NetworkBehaviour for Behaviour {
     ) {
         let released = match event {
             ToBehaviour::Request(request) => {
+                self.connections.active(connection, Instant::now());
                 self.handle_request(peer, connection, request);
                 return;
             }
@@ -327,10 +357,18 @@ impl NetworkBehaviour for Behaviour {
                 self.on_store_event(event);
                 continue;
             }
-            let deadline = match (self.store.poll_timeout(), self.formats.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if let Some((peer, connection)) = self.connections.poll_trim(now) {
+                self.close_idle(peer, connection);
+                continue;
+            }
+            let deadline = [
+                self.store.poll_timeout(),
+                self.formats.poll_timeout(),
+                self.connections.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let Some(deadline) = deadline else {
                 self.timer = None;
                 return Poll::Pending;

@@ -21,9 +21,44 @@ pub const DEFAULT_PAGE: usize = 100;
 /// The most registrations in one DISCOVER_RESPONSE, by the spec.
 pub const DEFAULT_MAX_PAGE: usize = crate::MAX_DISCOVER_LIMIT as usize;
 
-/// Inbound rendezvous streams one connection may have open at once. Clients need one or two;
-/// more streams are refused (reset) so a peer cannot pin server memory with idle streams.
-pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 8;
+/// Inbound rendezvous streams one connection may have open at once, read or waiting. A
+/// rust-libp2p client has up to 100 requests in flight, each on its own stream, so 128 serves
+/// every legitimate client; a stream over it is reset alone (never its connection: the muxer
+/// allows [`Config::muxer_max_streams`], which is more). What the waiting streams can hold is
+/// bounded by the muxer's window per stream (see the module docs, "Memory").
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 128;
+
+/// Inbound rendezvous streams of one connection that are read at once; the others wait unread,
+/// in the order they came, for one of these to end. Each read stream buffers at most one request
+/// and one response, so this bounds what a connection's answers can hold (a page is up to the
+/// message cap).
+pub const SERVED_STREAMS_PER_CONNECTION: usize = 8;
+
+/// The most [`Config::with_max_streams_per_connection`] accepts: with the muxer's own streams on
+/// top, yamux's 1 GiB connection window must still hold 256 KiB for each.
+pub const MAX_CONFIGURABLE_STREAMS_PER_CONNECTION: usize = 2048;
+
+/// Inbound streams of one connection that may be negotiating their protocol at once (the swarm
+/// takes no more from the muxer until one is done). Give it to the swarm with
+/// `libp2p::swarm::Config::with_max_negotiating_inbound_streams`; [`Config::muxer_max_streams`]
+/// counts it.
+pub const MAX_NEGOTIATING_STREAMS: usize = 32;
+
+/// Streams of one connection for the protocols beside rendezvous (identify, ping, the identify
+/// stream the server opens itself), counted in [`Config::muxer_max_streams`].
+pub const OTHER_PROTOCOL_STREAMS: usize = 16;
+
+/// Established connections the server keeps at once (see [`Config::with_max_connections`]).
+/// An idle connection costs about 20 KiB with `rendezvous serve`'s transports, so 100,000 of
+/// them about 2 GiB: with the 512 MiB store budget that fits a 4 GiB server (the module docs,
+/// "Memory", do the sum). With remove-on-disconnect, this is also how many peers can hold
+/// registrations at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+
+/// How long a new connection may hold nothing (no registration, no request) before the server
+/// may close it to make room near [`Config::with_max_connections`]: time for a client to
+/// connect, identify and register.
+pub const DEFAULT_CONNECTION_GRACE: Duration = Duration::from_secs(10);
 
 /// How long an inbound stream may wait for its next request (or for a slow write) before the
 /// server closes it.
@@ -32,8 +67,10 @@ pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests (REGISTER and DISCOVER) a peer may make per second, averaged.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
 
-/// Requests a peer may make at once before the per-second rate applies.
-pub const DEFAULT_REQUEST_BURST: u32 = 100;
+/// Requests a peer may make at once before the per-second rate applies: room for a client in
+/// [`crate::client::MAX_NAMESPACES`] namespaces that registers and discovers in every one at
+/// start (128 requests), twice over.
+pub const DEFAULT_REQUEST_BURST: u32 = 256;
 
 /// Bytes the store may hold, counted as [`Registrations::stored_bytes`](super::Registrations::stored_bytes) counts them (each
 /// registration's fixed cost and namespace, each distinct record once per peer with its parsed
@@ -99,6 +136,8 @@ pub struct Config {
     pub(crate) max_store_bytes: usize,
     pub(crate) max_record_size: usize,
     pub(crate) max_addresses_per_record: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) connection_grace: Duration,
 }
 
 impl Default for Config {
@@ -122,6 +161,8 @@ impl Default for Config {
             max_store_bytes: DEFAULT_MAX_STORE_BYTES,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection_grace: DEFAULT_CONNECTION_GRACE,
         }
     }
 }
@@ -179,10 +220,45 @@ impl Config {
         self
     }
 
-    /// Inbound streams one connection may have open at once (default
-    /// [`DEFAULT_MAX_STREAMS_PER_CONNECTION`]).
+    /// Inbound rendezvous streams one connection may have open at once (default
+    /// [`DEFAULT_MAX_STREAMS_PER_CONNECTION`]): [`SERVED_STREAMS_PER_CONNECTION`] of them are
+    /// read, the rest wait unread; one more is reset. Give the muxer
+    /// [`Config::muxer_max_streams`] so that it never closes a connection for a stream the
+    /// server would refuse alone.
     pub fn with_max_streams_per_connection(mut self, n: usize) -> Self {
         self.max_streams_per_connection = n.max(1);
+        self
+    }
+
+    /// The stream cap to give the connection's muxer (yamux `set_max_num_streams`, QUIC
+    /// `max_concurrent_stream_limit`): the rendezvous streams
+    /// ([`Config::with_max_streams_per_connection`]), those still negotiating
+    /// ([`MAX_NEGOTIATING_STREAMS`]) and the other protocols' ([`OTHER_PROTOCOL_STREAMS`]).
+    /// yamux closes the whole connection when a peer opens a stream over its cap, so its cap is
+    /// above every bound the server applies to a stream alone.
+    pub fn muxer_max_streams(&self) -> usize {
+        self.max_streams_per_connection
+            .min(MAX_CONFIGURABLE_STREAMS_PER_CONNECTION)
+            + MAX_NEGOTIATING_STREAMS
+            + OTHER_PROTOCOL_STREAMS
+    }
+
+    /// Established connections the server keeps (default [`DEFAULT_MAX_CONNECTIONS`]). Near
+    /// the cap (from 15/16 of it) the server closes connections that hold nothing (no
+    /// registration, no request in flight, older than [`Config::with_connection_grace`]),
+    /// longest idle first, down to 7/8 of it; at the cap, a new connection takes the place of
+    /// such a connection, and is refused only when every connection holds something. The
+    /// swarm's per-peer and handshake bounds are the application's (`rendezvous serve` sets
+    /// them).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a new connection may hold nothing before it may be closed to make room
+    /// (default [`DEFAULT_CONNECTION_GRACE`]).
+    pub fn with_connection_grace(mut self, grace: Duration) -> Self {
+        self.connection_grace = grace.min(MAX_CONFIGURABLE_STREAM_TIMEOUT);
         self
     }
 
@@ -329,6 +405,15 @@ impl Config {
                 format!(
                     "is {}; expected at least {one_registration} (one registration)",
                     self.max_store_bytes
+                ),
+            );
+        }
+        if self.max_streams_per_connection > MAX_CONFIGURABLE_STREAMS_PER_CONNECTION {
+            return fail(
+                "max-streams-per-connection",
+                format!(
+                    "is {}; expected 1 to {MAX_CONFIGURABLE_STREAMS_PER_CONNECTION}",
+                    self.max_streams_per_connection
                 ),
             );
         }

@@ -1,5 +1,6 @@
 //! The server's connection handler: inbound rendezvous streams, several requests per stream
-//! served in order, a cap on concurrent streams and on message size; and, when the behaviour
+//! served in order, [`SERVED_STREAMS_PER_CONNECTION`] streams read at once while the others wait
+//! unread (up to the connection's stream cap), a cap on message size; and, when the behaviour
 //! asks, one outbound identify request to learn which record formats the remote reads.
 
 use std::{
@@ -33,7 +34,7 @@ use prost::Message as _;
 
 use super::{
     formats::{IdentifyPb, IDENTIFY_PROTOCOL, MAX_IDENTIFY_MESSAGE_SIZE},
-    Config, Limit, ServedFormats,
+    Config, Limit, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
 };
 use crate::codec::{
     read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
@@ -111,9 +112,17 @@ pub struct Handler {
     protocol: StreamProtocol,
     max_request_size: usize,
     max_message_size: usize,
+    /// Rendezvous streams open at once, read or waiting.
     max_streams: usize,
+    /// Streams read at once.
+    max_served: usize,
     timeout: Duration,
+    /// The streams being read and answered (at most `max_served`).
     streams: FuturesUnordered<BoxFuture<'static, Result<(), StreamError>>>,
+    /// Streams waiting, unread, for a place in `streams`, with when they came: the muxer holds
+    /// what their peer sent (one window per stream), so a burst of requests waits instead of
+    /// being refused. At most `max_streams - streams.len()`.
+    waiting: VecDeque<(Stream, Instant)>,
     requests_tx: mpsc::Sender<InboundRequest>,
     requests_rx: mpsc::Receiver<InboundRequest>,
     keep_alive: bool,
@@ -152,13 +161,16 @@ impl std::fmt::Debug for Handler {
 
 impl Handler {
     pub(crate) fn new(config: &Config, keep_alive: bool) -> Self {
-        // Each stream has at most one request in flight, so this never fills for long.
-        let (requests_tx, requests_rx) = mpsc::channel(config.max_streams_per_connection);
+        let max_served = SERVED_STREAMS_PER_CONNECTION.min(config.max_streams_per_connection);
+        // Each read stream has at most one request in flight, so this never fills for long.
+        let (requests_tx, requests_rx) = mpsc::channel(max_served);
         Self {
             protocol: config.protocol.clone(),
             max_request_size: config.max_request_size(),
             max_message_size: config.max_message_size,
             max_streams: config.max_streams_per_connection,
+            max_served,
+            waiting: VecDeque::new(),
             // A timer deadline past what `Instant` holds would panic; validation refuses such
             // a timeout, this keeps an unvalidated one harmless.
             timeout: config
@@ -201,12 +213,12 @@ impl ConnectionHandler for Handler {
         }
     }
 
-    /// Kept while the peer holds registrations (the behaviour says so) or a request
-    /// is being served. An open stream alone does not keep the connection (streams are
+    /// Kept while the peer holds registrations (the behaviour says so), a request is being
+    /// served, or a stream waits to be read. An open stream alone does not keep the connection (streams are
     /// ignored for keep-alive), so a connection with nothing registered and nothing asked
     /// closes after the swarm's idle timeout.
     fn connection_keep_alive(&self) -> bool {
-        self.keep_alive || self.in_flight.load(Ordering::Relaxed) > 0
+        self.keep_alive || self.in_flight.load(Ordering::Relaxed) > 0 || !self.waiting.is_empty()
     }
 
     fn poll(
@@ -241,6 +253,7 @@ impl ConnectionHandler for Handler {
                     return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
                 }
             }
+            self.serve_waiting();
             if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
                     ToBehaviour::Request(request),
@@ -299,13 +312,31 @@ impl ConnectionHandler for Handler {
         }) = event
         {
             stream.ignore_for_keep_alive();
-            if self.streams.len() >= self.max_streams {
+            if self.streams.len() + self.waiting.len() >= self.max_streams {
                 tracing::debug!(
                     max = self.max_streams,
-                    "too many rendezvous streams on one connection; dropping the new one"
+                    "too many rendezvous streams on one connection; resetting the new one"
                 );
                 self.refused_streams = self.refused_streams.saturating_add(1);
                 return;
+            }
+            self.waiting.push_back((stream, Instant::now()));
+        }
+    }
+}
+
+impl Handler {
+    /// Moves waiting streams, oldest first, into the read ones while there is room. A stream
+    /// that waited longer than the stream timeout is dropped (its peer has given up on it, or
+    /// the read streams are held by a slow peer).
+    fn serve_waiting(&mut self) {
+        while self.streams.len() < self.max_served {
+            let Some((stream, since)) = self.waiting.pop_front() else {
+                return;
+            };
+            if since.elapsed() > self.timeout {
+                tracing::debug!(timeout = ?self.timeout, "a rendezvous stream waited too long; dropping it");
+                continue;
             }
             self.streams.push(
                 serve_stream(

@@ -116,29 +116,75 @@
 //!   counts it (default [`DEFAULT_MAX_STORE_BYTES`], 512 MiB), which includes the fixed cost of
 //!   every registration and record, so the count limits are bounds on top (the SQLite store
 //!   adds its page cache, at most `store::sqlite::PAGE_CACHE_KIB`, 64 MiB);
-//! - per connection: at most `max_streams_per_connection` (default 8) streams, each buffering
+//! - per connection: [`SERVED_STREAMS_PER_CONNECTION`] (8) streams read at once, each buffering
 //!   at most one request (`max_record_size` + [`REQUEST_OVERHEAD`], 9 KiB by default) and one
 //!   response (at most `max_message_size`, 1 MiB; a DISCOVER_RESPONSE is only that large when
-//!   the page is), and a bounded request queue;
+//!   the page is), and a bounded request queue; the connection's other rendezvous streams, up
+//!   to `max_streams_per_connection` (default 128), wait unread, so what they hold is in the
+//!   muxer (below);
 //! - per peer: a rate-limiter bucket and what is known of its record format (at most
 //!   [`MAX_RATE_LIMITED_PEERS`] and [`MAX_KNOWN_PEERS`] of them, about 100 bytes each), and at
-//!   most [`MAX_HELD`] DISCOVERs held for identify in all.
+//!   most [`MAX_HELD`] DISCOVERs held for identify in all;
+//! - connections: at most [`Config::with_max_connections`] (default [`DEFAULT_MAX_CONNECTIONS`],
+//!   100,000), a few dozen bytes each in this behaviour. The rest of a connection's cost is the
+//!   transport's (see below).
 //!
-//! The application bounds the connections: `rendezvous serve` caps them in total, per peer and
-//! in their handshake (`--max-connections`, default 2048, `--max-connections-per-peer`,
-//! `--max-pending-incoming`), bounds the transports' buffers (yamux: 32 streams of at most
-//! 256 KiB unread; QUIC: 1 MiB unread per connection) and closes a connection that holds no
-//! registration and has no request in flight after `--idle-timeout` (the server's streams do
-//! not keep a connection alive by themselves). A server embedded in another swarm should do the
-//! same with `libp2p::connection_limits` and the swarm's idle timeout. Measured figures under
-//! floods are in BENCHMARKS.md.
+//! # Limits that shape bursts, and what is refused
+//!
+//! A bound caps memory or CPU; legitimate traffic that arrives all at once waits within it:
+//!
+//! - **Handshakes** ([`handshakes::Transport`], used by `rendezvous serve`): at most 128 run at
+//!   once (`--max-pending-incoming`), a quarter of them per source address; more connections
+//!   wait for a slot (up to 4096). A reconnect storm of thousands of clients all gets in. A
+//!   handshake has 5 s once it has its slot, and a connection waits at most 30 s for one. When
+//!   the queue is full, the address with the most connections in it gives up its newest for a
+//!   newcomer from another address: a flood of connections that never finish their handshake
+//!   takes a quarter of the slots and none of the others' places.
+//! - **Streams**: 8 read at once per connection, up to 128 open (a rust-libp2p client has up to
+//!   100 requests in flight, each on its stream); the 129th is reset alone. The muxer allows
+//!   [`Config::muxer_max_streams`] (176 by default: the 128, [`MAX_NEGOTIATING_STREAMS`] still
+//!   negotiating, [`OTHER_PROTOCOL_STREAMS`] for identify and ping), so a stream never costs its
+//!   connection (yamux closes a connection whose peer opens one over its cap).
+//! - **Requests**: [`DEFAULT_REQUEST_BURST`] (256) at once per peer, then
+//!   [`DEFAULT_REQUESTS_PER_SECOND`] (50) a second; over it, `E_UNAVAILABLE` (our client retries
+//!   later).
+//! - **Connections**: near [`Config::with_max_connections`] the server closes connections that
+//!   hold nothing (no registration, no request for [`DEFAULT_CONNECTION_GRACE`]), longest idle
+//!   first, and a new connection at the cap takes such a connection's place. A flood of idle
+//!   connections never locks a registering peer out.
+//!
+//! What only a hostile peer does is refused: a stream over 128 on one connection, a request
+//! over the size cap, a handshake that does not finish in 5 s, thousands of handshakes pending
+//! from one address while the queue is full, requests past the rate, a new connection when
+//! every connection holds registrations (bounded by the registration budgets).
+//!
+//! The application bounds the transports: `rendezvous serve` puts the handshake queue around
+//! its transports, caps connections per peer (`--max-connections-per-peer`), gives yamux and
+//! QUIC [`Config::muxer_max_streams`], bounds QUIC's receive windows (1 MiB unread per
+//! connection) and closes a connection that holds no registration and has no request in flight
+//! after `--idle-timeout` (the server's streams do not keep a connection alive by themselves).
+//! yamux gives every stream a 256 KiB window (fixed by its spec), so a peer that sends what the
+//! server did not ask for can make one TCP connection hold up to 176 × 256 KiB (44 MiB) until
+//! the stream timeout; legitimate waiting streams hold one request each. A server embedded in
+//! another swarm should do the same with [`handshakes::Transport`], `libp2p::connection_limits`
+//! and the swarm's idle timeout. Measured figures under floods and bursts are in
+//! BENCHMARKS.md.
+//!
+//! The connection count follows from memory: an idle connection of `rendezvous serve` costs
+//! the figure in BENCHMARKS.md ("Connections"); with the store's 512 MiB budget and its page
+//! cache, a 4 GiB server holds [`DEFAULT_MAX_CONNECTIONS`] idle connections at up to 30 KiB
+//! each (about 2.9 GiB) beside its store. `rendezvous serve` raises the open-file limit to the
+//! cap at start, and lowers the cap (with a warning) where the hard limit does not allow it.
 
 mod behaviour;
 mod config;
+mod connections;
 mod formats;
 mod handler;
+pub mod handshakes;
 mod rate;
 mod registrations;
+pub mod rules;
 pub mod store;
 
 use std::time::Duration;
@@ -153,7 +199,8 @@ pub use formats::{
 };
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{cookie, Refusal, Registrations, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::Registrations;
+pub use rules::{cookie, Refusal, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{ErrorResponse, Namespace, Registration, RequestKind};
@@ -176,14 +223,17 @@ pub enum Limit {
     StoreBytes,
     /// The signed record was over the record size or address count cap.
     Record,
-    /// A connection already had [`Config::with_max_streams_per_connection`] streams open; the new
-    /// stream was dropped.
+    /// A connection already had [`Config::with_max_streams_per_connection`] streams open (read
+    /// or waiting); the new stream was reset, the connection kept.
     Streams,
     /// [`MAX_IN_FLIGHT`] requests were waiting for the store.
     InFlight,
     /// Too many DISCOVERs were waiting for their askers' identify ([`MAX_HELD_PER_PEER`],
     /// [`MAX_HELD`]).
     HeldDiscovers,
+    /// The server held [`Config::with_max_connections`] connections, each with registrations
+    /// or in its grace period; a new connection was refused.
+    Connections,
 }
 
 /// Why a registration was removed before its TTL ended.
@@ -276,6 +326,20 @@ pub enum Event {
         peer: PeerId,
         /// The bound.
         limit: Limit,
+    },
+    /// A new connection was refused: the server held [`Config::with_max_connections`]
+    /// connections, each with registrations or in its grace period ([`Limit::Connections`]).
+    ConnectionRefused {
+        /// The peer of the refused connection.
+        peer: PeerId,
+        /// The bound.
+        limit: Limit,
+    },
+    /// A connection that held nothing (no registration, no recent request) was closed to make
+    /// room near [`Config::with_max_connections`].
+    IdleConnectionClosed {
+        /// The peer on the other end.
+        peer: PeerId,
     },
     /// The store committed a group of mutations (stores that commit in groups, such as SQLite).
     StoreCommitted {

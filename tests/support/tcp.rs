@@ -12,9 +12,18 @@ use libp2p::{
 };
 use tokio::sync::mpsc;
 
-/// A swarm on TCP with a new identity; idle connections stay open for a minute.
+/// A swarm on TCP with a new identity; idle connections stay open for a minute, and a dial may
+/// take as long as the tests' safety net (a server under a burst makes dials wait).
 pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_new_identity()
+    swarm_with_key(Keypair::generate_ed25519(), behaviour)
+}
+
+/// [`swarm`] with identity `key` (a test that compares answers naming the peer across runs).
+pub fn swarm_with_key<B: NetworkBehaviour>(
+    key: Keypair,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -25,6 +34,7 @@ pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swar
         .with_behaviour(|key| behaviour(key))
         .expect("the behaviour is given")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_connection_timeout(super::HANG)
         .build()
 }
 

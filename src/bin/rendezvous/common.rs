@@ -2,7 +2,14 @@
 
 use std::{fmt, fs, io::Write, path::Path, time::Duration};
 
-use libp2p::{identity::Keypair, noise, swarm::NetworkBehaviour, tcp, yamux, Swarm};
+use libp2p::{
+    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade},
+    identity::Keypair,
+    noise, quic,
+    swarm::NetworkBehaviour,
+    tcp, yamux, PeerId, Swarm, Transport as _,
+};
+use rendezvous_discovery::server;
 
 /// A failure of a subcommand, with its exit status (the table is [`crate::EXIT_CODES`]).
 #[derive(Debug)]
@@ -104,8 +111,13 @@ pub struct Transport {
     pub idle_timeout: Duration,
     /// Streams one connection may have at once (yamux and QUIC); `None` for libp2p's defaults.
     pub max_streams: Option<usize>,
+    /// Inbound streams one connection may be negotiating at once; `None` for libp2p's default.
+    pub max_negotiating_streams: Option<usize>,
     /// QUIC receive windows (per stream, per connection) in bytes; `None` for the defaults.
     pub quic_windows: Option<(u32, u32)>,
+    /// Incoming connections wait for a handshake slot (a server); `None`: no bound (a client,
+    /// which only dials).
+    pub handshakes: Option<server::handshakes::Config>,
 }
 
 impl Default for Transport {
@@ -113,9 +125,52 @@ impl Default for Transport {
         Self {
             idle_timeout: Duration::from_secs(60),
             max_streams: None,
+            max_negotiating_streams: None,
             quic_windows: None,
+            handshakes: None,
         }
     }
+}
+
+/// How long a dial or an incoming connection may take to be established, unless the handshake
+/// bound of a server says longer (libp2p's default).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The transports: TCP (noise + yamux) and QUIC, bounded by `settings`, behind the handshake
+/// queue when there is one.
+fn transports(
+    key: &Keypair,
+    settings: &Transport,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, CliError> {
+    let mut yamux = yamux::Config::default();
+    if let Some(n) = settings.max_streams {
+        yamux.set_max_num_streams(n);
+    }
+    let noise = noise::Config::new(key)
+        .map_err(|e| CliError::Failed(format!("cannot set up noise: {e}")))?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let mut quic_config = quic::Config::new(key);
+    if let Some(n) = settings.max_streams {
+        quic_config.max_concurrent_stream_limit = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some((stream, connection)) = settings.quic_windows {
+        quic_config.max_stream_data = stream;
+        quic_config.max_connection_data = connection;
+    }
+    let quic = quic::tokio::Transport::new(quic_config)
+        .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
+    let both = tcp
+        .or_transport(quic)
+        .map(|either, _| either.into_inner())
+        .boxed();
+    Ok(match &settings.handshakes {
+        Some(config) => server::handshakes::Transport::new(both, config.clone()).boxed(),
+        None => both,
+    })
 }
 
 /// [`build_swarm`] with the transports bounded by `transport`.
@@ -124,36 +179,29 @@ pub fn build_swarm_with<B: NetworkBehaviour>(
     transport: &Transport,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, CliError> {
-    let streams = transport.max_streams;
-    let windows = transport.quic_windows;
+    let transports = transports(&key, transport)?;
     let idle = transport.idle_timeout;
+    let negotiating = transport.max_negotiating_streams;
+    // The handshake queue bounds each incoming connection itself; the swarm's timeout must
+    // not cut a connection that is still within those bounds.
+    let timeout = transport
+        .handshakes
+        .as_ref()
+        .map_or(CONNECTION_TIMEOUT, |h| h.longest().max(CONNECTION_TIMEOUT));
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            move || {
-                let mut config = yamux::Config::default();
-                if let Some(n) = streams {
-                    config.set_max_num_streams(n);
-                }
-                config
-            },
-        )
-        .map_err(|e| CliError::Failed(format!("cannot set up TCP: {e}")))?
-        .with_quic_config(|mut config| {
-            if let Some(n) = streams {
-                config.max_concurrent_stream_limit = u32::try_from(n).unwrap_or(u32::MAX);
-            }
-            if let Some((stream, connection)) = windows {
-                config.max_stream_data = stream;
-                config.max_connection_data = connection;
-            }
-            config
-        })
+        .with_other_transport(|_| transports)
+        .map_err(|e| CliError::Failed(format!("cannot set up the transports: {e}")))?
         .with_behaviour(|key| behaviour(key))
         .map_err(|e| CliError::Failed(format!("cannot build the behaviour: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .with_swarm_config(|c| {
+            let c = c.with_idle_connection_timeout(idle);
+            match negotiating {
+                Some(n) => c.with_max_negotiating_inbound_streams(n),
+                None => c,
+            }
+        })
+        .with_connection_timeout(timeout)
         .build())
 }
 

@@ -1,11 +1,16 @@
 //! `rendezvous flood`: one hostile load against a rendezvous server, with a legitimate client
 //! registering and discovering alongside. For `benches/flood.sh`; loopback servers only.
 //!
-//! Kinds: `idle` (many connections that never ask anything), `stall` (streams that announce the
-//! largest frame and then send nothing more), `churn` (streams opened and reset in a loop),
-//! `register` (fresh identities registering maximal records in many namespaces), `discover`
-//! (DISCOVER without a cookie, page size 1000, in a tight loop). Every kind is bounded by
-//! `--count` and stops after `--seconds`.
+//! Kinds: `idle` (many connections that never ask anything), `handshake` (TCP connections from
+//! `--source` that never start their handshake, opened again whenever the server closes them),
+//! `stall` (streams that announce the largest frame and then send nothing more), `churn`
+//! (streams opened and reset in a loop), `register` (fresh identities registering maximal records
+//! in many namespaces), `discover` (DISCOVER without a cookie, page size 1000, in a tight loop).
+//! Every kind is bounded by `--count` and stops after `--seconds`.
+//!
+//! Beside its long-lived connection, the legitimate client makes a new connection every round
+//! during the `idle` and `handshake` floods (a new identity that connects, registers and finds
+//! itself), since those floods aim at newcomers.
 //!
 //! Prints one JSON object: the kind, the flood's own counters, the server's peak RSS and VmData
 //! and its CPU seconds during the flood (from `/proc/PID`), and the legitimate client's
@@ -36,7 +41,7 @@ use crate::{
 };
 
 /// Most connections or identities one flood uses.
-const MAX_COUNT: usize = 10_000;
+const MAX_COUNT: usize = 20_000;
 
 /// Longest flood.
 const MAX_SECONDS: u64 = 600;
@@ -56,9 +61,13 @@ pub struct Args {
     /// The server's process id, to read its memory and CPU from /proc.
     #[arg(long, value_name = "PID")]
     server_pid: u32,
-    /// idle, stall, churn, register or discover.
-    #[arg(long, value_name = "KIND", value_parser = ["idle", "stall", "churn", "register", "discover"])]
+    /// idle, handshake, stall, churn, register or discover.
+    #[arg(long, value_name = "KIND", value_parser = ["idle", "handshake", "stall", "churn", "register", "discover"])]
     kind: String,
+    /// The address the `handshake` flood connects from (a 127.0.0.0/8 address; the legitimate
+    /// client connects from 127.0.0.1).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.2")]
+    source: std::net::Ipv4Addr,
     /// Connections (or identities) the flood uses.
     #[arg(long, value_name = "N", default_value_t = 500)]
     count: usize,
@@ -144,6 +153,40 @@ struct Legit {
     failures: u64,
     worst: Duration,
     first_failure: Option<String>,
+    /// Rounds of a newcomer: connect, register, find itself.
+    rounds: u64,
+    round_failures: u64,
+    round_worst: Duration,
+}
+
+/// A newcomer's round: a new identity connects, registers in `namespace` and finds itself
+/// there. Returns what went wrong, if anything.
+async fn newcomer(
+    server: Multiaddr,
+    server_peer: PeerId,
+    namespace: &Namespace,
+) -> Result<(), String> {
+    let client = connect(server, server_peer).await?;
+    let record = SignedRecord::new(
+        &client.key,
+        vec!["/ip4/127.0.0.1/tcp/1".parse().expect("valid")],
+        RecordFormat::Standard,
+    )
+    .expect("ed25519 signs");
+    match client.request(&register(namespace, &record)).await {
+        Ok(Message::RegisterResponse(Ok(_))) => {}
+        other => return Err(format!("register: {other:?}")),
+    }
+    match client.request(&discover(Some(namespace.clone()))).await {
+        Ok(Message::DiscoverResponse(Ok(DiscoverPage { registrations, .. })))
+            if registrations
+                .iter()
+                .any(|r| r.record.peer_id() == client.key.public().to_peer_id()) =>
+        {
+            Ok(())
+        }
+        other => Err(format!("discover: {other:?}")),
+    }
 }
 
 pub async fn run(args: Args) -> CliResult {
@@ -197,14 +240,19 @@ pub async fn run(args: Args) -> CliResult {
     let flooded = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let flood = tokio::spawn(flood(
-        args.kind.clone(),
-        server.clone(),
-        server_peer,
+        Target {
+            kind: args.kind.clone(),
+            server: server.clone(),
+            server_peer,
+            source: args.source,
+        },
         args.count,
         deadline,
         flooded.clone(),
         refused.clone(),
     ));
+    let newcomers = matches!(args.kind.as_str(), "idle" | "handshake");
+    let newcomer_namespace = Namespace::new("legit-newcomers").expect("short");
     // The legitimate client: a refresh and a discover every 200 ms, while sampling the server.
     let mut figures = Legit::default();
     let mut peak = before;
@@ -231,6 +279,21 @@ pub async fn run(args: Args) -> CliResult {
                 figures
                     .first_failure
                     .get_or_insert_with(|| format!("{outcome:?}"));
+            }
+        }
+        if newcomers {
+            let start = Instant::now();
+            let outcome = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                newcomer(server.clone(), server_peer, &newcomer_namespace),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            figures.rounds += 1;
+            figures.round_worst = figures.round_worst.max(start.elapsed());
+            if let Err(error) = outcome {
+                figures.round_failures += 1;
+                figures.first_failure.get_or_insert(error);
             }
         }
     }
@@ -263,10 +326,13 @@ pub async fn run(args: Args) -> CliResult {
         "legit_failures": figures.failures,
         "legit_worst_ms": figures.worst.as_millis() as u64,
         "legit_first_failure": figures.first_failure,
+        "legit_newcomer_rounds": figures.rounds,
+        "legit_newcomer_failures": figures.round_failures,
+        "legit_newcomer_worst_ms": figures.round_worst.as_millis() as u64,
         "legit_registrations_kept": format!("{kept}/{LEGIT_NAMESPACES}"),
     });
     outln!("{report}");
-    let ok = figures.failures == 0 && kept == LEGIT_NAMESPACES;
+    let ok = figures.failures == 0 && figures.round_failures == 0 && kept == LEGIT_NAMESPACES;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -274,11 +340,66 @@ pub async fn run(args: Args) -> CliResult {
     })
 }
 
-/// Runs one flood until `deadline`; counts what it did and what the server refused.
-async fn flood(
+/// What a flood aims at.
+#[derive(Debug, Clone)]
+struct Target {
     kind: String,
     server: Multiaddr,
     server_peer: PeerId,
+    /// Where the `handshake` flood connects from.
+    source: std::net::Ipv4Addr,
+}
+
+/// The server's TCP socket address, from its multiaddr.
+fn tcp_address(server: &Multiaddr) -> Option<std::net::SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for protocol in server.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(a),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(std::net::SocketAddr::from((ip?, port?)))
+}
+
+/// One connection of the `handshake` flood, until `until`: connects from `source`, sends
+/// nothing, and connects again whenever the server closes it.
+async fn silent_connections(
+    server: std::net::SocketAddr,
+    source: std::net::Ipv4Addr,
+    until: tokio::time::Instant,
+    done: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+) {
+    use tokio::io::AsyncReadExt;
+    let work = async {
+        loop {
+            let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+                return;
+            };
+            if socket.bind((source, 0).into()).is_err() {
+                return;
+            }
+            let Ok(mut stream) = socket.connect(server).await else {
+                refused.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            done.fetch_add(1, Ordering::Relaxed);
+            // Held until the server gives up on it.
+            let mut byte = [0u8; 1];
+            let _ = stream.read(&mut byte).await;
+            refused.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let _ = tokio::time::timeout_at(until, work).await;
+}
+
+/// Runs one flood until `deadline`; counts what it did and what the server refused.
+async fn flood(
+    target: Target,
     count: usize,
     deadline: Instant,
     done: Arc<AtomicU64>,
@@ -286,6 +407,28 @@ async fn flood(
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     let until = tokio::time::Instant::from_std(deadline);
+    let Target {
+        kind,
+        server,
+        server_peer,
+        source,
+    } = target;
+    if kind == "handshake" {
+        let Some(address) = tcp_address(&server) else {
+            return;
+        };
+        for _ in 0..count {
+            tasks.spawn(silent_connections(
+                address,
+                source,
+                until,
+                done.clone(),
+                refused.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+        return;
+    }
     for i in 0..count {
         let (server, kind) = (server.clone(), kind.clone());
         let (done, refused) = (done.clone(), refused.clone());

@@ -23,26 +23,16 @@ use crate::{
     signals::Signals,
 };
 
-/// Established connections the server holds at once. A connection that idles costs about 40 KiB
-/// (noise, yamux, the handler), so 2048 of them about 80 MiB; with remove-on-disconnect each
-/// registered peer holds one, so this also caps the peers with registrations.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 2048;
-
 /// Established connections one peer may hold: a node may reach the server over TCP and QUIC at
 /// once, and reconnect before the old connection is gone.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 4;
 
-/// Incoming connections in their handshake (noise or QUIC) at once; a handshake costs CPU, so a
-/// flood of them is refused before it starts.
-pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 128;
-
 /// Seconds a connection with no registration and no request in flight stays open.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
 
-/// Streams one connection may have open (yamux, QUIC): the rendezvous streams
-/// ([`server::DEFAULT_MAX_STREAMS_PER_CONNECTION`]) plus identify, ping and those still
-/// negotiating. Each yamux stream may buffer up to 256 KiB the server has not read yet.
-pub const MAX_STREAMS_PER_CONNECTION: usize = 32;
+/// File descriptors the server needs besides one per connection: listeners, the database, the
+/// metrics endpoint, logs, and connections closing.
+const FILES_BESIDE_CONNECTIONS: u64 = 256;
 
 /// QUIC receive windows: per stream and per connection, in bytes. QUIC's defaults (10 MB and
 /// 15 MB) would let one connection make the server buffer 15 MB.
@@ -105,7 +95,10 @@ pub struct Args {
     /// Largest message read or written, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = rendezvous_discovery::codec::DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size: usize,
-    /// Inbound rendezvous streams one connection may have open at once.
+    /// Inbound rendezvous streams one connection may have open at once: 8 are read at once, the
+    /// others wait unread; one more is reset alone. The connection's muxer (yamux, QUIC) allows
+    /// this plus 48 (streams negotiating, identify, ping), so a stream never costs the
+    /// connection.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
     max_streams_per_connection: usize,
     /// Seconds a stream may idle between requests.
@@ -127,15 +120,26 @@ pub struct Args {
     /// Most addresses one signed peer record may list.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_ADDRESSES_PER_RECORD)]
     max_addresses_per_record: usize,
-    /// Established connections in total.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    max_connections: u32,
+    /// Established connections in total (each registered peer holds one). Near the cap, the
+    /// server closes connections that hold nothing to make room. The open-file limit is raised
+    /// to what this needs at start; where the hard limit is lower, the cap is lowered to fit, with
+    /// a warning.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Established connections one peer may hold.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER)]
     max_connections_per_peer: u32,
-    /// Incoming connections in their handshake at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_INCOMING)]
-    max_pending_incoming: u32,
+    /// Incoming connections in their handshake at once (a quarter of them from one IP address);
+    /// more wait for a slot, and beyond 4096 accepted, in the kernel's backlog. None is refused.
+    #[arg(long, value_name = "N", default_value_t = server::handshakes::DEFAULT_MAX_IN_PROGRESS)]
+    max_pending_incoming: usize,
+    /// For tests only (hidden): how long a new connection may hold nothing before it may be
+    /// closed to make room near --max-connections, in milliseconds (default 10 s).
+    #[arg(long, value_name = "MS", hide = true)]
+    connection_grace_ms: Option<u64>,
+    /// Seconds a handshake may take once it has its slot.
+    #[arg(long, value_name = "SECONDS", default_value_t = server::handshakes::DEFAULT_TIMEOUT.as_secs())]
+    handshake_timeout: u64,
     /// Seconds a connection with no registration and no request in flight stays open.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     idle_timeout: u64,
@@ -211,7 +215,12 @@ impl Args {
             .with_unknown_peer_formats(self.unknown_peer_formats)
             .with_max_store_bytes(self.max_store_bytes)
             .with_max_record_size(self.max_record_size)
-            .with_max_addresses_per_record(self.max_addresses_per_record);
+            .with_max_addresses_per_record(self.max_addresses_per_record)
+            .with_max_connections(self.max_connections);
+        let config = match self.connection_grace_ms {
+            Some(ms) => config.with_connection_grace(Duration::from_millis(ms)),
+            None => config,
+        };
         config
             .validate()
             .map_err(|e| CliError::Usage(format!("--{} {}", e.setting, e.text)))?;
@@ -221,35 +230,119 @@ impl Args {
     fn connection_limits(&self) -> Result<connection_limits::ConnectionLimits, CliError> {
         for (flag, value) in [
             ("--max-connections", self.max_connections),
-            ("--max-connections-per-peer", self.max_connections_per_peer),
+            (
+                "--max-connections-per-peer",
+                self.max_connections_per_peer as usize,
+            ),
             ("--max-pending-incoming", self.max_pending_incoming),
         ] {
             if value == 0 {
                 return Err(CliError::Usage(format!("{flag} is 0; expected at least 1")));
             }
         }
+        // The total is the server's own (it makes room near the cap); handshakes wait in the
+        // transport's queue instead of being refused.
         Ok(connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(self.max_connections))
-            .with_max_established_per_peer(Some(self.max_connections_per_peer))
-            .with_max_pending_incoming(Some(self.max_pending_incoming)))
+            .with_max_established_per_peer(Some(self.max_connections_per_peer)))
     }
 
-    fn transport(&self) -> Result<Transport, CliError> {
+    fn transport(&self, config: &server::Config) -> Result<Transport, CliError> {
         if self.idle_timeout == 0 || self.idle_timeout > 24 * 60 * 60 {
             return Err(CliError::Usage(format!(
                 "--idle-timeout is {} s; expected 1 to 86400",
                 self.idle_timeout
             )));
         }
+        if self.handshake_timeout == 0 || self.handshake_timeout > 600 {
+            return Err(CliError::Usage(format!(
+                "--handshake-timeout is {} s; expected 1 to 600",
+                self.handshake_timeout
+            )));
+        }
+        let handshakes = server::handshakes::Config::default()
+            .with_max_in_progress(self.max_pending_incoming)
+            .with_max_per_ip(self.max_pending_incoming.div_ceil(4))
+            .with_timeout(Duration::from_secs(self.handshake_timeout));
         Ok(Transport {
             idle_timeout: self.idle_timeout_ms.map_or(
                 Duration::from_secs(self.idle_timeout),
                 Duration::from_millis,
             ),
-            max_streams: Some(MAX_STREAMS_PER_CONNECTION),
+            max_streams: Some(config.muxer_max_streams()),
+            max_negotiating_streams: Some(server::MAX_NEGOTIATING_STREAMS),
             quic_windows: Some(QUIC_WINDOWS),
+            handshakes: Some(handshakes),
         })
     }
+}
+
+/// Refuses a TCP listen address that another socket holds. libp2p-tcp sets `SO_REUSEPORT` on
+/// its listening sockets, so a second server (or anything else with `SO_REUSEPORT`) on the same
+/// port would start without a word and take half of the connections; a plain bind (without
+/// it) fails on a port that any socket listens on, and says why.
+fn check_port_free(address: &Multiaddr) -> Result<(), CliError> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    let mut port = None;
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            Protocol::Udp(_) => return Ok(()),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(CliError::Usage(format!(
+            "--listen {address}: cannot listen there: {e}; is another server running on this \
+             port? Stop it or choose another port"
+        ))),
+    }
+}
+
+/// Raises the open-file limit to what `connections` need, as far as the hard limit allows (or
+/// beyond it, where the process may raise that too). Returns the connections that fit.
+fn raise_file_limit(connections: usize) -> usize {
+    let wanted = (connections as u64).saturating_add(FILES_BESIDE_CONNECTIONS);
+    let (soft, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit; leaving it as it is");
+            return connections;
+        }
+    };
+    if soft >= wanted {
+        return connections;
+    }
+    // Root (or CAP_SYS_RESOURCE) may raise the hard limit too; others get up to it.
+    let target = if rlimit::setrlimit(rlimit::Resource::NOFILE, wanted, wanted.max(hard)).is_ok() {
+        wanted
+    } else {
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard);
+        hard
+    };
+    let fits =
+        usize::try_from(target.saturating_sub(FILES_BESIDE_CONNECTIONS)).unwrap_or(usize::MAX);
+    if fits < connections {
+        tracing::warn!(
+            max_connections = connections,
+            open_file_limit = target,
+            serving = fits,
+            "the open-file limit is too low for --max-connections; serving fewer connections \
+             (raise the hard limit: `ulimit -Hn`, or LimitNOFILE= in a systemd unit)"
+        );
+        return fits.max(1);
+    }
+    tracing::debug!(open_file_limit = target, "open-file limit raised");
+    connections
 }
 
 impl Args {
@@ -364,11 +457,14 @@ fn open_store(
     ))
 }
 
-pub async fn run(args: Args) -> CliResult {
+pub async fn run(mut args: Args) -> CliResult {
     let signals = Signals::install()?;
-    let config = args.config()?;
     let limits = args.connection_limits()?;
-    let transport = args.transport()?;
+    let config = args.config()?;
+    let transport = args.transport(&config)?;
+    // After every flag is checked: a usage error is then the only line.
+    args.max_connections = raise_file_limit(args.max_connections);
+    let config = config.with_max_connections(args.max_connections);
     let (rendezvous, key) = state(&args, config)?;
     let mut swarm = build_swarm_with(key, &transport, |key| Serve {
         limits: connection_limits::Behaviour::new(limits),
@@ -384,6 +480,10 @@ pub async fn run(args: Args) -> CliResult {
         Some(address) => Some(Exporter::start(address, local).await?),
         None => None,
     };
+    // Every address first: our own listeners would hold the ports by the second check.
+    for address in &args.listen {
+        check_port_free(address)?;
+    }
     let mut listeners = 0usize;
     for address in &args.listen {
         swarm.listen_on(address.clone()).map_err(|e| {
@@ -554,6 +654,12 @@ fn log_event(event: server::Event) {
             tracing::debug!(%peer, ?kind, %error, "undecodable request rejected")
         }
         StreamRefused { peer, limit } => tracing::debug!(%peer, ?limit, "stream refused"),
+        ConnectionRefused { peer, limit } => {
+            tracing::debug!(%peer, ?limit, "connection refused")
+        }
+        IdleConnectionClosed { peer } => {
+            tracing::debug!(%peer, "idle connection closed to make room")
+        }
         StoreCommitted {
             operations,
             latency,

@@ -24,18 +24,11 @@ impl Behaviour {
         if !self.config.remove_on_disconnect {
             return;
         }
-        let Some(connected) = self.connections.get_mut(&peer) else {
-            return;
-        };
         let keep = peer_registrations > 0;
-        if connected.keep_alive == keep {
-            return;
-        }
-        connected.keep_alive = keep;
-        for connection in &connected.ids {
+        for connection in self.connections.set_holds(peer, keep) {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
-                handler: NotifyHandler::One(*connection),
+                handler: NotifyHandler::One(connection),
                 event: FromBehaviour::KeepAlive(keep),
             });
         }
