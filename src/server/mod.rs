@@ -183,6 +183,7 @@ mod handler;
 pub mod handshakes;
 mod rate;
 mod registrations;
+pub mod rules;
 pub mod store;
 
 use std::time::Duration;
@@ -197,7 +198,8 @@ pub use formats::{
 };
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
-pub use registrations::{cookie, Refusal, Registrations, MAX_SCANNED_PER_DISCOVER};
+pub use registrations::Registrations;
+pub use rules::{cookie, Refusal, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
 
 use crate::codec::{ErrorResponse, Namespace, Registration, RequestKind};

@@ -1,78 +1,30 @@
 //! The pure registration store: no IO, no clock reads; every call that depends on time takes
-//! `now`. This file is the index (entries by sequence number, peer, namespace and deadline) and
-//! its mutations; the checks a REGISTER passes are in `limits`, DISCOVER paging in `page`, the
-//! cookie format in `cookie`, the consistency check in `invariants`.
+//! `now`. [`Registrations`] routes each request to the parts that own the state: the `index`
+//! (entries by sequence number, and their orders by namespace, overall and by deadline), the
+//! `peers` (each peer's registrations and distinct records) and the `budget` (the limits, and
+//! the bytes held). What is valid, which limit refuses and how a page is cut is the
+//! [rule book](super::rules)'s.
 
-use std::{
-    borrow::Borrow,
-    collections::{BTreeSet, HashMap},
-    hash::{Hash, Hasher},
-    time::Instant,
-};
+use std::time::Instant;
 
 use libp2p::PeerId;
 
-use super::{Config, RECORD_OVERHEAD_BYTES};
+use super::{
+    rules::{self, cookie, Limits, Offer, Refusal, ScanEnd},
+    Config, MAX_SCANNED_PER_DISCOVER, RECORD_OVERHEAD_BYTES,
+};
 use crate::codec::{
-    Cookie, ErrorCode, ErrorResponse, Message, Namespace, NewRegistration, RecordFormat,
-    Registration, SignedRecord, Ttl, UnverifiedRegistration,
+    Cookie, ErrorResponse, Namespace, NewRegistration, Registration, SignedRecord, Ttl,
+    UnverifiedRegistration,
 };
 
-pub mod cookie;
-mod invariants;
-mod limits;
-mod page;
+mod budget;
+mod index;
+mod peers;
 
-pub use limits::Refusal;
-use limits::{record_cost, registration_cost};
-pub use page::MAX_SCANNED_PER_DISCOVER;
-
-/// One stored registration.
-#[derive(Debug, Clone)]
-struct Entry {
-    namespace: Namespace,
-    record: SignedRecord,
-    ttl: Ttl,
-    deadline: Instant,
-}
-
-/// What the store knows of one peer with registrations.
-#[derive(Debug, Default)]
-struct PeerState {
-    /// namespace -> sequence number of the peer's registration there.
-    namespaces: HashMap<Namespace, u64>,
-    /// The distinct records the peer's registrations hold, each with how many hold it: a record
-    /// registered in many namespaces is stored (and counted against the byte budget) once.
-    records: HashMap<HeldRecord, usize>,
-    /// The format of the peer's latest REGISTER.
-    format: Option<RecordFormat>,
-}
-
-/// A stored record, hashed and compared by its envelope bytes, so the store can find the record
-/// a REGISTER carries by its bytes alone (before decoding or verifying it).
-#[derive(Debug, Clone)]
-struct HeldRecord(SignedRecord);
-
-impl PartialEq for HeldRecord {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.envelope_bytes() == other.0.envelope_bytes()
-    }
-}
-
-impl Eq for HeldRecord {}
-
-impl Hash for HeldRecord {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash like `[u8]` for the `Borrow<[u8]>` lookups.
-        self.0.envelope_bytes().hash(state);
-    }
-}
-
-impl Borrow<[u8]> for HeldRecord {
-    fn borrow(&self) -> &[u8] {
-        self.0.envelope_bytes()
-    }
-}
+use budget::{record_cost, registration_cost, Budget};
+use index::{Entry, Index};
+use peers::Peers;
 
 /// The registrations of a rendezvous server, with stateless cookies.
 ///
@@ -86,16 +38,9 @@ pub struct Registrations {
     config: Config,
     /// The number of the latest REGISTER (or the start value).
     counter: u64,
-    /// seq -> entry: the one owner of the data; every index below holds sequence numbers.
-    entries: HashMap<u64, Entry>,
-    peers: HashMap<PeerId, PeerState>,
-    by_namespace: HashMap<Namespace, BTreeSet<u64>>,
-    all: BTreeSet<u64>,
-    expiry: BTreeSet<(Instant, u64)>,
-    /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
-    response_overhead: usize,
-    /// What the registrations hold, as [`Registrations::stored_bytes`] counts it.
-    bytes: usize,
+    index: Index,
+    peers: Peers,
+    budget: Budget,
 }
 
 impl Registrations {
@@ -103,24 +48,12 @@ impl Registrations {
     /// passes the wall clock in microseconds, so cookies stay valid across restarts), or at
     /// [`cookie::MAX_SEQUENCE`] if `start` is above it.
     pub fn new(config: Config, start: u64) -> Self {
-        let longest_cookie = Cookie::new(vec![0xff; 8 + crate::MAX_NAMESPACE_LEN])
-            .expect("8 + 255 bytes is under the cookie cap");
-        let response_overhead = Message::DiscoverResponse(Ok(crate::codec::DiscoverPage {
-            registrations: Vec::new(),
-            cookie: Some(longest_cookie),
-            skipped: 0,
-        }))
-        .encoded_len();
         Self {
+            budget: Budget::new(Limits::new(&config)),
             config,
             counter: start.min(cookie::MAX_SEQUENCE),
-            entries: HashMap::new(),
-            peers: HashMap::new(),
-            by_namespace: HashMap::new(),
-            all: BTreeSet::new(),
-            expiry: BTreeSet::new(),
-            response_overhead,
-            bytes: 0,
+            index: Index::default(),
+            peers: Peers::default(),
         }
     }
 
@@ -151,14 +84,17 @@ impl Registrations {
             record,
             ttl,
         } = request;
-        let (ttl, deadline) = self.check_ttl(ttl, now)?;
-        self.check_record_size(record.envelope_bytes().len())?;
-        let existing = self.existing(&peer, &namespace);
-        self.check_counts(&peer, existing)?;
-        let record = self.held(&peer, record.envelope_bytes()).unwrap_or(record);
-        self.check_record(peer, &record)?;
+        let (ttl, deadline) = self.granted(ttl, now)?;
+        self.limits()
+            .check_record_size(record.envelope_bytes().len())?;
+        let existing = self.check_counts(&peer, &namespace)?;
+        let record = self
+            .peers
+            .held(&peer, record.envelope_bytes())
+            .unwrap_or(record);
+        self.limits().check_record(peer, &record)?;
         self.check_bytes(&peer, &namespace, existing, &record)?;
-        Ok(self.insert(peer, namespace, record, ttl, deadline, existing)?)
+        self.insert(namespace, record, ttl, deadline, existing)
     }
 
     /// Handles a REGISTER from `peer` as read from the wire, cheapest checks first: TTL, record
@@ -189,60 +125,114 @@ impl Registrations {
             envelope,
             ttl,
         } = request;
-        let (ttl, deadline) = self.check_ttl(ttl, now)?;
-        self.check_record_size(envelope.len())?;
-        let existing = self.existing(&peer, &namespace);
-        self.check_counts(&peer, existing)?;
-        let record = match self.held(&peer, &envelope) {
+        let (ttl, deadline) = self.granted(ttl, now)?;
+        self.limits().check_record_size(envelope.len())?;
+        let existing = self.check_counts(&peer, &namespace)?;
+        let record = match self.peers.held(&peer, &envelope) {
             Some(record) => record,
             None => {
                 // The least a new record can cost, before paying for decoding it.
                 let least = RECORD_OVERHEAD_BYTES + envelope.len();
                 self.check_budget(&peer, &namespace, existing, least, None)?;
-                SignedRecord::from_bytes(&envelope).map_err(|e| {
-                    ErrorResponse::new(ErrorCode::InvalidSignedPeerRecord, e.to_string())
-                })?
+                rules::decode_record(&envelope)?
             }
         };
-        self.check_record(peer, &record)?;
+        self.limits().check_record(peer, &record)?;
         self.check_bytes(&peer, &namespace, existing, &record)?;
-        let ttl = self.insert(peer, namespace, record.clone(), ttl, deadline, existing)?;
+        let ttl = self.insert(namespace, record.clone(), ttl, deadline, existing)?;
         Ok((ttl, record))
     }
 
-    fn existing(&self, peer: &PeerId, namespace: &Namespace) -> Option<u64> {
-        self.peers
-            .get(peer)
-            .and_then(|p| p.namespaces.get(namespace))
-            .copied()
+    fn limits(&self) -> &Limits {
+        self.budget.limits()
     }
 
-    /// The stored record of `peer` whose envelope is `envelope`, if any.
-    fn held(&self, peer: &PeerId, envelope: &[u8]) -> Option<SignedRecord> {
-        let state = self.peers.get(peer)?;
-        let (held, _) = state.records.get_key_value(envelope)?;
-        Some(held.0.clone())
+    /// The TTL granted for `asked` and its deadline.
+    fn granted(&self, asked: Option<Ttl>, now: Instant) -> Result<(Ttl, Instant), Refusal> {
+        let ttl = self.limits().granted_ttl(asked)?;
+        Ok((ttl, Limits::deadline(ttl, now)?))
     }
 
-    /// Stores a checked registration, replacing `existing`.
+    /// The registration of `peer` in `namespace` that a REGISTER would refresh, after checking
+    /// that a new one fits the count limits (a refresh never counts as new).
+    fn check_counts(&self, peer: &PeerId, namespace: &Namespace) -> Result<Option<u64>, Refusal> {
+        let existing = self.peers.existing(peer, namespace);
+        if existing.is_none() {
+            self.budget
+                .check_counts(self.peers.count_of(peer), self.index.len())?;
+        }
+        Ok(existing)
+    }
+
+    /// The byte budget for storing `record` in `namespace` for `peer`, replacing `existing`.
+    fn check_bytes(
+        &self,
+        peer: &PeerId,
+        namespace: &Namespace,
+        existing: Option<u64>,
+        record: &SignedRecord,
+    ) -> Result<(), Refusal> {
+        let held = self.peers.held(peer, record.envelope_bytes()).is_some();
+        let record_bytes = if held { 0 } else { record_cost(record) };
+        self.check_budget(peer, namespace, existing, record_bytes, Some(record))
+    }
+
+    /// The byte budget for a registration in `namespace` whose record adds `record_bytes`, with
+    /// what replacing `existing` (by one holding `new_record`) frees.
+    fn check_budget(
+        &self,
+        peer: &PeerId,
+        namespace: &Namespace,
+        existing: Option<u64>,
+        record_bytes: usize,
+        new_record: Option<&SignedRecord>,
+    ) -> Result<(), Refusal> {
+        let added = registration_cost(namespace).saturating_add(record_bytes);
+        let freed = existing.map_or(0, |seq| self.freed_by_replacing(peer, seq, new_record));
+        self.budget.check_bytes(added, freed)
+    }
+
+    /// Bytes removing registration `seq` of `peer` would free, when it is replaced by one holding
+    /// `replacement` (its record stays if the replacement is the same record).
+    fn freed_by_replacing(
+        &self,
+        peer: &PeerId,
+        seq: u64,
+        replacement: Option<&SignedRecord>,
+    ) -> usize {
+        let Some(entry) = self.index.get(seq) else {
+            return 0;
+        };
+        let bytes = entry.record.envelope_bytes();
+        let kept = replacement.is_some_and(|r| r.envelope_bytes() == bytes);
+        let record_freed = self.peers.is_last_holder(peer, bytes) && !kept;
+        registration_cost(&entry.namespace)
+            + if record_freed {
+                record_cost(&entry.record)
+            } else {
+                0
+            }
+    }
+
+    /// Stores a checked registration under the next sequence number, replacing `existing`.
     fn insert(
         &mut self,
-        peer: PeerId,
         namespace: Namespace,
         record: SignedRecord,
         ttl: Ttl,
         deadline: Instant,
         existing: Option<u64>,
-    ) -> Result<Ttl, ErrorResponse> {
-        let seq = (self.counter < cookie::MAX_SEQUENCE)
-            .then_some(self.counter + 1)
-            .ok_or_else(|| {
-                ErrorResponse::new(
-                    ErrorCode::Unavailable,
-                    "this server has given out every sequence number a cookie can carry",
-                )
-            })?;
-        self.put(seq, peer, namespace, record, ttl, deadline, existing);
+    ) -> Result<Ttl, Refusal> {
+        if self.counter >= cookie::MAX_SEQUENCE {
+            return Err(rules::sequence_exhausted());
+        }
+        let entry = Entry {
+            namespace,
+            record,
+            ttl,
+            deadline,
+        };
+        self.put(self.counter + 1, entry, existing);
         Ok(ttl)
     }
 
@@ -267,12 +257,21 @@ impl Registrations {
             ttl,
         } = registration;
         let peer = record.peer_id();
-        let record = self.held(&peer, record.envelope_bytes()).unwrap_or(record);
-        let existing = self.existing(&peer, &namespace);
+        let record = self
+            .peers
+            .held(&peer, record.envelope_bytes())
+            .unwrap_or(record);
+        let existing = self.peers.existing(&peer, &namespace);
         if existing != Some(seq) {
             self.remove_entry(seq);
         }
-        self.put(seq, peer, namespace, record, ttl, deadline, existing);
+        let entry = Entry {
+            namespace,
+            record,
+            ttl,
+            deadline,
+        };
+        self.put(seq, entry, existing);
     }
 
     /// The sequence number of the latest REGISTER (or the start value): a REGISTER that
@@ -281,64 +280,48 @@ impl Registrations {
         self.counter
     }
 
-    /// Stores registration `seq`, replacing `existing`; the counter moves up to `seq`.
-    #[allow(clippy::too_many_arguments)]
-    fn put(
-        &mut self,
-        seq: u64,
-        peer: PeerId,
-        namespace: Namespace,
-        record: SignedRecord,
-        ttl: Ttl,
-        deadline: Instant,
-        existing: Option<u64>,
-    ) {
+    /// Stores `entry` as registration `seq` of its record's peer, replacing `existing`; the
+    /// counter moves up to `seq`.
+    fn put(&mut self, seq: u64, entry: Entry, existing: Option<u64>) {
+        let peer = entry.record.peer_id();
         // Count the new holder before removing the old entry, so a refresh with the same record
         // keeps it.
-        let state = self.peers.entry(peer).or_default();
-        let holders = state.records.entry(HeldRecord(record.clone())).or_insert(0);
-        if *holders == 0 {
-            self.bytes = self.bytes.saturating_add(record_cost(&record));
+        if self.peers.hold(peer, &entry.record) {
+            self.budget.charge(record_cost(&entry.record));
         }
-        *holders += 1;
         if let Some(old) = existing {
             self.remove_entry(old);
         }
         self.counter = self.counter.max(seq);
-        self.bytes = self.bytes.saturating_add(registration_cost(&namespace));
-        let state = self.peers.entry(peer).or_default();
-        state.namespaces.insert(namespace.clone(), seq);
-        state.format = Some(record.format());
-        self.by_namespace
-            .entry(namespace.clone())
-            .or_default()
-            .insert(seq);
-        self.all.insert(seq);
-        self.expiry.insert((deadline, seq));
-        self.entries.insert(
-            seq,
-            Entry {
-                namespace,
-                record,
-                ttl,
-                deadline,
-            },
-        );
+        self.budget.charge(registration_cost(&entry.namespace));
+        self.peers
+            .registered(peer, entry.namespace.clone(), seq, entry.record.format());
+        self.index.insert(seq, entry);
+    }
+
+    /// Removes registration `seq` from every part.
+    fn remove_entry(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.index.remove(seq)?;
+        self.budget.release(registration_cost(&entry.namespace));
+        let peer = entry.record.peer_id();
+        let envelope = entry.record.envelope_bytes();
+        if self.peers.removed(&peer, &entry.namespace, seq, envelope) {
+            self.budget.release(record_cost(&entry.record));
+        }
+        Some(entry)
     }
 
     /// Handles an UNREGISTER: removes `peer`'s registration in `namespace`, if any.
     pub fn unregister(&mut self, peer: PeerId, namespace: &Namespace) -> Option<Registration> {
-        let seq = *self.peers.get(&peer)?.namespaces.get(namespace)?;
+        let seq = self.peers.existing(&peer, namespace)?;
         self.remove_entry(seq).map(Entry::into_granted)
     }
 
     /// Removes every registration of `peer` (its last connection closed).
     pub fn remove_peer(&mut self, peer: &PeerId) -> Vec<Registration> {
-        let Some(state) = self.peers.get(peer) else {
-            return Vec::new();
-        };
-        let seqs: Vec<u64> = state.namespaces.values().copied().collect();
-        seqs.into_iter()
+        self.peers
+            .registrations_of(peer)
+            .into_iter()
             .filter_map(|seq| self.remove_entry(seq))
             .map(Entry::into_granted)
             .collect()
@@ -346,37 +329,34 @@ impl Registrations {
 
     /// When the next registration expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.first().map(|(deadline, _)| *deadline)
+        self.index.next_deadline()
     }
 
     /// Removes and returns one registration whose deadline is at or before `now`, earliest
     /// first. Call until `None`.
     pub fn poll_expired(&mut self, now: Instant) -> Option<Registration> {
-        let &(deadline, seq) = self.expiry.first()?;
-        if deadline > now {
-            return None;
-        }
+        let seq = self.index.first_expired(now)?;
         self.remove_entry(seq).map(Entry::into_granted)
     }
 
     /// The format of `peer`'s latest REGISTER, while it has registrations: what it reads.
-    pub fn registered_format(&self, peer: &PeerId) -> Option<RecordFormat> {
-        self.peers.get(peer).and_then(|p| p.format)
+    pub fn registered_format(&self, peer: &PeerId) -> Option<crate::codec::RecordFormat> {
+        self.peers.format(peer)
     }
 
     /// How many registrations are stored.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// Whether no registration is stored.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.len() == 0
     }
 
     /// How many namespaces have at least one registration.
     pub fn namespace_count(&self) -> usize {
-        self.by_namespace.len()
+        self.index.namespace_count()
     }
 
     /// The bytes the registrations hold, as the byte budget
@@ -387,28 +367,24 @@ impl Registrations {
     /// address, [`ADDRESS_OVERHEAD_BYTES`](super::ADDRESS_OVERHEAD_BYTES) and its bytes. Never
     /// above the budget.
     pub fn stored_bytes(&self) -> usize {
-        self.bytes
+        self.budget.in_use()
     }
 
     /// How many registrations `peer` has.
     pub fn count_of(&self, peer: &PeerId) -> usize {
-        self.peers.get(peer).map_or(0, |p| p.namespaces.len())
+        self.peers.count_of(peer)
     }
 
     /// Whether `peer` has a registration in `namespace`.
     pub fn is_registered(&self, peer: &PeerId, namespace: &Namespace) -> bool {
-        self.peers
-            .get(peer)
-            .is_some_and(|p| p.namespaces.contains_key(namespace))
+        self.peers.existing(peer, namespace).is_some()
     }
 
     /// The registrations in `namespace`, oldest REGISTER first, with their remaining TTL.
     pub fn registrations_in(&self, namespace: &Namespace, now: Instant) -> Vec<Registration> {
-        self.by_namespace
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .map(|seq| self.registration(*seq, now))
+        self.index
+            .after(Some(namespace), 0)
+            .map(|(_, entry)| remaining(entry, now))
             .collect()
     }
 
@@ -416,70 +392,66 @@ impl Registrations {
     pub fn registrations_of(&self, peer: &PeerId, now: Instant) -> Vec<Registration> {
         let mut out: Vec<Registration> = self
             .peers
-            .get(peer)
+            .registrations_of(peer)
             .into_iter()
-            .flat_map(|p| p.namespaces.values())
-            .map(|seq| self.registration(*seq, now))
+            .filter_map(|seq| self.index.get(seq))
+            .map(|entry| remaining(entry, now))
             .collect();
         out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
         out
     }
 
-    fn registration(&self, seq: u64, now: Instant) -> Registration {
-        let entry = &self.entries[&seq];
-        let ttl = entry.deadline.saturating_duration_since(now).as_secs();
-        entry.clone().into_registration(ttl)
+    /// Handles a DISCOVER: the next page after `cookie` in `namespace` (all namespaces when
+    /// `None`), for an asker served `served`, and the cookie to continue with (see
+    /// [`Page`](rules::Page) for what a page holds). A DISCOVER looks at no more than
+    /// [`MAX_SCANNED_PER_DISCOVER`] entries, expired ones (not yet collected) included.
+    pub fn discover(
+        &self,
+        served: super::ServedFormats,
+        namespace: Option<&Namespace>,
+        cookie: Option<&Cookie>,
+        limit: Option<u64>,
+        now: Instant,
+    ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
+        let (after, mark) = match cookie {
+            Some(cookie) => cookie::parse(cookie, namespace, self.counter, served)?,
+            None => (0, None),
+        };
+        let mut page = self.limits().page(served, limit, after, mark);
+        let mut end = ScanEnd::Complete {
+            counter: self.counter,
+        };
+        for (scanned, (seq, entry)) in self.index.after(namespace, after).enumerate() {
+            if page.is_full() || scanned >= MAX_SCANNED_PER_DISCOVER {
+                end = ScanEnd::Stopped { last: None };
+                break;
+            }
+            if entry.deadline <= now {
+                page.pass(seq);
+                continue;
+            }
+            let ttl = rules::remaining_ttl(entry.deadline.duration_since(now));
+            if page.offer(seq, &entry.namespace, entry.record.clone(), ttl) == Offer::Full {
+                break;
+            }
+        }
+        Ok(page.finish(end, namespace))
     }
 
-    /// Removes the entry `seq` from every index.
-    fn remove_entry(&mut self, seq: u64) -> Option<Entry> {
-        let entry = self.entries.remove(&seq)?;
-        self.all.remove(&seq);
-        self.expiry.remove(&(entry.deadline, seq));
-        if let Some(index) = self.by_namespace.get_mut(&entry.namespace) {
-            index.remove(&seq);
-            if index.is_empty() {
-                self.by_namespace.remove(&entry.namespace);
-            }
-        }
-        self.bytes = self
-            .bytes
-            .saturating_sub(registration_cost(&entry.namespace));
-        let peer = entry.record.peer_id();
-        if let Some(state) = self.peers.get_mut(&peer) {
-            if state.namespaces.get(&entry.namespace) == Some(&seq) {
-                state.namespaces.remove(&entry.namespace);
-            }
-            let bytes = entry.record.envelope_bytes();
-            if let Some(holders) = state.records.get_mut(bytes) {
-                *holders -= 1;
-                if *holders == 0 {
-                    state.records.remove(bytes);
-                    self.bytes = self.bytes.saturating_sub(record_cost(&entry.record));
-                }
-            }
-            if state.namespaces.is_empty() && state.records.is_empty() {
-                self.peers.remove(&peer);
-            }
-        }
-        Some(entry)
+    /// Checks that every index agrees with the entries, that the byte count is what the entries
+    /// hold and within the budget, and that the limits hold. O(n); for tests and fuzzing.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.index.check(self.counter)?;
+        self.peers
+            .check(&self.index, self.limits().max_registrations_per_peer())?;
+        self.budget.check(&self.index)
     }
 }
 
-impl Entry {
-    /// The registration with the TTL it was granted.
-    fn into_granted(self) -> Registration {
-        let ttl = self.ttl;
-        self.into_registration(ttl)
-    }
-
-    fn into_registration(self, ttl: Ttl) -> Registration {
-        Registration {
-            namespace: self.namespace,
-            record: self.record,
-            ttl,
-        }
-    }
+/// `entry` with its remaining TTL at `now`.
+fn remaining(entry: &Entry, now: Instant) -> Registration {
+    let ttl = entry.deadline.saturating_duration_since(now).as_secs();
+    entry.clone().into_registration(ttl)
 }
 
 #[cfg(test)]

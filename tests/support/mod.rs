@@ -6,6 +6,7 @@
 //! - [`client`]: our client in a [`node::Node`], next to identify, and matchers for its events;
 //! - [`recorder`]: a behaviour that records what other behaviours tell the swarm;
 //! - [`tcp`]: swarms on 127.0.0.1 TCP, for tests that talk to the `rendezvous` binary;
+//! - [`serve`]: a `rendezvous serve` process, killed when the test ends;
 //! - [`http`]: a real HTTP client for `serve --metrics` (`/metrics`, `/health`).
 //!
 //! Tests that drive swarms directly use `libp2p-swarm-test` (`Swarm::new_ephemeral_tokio`,
@@ -23,6 +24,8 @@ pub mod http;
 pub mod node;
 pub mod raw;
 pub mod recorder;
+#[cfg(feature = "cli")]
+pub mod serve;
 pub mod tcp;
 
 use std::{fmt::Debug, future::Future, time::Duration};

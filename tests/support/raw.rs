@@ -213,3 +213,44 @@ pub async fn recv(stream: &mut Stream) -> Option<Message> {
         Ok(None) | Err(_) => None,
     }
 }
+
+/// `n` as a protobuf varint.
+pub fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Protobuf field `tag` (wire type 2) holding `bytes`.
+pub fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend(varint(bytes.len() as u64));
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// `Register { ns = 1, signedPeerRecord = 2, ttl = 3 }` in field order (as go and js write
+/// it), the TTL left out when `None`; the envelope is sent as given, valid or not.
+pub fn register_body(ns: &[u8], envelope: &[u8], ttl: Option<u64>) -> Vec<u8> {
+    let mut body = field(0x0a, ns);
+    body.extend(field(0x12, envelope));
+    if let Some(ttl) = ttl {
+        body.push(0x18);
+        body.extend(varint(ttl));
+    }
+    body
+}
+
+/// `Message { type = REGISTER (0), register = 2 }` holding [`register_body`].
+pub fn register_message(ns: &[u8], envelope: &[u8], ttl: Option<u64>) -> Vec<u8> {
+    let mut message = vec![0x08, 0x00];
+    message.extend(field(0x12, &register_body(ns, envelope, ttl)));
+    message
+}

@@ -15,7 +15,15 @@ use tokio::sync::mpsc;
 /// A swarm on TCP with a new identity; idle connections stay open for a minute, and a dial may
 /// take as long as the tests' safety net (a server under a burst makes dials wait).
 pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
-    libp2p::SwarmBuilder::with_new_identity()
+    swarm_with_key(Keypair::generate_ed25519(), behaviour)
+}
+
+/// [`swarm`] with identity `key` (a test that compares answers naming the peer across runs).
+pub fn swarm_with_key<B: NetworkBehaviour>(
+    key: Keypair,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),

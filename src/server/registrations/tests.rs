@@ -10,7 +10,10 @@ use libp2p::identity::Keypair;
 use proptest::prelude::*;
 
 use super::*;
-use crate::{codec::DiscoverPage, server::ServedFormats};
+use crate::{
+    codec::{DiscoverPage, ErrorCode, Message, RecordFormat},
+    server::ServedFormats,
+};
 
 mod budgets;
 

@@ -17,6 +17,22 @@
 //!   are checked and the registration written, and its sequence number taken from one counter,
 //!   in the same step. A cookie from any instance therefore pages on any other, exactly once and
 //!   in order, while others write.
+//! - **One rule book.** What only Redis can decide atomically for the fleet (the counts, the
+//!   bytes, the sequence number, whether a cookie is ahead of the counter) is decided in its
+//!   scripts; everything else (the TTL, the record's size, signer and addresses, the page limit,
+//!   what a page holds for the asker's formats and where its cookie points, every status and
+//!   statusText) by the library's [rule book](rendezvous_discovery::server::rules), as the
+//!   memory and SQLite stores decide it. A script's refusal comes back as a word and a number
+//!   and is answered with the rule book's refusal for it. One difference of order stays: a
+//!   REGISTER's record is decoded before Redis checks the counts and bytes (the library checks
+//!   them first, to spare the decoding), so a request that breaks both kinds of rule is refused
+//!   for its record here.
+//! - **Bounded.** The jobs for the worker wait in a channel of [`MAX_QUEUED_JOBS`]; a job that
+//!   finds it full is answered at once (`E_UNAVAILABLE` for a REGISTER or DISCOVER; an
+//!   UNREGISTER or disconnect removal removes nothing, so its registrations live until their
+//!   TTL ends, as when Redis is unreachable). The worker's answers wait in a channel of
+//!   [`MAX_QUEUED_ANSWERS`] (the worker waits while it is full). A reply of Redis that is not
+//!   what a script returns is answered `E_UNAVAILABLE`, never a panic.
 //! - **One clock.** Deadlines and expiry are judged by Redis's `TIME` inside the scripts, never
 //!   by an instance's clock.
 //! - **Expiry.** Every instance runs `reap.lua` every [`REAP_INTERVAL`], removing at most
@@ -87,15 +103,16 @@
 //! Cluster port would give DISCOVER-in-a-namespace its own slot and serve all-namespace
 //! DISCOVER and the fleet-wide limits from a global slot; it is not done here.
 
+mod verified;
 mod worker;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -105,12 +122,15 @@ use rendezvous_discovery::{
     codec::{ErrorCode, ErrorResponse, Namespace, SignedRecord, UnverifiedRegistration},
     server::{
         cookie,
+        rules::{self, Limits, Refusal},
         store::{Operation, OperationId, Outcome, Store, StoreEvent},
-        Registrations, ServedFormats,
+        Registrations, ServedFormats, MAX_IN_FLIGHT,
     },
     Ttl,
 };
 use tokio::sync::mpsc;
+
+use verified::VerifiedRecords;
 
 /// Every key this store uses starts with it.
 pub const KEY_PREFIX: &str = "rdv:";
@@ -128,6 +148,15 @@ pub const REAP_BATCH: usize = 500;
 
 /// The most operations sent to Redis in one pipeline.
 pub const MAX_BATCH: usize = 512;
+
+/// Jobs waiting for the worker, at most: the REGISTERs and DISCOVERs the shell has in flight
+/// (at most [`MAX_IN_FLIGHT`]) and as many again for UNREGISTERs, disconnect removals and the
+/// reap, which the shell never refuses.
+pub const MAX_QUEUED_JOBS: usize = 2 * MAX_IN_FLIGHT;
+
+/// Answers of the worker waiting for the store's next poll, at most: one pipeline's (the worker
+/// waits while the store has not taken them).
+pub const MAX_QUEUED_ANSWERS: usize = MAX_BATCH;
 
 /// Bytes counted for one registration besides its namespace and record: its hash fields, its
 /// entries in three sorted sets and its peer's hash (measured with `MEMORY USAGE`, rounded up).
@@ -167,6 +196,25 @@ pub struct Settings {
     pub max_message_size: usize,
 }
 
+impl Settings {
+    /// The rule book's limits of these settings.
+    fn limits(&self) -> Limits {
+        Limits::new(
+            &rendezvous_discovery::server::Config::default()
+                .with_min_ttl(self.min_ttl)
+                .with_max_ttl(self.max_ttl)
+                .with_max_registrations_per_peer(self.max_registrations_per_peer)
+                .with_max_registrations(self.max_registrations)
+                .with_max_store_bytes(self.max_bytes)
+                .with_max_record_size(self.max_record_size)
+                .with_max_addresses_per_record(self.max_addresses_per_record)
+                .with_default_page(self.default_page)
+                .with_max_page(self.max_page)
+                .with_max_message_size(self.max_message_size),
+        )
+    }
+}
+
 /// What the worker was asked to do. (Nearly every job is an `Op`; boxing it would only add an
 /// allocation.)
 #[derive(Debug)]
@@ -194,13 +242,40 @@ enum Command {
     RemovePeer,
     Discover {
         namespace: Option<Namespace>,
+        /// The sequence number of the cookie it came with (0 without one).
         after: u64,
+        /// The page limit, by the rule book.
         limit: usize,
         /// What the shell decided the peer reads.
         served: ServedFormats,
         /// The mark of the cookie it came with (see the library's `server::cookie`).
         mark: Option<u8>,
     },
+}
+
+impl Command {
+    /// The outcome of this command when it is answered with `error` instead of running
+    /// (nothing changed).
+    fn refused(self, error: ErrorResponse) -> Outcome {
+        match self {
+            Command::Register { namespace, .. } => Outcome::Registered {
+                namespace,
+                result: Err(error),
+                limit: None,
+            },
+            Command::Discover { namespace, .. } => Outcome::Discovered {
+                namespace,
+                result: Err(error),
+            },
+            Command::Unregister { namespace } => Outcome::Unregistered {
+                namespace,
+                removed: None,
+            },
+            Command::RemovePeer => Outcome::PeerRemoved {
+                removed: Vec::new(),
+            },
+        }
+    }
 }
 
 /// What the worker sends back.
@@ -223,21 +298,21 @@ enum Done {
 
 /// The Redis store: see the [module docs](self).
 pub struct RedisStore {
-    settings: Arc<Settings>,
-    jobs: mpsc::UnboundedSender<Job>,
-    done: fmpsc::UnboundedReceiver<Done>,
-    /// For answers decided here (a request refused before it reaches Redis).
-    local: fmpsc::UnboundedSender<Done>,
+    limits: Arc<Limits>,
+    jobs: mpsc::Sender<Job>,
+    done: fmpsc::Receiver<Done>,
+    /// Answers decided here (a request refused before it reaches Redis), at most the
+    /// operations submitted since the last poll.
+    ready: VecDeque<Done>,
+    /// Woken when `ready` gets an answer.
+    waker: Option<Waker>,
     /// Registrations each peer that made requests here holds, as last reported (to answer the
     /// shell's keep-alive question when Redis cannot); forgotten when its last connection
     /// closes and its registrations are removed. At most [`MAX_COUNTED_PEERS`].
     counts: HashMap<PeerId, usize>,
-    /// The record of each peer's last REGISTER here that passed every check, so the same
-    /// envelope again is not verified again; forgotten with `counts`. At most
-    /// [`MAX_COUNTED_PEERS`] peers and [`VERIFIED_CACHE_BYTES`].
-    verified: HashMap<PeerId, SignedRecord>,
-    /// The envelope bytes in `verified`.
-    verified_bytes: usize,
+    /// Each peer's last verified record, so the same envelope again is not verified again;
+    /// forgotten with `counts`.
+    verified: VerifiedRecords,
     reaping: bool,
     next_reap: Instant,
     /// Whether Redis answered the worker's last batch (set by the worker; a reap every
@@ -248,7 +323,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("settings", &self.settings)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -289,99 +364,56 @@ impl RedisStore {
         let owner = format!("{:016x}", rand::random::<u64>());
         let redis = without_password(url);
         tracing::info!(%redis, %owner, "registrations in Redis; this instance's owner id");
-        let settings = Arc::new(settings);
-        let (jobs, jobs_rx) = mpsc::unbounded_channel();
-        let (done_tx, done) = fmpsc::unbounded();
+        let limits = Arc::new(settings.limits());
+        let (jobs, jobs_rx) = mpsc::channel(MAX_QUEUED_JOBS);
+        let (done_tx, done) = fmpsc::channel(MAX_QUEUED_ANSWERS);
         let available = Arc::new(AtomicBool::new(true));
         tokio::spawn(worker::run(
             client,
             redis,
             owner,
-            settings.clone(),
+            limits.clone(),
             jobs_rx,
-            done_tx.clone(),
+            done_tx,
             available.clone(),
         ));
         Ok(Self {
-            settings,
+            limits,
             available,
             jobs,
             done,
-            local: done_tx,
+            ready: VecDeque::new(),
+            waker: None,
             counts: HashMap::new(),
-            verified: HashMap::new(),
-            verified_bytes: 0,
+            verified: VerifiedRecords::default(),
             reaping: false,
             next_reap: Instant::now(),
         })
     }
 
-    /// The checks a REGISTER passes before it goes to Redis, cheapest first: TTL, record size,
-    /// then decoding and verifying the record, its signer and its addresses, unless the envelope
-    /// is byte for byte the one this peer's last REGISTER here carried (a refresh, or the same
-    /// record in another namespace: verified then). (The limits and the byte budget need the
-    /// fleet's state: Redis checks them.)
+    /// The rule book's checks of a REGISTER that need no fleet state, cheapest first: TTL,
+    /// record size, then decoding and verifying the record, its signer and its addresses,
+    /// unless the envelope is byte for byte the one this peer's last REGISTER here carried (a
+    /// refresh, or the same record in another namespace: verified then). (The limits and the
+    /// byte budget need the fleet's state: Redis checks them.)
     fn check_register(
         &mut self,
         peer: PeerId,
         registration: UnverifiedRegistration,
-    ) -> Result<Command, ErrorResponse> {
+    ) -> Result<Command, Refusal> {
         let UnverifiedRegistration {
             namespace,
             envelope,
             ttl,
         } = registration;
-        let ttl = ttl.unwrap_or(rendezvous_discovery::DEFAULT_TTL);
-        let (min, max) = (self.settings.min_ttl, self.settings.max_ttl);
-        if ttl < min || ttl > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidTtl,
-                format!("ttl is {ttl} s; expected {min}..={max} s"),
-            ));
-        }
-        let (len, max) = (envelope.len(), self.settings.max_record_size);
-        if len > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidSignedPeerRecord,
-                format!("signed peer record is {len} bytes; this server accepts at most {max}"),
-            ));
-        }
-        if let Some(record) = self
-            .verified
-            .get(&peer)
-            .filter(|known| known.envelope_bytes() == envelope.as_slice())
-        {
-            return Ok(Command::Register {
-                namespace,
-                record: record.clone(),
-                ttl,
-            });
-        }
-        let record = SignedRecord::from_bytes(&envelope)
-            .map_err(|e| ErrorResponse::new(ErrorCode::InvalidSignedPeerRecord, e.to_string()))?;
-        if record.peer_id() != peer {
-            return Err(ErrorResponse::new(
-                ErrorCode::NotAuthorized,
-                format!(
-                    "the signed peer record is for peer {}; a peer can only register itself \
-                     ({peer})",
-                    record.peer_id()
-                ),
-            ));
-        }
-        let (count, max) = (
-            record.addresses().len(),
-            self.settings.max_addresses_per_record,
-        );
-        if count > max {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidSignedPeerRecord,
-                format!(
-                    "signed peer record lists {count} addresses; this server accepts at most {max}"
-                ),
-            ));
-        }
-        self.remember_verified(peer, &record);
+        let ttl = self.limits.granted_ttl(ttl)?;
+        self.limits.check_record_size(envelope.len())?;
+        let record = match self.verified.get(&peer, &envelope) {
+            Some(record) => record,
+            None => rules::decode_record(&envelope)?,
+        };
+        self.limits.check_record(peer, &record)?;
+        self.verified.remember(peer, &record);
         Ok(Command::Register {
             namespace,
             record,
@@ -389,46 +421,118 @@ impl RedisStore {
         })
     }
 
-    /// Keeps `record` as `peer`'s last verified one, within [`MAX_COUNTED_PEERS`] peers and
-    /// [`VERIFIED_CACHE_BYTES`] of envelopes.
-    fn remember_verified(&mut self, peer: PeerId, record: &SignedRecord) {
-        let len = record.envelope_bytes().len();
-        let replaced = self
-            .verified
-            .get(&peer)
-            .map_or(0, |r| r.envelope_bytes().len());
-        let fits = self.verified_bytes - replaced + len <= VERIFIED_CACHE_BYTES;
-        if fits && (replaced > 0 || self.verified.len() < MAX_COUNTED_PEERS) {
-            self.verified.insert(peer, record.clone());
-            self.verified_bytes = self.verified_bytes - replaced + len;
-        }
+    /// The command for a DISCOVER, or its refusal (a cookie that is not ours for the namespace
+    /// or was cut for narrower formats; whether it is ahead of the counter only Redis can tell).
+    fn check_discover(
+        &self,
+        served: ServedFormats,
+        namespace: Option<Namespace>,
+        cookie: Option<&rendezvous_discovery::Cookie>,
+        limit: Option<u64>,
+    ) -> Result<Command, (Option<Namespace>, ErrorResponse)> {
+        let (after, mark) = match cookie {
+            None => (0, None),
+            Some(c) => match cookie::parse(c, namespace.as_ref(), u64::MAX, served) {
+                Ok(parsed) => parsed,
+                Err(error) => return Err((namespace, error)),
+            },
+        };
+        Ok(Command::Discover {
+            limit: self.limits.page_limit(limit),
+            served,
+            mark,
+            namespace,
+            after,
+        })
     }
 
-    /// Forgets `peer`'s verified record (its last connection here closed).
-    fn forget_verified(&mut self, peer: &PeerId) {
-        if let Some(record) = self.verified.remove(peer) {
-            self.verified_bytes -= record.envelope_bytes().len();
-        }
-    }
-
-    fn answer_here(&self, id: OperationId, peer: PeerId, outcome: Outcome) {
-        let _ = self.local.unbounded_send(Done::Completed {
+    /// Answers operation `id` here, without Redis, on the next poll.
+    fn answer_here(&mut self, id: OperationId, peer: PeerId, outcome: Outcome) {
+        self.ready.push_back(Done::Completed {
             id,
             peer,
             outcome,
             count: None,
         });
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
     }
 
-    fn send(&self, job: Job) {
-        // The worker ends only with the runtime; then nobody waits for an answer.
-        let _ = self.jobs.send(job);
+    /// Hands `id`'s command to the worker, or answers it here when the queue is full.
+    fn send(&mut self, id: OperationId, peer: PeerId, command: Command) {
+        match self.jobs.try_send(Job::Op { id, peer, command }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Job::Op { command, .. })) => {
+                tracing::debug!(%peer, "the Redis worker's queue is full; answered at once");
+                let error = ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "server busy: {MAX_QUEUED_JOBS} requests are waiting for the \
+                         registration store (Redis); try again shortly"
+                    ),
+                );
+                self.answer_here(id, peer, command.refused(error));
+            }
+            // The worker ends only with the runtime; then nobody waits for an answer.
+            Err(_) => {}
+        }
     }
 
-    fn page_limit(&self, limit: Option<u64>) -> usize {
-        match limit {
-            None | Some(0) => self.settings.default_page,
-            Some(n) => n.min(self.settings.max_page as u64) as usize,
+    /// The registrations `peer` holds after an answer saying `count` (`None`: Redis did not
+    /// say), remembering it for when Redis cannot say.
+    fn peer_count(&mut self, peer: PeerId, outcome: &Outcome, count: Option<usize>) -> usize {
+        match (count, outcome) {
+            (_, Outcome::PeerRemoved { .. }) => {
+                self.counts.remove(&peer);
+                self.verified.forget(&peer);
+                count.unwrap_or(0)
+            }
+            (Some(count), _) => {
+                if self.counts.len() < MAX_COUNTED_PEERS || self.counts.contains_key(&peer) {
+                    self.counts.insert(peer, count);
+                }
+                count
+            }
+            (None, _) => self.counts.get(&peer).copied().unwrap_or(0),
+        }
+    }
+
+    /// What the store reports for `done`, if anything.
+    fn on_done(&mut self, done: Done, now: Instant) -> Option<StoreEvent> {
+        match done {
+            Done::Completed {
+                id,
+                peer,
+                outcome,
+                count,
+            } => {
+                let peer_registrations = self.peer_count(peer, &outcome, count);
+                Some(StoreEvent::Completed {
+                    id,
+                    peer,
+                    outcome,
+                    peer_registrations,
+                })
+            }
+            Done::Expired {
+                registration,
+                count,
+            } => {
+                let peer = registration.record.peer_id();
+                if let Some(known) = self.counts.get_mut(&peer) {
+                    *known = count;
+                }
+                Some(StoreEvent::Expired {
+                    registration,
+                    peer_registrations: count,
+                })
+            }
+            Done::Reaped { full } => {
+                self.reaping = false;
+                self.next_reap = if full { now } else { now + REAP_INTERVAL };
+                None
+            }
         }
     }
 }
@@ -441,18 +545,14 @@ impl Store for RedisStore {
                 let namespace = registration.namespace.clone();
                 match self.check_register(peer, registration) {
                     Ok(command) => command,
-                    Err(error) => {
+                    Err(Refusal { error, limit }) => {
                         let result = Err(error);
-                        return self.answer_here(
-                            id,
-                            peer,
-                            Outcome::Registered {
-                                namespace,
-                                result,
-                                // Record caps and TTL: the shell's metrics see the status.
-                                limit: None,
-                            },
-                        );
+                        let outcome = Outcome::Registered {
+                            namespace,
+                            result,
+                            limit,
+                        };
+                        return self.answer_here(id, peer, outcome);
                     }
                 }
             }
@@ -464,91 +564,35 @@ impl Store for RedisStore {
                 limit,
                 served,
                 ..
-            } => {
-                // Whether the cookie is ahead of the counter only Redis can tell.
-                let parsed = cookie
-                    .as_ref()
-                    .map(|c| cookie::parse(c, namespace.as_ref(), u64::MAX, served));
-                let (after, mark) = match parsed {
-                    None => (0, None),
-                    Some(Ok(parsed)) => parsed,
-                    Some(Err(error)) => {
-                        let result = Err(error);
-                        return self.answer_here(
-                            id,
-                            peer,
-                            Outcome::Discovered { namespace, result },
-                        );
-                    }
-                };
-                Command::Discover {
-                    limit: self.page_limit(limit),
-                    served,
-                    mark,
-                    namespace,
-                    after,
+            } => match self.check_discover(served, namespace, cookie.as_ref(), limit) {
+                Ok(command) => command,
+                Err((namespace, error)) => {
+                    let result = Err(error);
+                    return self.answer_here(id, peer, Outcome::Discovered { namespace, result });
                 }
-            }
+            },
         };
-        self.send(Job::Op { id, peer, command });
+        self.send(id, peer, command);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<StoreEvent> {
         loop {
-            match self.done.poll_next_unpin(cx) {
-                Poll::Ready(Some(Done::Completed {
-                    id,
-                    peer,
-                    outcome,
-                    count,
-                })) => {
-                    let peer_registrations = match (count, &outcome) {
-                        (_, Outcome::PeerRemoved { .. }) => {
-                            self.counts.remove(&peer);
-                            self.forget_verified(&peer);
-                            count.unwrap_or(0)
-                        }
-                        (Some(count), _) => {
-                            if self.counts.len() < MAX_COUNTED_PEERS
-                                || self.counts.contains_key(&peer)
-                            {
-                                self.counts.insert(peer, count);
-                            }
-                            count
-                        }
-                        (None, _) => self.counts.get(&peer).copied().unwrap_or(0),
-                    };
-                    return Poll::Ready(StoreEvent::Completed {
-                        id,
-                        peer,
-                        outcome,
-                        peer_registrations,
-                    });
-                }
-                Poll::Ready(Some(Done::Expired {
-                    registration,
-                    count,
-                })) => {
-                    let peer = registration.record.peer_id();
-                    if let Some(known) = self.counts.get_mut(&peer) {
-                        *known = count;
-                    }
-                    return Poll::Ready(StoreEvent::Expired {
-                        registration,
-                        peer_registrations: count,
-                    });
-                }
-                Poll::Ready(Some(Done::Reaped { full })) => {
-                    self.reaping = false;
-                    self.next_reap = if full { now } else { now + REAP_INTERVAL };
-                }
-                // The worker is gone only when the runtime shuts down.
-                Poll::Ready(None) | Poll::Pending => break,
+            let done = match self.ready.pop_front() {
+                Some(done) => done,
+                None => match self.done.poll_next_unpin(cx) {
+                    Poll::Ready(Some(done)) => done,
+                    // The worker is gone only when the runtime shuts down.
+                    Poll::Ready(None) | Poll::Pending => break,
+                },
+            };
+            if let Some(event) = self.on_done(done, now) {
+                return Poll::Ready(event);
             }
         }
+        self.waker = Some(cx.waker().clone());
         if !self.reaping && now >= self.next_reap {
-            self.reaping = true;
-            self.send(Job::Reap);
+            // A full queue: the next poll tries again.
+            self.reaping = self.jobs.try_send(Job::Reap).is_ok();
         }
         Poll::Pending
     }
@@ -570,7 +614,7 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use libp2p::identity::Keypair;
-    use rendezvous_discovery::RecordFormat;
+    use rendezvous_discovery::{server::Limit, RecordFormat};
 
     use super::*;
 
@@ -628,30 +672,37 @@ mod tests {
 
         let checked = store.check_register(peer, register(&first, "a")).unwrap();
         assert!(matches!(checked, Command::Register { record, .. } if record == first));
-        assert_eq!(store.verified_bytes, first.envelope_bytes().len());
+        assert_eq!(store.verified.bytes(), first.envelope_bytes().len());
         // The same envelope in another namespace is taken as verified: nothing new is kept.
         store.check_register(peer, register(&first, "b")).unwrap();
         assert_eq!(store.verified.len(), 1);
-        assert_eq!(store.verified_bytes, first.envelope_bytes().len());
+        assert_eq!(store.verified.bytes(), first.envelope_bytes().len());
 
         // Another peer cannot pass off this peer's verified envelope as its own.
         let other = Keypair::generate_ed25519().public().to_peer_id();
         let refused = store
             .check_register(other, register(&first, "a"))
             .unwrap_err();
-        assert_eq!(refused.code, ErrorCode::NotAuthorized);
+        assert_eq!(refused.error.code, ErrorCode::NotAuthorized);
 
         // A new record replaces the old one; forgetting the peer frees its bytes.
         let second = record(&key, 2000);
         store.check_register(peer, register(&second, "a")).unwrap();
         assert_eq!(store.verified.len(), 1);
-        assert_eq!(store.verified_bytes, second.envelope_bytes().len());
-        store.forget_verified(&peer);
-        assert_eq!((store.verified.len(), store.verified_bytes), (0, 0));
+        assert_eq!(store.verified.bytes(), second.envelope_bytes().len());
+        store.verified.forget(&peer);
+        assert_eq!((store.verified.len(), store.verified.bytes()), (0, 0));
+    }
 
-        // Past the byte cap a record is checked but not kept.
-        store.verified_bytes = VERIFIED_CACHE_BYTES;
-        store.check_register(peer, register(&second, "a")).unwrap();
-        assert!(store.verified.is_empty());
+    #[tokio::test]
+    async fn a_record_over_the_size_cap_is_refused_by_the_record_limit_as_the_library_refuses_it() {
+        let mut store = RedisStore::new("redis://127.0.0.1:1/0", settings()).unwrap();
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let mut request = register(&record(&key, 1000), "a");
+        request.envelope = vec![0; 8193];
+        let refusal = store.check_register(peer, request).unwrap_err();
+        assert_eq!(refusal.limit, Some(Limit::Record));
+        assert_eq!(refusal.error.code, ErrorCode::InvalidSignedPeerRecord);
     }
 }

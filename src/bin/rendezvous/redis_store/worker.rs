@@ -8,22 +8,20 @@ use std::sync::{
     Arc,
 };
 
-use futures::channel::mpsc as fmpsc;
+use futures::{channel::mpsc as fmpsc, SinkExt};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     Script, Value,
 };
 use rendezvous_discovery::{
-    codec::{DiscoverPage, ErrorCode, ErrorResponse, Message, RecordFormat},
-    server::{store::Outcome, ServedFormats, MAX_SCANNED_PER_DISCOVER},
+    codec::{ErrorCode, ErrorResponse, RecordFormat},
+    server::{rules::Limits, ServedFormats, MAX_SCANNED_PER_DISCOVER},
 };
 use tokio::sync::mpsc;
 
 use crate::output::{HeldBack, Throttle, WARN_EVERY};
 
-use super::{
-    Command, Done, Job, Settings, ENTRY_OVERHEAD, KEY_PREFIX, MAX_BATCH, REAP_BATCH, REDIS_TIMEOUT,
-};
+use super::{Command, Done, Job, KEY_PREFIX, MAX_BATCH, REAP_BATCH, REDIS_TIMEOUT};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -80,11 +78,10 @@ struct Worker {
     script_failures: Throttle,
     connection: Option<ConnectionManager>,
     owner: String,
-    settings: Arc<Settings>,
+    limits: Arc<Limits>,
     scripts: Scripts,
-    /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
-    response_overhead: usize,
-    done: fmpsc::UnboundedSender<Done>,
+    /// Answers to send to the store once a batch is dealt with.
+    answers: Vec<Done>,
 }
 
 /// Runs until the store is dropped (or the runtime stops). `redis` names the Redis in logs
@@ -93,32 +90,20 @@ pub(super) async fn run(
     client: redis::Client,
     redis: String,
     owner: String,
-    settings: Arc<Settings>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    done: fmpsc::UnboundedSender<Done>,
+    limits: Arc<Limits>,
+    mut jobs: mpsc::Receiver<Job>,
+    mut done: fmpsc::Sender<Done>,
     available: Arc<AtomicBool>,
 ) {
-    let longest_cookie = rendezvous_discovery::codec::Cookie::new(vec![
-        0xff;
-        8 + rendezvous_discovery::MAX_NAMESPACE_LEN
-    ])
-    .expect("8 + 255 bytes is under the cookie cap");
-    let response_overhead = Message::DiscoverResponse(Ok(DiscoverPage {
-        registrations: Vec::new(),
-        cookie: Some(longest_cookie),
-        skipped: 0,
-    }))
-    .encoded_len();
     let mut worker = Worker {
         client,
         redis: redis.clone(),
         script_failures: Throttle::new(WARN_EVERY),
         connection: None,
         owner,
-        settings,
+        limits,
         scripts: Scripts::new(),
-        response_overhead,
-        done,
+        answers: Vec::new(),
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // While Redis is down every batch fails (a reap each second at least): said once a
@@ -171,6 +156,12 @@ pub(super) async fn run(
                 worker.fail(jobs, &text);
             }
         }
+        for answer in worker.answers.drain(..) {
+            if done.send(answer).await.is_err() {
+                // The store is gone: the server stopped.
+                return;
+            }
+        }
     }
 }
 
@@ -195,13 +186,16 @@ impl Worker {
         let mut values = self
             .pipeline(jobs)
             .query_async::<Vec<Value>>(connection)
-            .await;
-        let missing: Vec<usize> = match &values {
-            Ok(values) => (0..values.len())
-                .filter(|&i| matches!(&values[i], Value::ServerError(e) if e.code() == "NOSCRIPT"))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+            .await?;
+        if values.len() != jobs.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "Redis answered a different number of requests than were sent",
+            )));
+        }
+        let missing: Vec<usize> = (0..values.len())
+            .filter(|&i| matches!(&values[i], Value::ServerError(e) if e.code() == "NOSCRIPT"))
+            .collect();
         if !missing.is_empty() {
             let mut load = redis::pipe();
             for script in self.scripts.all() {
@@ -213,18 +207,10 @@ impl Worker {
                 .pipeline_of(again)
                 .query_async::<Vec<Value>>(connection)
                 .await?;
-            if let Ok(values) = &mut values {
-                for (i, value) in missing.into_iter().zip(retried) {
-                    values[i] = value;
-                }
+            // A short answer leaves the rest NOSCRIPT: answered as a failed script.
+            for (i, value) in missing.into_iter().zip(retried) {
+                values[i] = value;
             }
-        }
-        let values = values?;
-        if values.len() != jobs.len() {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "Redis answered a different number of requests than were sent",
-            )));
         }
         Ok(values)
     }
@@ -248,7 +234,7 @@ impl Worker {
 
     /// The script for `job` and its arguments after the key prefix.
     fn invocation(&self, job: &Job) -> (&Lua, Vec<Vec<u8>>) {
-        let s = &self.settings;
+        let limits = &self.limits;
         match job {
             Job::Reap => (
                 &self.scripts.reap,
@@ -263,24 +249,19 @@ impl Worker {
                         ttl,
                     } => {
                         let envelope = record.envelope_bytes();
-                        let bytes = namespace.as_str().len() + envelope.len() + ENTRY_OVERHEAD;
-                        let format = match record.format() {
-                            RecordFormat::Standard => "s",
-                            RecordFormat::Legacy => "l",
-                            RecordFormat::PeerInfo => "p",
-                        };
+                        let bytes = answers::registration_bytes(namespace, record);
                         (
                             &self.scripts.register,
                             vec![
                                 peer,
                                 namespace.as_str().as_bytes().to_vec(),
                                 envelope.to_vec(),
-                                format.into(),
+                                format_letter(record.format()).into(),
                                 ttl.to_string().into_bytes(),
                                 self.owner.clone().into_bytes(),
-                                s.max_registrations_per_peer.to_string().into_bytes(),
-                                s.max_registrations.to_string().into_bytes(),
-                                s.max_bytes.to_string().into_bytes(),
+                                limits.max_registrations_per_peer().to_string().into_bytes(),
+                                limits.max_registrations().to_string().into_bytes(),
+                                limits.max_store_bytes().to_string().into_bytes(),
                                 bytes.to_string().into_bytes(),
                             ],
                         )
@@ -310,7 +291,7 @@ impl Worker {
                             after.to_string().into_bytes(),
                             limit.to_string().into_bytes(),
                             MAX_SCANNED_PER_DISCOVER.to_string().into_bytes(),
-                            served_letters(*served).into(),
+                            served_letters(*served).into_bytes(),
                         ],
                     ),
                 }
@@ -318,38 +299,15 @@ impl Worker {
         }
     }
 
-    fn send(&self, done: Done) {
-        // The store is gone only when the server stops.
-        let _ = self.done.unbounded_send(done);
-    }
-
     /// Answers every job of a batch that Redis did not answer.
     fn fail(&mut self, jobs: Vec<Job>, text: &str) {
         for job in jobs {
             let Job::Op { id, peer, command } = job else {
-                self.send(Done::Reaped { full: false });
+                self.answers.push(Done::Reaped { full: false });
                 continue;
             };
-            let error = ErrorResponse::new(ErrorCode::Unavailable, text);
-            let outcome = match command {
-                Command::Register { namespace, .. } => Outcome::Registered {
-                    namespace,
-                    result: Err(error),
-                    limit: None,
-                },
-                Command::Discover { namespace, .. } => Outcome::Discovered {
-                    namespace,
-                    result: Err(error),
-                },
-                Command::Unregister { namespace } => Outcome::Unregistered {
-                    namespace,
-                    removed: None,
-                },
-                Command::RemovePeer => Outcome::PeerRemoved {
-                    removed: Vec::new(),
-                },
-            };
-            self.send(Done::Completed {
+            let outcome = command.refused(ErrorResponse::new(ErrorCode::Unavailable, text));
+            self.answers.push(Done::Completed {
                 id,
                 peer,
                 outcome,
@@ -359,11 +317,38 @@ impl Worker {
     }
 }
 
-/// The format letters of `register.lua` that `served` includes.
-fn served_letters(served: ServedFormats) -> &'static str {
-    match served {
-        ServedFormats::LegacyOnly => "l",
-        ServedFormats::Signed => "sl",
-        ServedFormats::AsPeerInfo | ServedFormats::All => "slp",
+/// The letter `register.lua` stores for a record in `format`.
+fn format_letter(format: RecordFormat) -> &'static str {
+    match format {
+        RecordFormat::Standard => "s",
+        RecordFormat::Legacy => "l",
+        RecordFormat::PeerInfo => "p",
+    }
+}
+
+/// The letters of the formats `served` includes (the rule book's
+/// [`ServedFormats::includes`]), for `discover.lua`'s filter.
+fn served_letters(served: ServedFormats) -> String {
+    [
+        RecordFormat::Standard,
+        RecordFormat::Legacy,
+        RecordFormat::PeerInfo,
+    ]
+    .into_iter()
+    .filter(|format| served.includes(*format))
+    .map(format_letter)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_letters_served_are_the_formats_the_rule_book_includes() {
+        assert_eq!(served_letters(ServedFormats::LegacyOnly), "l");
+        assert_eq!(served_letters(ServedFormats::Signed), "sl");
+        assert_eq!(served_letters(ServedFormats::AsPeerInfo), "slp");
+        assert_eq!(served_letters(ServedFormats::All), "slp");
     }
 }

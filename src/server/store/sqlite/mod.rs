@@ -64,8 +64,12 @@ use super::{
     memory::{apply, poll_expired, wall_clock_micros},
     Operation, OperationId, Outcome, Store, StoreEvent, MAX_IN_FLIGHT,
 };
-use crate::codec::{ErrorCode, ErrorResponse};
-use crate::server::{Config, Limit, Registrations};
+use crate::codec::{ErrorCode, ErrorResponse, Namespace};
+use crate::server::{
+    rules::{self, Refusal},
+    Config, Registrations,
+};
+use libp2p::PeerId;
 use writer::{Numbered, Report, Shared, Write};
 
 pub use schema::SCHEMA_VERSION;
@@ -347,49 +351,28 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn submit(&mut self, id: OperationId, operation: Operation, now: Instant) {
-        let peer = operation.peer();
-        let refusal = match &operation {
-            Operation::Register { registration, .. } => {
-                if let Some(error) = &self.failed {
-                    Some((registration.namespace.clone(), self.failure(error), None))
-                } else if self.waiting.len() >= MAX_IN_FLIGHT {
-                    // The shell keeps to this bound; holding to it here too keeps the counter
-                    // promise of the module docs whoever submits.
-                    Some((
-                        registration.namespace.clone(),
-                        ErrorResponse::new(
-                            ErrorCode::Unavailable,
-                            format!(
-                                "server busy: {MAX_IN_FLIGHT} registrations are waiting for \
-                                 the disk; try again shortly"
-                            ),
-                        ),
-                        Some(Limit::InFlight),
-                    ))
-                } else {
-                    None
-                }
-            }
-            _ => None,
+impl SqliteStore {
+    /// The refusal of a REGISTER the store cannot take now: the writer failed, or
+    /// [`MAX_IN_FLIGHT`] wait for their commit.
+    fn refusal(&self, operation: &Operation) -> Option<(Namespace, Refusal)> {
+        let Operation::Register { registration, .. } = operation else {
+            return None;
         };
-        if let Some((namespace, error, limit)) = refusal {
-            self.ready.push_back(StoreEvent::Completed {
-                id,
-                peer,
-                outcome: Outcome::Registered {
-                    namespace,
-                    result: Err(error),
-                    limit,
-                },
-                peer_registrations: self.index.count_of(&peer),
-            });
-            self.shared.waker.wake();
-            return;
-        }
-        let (outcome, peer_registrations) = apply(&mut self.index, operation, now);
-        let write = match &outcome {
+        let refusal = if let Some(error) = &self.failed {
+            self.failure(error).into()
+        } else if self.waiting.len() >= MAX_IN_FLIGHT {
+            // The shell keeps to this bound; holding to it here too keeps the counter promise
+            // of the module docs whoever submits.
+            rules::store_busy(MAX_IN_FLIGHT)
+        } else {
+            return None;
+        };
+        Some((registration.namespace.clone(), refusal))
+    }
+
+    /// The write that makes `outcome` of `peer` durable, if it changed anything.
+    fn write_for(&self, peer: PeerId, outcome: &Outcome) -> Option<Write> {
+        match outcome {
             Outcome::Registered {
                 namespace,
                 result: Ok(registration),
@@ -413,7 +396,29 @@ impl Store for SqliteStore {
                 Some(Write::DeletePeer { peer })
             }
             _ => None,
-        };
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn submit(&mut self, id: OperationId, operation: Operation, now: Instant) {
+        let peer = operation.peer();
+        if let Some((namespace, Refusal { error, limit })) = self.refusal(&operation) {
+            self.ready.push_back(StoreEvent::Completed {
+                id,
+                peer,
+                outcome: Outcome::Registered {
+                    namespace,
+                    result: Err(error),
+                    limit,
+                },
+                peer_registrations: self.index.count_of(&peer),
+            });
+            self.shared.waker.wake();
+            return;
+        }
+        let (outcome, peer_registrations) = apply(&mut self.index, operation, now);
+        let write = self.write_for(peer, &outcome);
         let event = StoreEvent::Completed {
             id,
             peer,

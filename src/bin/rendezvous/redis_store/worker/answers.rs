@@ -4,18 +4,27 @@
 
 use redis::Value;
 use rendezvous_discovery::{
-    codec::{
-        registration_wire_len, Cookie, ErrorCode, ErrorResponse, Namespace, Registration,
-        SignedRecord,
+    codec::{Cookie, ErrorCode, ErrorResponse, Namespace, Registration, SignedRecord},
+    server::{
+        rules::{self, Limits, Offer, Refusal, ScanEnd},
+        store::Outcome,
     },
-    server::{cookie, store::Outcome, Limit, ServedFormats},
 };
 
 use super::{
-    super::{Command, Done, Job, REAP_BATCH},
+    super::{Command, Done, Job, ENTRY_OVERHEAD, REAP_BATCH},
     Worker,
 };
 use crate::output::HeldBack;
+
+/// The answer to a reply that is not what the script returns.
+fn unexpected() -> ErrorResponse {
+    ErrorResponse::new(
+        ErrorCode::Unavailable,
+        "the registration store (Redis) gave an answer this server does not understand; try \
+         again",
+    )
+}
 
 pub(super) fn text(value: &Value) -> Option<&[u8]> {
     match value {
@@ -85,45 +94,18 @@ impl Worker {
                 record,
                 ttl,
             } => {
-                let status = items.first().and_then(text).unwrap_or_default();
-                let n = items.get(1).and_then(int).unwrap_or(0);
                 let count = items.get(2).and_then(int).map(|c| c as usize);
-                let result = match status {
-                    b"ok" => Ok(Registration {
-                        namespace: namespace.clone(),
-                        record,
-                        ttl,
-                    }),
-                    b"peer_full" => Err(ErrorResponse::new(
-                        ErrorCode::NotAuthorized,
-                        format!(
-                            "peer already has {n} registrations, the most this server allows; \
-                             unregister one first"
-                        ),
-                    )),
-                    b"full" => Err(ErrorResponse::new(
-                        ErrorCode::Unavailable,
-                        format!("server is full ({n} registrations); try later or another server"),
-                    )),
-                    b"bytes" => Err(ErrorResponse::new(
-                        ErrorCode::Unavailable,
-                        format!(
-                            "server is full ({n} bytes of registrations, the most is {}); try \
-                             later or another server",
-                            self.settings.max_bytes
-                        ),
-                    )),
-                    _ => Err(ErrorResponse::new(
-                        ErrorCode::Unavailable,
-                        "the registration store (Redis) gave an answer this server does not \
-                         understand; try again",
-                    )),
-                };
-                let limit = match status {
-                    b"peer_full" => Some(Limit::PeerRegistrations),
-                    b"full" => Some(Limit::Registrations),
-                    b"bytes" => Some(Limit::StoreBytes),
-                    _ => None,
+                let bytes = registration_bytes(&namespace, &record);
+                let (result, limit) = match self.registered(items, bytes) {
+                    Ok(()) => (
+                        Ok(Registration {
+                            namespace: namespace.clone(),
+                            record,
+                            ttl,
+                        }),
+                        None,
+                    ),
+                    Err(Refusal { error, limit }) => (Err(error), limit),
                 };
                 let outcome = Outcome::Registered {
                     namespace,
@@ -150,20 +132,36 @@ impl Worker {
             }
             Command::Discover {
                 namespace,
+                after,
+                limit,
                 served,
                 mark,
-                ..
             } => {
-                let result = self.page(items, namespace.as_ref(), served, mark);
+                let page = self.limits.page(served, Some(limit as u64), after, mark);
+                let result = page_from(items, page, after, namespace.as_ref());
                 (Outcome::Discovered { namespace, result }, None)
             }
         };
-        self.send(Done::Completed {
+        self.answers.push(Done::Completed {
             id,
             peer,
             outcome,
             count,
         });
+    }
+
+    /// `register.lua`'s answer: registered, or the rule book's refusal for the bound it names
+    /// (a registration of `bytes`, as Redis counts them).
+    fn registered(&self, items: &[Value], bytes: usize) -> Result<(), Refusal> {
+        let status = items.first().and_then(text).unwrap_or_default();
+        let n = items.get(1).and_then(int).unwrap_or(0) as usize;
+        match status {
+            b"ok" => Ok(()),
+            b"peer_full" => Err(Limits::peer_full(n)),
+            b"full" => Err(Limits::server_full(n)),
+            b"bytes" => Err(self.limits.over_byte_budget(bytes, n)),
+            _ => Err(unexpected().into()),
+        }
     }
 
     fn answer_reap(&mut self, value: &Value) {
@@ -175,111 +173,67 @@ impl Worker {
             else {
                 continue;
             };
-            self.send(Done::Expired {
+            self.answers.push(Done::Expired {
                 registration,
                 count: count as usize,
             });
         }
-        self.send(Done::Reaped {
+        self.answers.push(Done::Reaped {
             full: entries.len() >= REAP_BATCH,
         });
     }
+}
 
-    /// The page and cookie from `discover.lua`'s answer, cut to the message cap.
-    fn page(
-        &mut self,
-        items: &[Value],
-        namespace: Option<&Namespace>,
-        served: ServedFormats,
-        mark: Option<u8>,
-    ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
-        let unexpected = || {
-            ErrorResponse::new(
-                ErrorCode::Unavailable,
-                "the registration store (Redis) gave an answer this server does not \
-                 understand; try again",
-            )
-        };
-        let status = items.first().and_then(text).ok_or_else(unexpected)?;
-        let counter = items.get(1).and_then(int).ok_or_else(unexpected)?;
-        if status == b"ahead" {
-            return Err(ErrorResponse::new(
-                ErrorCode::InvalidCookie,
-                format!(
-                    "cookie is ahead of this server (server at {counter}); discover without a \
-                     cookie to start over"
-                ),
-            ));
-        }
-        let complete = items.get(2).and_then(int).ok_or_else(unexpected)? == 1;
-        let last_scanned = items.get(3).and_then(int);
-        let now = items.get(4).and_then(int).ok_or_else(unexpected)?;
-        let entries = items.get(5).map(array).unwrap_or_default();
-        // Entries left out for their format mark the cookie, as the library's cookies do.
-        let mark = match items.get(6).and_then(int) {
-            Some(1) => Some(mark.map_or(served.coverage(), |m| m.min(served.coverage()))),
-            _ => mark,
-        };
-        let mut page = Vec::new();
-        let mut size = self.response_overhead;
-        // The last entry dealt with (sent or skipped), and whether all of them were.
-        let mut last = None;
-        let mut all_taken = true;
-        for entry in entries.chunks(4) {
-            let [seq, ns, record, deadline] = entry else {
-                return Err(unexpected());
-            };
-            let (Some(seq), Some(ns), Some(envelope), Some(deadline)) =
-                (int(seq), parse_namespace(ns), text(record), int(deadline))
-            else {
-                return Err(unexpected());
-            };
-            let ttl = (deadline.saturating_sub(now) / 1000).max(1);
-            // A PeerInfo reader gets each signed record as the peer and addresses it proves.
-            let record = if served == ServedFormats::AsPeerInfo {
-                match decode(seq, envelope) {
-                    Some(record) => Some(record.to_peer_info()),
-                    None => {
-                        last = Some(seq);
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let len = record
-                .as_ref()
-                .map_or(envelope.len(), |r| r.envelope_bytes().len());
-            let wire = registration_wire_len(&ns, len, ttl);
-            if size + wire > self.settings.max_message_size && !page.is_empty() {
-                all_taken = false;
-                break;
-            }
-            last = Some(seq);
-            if size + wire > self.settings.max_message_size {
-                // Alone it does not fit any page: skip it, or paging would stop here.
-                tracing::debug!(seq, "registration larger than a whole response; skipped");
-                continue;
-            }
-            // A record that does not decode is skipped (and logged) like one in a format the
-            // peer cannot decode.
-            let Some(record) = record.or_else(|| decode(seq, envelope)) else {
-                continue;
-            };
-            size += wire;
-            page.push(Registration {
-                namespace: ns,
-                record,
-                ttl,
-            });
-        }
-        let seq = match (all_taken, complete) {
-            // Everything up to the counter has been seen.
-            (true, true) => counter,
-            // Redis looked further than the page (entries it filtered out).
-            (true, false) => last_scanned.unwrap_or(counter),
-            (false, _) => last.unwrap_or(counter),
-        };
-        Ok((page, cookie::encode(seq, mark, namespace)))
+/// Bytes a registration of `record` in `namespace` counts in Redis.
+pub(super) fn registration_bytes(namespace: &Namespace, record: &SignedRecord) -> usize {
+    namespace.as_str().len() + record.envelope_bytes().len() + ENTRY_OVERHEAD
+}
+
+/// The page and cookie from `discover.lua`'s answer to a DISCOVER after sequence number
+/// `after`, filled into `page` by the rule book.
+fn page_from(
+    items: &[Value],
+    mut page: rules::Page,
+    after: u64,
+    namespace: Option<&Namespace>,
+) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
+    let status = items.first().and_then(text).ok_or_else(unexpected)?;
+    let counter = items.get(1).and_then(int).ok_or_else(unexpected)?;
+    if status == b"ahead" {
+        return Err(rules::cookie::ahead(after, counter));
     }
+    let complete = items.get(2).and_then(int).ok_or_else(unexpected)? == 1;
+    let last_scanned = items.get(3).and_then(int);
+    let now = items.get(4).and_then(int).ok_or_else(unexpected)?;
+    let entries = items.get(5).map(array).unwrap_or_default();
+    if items.get(6).and_then(int) == Some(1) {
+        page.left_out_for_format();
+    }
+    for entry in entries.chunks(4) {
+        let [seq, ns, record, deadline] = entry else {
+            return Err(unexpected());
+        };
+        let (Some(seq), Some(ns), Some(envelope), Some(deadline)) =
+            (int(seq), parse_namespace(ns), text(record), int(deadline))
+        else {
+            return Err(unexpected());
+        };
+        // A record that does not decode is skipped (and logged).
+        let Some(record) = decode(seq, envelope) else {
+            page.pass(seq);
+            continue;
+        };
+        let ttl = rules::remaining_ttl(std::time::Duration::from_millis(
+            deadline.saturating_sub(now),
+        ));
+        if page.offer(seq, &ns, record, ttl) == Offer::Full {
+            break;
+        }
+    }
+    let end = if complete {
+        ScanEnd::Complete { counter }
+    } else {
+        ScanEnd::Stopped { last: last_scanned }
+    };
+    Ok(page.finish(end, namespace))
 }

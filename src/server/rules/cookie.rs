@@ -8,7 +8,7 @@
 //! far below 2^62 and the cookie stays `8 bytes ++ namespace`, as rust-libp2p 0.18 requires.
 //!
 //! Public so that a store outside the crate (the binary's Redis store) hands out the same
-//! cookies as [`Registrations`](super::Registrations).
+//! cookies as [`Registrations`](crate::server::Registrations).
 
 use crate::{
     codec::{Cookie, ErrorCode, ErrorResponse, Namespace},
@@ -32,6 +32,19 @@ pub fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cook
         bytes.extend_from_slice(ns.as_str().as_bytes());
     }
     Cookie::new(bytes).expect("8 + at most 255 bytes is under the cookie cap")
+}
+
+/// The refusal of a cookie whose sequence number `seq` is ahead of the store's `counter` (a
+/// store that checks the counter elsewhere, as the Redis store does inside Redis, parses with
+/// `counter` `u64::MAX` and answers with this).
+pub fn ahead(seq: u64, counter: u64) -> ErrorResponse {
+    ErrorResponse::new(
+        ErrorCode::InvalidCookie,
+        format!(
+            "cookie is ahead of this server (sequence {seq}, server at {counter}); discover \
+             without a cookie to start over"
+        ),
+    )
 }
 
 /// The sequence number in `cookie` and its mark, if it is one of ours for `namespace`, not
@@ -75,10 +88,7 @@ pub fn parse(
         ));
     }
     if seq > counter {
-        return invalid(format!(
-            "cookie is ahead of this server (sequence {seq}, server at {counter}); discover \
-             without a cookie to start over"
-        ));
+        return Err(ahead(seq, counter));
     }
     if let Some(coverage) = mark {
         if coverage < served.coverage() {

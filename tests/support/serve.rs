@@ -1,0 +1,78 @@
+//! A `rendezvous serve` process of the test's own, killed when dropped (also when a test
+//! panics), with the addresses it printed.
+
+use std::{
+    ffi::OsStr,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+};
+
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+
+/// The `rendezvous` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rendezvous");
+
+/// A running `rendezvous serve`.
+pub struct Serve {
+    child: Child,
+    /// Its first listen address, with `/p2p/`.
+    pub addr: Multiaddr,
+    /// Its peer id.
+    pub peer: PeerId,
+    /// The `--metrics` address, when started with that flag.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Serve {
+    /// Starts `rendezvous serve --listen /ip4/127.0.0.1/tcp/0` with `args` (logging warnings
+    /// only) and waits for the addresses it prints: the metrics address first with
+    /// `--metrics`, then its listen address.
+    pub fn start<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the rendezvous binary runs");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut metrics = None;
+        let addr: Multiaddr = loop {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line).expect("serve's stdout reads");
+            assert!(read > 0, "serve ended before printing its address");
+            match line.trim().strip_prefix("metrics http://") {
+                Some(bound) => metrics = Some(bound.parse().expect("a socket address")),
+                None => break line.trim().parse().expect("a multiaddr on stdout"),
+            }
+        };
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            panic!("no peer id in {addr}");
+        };
+        Self {
+            child,
+            addr,
+            peer,
+            metrics,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL): it cleans nothing up.
+    pub fn kill(mut self) {
+        self.child.kill().expect("the server was running");
+        self.child.wait().expect("the server is reaped");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
