@@ -49,9 +49,9 @@ pub const MAX_NEGOTIATING_STREAMS: usize = 32;
 pub const OTHER_PROTOCOL_STREAMS: usize = 16;
 
 /// Established connections the server keeps at once (see [`Config::with_max_connections`]).
-/// An idle connection costs about 20 KiB with `rendezvous serve`'s transports, so 100,000 of
-/// them about 2 GiB: with the 512 MiB store budget that fits a 4 GiB server (the module docs,
-/// "Memory", do the sum). With remove-on-disconnect, this is also how many peers can hold
+/// An idle connection costs about 33 KiB with `rendezvous serve`'s transports (measured), so
+/// 100,000 of them about 3.2 GiB: with the 512 MiB store budget that fits a 4 GiB server (the
+/// module docs, "Memory", do the sum). With remove-on-disconnect, this is also how many peers can hold
 /// registrations at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 

@@ -171,10 +171,12 @@
 //! BENCHMARKS.md.
 //!
 //! The connection count follows from memory: an idle connection of `rendezvous serve` costs
-//! the figure in BENCHMARKS.md ("Connections"); with the store's 512 MiB budget and its page
-//! cache, a 4 GiB server holds [`DEFAULT_MAX_CONNECTIONS`] idle connections at up to 30 KiB
-//! each (about 2.9 GiB) beside its store. `rendezvous serve` raises the open-file limit to the
-//! cap at start, and lowers the cap (with a warning) where the hard limit does not allow it.
+//! 33 KiB (BENCHMARKS.md, "Connections and bursts": noise's buffers and libp2p-swarm's
+//! connection task are most of it), so [`DEFAULT_MAX_CONNECTIONS`] (100,000) connections take
+//! about 3.2 GiB; with the store's [`DEFAULT_MAX_STORE_BYTES`] (512 MiB) and the SQLite page
+//! cache (64 MiB) a full server stays under 4 GiB. `rendezvous serve` raises the open-file limit
+//! to the cap at start, and lowers the cap (with a warning) where the hard limit does not allow
+//! it.
 
 mod behaviour;
 mod config;
