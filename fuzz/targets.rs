@@ -79,7 +79,9 @@ pub fn message(data: &[u8]) {
     let message = Message::decode(data);
     let request = Request::decode(data);
     match (&message, &request) {
-        (Ok(Message::Unregister(a)), Ok(Request::Unregister(b))) => assert_eq!(a, b),
+        (Ok(Message::Unregister { namespace: a, .. }), Ok(Request::Unregister(b))) => {
+            assert_eq!(a, b)
+        }
         (Ok(Message::Discover { namespace, .. }), Ok(Request::Discover { namespace: b, .. })) => {
             assert_eq!(namespace, b)
         }

@@ -114,7 +114,8 @@
 //! - **Limits** the spec leaves open are bounded and configurable: requests per peer per second
 //!   (`E_UNAVAILABLE` when exceeded), streams per connection, registrations per peer and in
 //!   total, store bytes, record size and addresses per record.
-//!   `Unregister.id` is never sent and ignored when received.
+//! - **`Unregister.id`** (deprecated) is ignored when received; our client sends its own peer id
+//!   in it, as go's client does, because py-libp2p 0.8's server ignores an UNREGISTER without it.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -168,8 +168,14 @@ async fn several_requests_on_one_stream_are_served_in_order() {
                 s.register("b", Some(3 * 3600)),
                 discover(None, None),
                 // No response, and an unknown namespace is a no-op.
-                Message::Unregister(Namespace::from_static("nope")),
-                Message::Unregister(Namespace::from_static("a")),
+                Message::Unregister {
+                    namespace: Namespace::from_static("nope"),
+                    peer: None,
+                },
+                Message::Unregister {
+                    namespace: Namespace::from_static("a"),
+                    peer: None,
+                },
                 discover(Some("a"), None),
                 discover(Some("b"), None),
             ],

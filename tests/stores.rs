@@ -276,7 +276,10 @@ async fn limits_table(serve: &Serve) -> (Vec<(&'static str, Answer)>, BTreeMap<S
     let ahead = cookie::encode(cookie::MAX_SEQUENCE, None, None);
     let (ahead, _) = d.discover(vec![], None, Some(ahead), None).await;
     steps.push(("a cookie ahead of the counter", ahead));
-    let leave_b = Message::Unregister(Namespace::new("b").unwrap());
+    let leave_b = Message::Unregister {
+        namespace: Namespace::new("b").unwrap(),
+        peer: None,
+    };
     let (after, _) = a.discover(vec![leave_b], Some("b"), None, None).await;
     steps.push(("unregistered", after));
     steps.push(("room again for the peer", a.register("c", Some(50)).await));

@@ -274,7 +274,10 @@ impl Behaviour {
                 record: self.record(format)?,
                 ttl,
             }),
-            Request::Unregister { namespace } => Message::Unregister(namespace),
+            Request::Unregister { namespace } => Message::Unregister {
+                namespace,
+                peer: Some(self.key.public().to_peer_id()),
+            },
             Request::Discover {
                 namespace,
                 cookie,

@@ -156,7 +156,7 @@ async fn exchange(mut stream: Stream, message: Message) -> Result<Response, Requ
     write_message(&mut stream, &message, max)
         .await
         .map_err(|e| RequestError::Stream(e.to_string()))?;
-    if matches!(message, Message::Unregister(_)) {
+    if matches!(message, Message::Unregister { .. }) {
         // No response. Closing flushes our side; the frames may still sit in the muxer's
         // buffers, so wait (briefly) for the server to end the stream too: then it has read the
         // UNREGISTER, and an application that drops the swarm on `Stopped` loses nothing.
@@ -197,7 +197,7 @@ fn kind_name(message: &Message) -> &'static str {
     match message {
         Message::Register(_) => "REGISTER",
         Message::RegisterResponse(_) => "REGISTER_RESPONSE",
-        Message::Unregister(_) => "UNREGISTER",
+        Message::Unregister { .. } => "UNREGISTER",
         Message::Discover { .. } => "DISCOVER",
         Message::DiscoverResponse(_) => "DISCOVER_RESPONSE",
     }

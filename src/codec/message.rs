@@ -6,6 +6,7 @@
 //! is written explicitly, because rust-libp2p's `libp2p-rendezvous` 0.18 rejects a message whose
 //! `type` or `status` is absent.
 
+use libp2p::PeerId;
 use prost::Message as _;
 
 use super::{
@@ -26,7 +27,15 @@ pub enum Message {
     /// REGISTER_RESPONSE: the granted TTL, or a failure.
     RegisterResponse(Result<Ttl, ErrorResponse>),
     /// UNREGISTER (no response).
-    Unregister(Namespace),
+    Unregister {
+        /// The namespace to leave.
+        namespace: Namespace,
+        /// The deprecated `id` field: the unregistering peer's own id. Servers that follow the
+        /// spec ignore it (ours does); py-libp2p 0.8's server ignores an UNREGISTER without it,
+        /// and go-libp2p-rendezvous's client sends it, so our client sends it too. Decoded as
+        /// `None` when absent or not a peer id.
+        peer: Option<PeerId>,
+    },
     /// DISCOVER.
     Discover {
         /// The namespace to look in; `None` means all namespaces.
@@ -170,7 +179,8 @@ fn decode_register_response(resp: proto::message::RegisterResponse) -> Message {
 }
 
 fn decode_unregister(unreg: proto::message::Unregister) -> Result<Message, DecodeError> {
-    // `id` (field 2) is deprecated and ignored.
+    // `id` (field 2) is deprecated: kept when it is a peer id, never acted on by our server.
+    let peer = unreg.id.and_then(|id| PeerId::from_bytes(&id).ok());
     let namespace = decode_namespace(unreg.ns).map_err(|e| {
         invalid(
             RequestKind::Unregister,
@@ -178,7 +188,7 @@ fn decode_unregister(unreg: proto::message::Unregister) -> Result<Message, Decod
             e.to_string(),
         )
     })?;
-    Ok(Message::Unregister(namespace))
+    Ok(Message::Unregister { namespace, peer })
 }
 
 fn decode_discover(disc: proto::message::Discover) -> Result<Message, DecodeError> {
@@ -268,12 +278,12 @@ impl From<&Message> for proto::Message {
                     ..Default::default()
                 },
             ),
-            Message::Unregister(namespace) => (
+            Message::Unregister { namespace, peer } => (
                 MessageType::Unregister,
                 proto::Message {
                     unregister: Some(proto::message::Unregister {
                         ns: Some(namespace.to_string()),
-                        id: None,
+                        id: peer.map(|p| p.to_bytes()),
                     }),
                     ..Default::default()
                 },

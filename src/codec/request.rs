@@ -61,7 +61,8 @@ impl Request {
             return Ok(Request::Register(decode_register(pb.register)?));
         }
         match Message::try_from(pb)? {
-            Message::Unregister(namespace) => Ok(Request::Unregister(namespace)),
+            // The deprecated `id` is not acted on: a peer only ever unregisters itself.
+            Message::Unregister { namespace, .. } => Ok(Request::Unregister(namespace)),
             Message::Discover {
                 namespace,
                 cookie,
@@ -108,7 +109,7 @@ fn decode_register(
 
 #[cfg(test)]
 mod tests {
-    use libp2p::identity::Keypair;
+    use libp2p::{identity::Keypair, PeerId};
 
     use super::*;
     use crate::codec::{NewRegistration, RecordFormat, SignedRecord};
@@ -152,7 +153,10 @@ mod tests {
                 limit: Some(3)
             })
         );
-        let unregister = Message::Unregister(Namespace::from_static("b"));
+        let unregister = Message::Unregister {
+            namespace: Namespace::from_static("b"),
+            peer: Some(PeerId::random()),
+        };
         assert_eq!(
             Request::decode(&unregister.encode()),
             Ok(Request::Unregister(Namespace::from_static("b")))

@@ -49,9 +49,9 @@ pub const MAX_NEGOTIATING_STREAMS: usize = 32;
 pub const OTHER_PROTOCOL_STREAMS: usize = 16;
 
 /// Established connections the server keeps at once (see [`Config::with_max_connections`]).
-/// An idle connection costs about 20 KiB with `rendezvous serve`'s transports, so 100,000 of
-/// them about 2 GiB: with the 512 MiB store budget that fits a 4 GiB server (the module docs,
-/// "Memory", do the sum). With remove-on-disconnect, this is also how many peers can hold
+/// An idle connection costs about 33 KiB with `rendezvous serve`'s transports (measured), so
+/// 100,000 of them about 3.2 GiB: with the 512 MiB store budget that fits a 4 GiB server (the
+/// module docs, "Memory", do the sum). With remove-on-disconnect, this is also how many peers can hold
 /// registrations at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 
@@ -291,7 +291,8 @@ impl Config {
     /// The formats served to a peer whose format is not known: it never registered, does not
     /// list the marker protocol, and its identify did not answer (default
     /// [`ServedFormats::Signed`], as the spec says). A network of rust-libp2p 0.18 clients only,
-    /// some without identify, sets [`ServedFormats::LegacyOnly`]. See the module docs.
+    /// some without identify, sets [`ServedFormats::LegacyOnly`]; one with js-libp2p peers
+    /// that run no identify, [`ServedFormats::Standard`]. See the module docs.
     pub fn with_unknown_peer_formats(mut self, formats: ServedFormats) -> Self {
         self.unknown_peer_formats = formats;
         self

@@ -12,13 +12,17 @@ use libp2p::{PeerId, StreamProtocol};
 use crate::{RecordFormat, STANDARD_RECORDS_PROTOCOL};
 
 /// Which registrations a peer is sent in DISCOVER_RESPONSEs, and in which layout (see the
-/// module docs, "Record formats"). Ordered by how much they cover: a cookie cut under a
-/// narrower set is not continued under a wider one.
+/// module docs, "Record formats"). A cookie cut under one set is not continued under a set
+/// that includes a format the first left out ([`ServedFormats::covers`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ServedFormats {
     /// Legacy signed records only: all that rust-libp2p's `libp2p-rendezvous` 0.18 client
     /// decodes (one standard record fails its whole page).
     LegacyOnly,
+    /// Standard signed records only: js-libp2p's `@canvas-js/libp2p-rendezvous` client verifies
+    /// every record of a page with the standard domain and fails the whole page on one legacy
+    /// record.
+    Standard,
     /// Signed records of both formats, as they were signed: the spec, for go, js and nim
     /// clients. Unsigned (`PeerInfo`) registrations are left out: these clients cannot read them.
     #[default]
@@ -37,6 +41,7 @@ impl ServedFormats {
         use crate::RecordFormat::*;
         match self {
             ServedFormats::LegacyOnly => format == Legacy,
+            ServedFormats::Standard => format == Standard,
             ServedFormats::Signed => format != PeerInfo,
             ServedFormats::AsPeerInfo | ServedFormats::All => true,
         }
@@ -51,13 +56,13 @@ impl ServedFormats {
         }
     }
 
-    /// How much of the registrations it covers: legacy ones (0), signed ones (1), all (2).
-    pub fn coverage(self) -> u8 {
-        match self {
-            ServedFormats::LegacyOnly => 0,
-            ServedFormats::Signed => 1,
-            ServedFormats::AsPeerInfo | ServedFormats::All => 2,
-        }
+    /// Whether every registration `other` includes, `self` includes too: a cookie whose pages
+    /// were cut under `self` may be continued by a peer now served `other`.
+    pub fn covers(self, other: ServedFormats) -> bool {
+        use crate::RecordFormat::*;
+        [Standard, Legacy, PeerInfo]
+            .into_iter()
+            .all(|format| !other.includes(format) || self.includes(format))
     }
 }
 
@@ -65,6 +70,7 @@ impl std::fmt::Display for ServedFormats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ServedFormats::LegacyOnly => "legacy",
+            ServedFormats::Standard => "standard",
             ServedFormats::Signed => "signed",
             ServedFormats::AsPeerInfo => "peer-info",
             ServedFormats::All => "all",
@@ -78,11 +84,12 @@ impl std::str::FromStr for ServedFormats {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "legacy" => Ok(ServedFormats::LegacyOnly),
+            "standard" => Ok(ServedFormats::Standard),
             "signed" => Ok(ServedFormats::Signed),
             "peer-info" => Ok(ServedFormats::AsPeerInfo),
             "all" => Ok(ServedFormats::All),
             other => Err(format!(
-                "expected `legacy`, `signed`, `peer-info` or `all`, got `{other}`"
+                "expected `legacy`, `standard`, `signed`, `peer-info` or `all`, got `{other}`"
             )),
         }
     }
@@ -121,7 +128,9 @@ pub const MAX_IDENTIFY_MESSAGE_SIZE: usize = 64 * 1024;
 /// - agent `rust-libp2p/…` without the marker (rust-libp2p's `libp2p-rendezvous` 0.18 client):
 ///   [`ServedFormats::LegacyOnly`];
 /// - agent `py-libp2p/…` (py-libp2p 0.8 reads `PeerInfo`): [`ServedFormats::AsPeerInfo`];
-/// - any other agent (go, js, nim, …): [`ServedFormats::Signed`], as the spec says.
+/// - agent `js-libp2p/…` (js-libp2p's rendezvous client fails a page on a legacy record):
+///   [`ServedFormats::Standard`];
+/// - any other agent (go, nim, …): [`ServedFormats::Signed`], as the spec says.
 pub fn served_by_identify<'a>(
     agent_version: &str,
     protocols: impl IntoIterator<Item = &'a str>,
@@ -135,6 +144,8 @@ pub fn served_by_identify<'a>(
         ServedFormats::LegacyOnly
     } else if agent_version.starts_with("py-libp2p/") {
         ServedFormats::AsPeerInfo
+    } else if agent_version.starts_with("js-libp2p/") {
+        ServedFormats::Standard
     } else {
         ServedFormats::Signed
     }
@@ -233,11 +244,19 @@ impl<T> PeerFormats<T> {
         if known.is_some_and(|k| k.marker) {
             return ServedFormats::All;
         }
-        registered
+        let hint = known.and_then(|k| k.hint);
+        match registered
             .or(known.and_then(|k| k.registered))
             .map(ServedFormats::read_by_registrant)
-            .or(known.and_then(|k| k.hint))
-            .unwrap_or(self.default)
+        {
+            // A js-libp2p peer registers standard records and reads nothing else: its agent
+            // narrows what its REGISTER says.
+            Some(ServedFormats::Signed) if hint == Some(ServedFormats::Standard) => {
+                ServedFormats::Standard
+            }
+            Some(served) => served,
+            None => hint.unwrap_or(self.default),
+        }
     }
 
     /// A DISCOVER (`item`) of `peer` arrived at `now`.
@@ -248,16 +267,16 @@ impl<T> PeerFormats<T> {
         item: T,
         now: Instant,
     ) -> Decision<T> {
-        let settled = registered.is_some()
-            || match self.peers.get(&peer) {
-                Some(k) => {
-                    k.marker
-                        || k.registered.is_some()
-                        || k.hint.is_some()
-                        || k.asked == Some(Asked::Done)
-                }
-                None => self.peers.len() >= MAX_KNOWN_PEERS,
-            };
+        let known = self.peers.get(&peer);
+        let registered = registered.or(known.and_then(|k| k.registered));
+        let settled = match known {
+            Some(k) if k.marker || k.hint.is_some() || k.asked == Some(Asked::Done) => true,
+            None if self.peers.len() >= MAX_KNOWN_PEERS => true,
+            // A standard registrant may be a js-libp2p peer, which reads standard records only:
+            // its identify decides, asked once like a peer of unknown format.
+            _ if registered == Some(RecordFormat::Standard) => false,
+            _ => registered.is_some(),
+        };
         if settled {
             return Decision::Serve(self.served(&peer, registered), item);
         }
@@ -303,11 +322,17 @@ impl<T> PeerFormats<T> {
         self.release(&peer)
     }
 
-    /// `peer` registered in `format`: what it reads is known. Returns its held DISCOVERs, to
-    /// serve now.
+    /// `peer` registered in `format`: what it reads is known, but for a standard registrant
+    /// whose identify answer is awaited (see [`PeerFormats::discover`]). Returns its held
+    /// DISCOVERs, to serve now.
     pub(crate) fn registered(&mut self, peer: PeerId, format: RecordFormat) -> Vec<T> {
+        let mut waiting = false;
         if let Some(k) = self.knowledge(peer) {
             k.registered = Some(format);
+            waiting = k.asked == Some(Asked::Waiting) && !k.marker && k.hint.is_none();
+        }
+        if waiting && format == RecordFormat::Standard {
+            return Vec::new();
         }
         self.release(&peer)
     }
@@ -413,8 +438,8 @@ mod tests {
             ServedFormats::AsPeerInfo
         );
         assert_eq!(
-            served_by_identify("js-libp2p/2.8.0", []),
-            ServedFormats::Signed
+            served_by_identify("js-libp2p/2.10.0 UserAgent=node/20.20.2", []),
+            ServedFormats::Standard
         );
         assert_eq!(served_by_identify("", []), ServedFormats::Signed);
         assert_eq!(
@@ -422,6 +447,57 @@ mod tests {
             ServedFormats::Signed,
             "only rust-libp2p's own default agent means its 0.18 rendezvous client"
         );
+    }
+
+    #[test]
+    fn given_a_standard_registrant_when_it_discovers_then_its_identify_decides() {
+        let (mut f, now) = (formats(), Instant::now());
+        let (js, go) = (PeerId::random(), PeerId::random());
+        for p in [js, go] {
+            assert!(f.registered(p, RecordFormat::Standard).is_empty());
+            assert!(held(f.discover(p, Some(RecordFormat::Standard), 1, now)));
+        }
+        // A REGISTER answered meanwhile does not release it: the agent is awaited.
+        assert!(f.registered(js, RecordFormat::Standard).is_empty());
+        assert_eq!(f.identified(js, Some(ServedFormats::Standard)), vec![1]);
+        assert_eq!(
+            f.served(&js, Some(RecordFormat::Standard)),
+            ServedFormats::Standard,
+            "a js-libp2p agent narrows what its REGISTER says"
+        );
+        assert_eq!(f.identified(go, Some(ServedFormats::Signed)), vec![1]);
+        assert_eq!(
+            f.served(&go, Some(RecordFormat::Standard)),
+            ServedFormats::Signed
+        );
+        // Other layouts decide at once; the agent does not narrow them.
+        let rust = PeerId::random();
+        assert!(matches!(
+            f.discover(rust, Some(RecordFormat::Legacy), 2, now),
+            Decision::Serve(ServedFormats::LegacyOnly, 2)
+        ));
+        f.set_hint(rust, ServedFormats::Standard);
+        assert_eq!(
+            f.served(&rust, Some(RecordFormat::Legacy)),
+            ServedFormats::LegacyOnly
+        );
+    }
+
+    #[test]
+    fn covering_is_inclusion_of_the_formats_served() {
+        use ServedFormats::*;
+        let all = [LegacyOnly, Standard, Signed, AsPeerInfo, All];
+        let covered = |a: ServedFormats, b: ServedFormats| a.covers(b);
+        for a in all {
+            assert!(covered(a, a));
+            assert!(covered(All, a) && covered(AsPeerInfo, a));
+        }
+        assert!(covered(Signed, Standard) && covered(Signed, LegacyOnly));
+        assert!(!covered(Standard, LegacyOnly) && !covered(LegacyOnly, Standard));
+        assert!(!covered(Standard, Signed) && !covered(Signed, All));
+        for a in all {
+            assert_eq!(a.to_string().parse::<ServedFormats>(), Ok(a));
+        }
     }
 
     #[test]

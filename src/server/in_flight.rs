@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(waiting.received, now);
         waiting
             .responder
-            .send(Message::Unregister(Namespace::from_static("x")))
+            .send(Message::RegisterResponse(Ok(7200)))
             .unwrap();
         assert!(rx.try_recv().unwrap().is_some());
         assert_eq!(in_flight.len(), 0);

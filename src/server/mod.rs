@@ -52,10 +52,13 @@
 //!   | a peer that registered | the layout of its latest REGISTER | what it sends: legacy only, signed records, or everything as `PeerInfo` |
 //!   | rust-libp2p 0.18 client | identify agent `rust-libp2p/…` | legacy records only ([`ServedFormats::LegacyOnly`]) |
 //!   | py-libp2p 0.8 | identify agent `py-libp2p/…` | every registration as `PeerInfo` ([`ServedFormats::AsPeerInfo`]) |
-//!   | go, js, nim, anyone else | any other agent, or no identify at all | standard and legacy records, as the spec says ([`ServedFormats::Signed`]) |
+//!   | js-libp2p (`@canvas-js/libp2p-rendezvous`) | identify agent `js-libp2p/…` | standard records only ([`ServedFormats::Standard`]): its client fails a whole page on one legacy record |
+//!   | go, nim, anyone else | any other agent, or no identify at all | standard and legacy records, as the spec says ([`ServedFormats::Signed`]) |
 //!
 //!   The first row beats the second (the marker says exactly what the client reads), the
-//!   second beats the agent. A verified signed record is handed to `PeerInfo` readers as a
+//!   second beats the agent, except that a js-libp2p agent narrows a standard registrant to
+//!   standard records (so a standard registrant's DISCOVER, like an unknown peer's, waits for
+//!   its identify answer, below). A verified signed record is handed to `PeerInfo` readers as a
 //!   `PeerInfo` of the same peer and addresses; an unsigned registration goes only to askers
 //!   that read `PeerInfo` (the first and fourth rows): signed-record readers cannot decode one.
 //!
@@ -168,10 +171,12 @@
 //! BENCHMARKS.md.
 //!
 //! The connection count follows from memory: an idle connection of `rendezvous serve` costs
-//! the figure in BENCHMARKS.md ("Connections"); with the store's 512 MiB budget and its page
-//! cache, a 4 GiB server holds [`DEFAULT_MAX_CONNECTIONS`] idle connections at up to 30 KiB
-//! each (about 2.9 GiB) beside its store. `rendezvous serve` raises the open-file limit to the
-//! cap at start, and lowers the cap (with a warning) where the hard limit does not allow it.
+//! 33 KiB (BENCHMARKS.md, "Connections and bursts": noise's buffers and libp2p-swarm's
+//! connection task are most of it), so [`DEFAULT_MAX_CONNECTIONS`] (100,000) connections take
+//! about 3.2 GiB; with the store's [`DEFAULT_MAX_STORE_BYTES`] (512 MiB) and the SQLite page
+//! cache (64 MiB) a full server stays under 4 GiB. `rendezvous serve` raises the open-file limit
+//! to the cap at start, and lowers the cap (with a warning) where the hard limit does not allow
+//! it.
 
 mod answers;
 mod behaviour;

@@ -7,7 +7,9 @@
 //! - [`recorder`]: a behaviour that records what other behaviours tell the swarm;
 //! - [`tcp`]: swarms on 127.0.0.1 TCP, for tests that talk to the `rendezvous` binary;
 //! - [`serve`]: a `rendezvous serve` process, killed when the test ends;
-//! - [`http`]: a real HTTP client for `serve --metrics` (`/metrics`, `/health`).
+//! - [`http`]: a real HTTP client for `serve --metrics` (`/metrics`, `/health`);
+//! - [`foreign`]: js-libp2p and py-libp2p peers and `rendezvous serve` as processes (the
+//!   interop suite, `interop/run`).
 //!
 //! Tests that drive swarms directly use `libp2p-swarm-test` (`Swarm::new_ephemeral_tokio`,
 //! `listen().with_memory_addr_external()`, `connect`, `drive`); [`swarm_with_key`] is for the
@@ -20,6 +22,8 @@
 pub mod client;
 #[cfg(feature = "redis")]
 pub mod fleet;
+#[cfg(feature = "cli")]
+pub mod foreign;
 pub mod http;
 pub mod node;
 pub mod raw;

@@ -66,6 +66,34 @@ where
     })
 }
 
+/// [`spawn_with_identify`] for a swarm on TCP ([`super::tcp::swarm`]): it listens on a free
+/// 127.0.0.1 port, and the address it gets is its external address.
+pub async fn spawn_with_identify_on_tcp<B>(
+    mut swarm: Swarm<WithIdentify<B>>,
+) -> Node<WithIdentify<B>, B::ToSwarm>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Debug + Send + 'static,
+{
+    let listener = swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr"))
+        .expect("TCP listens");
+    let addr = tokio::time::timeout(HANG, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("the swarm listens");
+    swarm.add_external_address(addr.clone());
+    start(swarm, Some(addr), Some(listener), |e| match e {
+        WithIdentifyEvent::Rendezvous(e) => Some(e),
+        WithIdentifyEvent::Identify(_) => None,
+    })
+}
+
 /// Listens on `addr`, made an external address too.
 async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>, addr: Multiaddr) -> ListenerId {
     let listener = swarm.listen_on(addr.clone()).expect("a memory address");
@@ -156,7 +184,7 @@ where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
 {
-    /// The memory address it listens on (and announces).
+    /// The address it listens on (and announces).
     pub fn addr(&self) -> Multiaddr {
         self.addr.clone().expect("the node listens")
     }

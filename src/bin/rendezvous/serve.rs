@@ -151,8 +151,9 @@ pub struct Args {
     #[arg(long)]
     keep_on_disconnect: bool,
     /// Records sent to a peer whose format is not known (it never registered and its identify
-    /// did not answer): `signed` (standard and legacy, as the spec says), `legacy` (for a
-    /// network of rust-libp2p 0.18 clients only), `peer-info` or `all`.
+    /// did not answer): `signed` (standard and legacy, as the spec says), `standard` (for a
+    /// network with js-libp2p peers that run no identify), `legacy` (for a network of
+    /// rust-libp2p 0.18 clients only), `peer-info` or `all`.
     #[arg(long, value_name = "FORMATS", default_value = "signed", value_parser = parse_formats)]
     unknown_peer_formats: ServedFormats,
     /// Keep registrations in a shared Redis (`redis://HOST:PORT/DB`), so several servers act

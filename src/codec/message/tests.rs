@@ -55,7 +55,14 @@ fn every_message_type_round_trips() {
         ErrorCode::InvalidTtl,
         "ttl is 1 s; expected 7200..=259200",
     ))));
-    round_trip(Message::Unregister(Namespace::from_static("chat")));
+    round_trip(Message::Unregister {
+        namespace: Namespace::from_static("chat"),
+        peer: None,
+    });
+    round_trip(Message::Unregister {
+        namespace: Namespace::from_static("chat"),
+        peer: Some(PeerId::random()),
+    });
     round_trip(Message::Discover {
         namespace: Some(Namespace::from_static("chat")),
         cookie: Some(Cookie::new(b"abc".to_vec()).unwrap()),
@@ -76,8 +83,27 @@ fn every_message_type_round_trips() {
 fn golden_bytes_of_requests_and_responses() {
     // type=UNREGISTER(2), unregister{ns="a"}
     assert_eq!(
-        Message::Unregister(Namespace::from_static("a")).encode(),
+        Message::Unregister {
+            namespace: Namespace::from_static("a"),
+            peer: None
+        }
+        .encode(),
         [0x08, 0x02, 0x22, 0x03, 0x0a, 0x01, b'a']
+    );
+    // type=UNREGISTER(2), unregister{ns="a", id=<peer id>}: the deprecated field, which
+    // py-libp2p 0.8's server requires.
+    let peer = PeerId::random();
+    let id = peer.to_bytes();
+    let mut expected = vec![0x08, 0x02, 0x22, 5 + id.len() as u8, 0x0a, 0x01, b'a', 0x12];
+    expected.push(id.len() as u8);
+    expected.extend_from_slice(&id);
+    assert_eq!(
+        Message::Unregister {
+            namespace: Namespace::from_static("a"),
+            peer: Some(peer)
+        }
+        .encode(),
+        expected
     );
     // type=DISCOVER(3), discover{ns="a", limit=5, cookie=[1]}
     assert_eq!(

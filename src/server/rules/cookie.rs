@@ -3,7 +3,7 @@
 //! number, so the server keeps no memory per cookie.
 //!
 //! The two high bits of the number are a mark: whether the pages that led to the cookie left
-//! registrations out for their format, and under which [`ServedFormats`] (by its coverage). Sequence
+//! registrations out for their format, and under which [`ServedFormats`]. Sequence
 //! numbers start at the wall clock in microseconds and grow by one per REGISTER, so they stay
 //! far below 2^62 and the cookie stays `8 bytes ++ namespace`, as rust-libp2p 0.18 requires.
 //!
@@ -23,10 +23,15 @@ const SEQ_MASK: u64 = (1 << MARK_SHIFT) - 1;
 pub const MAX_SEQUENCE: u64 = SEQ_MASK;
 
 /// The cookie that continues `namespace` after sequence number `seq`, marked with the narrowest
-/// coverage under which a registration was left out for its format (`None`: nothing was).
-pub fn encode(seq: u64, mark: Option<u8>, namespace: Option<&Namespace>) -> Cookie {
-    // Coverage 0 (legacy only) -> mark 2, 1 (signed) -> mark 1; 0 means unmarked.
-    let mark = mark.map_or(0, |coverage| 2 - u64::from(coverage.min(1)));
+/// formats under which a registration was left out for its format (`None`: nothing was).
+pub fn encode(seq: u64, mark: Option<ServedFormats>, namespace: Option<&Namespace>) -> Cookie {
+    // 0 means unmarked; sets that leave nothing out never mark a cookie.
+    let mark: u64 = match mark {
+        None | Some(ServedFormats::All | ServedFormats::AsPeerInfo) => 0,
+        Some(ServedFormats::Signed) => 1,
+        Some(ServedFormats::LegacyOnly) => 2,
+        Some(ServedFormats::Standard) => 3,
+    };
     let mut bytes = (seq | (mark << MARK_SHIFT)).to_be_bytes().to_vec();
     if let Some(ns) = namespace {
         bytes.extend_from_slice(ns.as_str().as_bytes());
@@ -55,7 +60,7 @@ pub fn parse(
     namespace: Option<&Namespace>,
     counter: u64,
     served: ServedFormats,
-) -> Result<(u64, Option<u8>), ErrorResponse> {
+) -> Result<(u64, Option<ServedFormats>), ErrorResponse> {
     let bytes = cookie.as_bytes();
     let invalid = |text: String| Err(ErrorResponse::new(ErrorCode::InvalidCookie, text));
     if bytes.len() < 8 {
@@ -70,13 +75,9 @@ pub fn parse(
     let seq = raw & SEQ_MASK;
     let mark = match raw >> MARK_SHIFT {
         0 => None,
-        1 => Some(1),
-        2 => Some(0),
-        _ => {
-            return invalid(format!(
-                "cookie has an unknown mark ({raw:#018x}); expected a cookie from this server"
-            ))
-        }
+        1 => Some(ServedFormats::Signed),
+        2 => Some(ServedFormats::LegacyOnly),
+        _ => Some(ServedFormats::Standard),
     };
     let asked = namespace.map_or(&[][..], |ns| ns.as_str().as_bytes());
     if ns != asked {
@@ -90,8 +91,8 @@ pub fn parse(
     if seq > counter {
         return Err(ahead(seq, counter));
     }
-    if let Some(coverage) = mark {
-        if coverage < served.coverage() {
+    if let Some(cut) = mark {
+        if !cut.covers(served) {
             return invalid(format!(
                 "this server now sends you {served} records, more than when this cookie was cut \
                  (records it left out would stay hidden); discover without a cookie to start over"

@@ -224,7 +224,7 @@ impl Limits {
         served: ServedFormats,
         asked: Option<u64>,
         after: u64,
-        mark: Option<u8>,
+        mark: Option<ServedFormats>,
     ) -> Page {
         Page::new(
             served,

@@ -67,7 +67,7 @@ pub struct Page {
     registrations: Vec<Registration>,
     /// The last sequence number dealt with (taken or passed); at first the cookie's.
     last: u64,
-    mark: Option<u8>,
+    mark: Option<ServedFormats>,
     /// A registration did not fit: the page ends before it.
     cut: bool,
 }
@@ -78,7 +78,7 @@ impl Page {
         limit: usize,
         max_message_size: usize,
         after: u64,
-        mark: Option<u8>,
+        mark: Option<ServedFormats>,
     ) -> Self {
         Self {
             served,
@@ -157,8 +157,8 @@ impl Page {
     /// Notes that the store left a registration out for its format (a store that filters by
     /// [`ServedFormats::includes`] itself): the cookie is marked.
     pub fn left_out_for_format(&mut self) {
-        let coverage = self.served.coverage();
-        self.mark = Some(self.mark.map_or(coverage, |m| m.min(coverage)));
+        // `served` is within any mark the cookie had (else it was refused): the narrowest.
+        self.mark = Some(self.served);
     }
 
     /// The registrations and the cookie that continues after them in `namespace` (`None`: all

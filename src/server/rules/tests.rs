@@ -154,7 +154,10 @@ fn given_a_reader_of_legacy_records_then_standard_ones_are_passed_and_the_cookie
     assert_eq!(page.offer(2, &ns(), legacy, 60), Offer::Taken);
     let (registrations, cookie) = page.finish(ScanEnd::Complete { counter: 5 }, None);
     assert_eq!(registrations.len(), 1);
-    assert_eq!(cookie, cookie::encode(5, Some(0), None));
+    assert_eq!(
+        cookie,
+        cookie::encode(5, Some(ServedFormats::LegacyOnly), None)
+    );
     assert_eq!(
         cookie::parse(&cookie, None, 5, ServedFormats::Signed)
             .unwrap_err()

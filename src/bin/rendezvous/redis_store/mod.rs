@@ -249,7 +249,7 @@ enum Command {
         /// What the shell decided the peer reads.
         served: ServedFormats,
         /// The mark of the cookie it came with (see the library's `server::cookie`).
-        mark: Option<u8>,
+        mark: Option<ServedFormats>,
     },
 }
 

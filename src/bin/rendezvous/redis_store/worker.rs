@@ -347,6 +347,7 @@ mod tests {
     #[test]
     fn the_letters_served_are_the_formats_the_rule_book_includes() {
         assert_eq!(served_letters(ServedFormats::LegacyOnly), "l");
+        assert_eq!(served_letters(ServedFormats::Standard), "s");
         assert_eq!(served_letters(ServedFormats::Signed), "sl");
         assert_eq!(served_letters(ServedFormats::AsPeerInfo), "slp");
         assert_eq!(served_letters(ServedFormats::All), "slp");

@@ -350,16 +350,33 @@ fn given_a_cookie_that_left_nothing_out_then_any_reader_continues_with_it() {
 }
 
 #[test]
-fn given_a_cookie_with_an_unknown_mark_then_it_is_invalid() {
-    let store = store();
-    let cookie = Cookie::new(((3u64 << 62) | START).to_be_bytes().to_vec()).unwrap();
-    let refused = store.discover(
+fn given_a_cookie_cut_under_standard_only_then_no_reader_of_legacy_records_continues_it() {
+    let mut store = store();
+    let now = Instant::now();
+    store.register(peer(1), standard(1, "a"), now).unwrap();
+    store.register(peer(2), new_reg(2, "a", None), now).unwrap();
+    // A js-libp2p reader: the legacy record is left out, and the cookie says so.
+    let (page, cookie) = store
+        .discover(ServedFormats::Standard, None, None, None, now)
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].record.format(), crate::RecordFormat::Standard);
+    assert!(store
+        .discover(ServedFormats::Standard, None, Some(&cookie), None, now)
+        .is_ok());
+    for wider in [
+        ServedFormats::LegacyOnly,
+        ServedFormats::Signed,
         ServedFormats::All,
-        None,
-        Some(&cookie),
-        None,
-        Instant::now(),
-    );
+    ] {
+        let refused = store.discover(wider, None, Some(&cookie), None, now);
+        assert_eq!(code(refused), ErrorCode::InvalidCookie, "{wider}");
+    }
+    // A cookie cut under legacy only is no good to a standard reader either.
+    let (_, cookie) = store
+        .discover(ServedFormats::LegacyOnly, None, None, None, now)
+        .unwrap();
+    let refused = store.discover(ServedFormats::Standard, None, Some(&cookie), None, now);
     assert_eq!(code(refused), ErrorCode::InvalidCookie);
 }
 
