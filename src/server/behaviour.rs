@@ -26,8 +26,9 @@ use futures::channel::oneshot;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
     swarm::{
-        CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm,
-        NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm,
+        ListenFailure, NetworkBehaviour, NotifyHandler, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId,
 };
@@ -198,8 +199,13 @@ impl Behaviour {
             && self.local().is_some_and(|local| local.count_of(peer) > 0)
     }
 
-    fn new_handler(&self, peer: PeerId) -> Handler {
-        Handler::new(&self.config, self.holds_registrations(&peer))
+    /// Records the connection and makes its handler, which reads its keep-alive switch.
+    fn new_handler(&mut self, peer: PeerId, connection: ConnectionId) -> Handler {
+        let holds = self.holds_registrations(&peer);
+        let keep_alive = self
+            .connections
+            .established(peer, connection, holds, Instant::now());
+        Handler::new(&self.config, keep_alive)
     }
 
     /// Closes a connection that holds nothing, to make room near the connection cap.
@@ -218,14 +224,7 @@ impl Behaviour {
         if !self.config.remove_on_disconnect {
             return;
         }
-        let keep = peer_registrations > 0;
-        for connection in self.connections.set_holds(peer, keep) {
-            self.events.push_back(ToSwarm::NotifyHandler {
-                peer_id: peer,
-                handler: NotifyHandler::One(connection),
-                event: FromBehaviour::KeepAlive(keep),
-            });
-        }
+        self.connections.set_holds(peer, peer_registrations > 0);
     }
 }
 
@@ -440,7 +439,7 @@ impl NetworkBehaviour for Behaviour {
     /// nothing (closed now), else refuses it.
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        connection: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
@@ -456,28 +455,34 @@ impl NetworkBehaviour for Behaviour {
                 return Err(ConnectionDenied::new(ConnectionCapReached { max }));
             }
         }
-        Ok(self.new_handler(peer))
+        Ok(self.new_handler(peer, connection))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        connection: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.new_handler(peer))
+        Ok(self.new_handler(peer, connection))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
-            FromSwarm::ConnectionEstablished(established) => {
-                let peer = established.peer_id;
-                let holds = self.holds_registrations(&peer);
-                let id = established.connection_id;
-                self.connections
-                    .established(peer, id, holds, Instant::now());
+            // Recorded when its handler was made; another behaviour denied it after.
+            FromSwarm::ListenFailure(ListenFailure {
+                peer_id: Some(peer),
+                connection_id,
+                ..
+            })
+            | FromSwarm::DialFailure(DialFailure {
+                peer_id: Some(peer),
+                connection_id,
+                ..
+            }) => {
+                self.connections.closed(peer, connection_id);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,

@@ -10,10 +10,51 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::Waker,
     time::{Duration, Instant},
 };
 
+use futures::task::AtomicWaker;
 use libp2p::{swarm::ConnectionId, PeerId};
+
+/// Whether a connection stays alive while nothing is in flight: shared by the core, which
+/// sets it when its peer's holdings change, and the connection's handler, which reads it.
+///
+/// A switch rather than a message through the swarm: libp2p-swarm 0.48 finds the connection
+/// of a `NotifyHandler::One` by scanning every connected peer (`Pool::get_established`), so
+/// one message per REGISTER would make registering O(connected peers), quadratic over a
+/// reconnect storm (measured: BENCHMARKS.md, "Connections and bursts").
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeepAlive(Arc<KeepAliveState>);
+
+#[derive(Debug, Default)]
+struct KeepAliveState {
+    on: AtomicBool,
+    /// The handler's connection task, woken when the switch changes so that it looks again.
+    waker: AtomicWaker,
+}
+
+impl KeepAlive {
+    /// Whether the connection is to stay alive.
+    pub(crate) fn get(&self) -> bool {
+        self.0.on.load(Ordering::Relaxed)
+    }
+
+    /// The task to wake when the switch changes (the handler's, from its `poll`).
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.0.waker.register(waker);
+    }
+
+    fn set(&self, on: bool) {
+        if self.0.on.swap(on, Ordering::Relaxed) != on {
+            self.0.waker.wake();
+        }
+    }
+}
 
 /// The established connections and the choice of which to close.
 #[derive(Debug)]
@@ -42,6 +83,7 @@ struct Peer {
 #[derive(Debug)]
 struct Connection {
     peer: PeerId,
+    keep_alive: KeepAlive,
     /// When it was established or last carried a request.
     active: Instant,
     closing: bool,
@@ -109,25 +151,29 @@ impl Connections {
         }
     }
 
-    /// A connection of `peer` was established; `holds` when the peer holds registrations its
-    /// disconnect would remove.
+    /// A connection of `peer` was established (its handler is being made; should another
+    /// behaviour deny it, [`Connections::closed`] follows); `holds` when the peer holds
+    /// registrations its disconnect would remove. Returns the switch its handler reads.
     pub(crate) fn established(
         &mut self,
         peer: PeerId,
         id: ConnectionId,
         holds: bool,
         now: Instant,
-    ) {
+    ) -> KeepAlive {
         let entry = self.peers.entry(peer).or_insert_with(|| Peer {
             ids: HashSet::new(),
             holds,
         });
         entry.ids.insert(id);
         let holds = entry.holds;
+        let keep_alive = KeepAlive::default();
+        keep_alive.set(holds);
         self.by_id.insert(
             id,
             Connection {
                 peer,
+                keep_alive: keep_alive.clone(),
                 active: now,
                 closing: false,
             },
@@ -135,6 +181,7 @@ impl Connections {
         if !holds {
             self.idle.insert((now, id));
         }
+        keep_alive
     }
 
     /// A connection closed; returns whether it was the peer's last.
@@ -168,21 +215,21 @@ impl Connections {
         connection.active = now;
     }
 
-    /// Records whether `peer` holds registrations its disconnect would remove. Returns the
-    /// peer's connections when that changed (their handlers are to be told), else nothing.
-    pub(crate) fn set_holds(&mut self, peer: PeerId, holds: bool) -> Vec<ConnectionId> {
+    /// Records whether `peer` holds registrations its disconnect would remove, and sets the
+    /// keep-alive switch of each of its connections.
+    pub(crate) fn set_holds(&mut self, peer: PeerId, holds: bool) {
         let Some(entry) = self.peers.get_mut(&peer) else {
-            return Vec::new();
+            return;
         };
         if entry.holds == holds {
-            return Vec::new();
+            return;
         }
         entry.holds = holds;
-        let ids: Vec<ConnectionId> = entry.ids.iter().copied().collect();
-        for id in &ids {
+        for id in &entry.ids {
             let Some(connection) = self.by_id.get(id) else {
                 continue;
             };
+            connection.keep_alive.set(holds);
             if connection.closing {
                 continue;
             }
@@ -192,7 +239,6 @@ impl Connections {
                 self.idle.insert((connection.active, *id));
             }
         }
-        ids
     }
 
     /// Whether `peer` holds registrations, as last recorded.
@@ -307,12 +353,18 @@ mod tests {
     fn given_a_peer_that_registers_when_the_cap_fills_then_its_connection_is_kept() {
         let start = Instant::now();
         let mut c = Connections::new(2, GRACE);
-        let (peer, id) = connect(&mut c, false, start);
-        assert_eq!(c.set_holds(peer, true), vec![id]);
+        let peer = PeerId::random();
+        let id = ConnectionId::new_unchecked(1);
+        let keep_alive = c.established(peer, id, false, start);
+        assert!(!keep_alive.get());
+        c.set_holds(peer, true);
+        assert!(keep_alive.get(), "the handler reads the change");
+        let second = c.established(peer, ConnectionId::new_unchecked(2), false, start);
         assert!(
-            c.set_holds(peer, true).is_empty(),
-            "no change, nothing to tell"
+            second.get(),
+            "a new connection of a holding peer starts kept"
         );
+        c.closed(peer, ConnectionId::new_unchecked(2));
         connect(&mut c, false, start);
         let later = start + Duration::from_secs(60);
         let Admission::Replacing(other, replaced) = c.admit(later) else {
@@ -323,6 +375,7 @@ mod tests {
         connect(&mut c, false, later);
         // Unregistered again: it may go, and it is now the longest idle.
         c.set_holds(peer, false);
+        assert!(!keep_alive.get());
         assert_eq!(c.admit(later), Admission::Replacing(peer, id));
     }
 

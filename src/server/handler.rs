@@ -33,6 +33,7 @@ use libp2p::{
 use prost::Message as _;
 
 use super::{
+    connections::KeepAlive,
     formats::{IdentifyPb, IDENTIFY_PROTOCOL, MAX_IDENTIFY_MESSAGE_SIZE},
     Config, Limit, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
 };
@@ -85,9 +86,6 @@ pub enum ToBehaviour {
 /// What the [`super::Behaviour`] tells a [`Handler`].
 #[derive(Debug, Clone, Copy)]
 pub enum FromBehaviour {
-    /// Whether to keep the connection alive while no stream is open (the peer has registrations
-    /// that would be removed when the connection closes).
-    KeepAlive(bool),
     /// Ask the remote's identify which record formats it reads (once per connection).
     AskIdentify,
 }
@@ -125,7 +123,9 @@ pub struct Handler {
     waiting: VecDeque<(Stream, Instant)>,
     requests_tx: mpsc::Sender<InboundRequest>,
     requests_rx: mpsc::Receiver<InboundRequest>,
-    keep_alive: bool,
+    /// Set by the behaviour while the peer has registrations that would be removed when the
+    /// connection closes.
+    keep_alive: KeepAlive,
     /// Requests read and not yet answered, over all streams: while one is, the connection stays.
     in_flight: Arc<AtomicUsize>,
     /// Whether [`ToBehaviour::DecodesStandardRecords`] was reported (once per connection).
@@ -154,13 +154,13 @@ impl std::fmt::Debug for Handler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handler")
             .field("streams", &self.streams.len())
-            .field("keep_alive", &self.keep_alive)
+            .field("keep_alive", &self.keep_alive.get())
             .finish_non_exhaustive()
     }
 }
 
 impl Handler {
-    pub(crate) fn new(config: &Config, keep_alive: bool) -> Self {
+    pub(crate) fn new(config: &Config, keep_alive: KeepAlive) -> Self {
         let max_served = SERVED_STREAMS_PER_CONNECTION.min(config.max_streams_per_connection);
         // Each read stream has at most one request in flight, so this never fills for long.
         let (requests_tx, requests_rx) = mpsc::channel(max_served);
@@ -204,7 +204,6 @@ impl ConnectionHandler for Handler {
 
     fn on_behaviour_event(&mut self, event: FromBehaviour) {
         match event {
-            FromBehaviour::KeepAlive(keep) => self.keep_alive = keep,
             FromBehaviour::AskIdentify => {
                 if matches!(self.identify, IdentifyState::NotAsked) {
                     self.identify = IdentifyState::Wanted;
@@ -218,7 +217,9 @@ impl ConnectionHandler for Handler {
     /// ignored for keep-alive), so a connection with nothing registered and nothing asked
     /// closes after the swarm's idle timeout.
     fn connection_keep_alive(&self) -> bool {
-        self.keep_alive || self.in_flight.load(Ordering::Relaxed) > 0 || !self.waiting.is_empty()
+        self.keep_alive.get()
+            || self.in_flight.load(Ordering::Relaxed) > 0
+            || !self.waiting.is_empty()
     }
 
     fn poll(
@@ -226,6 +227,9 @@ impl ConnectionHandler for Handler {
         cx: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, ToBehaviour>>
     {
+        // The swarm asks `connection_keep_alive` again after each poll: a changed switch
+        // wakes it.
+        self.keep_alive.register(cx.waker());
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
