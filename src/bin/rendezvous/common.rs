@@ -3,7 +3,11 @@
 use std::{fmt, fs, io::Write, path::Path, time::Duration};
 
 use libp2p::{
-    core::{muxing::StreamMuxerBox, transport::Boxed, upgrade},
+    core::{
+        muxing::StreamMuxerBox,
+        transport::{timeout::TransportTimeout, Boxed},
+        upgrade,
+    },
     identity::Keypair,
     noise, quic,
     swarm::NetworkBehaviour,
@@ -167,35 +171,34 @@ fn transports(
 
 /// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`, the transports bounded by
 /// `transport` (its default: a client's).
+///
+/// Built with `Swarm::new` rather than `SwarmBuilder`: the builder's `with_other_transport`
+/// boxes an already boxed muxer again, which costs every connection and every stream one more
+/// allocation and every read and write one more dynamic call.
 pub fn build_swarm_with<B: NetworkBehaviour>(
     key: Keypair,
     transport: &Transport,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, CliError> {
-    let transports = transports(&key, transport)?;
-    let idle = transport.idle_timeout;
-    let negotiating = transport.max_negotiating_streams;
     // The handshake queue bounds each incoming connection itself; the swarm's timeout must
     // not cut a connection that is still within those bounds.
     let timeout = transport
         .handshakes
         .as_ref()
         .map_or(CONNECTION_TIMEOUT, |h| h.longest().max(CONNECTION_TIMEOUT));
-    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_other_transport(|_| transports)
-        .map_err(|e| CliError::Failed(format!("cannot set up the transports: {e}")))?
-        .with_behaviour(|key| behaviour(key))
-        .map_err(|e| CliError::Failed(format!("cannot build the behaviour: {e}")))?
-        .with_swarm_config(|c| {
-            let c = c.with_idle_connection_timeout(idle);
-            match negotiating {
-                Some(n) => c.with_max_negotiating_inbound_streams(n),
-                None => c,
-            }
-        })
-        .with_connection_timeout(timeout)
-        .build())
+    let transports = TransportTimeout::new(transports(&key, transport)?, timeout).boxed();
+    let mut config = libp2p::swarm::Config::with_tokio_executor()
+        .with_idle_connection_timeout(transport.idle_timeout);
+    if let Some(n) = transport.max_negotiating_streams {
+        config = config.with_max_negotiating_inbound_streams(n);
+    }
+    let behaviour = behaviour(&key);
+    Ok(Swarm::new(
+        transports,
+        behaviour,
+        key.public().to_peer_id(),
+        config,
+    ))
 }
 
 /// Parses a `--protocol` value (a clap value parser).
