@@ -20,6 +20,7 @@ mod serve;
 mod session;
 mod signals;
 mod streams;
+mod tls;
 mod watch;
 
 /// The exit statuses, shown by `--help` and listed in the README.
