@@ -158,7 +158,8 @@ fn serve_refuses_an_unreadable_key_file_with_status_2() {
 async fn serve_answers_a_rust_libp2p_client_over_tcp_and_websocket() {
     for listen in [TCP, WS] {
         let (_serve, address) = serve_on(listen, &[]);
-        let client = support::tcp::swarm(|key| libp2p::rendezvous::client::Behaviour::new(key.clone()));
+        let client =
+            support::tcp::swarm(|key| libp2p::rendezvous::client::Behaviour::new(key.clone()));
         rust_client_registers_and_discovers(client, address).await;
     }
 }
@@ -234,7 +235,14 @@ fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2()
             format!("--tls-key {garbage}: no private key in it"),
         ),
         (
-            vec!["--listen", wss, "--tls-cert", &cert, "--tls-key", &other_key],
+            vec![
+                "--listen",
+                wss,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &other_key,
+            ],
             "cannot be used together".to_owned(),
         ),
         (
@@ -525,7 +533,10 @@ async fn takes_a_burst_of_dials(listen: &str) {
         .await
         .expect("every dial ends within the safety net");
     let connected = clients.into_iter().filter(|c| c.is_ok()).count();
-    assert_eq!(connected, 200, "{listen}: every client of the burst connects");
+    assert_eq!(
+        connected, 200,
+        "{listen}: every client of the burst connects"
+    );
 }
 
 /// A rust-libp2p 0.18 client registers in `n` namespaces at once (request-response: up to 100
