@@ -586,6 +586,13 @@ pub async fn run(mut args: Args) -> CliResult {
         Some(address) => Some(Exporter::start(address, local).await?),
         None => None,
     };
+    // The state gauges hold from the first scrape on, not from the loop's first tick (which may
+    // come after the listen address is printed and scraped).
+    if let Some(exporter) = &exporter {
+        exporter
+            .ours
+            .record_server_state(&swarm.behaviour().rendezvous);
+    }
     // Every address first: our own listeners would hold the ports by the second check.
     for address in &args.listen {
         check_port_free(address)?;
