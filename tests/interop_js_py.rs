@@ -513,7 +513,10 @@ async fn a_browser_page_registers_and_discovers_through_our_server_over_websocke
     let (ours_saw, _) = our_pages(&mut ours, serve.peer, 10).await;
     assert_eq!(
         ours_saw,
-        seen([entry(js.peer, &js.addrs), entry(browser.peer, &browser.addrs)])
+        seen([
+            entry(js.peer, &js.addrs),
+            entry(browser.peer, &browser.addrs)
+        ])
     );
     assert_eq!(
         seen(peers(&js.call("discover", at.clone()).await)),
