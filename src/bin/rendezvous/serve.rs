@@ -7,7 +7,7 @@ use std::{
 use futures::StreamExt;
 use libp2p::{
     connection_limits, identify, identity::Keypair, ping, swarm::NetworkBehaviour,
-    swarm::SwarmEvent, Multiaddr, StreamProtocol,
+    swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use rendezvous_discovery::{
     metrics::{Metrics, Recorder, Registry},
@@ -480,20 +480,7 @@ pub async fn run(mut args: Args) -> CliResult {
         Some(address) => Some(Exporter::start(address, local).await?),
         None => None,
     };
-    // Every address first: our own listeners would hold the ports by the second check.
-    for address in &args.listen {
-        check_port_free(address)?;
-    }
-    let mut listeners = 0usize;
-    for address in &args.listen {
-        swarm.listen_on(address.clone()).map_err(|e| {
-            CliError::Usage(format!(
-                "--listen {address}: cannot listen there: {}",
-                crate::output::chain(&e)
-            ))
-        })?;
-        listeners += 1;
-    }
+    let mut listeners = listen_all(&mut swarm, &args.listen)?;
     tracing::info!(peer = %local, "rendezvous server starting");
     let mut signal = std::pin::pin!(signals.first());
     let mut state_tick = tokio::time::interval(STATE_INTERVAL);
@@ -519,39 +506,67 @@ pub async fn run(mut args: Args) -> CliResult {
         if let Some(exporter) = &exporter {
             exporter.record(&swarm, &event);
         }
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout must not stop the server; the address is logged too.
-                let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
-                tracing::info!(%address, "listening");
-            }
-            SwarmEvent::ListenerClosed {
-                addresses, reason, ..
-            } => {
-                listeners = listeners.saturating_sub(1);
-                if let Err(error) = reason {
-                    tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
-                }
-                if listeners == 0 {
-                    return Err(CliError::Failed("every listener closed".into()));
-                }
-            }
-            // An accept that fails (out of file descriptors, say) fails again at once: said
-            // once a minute, not once per connection.
-            SwarmEvent::ListenerError { error, .. } => {
-                if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
-                    tracing::warn!(
-                        error = %crate::output::chain(&error),
-                        "listener error{}",
-                        HeldBack(held_back)
-                    );
-                }
-            }
-            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
-            _ => {}
-        }
+        on_event(event, local, &mut listeners, &mut listener_errors)?;
     }
+}
+
+/// Listens on every address, after checking that each is free: our own listeners would hold
+/// the ports by the second check. Returns how many listeners there are.
+fn listen_all(swarm: &mut Swarm<Serve>, addresses: &[Multiaddr]) -> Result<usize, CliError> {
+    for address in addresses {
+        check_port_free(address)?;
+    }
+    for address in addresses {
+        swarm.listen_on(address.clone()).map_err(|e| {
+            CliError::Usage(format!(
+                "--listen {address}: cannot listen there: {}",
+                crate::output::chain(&e)
+            ))
+        })?;
+    }
+    Ok(addresses.len())
+}
+
+/// What the server says about one swarm event; an error when no listener is left.
+fn on_event(
+    event: SwarmEvent<ServeEvent>,
+    local: PeerId,
+    listeners: &mut usize,
+    listener_errors: &mut Throttle,
+) -> Result<(), CliError> {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the server; the address is logged too.
+            let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
+            tracing::info!(%address, "listening");
+        }
+        SwarmEvent::ListenerClosed {
+            addresses, reason, ..
+        } => {
+            *listeners = listeners.saturating_sub(1);
+            if let Err(error) = reason {
+                tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
+            }
+            if *listeners == 0 {
+                return Err(CliError::Failed("every listener closed".into()));
+            }
+        }
+        // An accept that fails (out of file descriptors, say) fails again at once: said once
+        // a minute, not once per connection.
+        SwarmEvent::ListenerError { error, .. } => {
+            if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
+                tracing::warn!(
+                    error = %crate::output::chain(&error),
+                    "listener error{}",
+                    HeldBack(held_back)
+                );
+            }
+        }
+        SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// How often `serve --metrics` refreshes its state gauges when no event does (a store that
