@@ -15,9 +15,31 @@ fn serve() -> (Serve, Multiaddr) {
 
 /// [`serve`] with extra flags.
 fn serve_with(args: &[&str]) -> (Serve, Multiaddr) {
-    let serve = Serve::start(["--ephemeral"].iter().chain(args));
+    serve_on(TCP, args)
+}
+
+/// [`serve_with`] listening on `listen` only.
+fn serve_on(listen: &str, args: &[&str]) -> (Serve, Multiaddr) {
+    let serve = Serve::start_on(listen, ["--ephemeral"].iter().chain(args));
     let address = serve.addr.clone();
     (serve, address)
+}
+
+/// A free loopback port for TCP.
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// A free loopback port for WebSocket.
+const WS: &str = "/ip4/127.0.0.1/tcp/0/ws";
+
+/// The TCP port of `address` (a TCP or WebSocket one).
+fn tcp_port(address: &Multiaddr) -> u16 {
+    address
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port")
 }
 
 #[test]
@@ -50,25 +72,35 @@ fn serve_fails(args: &[&str]) -> String {
 
 #[test]
 fn a_second_serve_on_the_same_port_exits_2_naming_it() {
-    let (_first, address) = serve();
-    let port = address
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let output = Command::new(BIN)
-        .args(["serve", "--ephemeral", "--listen", &listen])
-        // Not the open-file warning of a machine whose hard limit is below the default cap.
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let line = support::one_line_error(&output, "a second serve on the same port");
-    assert_eq!(output.status.code(), Some(2), "{line}");
-    assert!(line.contains(&listen), "{line}");
-    assert!(line.contains("in use"), "the OS reason: {line}");
+    for (first, second) in [(TCP, ""), (WS, "/ws"), (TCP, "/ws"), (WS, "")] {
+        let (_first, address) = serve_on(first, &[]);
+        let listen = format!("/ip4/127.0.0.1/tcp/{}{second}", tcp_port(&address));
+        let output = Command::new(BIN)
+            .args(["serve", "--ephemeral", "--listen", &listen])
+            // Not the open-file warning of a machine whose hard limit is below the default cap.
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let line = support::one_line_error(&output, "a second serve on the same port");
+        assert_eq!(output.status.code(), Some(2), "{line}");
+        assert!(line.contains(&listen), "{line}");
+        assert!(line.contains("in use"), "the OS reason: {line}");
+    }
+}
+
+#[test]
+fn serve_refuses_two_listen_addresses_on_one_tcp_port() {
+    let stderr = serve_fails(&[
+        "--ephemeral",
+        "--listen",
+        "/ip4/0.0.0.0/tcp/62649",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/62649/ws",
+    ]);
+    assert!(
+        stderr.contains("TCP port 62649 is also in --listen /ip4/0.0.0.0/tcp/62649"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -123,18 +155,122 @@ fn serve_refuses_an_unreadable_key_file_with_status_2() {
 }
 
 #[tokio::test]
-async fn serve_answers_a_rust_libp2p_client_over_tcp() {
-    use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::SwarmEvent, PeerId};
+async fn serve_answers_a_rust_libp2p_client_over_tcp_and_websocket() {
+    for listen in [TCP, WS] {
+        let (_serve, address) = serve_on(listen, &[]);
+        let client =
+            support::tcp::swarm(|key| libp2p::rendezvous::client::Behaviour::new(key.clone()));
+        rust_client_registers_and_discovers(client, address).await;
+    }
+}
 
-    let (_serve, address) = serve();
-    let Some(Protocol::P2p(server)) = address.iter().last() else {
-        panic!("no peer id in {address}");
-    };
-    let server: PeerId = server;
-    let mut client = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`; returns their
+/// paths and the certificate (DER) for a client to trust.
+fn self_signed(dir: &std::path::Path) -> (String, String, Vec<u8>) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("rcgen makes a certificate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let path = |p: std::path::PathBuf| p.to_str().expect("a UTF-8 temp path").to_owned();
+    (path(cert_path), path(key_path), cert.der().to_vec())
+}
+
+#[tokio::test]
+async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
+    use libp2p::websocket::tls;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = self_signed(dir.path());
+    let (_serve, address) = serve_on(
+        "/ip4/127.0.0.1/tcp/0/wss",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    assert!(
+        address.iter().any(|p| matches!(p, Protocol::Wss(_))),
+        "{address}"
+    );
+    let mut trusting = tls::Config::builder();
+    trusting
+        .add_trust(&tls::Certificate::new(der))
+        .expect("the certificate is a trust anchor");
+    let client = support::tcp::swarm_with_tls(
+        libp2p::identity::Keypair::generate_ed25519(),
+        trusting.finish(),
+        |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
+    );
+    rust_client_registers_and_discovers(client, address).await;
+}
+
+#[test]
+fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = self_signed(dir.path());
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (_, other_key, _) = self_signed(&other);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let wss = "/ip4/127.0.0.1/tcp/0/wss";
+    for (args, needle) in [
+        (
+            vec!["--listen", wss, "--tls-cert", missing, "--tls-key", &key],
+            format!("--tls-cert {missing}: cannot read"),
+        ),
+        (
+            vec!["--listen", wss, "--tls-cert", &cert, "--tls-key", missing],
+            format!("--tls-key {missing}: cannot read"),
+        ),
+        (
+            vec!["--listen", wss, "--tls-cert", garbage, "--tls-key", &key],
+            format!("--tls-cert {garbage}: no certificate in it"),
+        ),
+        (
+            vec!["--listen", wss, "--tls-cert", &cert, "--tls-key", garbage],
+            format!("--tls-key {garbage}: no private key in it"),
+        ),
+        (
+            vec![
+                "--listen",
+                wss,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &other_key,
+            ],
+            "cannot be used together".to_owned(),
+        ),
+        (
+            vec!["--listen", wss],
+            format!("--listen {wss}: secure WebSocket needs --tls-cert FILE and --tls-key FILE"),
+        ),
+        (
+            vec!["--listen", WS, "--tls-cert", &cert, "--tls-key", &key],
+            "no --listen address is secure WebSocket".to_owned(),
+        ),
+    ] {
+        let stderr = serve_fails(&[&["--ephemeral"][..], &args].concat());
+        assert!(stderr.contains(&needle), "{args:?}: {stderr}");
+    }
+}
+
+/// `client` (a rust-libp2p 0.18 rendezvous client) dials `serve` at `address`, registers, and
+/// discovers itself.
+async fn rust_client_registers_and_discovers(
+    mut client: libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
+    address: Multiaddr,
+) {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::SwarmEvent};
+
+    let server = peer_of(&address);
     client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    client.dial(address).unwrap();
+    client.dial(address.clone()).unwrap();
     let chat = rendezvous::Namespace::from_static("chat");
     let me = *client.local_peer_id();
     let found = tokio::time::timeout(support::HANG, async {
@@ -161,13 +297,15 @@ async fn serve_answers_a_rust_libp2p_client_over_tcp() {
                         .collect::<Vec<_>>()
                 }
                 SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial: {error}"),
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("dial {address}: {error}")
+                }
                 _ => {}
             }
         }
     })
     .await
-    .expect("registered and discovered within 20 s");
+    .unwrap_or_else(|_| panic!("{address}: registered and discovered within 20 s"));
     assert_eq!(found, vec![me]);
 }
 
@@ -269,9 +407,16 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     assert_eq!(found, 1);
 }
 
+/// [`second_connection_is_refused_on`] over TCP, then over WebSocket.
+async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
+    for listen in [TCP, WS] {
+        second_connection_is_refused_on(listen, args, same_peer).await;
+    }
+}
+
 /// Connects once with a client, then a second time (from the same client or another one), and
 /// returns once the server refused the second connection; the first must stay open.
-async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
+async fn second_connection_is_refused_on(listen: &str, args: &[&str], same_peer: bool) {
     use futures::StreamExt;
     use libp2p::{
         swarm::SwarmEvent,
@@ -280,7 +425,7 @@ async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
 
     // Idle connections stay for an hour: only a cap can close the second one.
     let args = [args, &["--idle-timeout", "3600"]].concat();
-    let (_serve, address) = serve_with(&args);
+    let (_serve, address) = serve_on(listen, &args);
     let server = peer_of(&address);
     let mut first = support::tcp::swarm(|_| dummy::Behaviour);
     first.dial(address.clone()).unwrap();
@@ -348,18 +493,18 @@ async fn established<B: libp2p::swarm::NetworkBehaviour>(client: &mut libp2p::Sw
 
 #[tokio::test]
 async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
+    for listen in [TCP, WS] {
+        holds_handshakes_over_the_pending_cap(listen).await;
+    }
+}
+
+async fn holds_handshakes_over_the_pending_cap(listen: &str) {
     use libp2p::swarm::dummy;
 
-    let (_serve, address) = serve_with(&["--max-pending-incoming", "1"]);
-    let port = address
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
-    // A TCP connection that never starts its handshake holds the one slot.
-    let stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_serve, address) = serve_on(listen, &["--max-pending-incoming", "1"]);
+    // A TCP connection that never starts its handshake (noise, or WebSocket's HTTP upgrade)
+    // holds the one slot.
+    let stalled = std::net::TcpStream::connect(("127.0.0.1", tcp_port(&address))).unwrap();
     let mut client = support::tcp::swarm(|_| dummy::Behaviour);
     client.dial(address.clone()).unwrap();
     // The dial waits: not refused, not through, while the slot is held (a wait for an event
@@ -371,7 +516,7 @@ async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
     .await;
     assert!(
         early.is_err(),
-        "a handshake over the cap waits for its slot"
+        "{listen}: a handshake over the cap waits for its slot"
     );
     drop(stalled);
     tokio::time::timeout(support::HANG, established(&mut client))
@@ -381,11 +526,17 @@ async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_takes_a_burst_of_dials_far_over_its_pending_cap() {
+    for listen in [TCP, WS] {
+        takes_a_burst_of_dials(listen).await;
+    }
+}
+
+async fn takes_a_burst_of_dials(listen: &str) {
     use libp2p::swarm::dummy;
 
     // A reconnect storm: 200 clients dial at once; 16 handshakes run at a time (4 for one
     // address, and they all come from 127.0.0.1), all get in.
-    let (_serve, address) = serve_with(&["--max-pending-incoming", "16"]);
+    let (_serve, address) = serve_on(listen, &["--max-pending-incoming", "16"]);
     let dials = (0..200).map(|_| {
         let address = address.clone();
         tokio::spawn(async move {
@@ -399,7 +550,10 @@ async fn serve_takes_a_burst_of_dials_far_over_its_pending_cap() {
         .await
         .expect("every dial ends within the safety net");
     let connected = clients.into_iter().filter(|c| c.is_ok()).count();
-    assert_eq!(connected, 200, "every client of the burst connects");
+    assert_eq!(
+        connected, 200,
+        "{listen}: every client of the burst connects"
+    );
 }
 
 /// A rust-libp2p 0.18 client registers in `n` namespaces at once (request-response: up to 100

@@ -33,8 +33,17 @@ impl Serve {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_on("/ip4/127.0.0.1/tcp/0", args)
+    }
+
+    /// [`Serve::start`] listening on `listen` (a `/ws` address, say) instead.
+    pub fn start_on<I, S>(listen: &str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

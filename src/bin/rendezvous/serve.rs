@@ -1,4 +1,5 @@
-//! `rendezvous serve`: the rendezvous server on TCP and QUIC, with identify and ping.
+//! `rendezvous serve`: the rendezvous server on TCP, QUIC and WebSocket, with identify and
+//! ping.
 
 use std::{
     io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
@@ -38,17 +39,39 @@ const FILES_BESIDE_CONNECTIONS: u64 = 256;
 /// 15 MB) would let one connection make the server buffer 15 MB.
 pub const QUIC_WINDOWS: (u32, u32) = (256 * 1024, 1024 * 1024);
 
+/// The listen addresses of `serve` without `--listen`: TCP and QUIC on port 62649, and
+/// WebSocket (for browsers) on the next port, 62650, as go- and js-libp2p nodes put WebSocket
+/// on the port after TCP's. Every IPv4 address of the host.
+pub const DEFAULT_LISTEN: [&str; 3] = [
+    "/ip4/0.0.0.0/tcp/62649",
+    "/ip4/0.0.0.0/udp/62649/quic-v1",
+    "/ip4/0.0.0.0/tcp/62650/ws",
+];
+
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on (repeatable).
+    /// Address to listen on (repeatable): TCP (/tcp/PORT), QUIC (/udp/PORT/quic-v1),
+    /// WebSocket (/tcp/PORT/ws), or secure WebSocket (/tcp/PORT/wss, with --tls-cert and
+    /// --tls-key). Each TCP port serves one of TCP, /ws and /wss.
     #[arg(
         long = "listen",
         value_name = "MULTIADDR",
-        default_values = ["/ip4/0.0.0.0/tcp/62649", "/ip4/0.0.0.0/udp/62649/quic-v1"],
+        default_values = DEFAULT_LISTEN,
         value_parser = parse_listen
     )]
     listen: Vec<Multiaddr>,
+    /// Certificate chain of /wss listeners (PEM, the server's certificate first, such as a
+    /// CA's fullchain.pem).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An address to announce (over identify) besides the listen addresses, such as the one a
+    /// TLS-terminating proxy serves: /dns4/rdv.example.org/tcp/443/wss (repeatable).
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_external)]
+    external_address: Vec<Multiaddr>,
     /// Directory of the server's state: its identity key (`identity.key`) and its registrations
     /// (`registrations.sqlite`), so both survive a restart. Created with mode 0700 if missing.
     /// Default: `$XDG_DATA_HOME/rendezvous-discovery`, else
@@ -166,9 +189,15 @@ pub struct Args {
 fn parse_listen(s: &str) -> Result<Multiaddr, String> {
     s.parse().map_err(|e| {
         format!(
-            "expected a multiaddr such as /ip4/0.0.0.0/tcp/62649 or \
-             /ip4/0.0.0.0/udp/62649/quic-v1 ({e})"
+            "expected a multiaddr such as /ip4/0.0.0.0/tcp/62649, \
+             /ip4/0.0.0.0/udp/62649/quic-v1 or /ip4/0.0.0.0/tcp/62650/ws ({e})"
         )
+    })
+}
+
+fn parse_external(s: &str) -> Result<Multiaddr, String> {
+    s.parse().map_err(|e| {
+        format!("expected a multiaddr such as /dns4/rdv.example.org/tcp/443/wss ({e})")
     })
 }
 
@@ -247,6 +276,7 @@ impl Args {
     }
 
     fn transport(&self, config: &server::Config) -> Result<Transport, CliError> {
+        check_ports_distinct(&self.listen)?;
         if self.idle_timeout == 0 || self.idle_timeout > 24 * 60 * 60 {
             return Err(CliError::Usage(format!(
                 "--idle-timeout is {} s; expected 1 to 86400",
@@ -272,34 +302,96 @@ impl Args {
             max_negotiating_streams: Some(server::MAX_NEGOTIATING_STREAMS),
             quic_windows: Some(QUIC_WINDOWS),
             handshakes: Some(handshakes),
+            tls: self.tls()?,
+            dns: false,
         })
+    }
+
+    /// The TLS configuration of the /wss listeners; a /wss listener without one, or one
+    /// without a /wss listener, is a mistake in the flags.
+    fn tls(&self) -> Result<Option<libp2p::websocket::tls::Config>, CliError> {
+        let secure = self.listen.iter().find(|a| is_secure_websocket(a));
+        match (&self.tls_cert, &self.tls_key, secure) {
+            (Some(cert), Some(key), Some(_)) => crate::tls::load(cert, key).map(Some),
+            (Some(cert), _, None) => Err(CliError::Usage(format!(
+                "--tls-cert {}: no --listen address is secure WebSocket; add one such as \
+                 --listen /ip4/0.0.0.0/tcp/443/wss",
+                cert.display()
+            ))),
+            (_, _, Some(address)) if self.tls_cert.is_none() || self.tls_key.is_none() => {
+                Err(CliError::Usage(format!(
+                    "--listen {address}: secure WebSocket needs --tls-cert FILE and \
+                     --tls-key FILE (PEM); or listen on /ws behind a TLS-terminating proxy"
+                )))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
-/// Refuses a TCP listen address that another socket holds. libp2p-tcp sets `SO_REUSEPORT` on
-/// its listening sockets, so a second server (or anything else with `SO_REUSEPORT`) on the same
-/// port would start without a word and take half of the connections; a plain bind (without
-/// it) fails on a port that any socket listens on, and says why.
-fn check_port_free(address: &Multiaddr) -> Result<(), CliError> {
+/// Whether `address` is a secure WebSocket one (`/wss`, or `/tls/ws`).
+fn is_secure_websocket(address: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    address
+        .iter()
+        .any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
+}
+
+/// The IP address and TCP port of a TCP, `/ws` or `/wss` listen address; `None` for others
+/// (QUIC, memory).
+fn tcp_socket(address: &Multiaddr) -> Option<std::net::SocketAddr> {
     use libp2p::multiaddr::Protocol;
     let mut ip = None;
-    let mut port = None;
     for protocol in address.iter() {
         match protocol {
             Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
             Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
-            Protocol::Tcp(p) => port = Some(p),
-            Protocol::Udp(_) => return Ok(()),
+            Protocol::Tcp(port) => return ip.map(|ip| (ip, port).into()),
+            Protocol::Udp(_) => return None,
             _ => {}
         }
     }
-    let (Some(ip), Some(port)) = (ip, port) else {
+    None
+}
+
+/// Refuses two listen addresses on one TCP port (TCP and /ws, say): libp2p's `SO_REUSEPORT`
+/// would let both listen, each taking half of the connections, and every other connection would
+/// fail its handshake.
+fn check_ports_distinct(addresses: &[Multiaddr]) -> Result<(), CliError> {
+    let mut seen: Vec<(std::net::SocketAddr, &Multiaddr)> = Vec::new();
+    for address in addresses {
+        let Some(socket) = tcp_socket(address).filter(|s| s.port() != 0) else {
+            continue;
+        };
+        // IPv4 and IPv6 sockets do not share ports (libp2p's IPv6 sockets are IPv6 only).
+        let clash = seen.iter().find(|(other, _)| {
+            other.port() == socket.port()
+                && other.is_ipv4() == socket.is_ipv4()
+                && (other.ip() == socket.ip()
+                    || other.ip().is_unspecified()
+                    || socket.ip().is_unspecified())
+        });
+        if let Some((_, other)) = clash {
+            return Err(CliError::Usage(format!(
+                "--listen {address}: TCP port {} is also in --listen {other}; give each of TCP, \
+                 /ws and /wss its own port",
+                socket.port()
+            )));
+        }
+        seen.push((socket, address));
+    }
+    Ok(())
+}
+
+/// Refuses a TCP (also `/ws`, `/wss`) listen address that another socket holds. libp2p-tcp sets `SO_REUSEPORT` on
+/// its listening sockets, so a second server (or anything else with `SO_REUSEPORT`) on the same
+/// port would start without a word and take half of the connections; a plain bind (without
+/// it) fails on a port that any socket listens on, and says why.
+fn check_port_free(address: &Multiaddr) -> Result<(), CliError> {
+    let Some(socket) = tcp_socket(address).filter(|s| s.port() != 0) else {
         return Ok(());
     };
-    if port == 0 {
-        return Ok(());
-    }
-    match std::net::TcpListener::bind((ip, port)) {
+    match std::net::TcpListener::bind(socket) {
         Ok(_) => Ok(()),
         Err(e) => Err(CliError::Usage(format!(
             "--listen {address}: cannot listen there: {e}; is another server running on this \
@@ -481,6 +573,9 @@ pub async fn run(mut args: Args) -> CliResult {
         None => None,
     };
     let mut listeners = listen_all(&mut swarm, &args.listen)?;
+    for address in &args.external_address {
+        swarm.add_external_address(address.clone());
+    }
     tracing::info!(peer = %local, "rendezvous server starting");
     let mut signal = std::pin::pin!(signals.first());
     let mut state_tick = tokio::time::interval(STATE_INTERVAL);
