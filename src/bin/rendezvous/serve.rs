@@ -1,9 +1,7 @@
 //! `rendezvous serve`: the rendezvous server on TCP, QUIC and WebSocket, with identify and
 //! ping.
 
-use std::{
-    io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
-};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
@@ -11,7 +9,6 @@ use libp2p::{
     swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use rendezvous_discovery::{
-    metrics::{Metrics, Recorder, Registry},
     server::{self, ServedFormats},
     Ttl,
 };
@@ -19,7 +16,7 @@ use rendezvous_discovery::{
 use crate::{
     common::{build_swarm_with, load_or_create_identity, CliError, CliResult, Transport},
     data_dir,
-    metrics::Health,
+    metrics::Exporter,
     output::{HeldBack, Throttle, WARN_EVERY},
     signals::Signals,
 };
@@ -473,9 +470,9 @@ impl Args {
 
 /// The server with identify and ping beside it.
 #[derive(NetworkBehaviour)]
-struct Serve {
+pub(crate) struct Serve {
     limits: connection_limits::Behaviour,
-    rendezvous: server::Behaviour,
+    pub(crate) rendezvous: server::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -667,49 +664,6 @@ fn on_event(
 /// How often `serve --metrics` refreshes its state gauges when no event does (a store that
 /// becomes available again, with no request to tell).
 const STATE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The metrics of `serve --metrics`: libp2p's (swarm, identify, ping) and ours in one registry,
-/// served over HTTP, and what `/health` reports.
-struct Exporter {
-    libp2p: libp2p::metrics::Metrics,
-    ours: Arc<Metrics>,
-    health: Arc<Health>,
-}
-
-impl Exporter {
-    async fn start(address: SocketAddr, local: libp2p::PeerId) -> Result<Self, CliError> {
-        let mut registry = Registry::default();
-        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
-        let ours = Arc::new(Metrics::for_server(&mut registry));
-        let health = Arc::new(Health::new(local, ours.clone()));
-        let bound = crate::metrics::serve(address, registry, health.clone()).await?;
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the server; the address is logged too.
-        let _ = writeln!(out, "metrics http://{bound}").and_then(|()| out.flush());
-        tracing::info!(%bound, "serving metrics");
-        Ok(Self {
-            libp2p,
-            ours,
-            health,
-        })
-    }
-
-    fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
-        use libp2p::metrics::Recorder as _;
-        self.libp2p.record(event);
-        match event {
-            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => {
-                Recorder::record(&*self.ours, event);
-                self.ours.record_server_state(&swarm.behaviour().rendezvous);
-            }
-            SwarmEvent::Behaviour(ServeEvent::Identify(event)) => self.libp2p.record(event),
-            SwarmEvent::Behaviour(ServeEvent::Ping(event)) => self.libp2p.record(event),
-            SwarmEvent::NewListenAddr { address, .. } => self.health.listening(address.clone()),
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.health.not_listening(address),
-            _ => {}
-        }
-    }
-}
 
 /// Per-request events are logged at debug: at info, a busy server spends more time writing
 /// logs than serving (measured with `rendezvous load`: half the REGISTER throughput at 100k).
