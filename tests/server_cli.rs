@@ -252,14 +252,16 @@ fn peer_of(address: &Multiaddr) -> libp2p::PeerId {
     }
 }
 
-#[tokio::test]
-async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+/// A rust-libp2p client connected to `address`, registered in `chat` there. A REGISTER that
+/// fails because the server closed the connection first (a server told to close idle
+/// connections after 50 ms, on a loaded machine) is made again on a new connection.
+async fn registered_rust_client(
+    address: &Multiaddr,
+) -> libp2p::Swarm<libp2p::rendezvous::client::Behaviour> {
     use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+    use libp2p::{rendezvous, swarm::SwarmEvent};
 
-    // The hidden test knob: idle for 50 ms rather than --idle-timeout's least, a second.
-    let (_serve, address) = serve_with(&["--idle-timeout-ms", "50"]);
-    let server = peer_of(&address);
+    let server = peer_of(address);
     let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
     registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
     registered.dial(address.clone()).unwrap();
@@ -271,8 +273,9 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
                     .behaviour_mut()
                     .register(chat.clone(), server, None)
                     .unwrap(),
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
-                // Idle for 50 ms before its REGISTER arrived (a loaded machine): again.
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    return;
+                }
                 SwarmEvent::Behaviour(rendezvous::client::Event::RegisterFailed { .. }) => {}
                 SwarmEvent::ConnectionClosed { .. } => registered.dial(address.clone()).unwrap(),
                 SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
@@ -282,10 +285,21 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     })
     .await
     .expect("registered");
+    registered
+}
+
+#[tokio::test]
+async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+
+    // The hidden test knob: idle for 50 ms rather than --idle-timeout's least, a second.
+    let (_serve, address) = serve_with(&["--idle-timeout-ms", "50"]);
+    let mut registered = registered_rust_client(&address).await;
     // A peer that connects and asks nothing: the server closes its connection after 50 ms (its
     // own side would keep it for a minute).
     let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
-    idle.dial(address).unwrap();
+    idle.dial(address.clone()).unwrap();
     tokio::time::timeout(support::HANG, async {
         loop {
             tokio::select! {
@@ -306,9 +320,12 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     .await
     .expect("the idle connection was closed by the server");
     // The registered peer, connected since before, is still served on the same connection.
-    registered
-        .behaviour_mut()
-        .discover(Some(chat.clone()), None, None, server);
+    registered.behaviour_mut().discover(
+        Some(rendezvous::Namespace::from_static("chat")),
+        None,
+        None,
+        peer_of(&address),
+    );
     let found = tokio::time::timeout(support::HANG, async {
         loop {
             match registered.select_next_some().await {
@@ -541,7 +558,7 @@ async fn serve_answers_110_concurrent_registers_of_a_rust_libp2p_client() {
 #[tokio::test]
 async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registered_one() {
     use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+    use libp2p::{swarm::dummy, swarm::SwarmEvent};
 
     // Two connections at most; a connection holding nothing may be closed at once.
     let (_serve, address) = serve_with(&[
@@ -552,26 +569,7 @@ async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registe
         "--idle-timeout",
         "3600",
     ]);
-    let server = peer_of(&address);
-    let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
-    registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    registered.dial(address.clone()).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    tokio::time::timeout(support::HANG, async {
-        loop {
-            match registered.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => registered
-                    .behaviour_mut()
-                    .register(chat.clone(), server, None)
-                    .unwrap(),
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("registered");
+    let mut registered = registered_rust_client(&address).await;
     // The cap is full with an idle peer beside the registered one.
     let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
     idle.dial(address.clone()).unwrap();

@@ -72,6 +72,11 @@ impl Serve {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL): it cleans nothing up.
     pub fn kill(mut self) {
         self.child.kill().expect("the server was running");
