@@ -160,22 +160,8 @@ async fn serve_answers_a_rust_libp2p_client_over_tcp_and_websocket() {
         let (_serve, address) = serve_on(listen, &[]);
         let client =
             support::tcp::swarm(|key| libp2p::rendezvous::client::Behaviour::new(key.clone()));
-        rust_client_registers_and_discovers(client, address).await;
+        support::tcp::registers_and_discovers_itself(client, address).await;
     }
-}
-
-/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`; returns their
-/// paths and the certificate (DER) for a client to trust.
-fn self_signed(dir: &std::path::Path) -> (String, String, Vec<u8>) {
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("rcgen makes a certificate");
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
-    let path = |p: std::path::PathBuf| p.to_str().expect("a UTF-8 temp path").to_owned();
-    (path(cert_path), path(key_path), cert.der().to_vec())
 }
 
 #[tokio::test]
@@ -183,7 +169,7 @@ async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
     use libp2p::websocket::tls;
 
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, der) = self_signed(dir.path());
+    let (cert, key, der) = support::serve::self_signed(dir.path());
     let (_serve, address) = serve_on(
         "/ip4/127.0.0.1/tcp/0/wss",
         &["--tls-cert", &cert, "--tls-key", &key],
@@ -201,16 +187,16 @@ async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
         trusting.finish(),
         |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
     );
-    rust_client_registers_and_discovers(client, address).await;
+    support::tcp::registers_and_discovers_itself(client, address).await;
 }
 
 #[test]
 fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = self_signed(dir.path());
+    let (cert, key, _) = support::serve::self_signed(dir.path());
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let (_, other_key, _) = self_signed(&other);
+    let (_, other_key, _) = support::serve::self_signed(&other);
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not PEM at all").unwrap();
     let garbage = garbage.to_str().unwrap();
@@ -259,56 +245,6 @@ fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2()
     }
 }
 
-/// `client` (a rust-libp2p 0.18 rendezvous client) dials `serve` at `address`, registers, and
-/// discovers itself.
-async fn rust_client_registers_and_discovers(
-    mut client: libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
-    address: Multiaddr,
-) {
-    use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::SwarmEvent};
-
-    let server = peer_of(&address);
-    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    client.dial(address.clone()).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    let me = *client.local_peer_id();
-    let found = tokio::time::timeout(support::HANG, async {
-        loop {
-            match client.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
-                    client
-                        .behaviour_mut()
-                        .register(chat.clone(), server, None)
-                        .unwrap();
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
-                    client
-                        .behaviour_mut()
-                        .discover(Some(chat.clone()), None, None, server);
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
-                    registrations,
-                    ..
-                }) => {
-                    return registrations
-                        .iter()
-                        .map(|r| r.record.peer_id())
-                        .collect::<Vec<_>>()
-                }
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    panic!("dial {address}: {error}")
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{address}: registered and discovered within 20 s"));
-    assert_eq!(found, vec![me]);
-}
-
 fn peer_of(address: &Multiaddr) -> libp2p::PeerId {
     match address.iter().last() {
         Some(Protocol::P2p(peer)) => peer,
@@ -316,14 +252,16 @@ fn peer_of(address: &Multiaddr) -> libp2p::PeerId {
     }
 }
 
-#[tokio::test]
-async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+/// A rust-libp2p client connected to `address`, registered in `chat` there. A REGISTER that
+/// fails because the server closed the connection first (a server told to close idle
+/// connections after 50 ms, on a loaded machine) is made again on a new connection.
+async fn registered_rust_client(
+    address: &Multiaddr,
+) -> libp2p::Swarm<libp2p::rendezvous::client::Behaviour> {
     use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+    use libp2p::{rendezvous, swarm::SwarmEvent};
 
-    // The hidden test knob: idle for 50 ms rather than --idle-timeout's least, a second.
-    let (_serve, address) = serve_with(&["--idle-timeout-ms", "50"]);
-    let server = peer_of(&address);
+    let server = peer_of(address);
     let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
     registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
     registered.dial(address.clone()).unwrap();
@@ -335,8 +273,9 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
                     .behaviour_mut()
                     .register(chat.clone(), server, None)
                     .unwrap(),
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
-                // Idle for 50 ms before its REGISTER arrived (a loaded machine): again.
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    return;
+                }
                 SwarmEvent::Behaviour(rendezvous::client::Event::RegisterFailed { .. }) => {}
                 SwarmEvent::ConnectionClosed { .. } => registered.dial(address.clone()).unwrap(),
                 SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
@@ -346,10 +285,21 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     })
     .await
     .expect("registered");
+    registered
+}
+
+#[tokio::test]
+async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+
+    // The hidden test knob: idle for 50 ms rather than --idle-timeout's least, a second.
+    let (_serve, address) = serve_with(&["--idle-timeout-ms", "50"]);
+    let mut registered = registered_rust_client(&address).await;
     // A peer that connects and asks nothing: the server closes its connection after 50 ms (its
     // own side would keep it for a minute).
     let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
-    idle.dial(address).unwrap();
+    idle.dial(address.clone()).unwrap();
     tokio::time::timeout(support::HANG, async {
         loop {
             tokio::select! {
@@ -370,9 +320,12 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     .await
     .expect("the idle connection was closed by the server");
     // The registered peer, connected since before, is still served on the same connection.
-    registered
-        .behaviour_mut()
-        .discover(Some(chat.clone()), None, None, server);
+    registered.behaviour_mut().discover(
+        Some(rendezvous::Namespace::from_static("chat")),
+        None,
+        None,
+        peer_of(&address),
+    );
     let found = tokio::time::timeout(support::HANG, async {
         loop {
             match registered.select_next_some().await {
@@ -605,7 +558,7 @@ async fn serve_answers_110_concurrent_registers_of_a_rust_libp2p_client() {
 #[tokio::test]
 async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registered_one() {
     use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+    use libp2p::{swarm::dummy, swarm::SwarmEvent};
 
     // Two connections at most; a connection holding nothing may be closed at once.
     let (_serve, address) = serve_with(&[
@@ -616,26 +569,7 @@ async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registe
         "--idle-timeout",
         "3600",
     ]);
-    let server = peer_of(&address);
-    let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
-    registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    registered.dial(address.clone()).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    tokio::time::timeout(support::HANG, async {
-        loop {
-            match registered.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => registered
-                    .behaviour_mut()
-                    .register(chat.clone(), server, None)
-                    .unwrap(),
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("registered");
+    let mut registered = registered_rust_client(&address).await;
     // The cap is full with an idle peer beside the registered one.
     let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
     idle.dial(address.clone()).unwrap();

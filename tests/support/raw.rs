@@ -220,6 +220,12 @@ pub async fn recv(stream: &mut Stream) -> Option<Message> {
     }
 }
 
+/// Sends `message` and reads the answer; `None` when the server closed the stream.
+pub async fn request(stream: &mut Stream, message: &Message) -> Option<Message> {
+    send(stream, message).await;
+    recv(stream).await
+}
+
 /// `n` as a protobuf varint.
 pub fn varint(mut n: u64) -> Vec<u8> {
     let mut out = Vec::new();

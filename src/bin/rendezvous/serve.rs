@@ -1,17 +1,14 @@
 //! `rendezvous serve`: the rendezvous server on TCP, QUIC and WebSocket, with identify and
 //! ping.
 
-use std::{
-    io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
-};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
     connection_limits, identify, identity::Keypair, ping, swarm::NetworkBehaviour,
-    swarm::SwarmEvent, Multiaddr, StreamProtocol,
+    swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use rendezvous_discovery::{
-    metrics::{Metrics, Recorder, Registry},
     server::{self, ServedFormats},
     Ttl,
 };
@@ -19,7 +16,7 @@ use rendezvous_discovery::{
 use crate::{
     common::{build_swarm_with, load_or_create_identity, CliError, CliResult, Transport},
     data_dir,
-    metrics::Health,
+    metrics::Exporter,
     output::{HeldBack, Throttle, WARN_EVERY},
     signals::Signals,
 };
@@ -487,9 +484,9 @@ impl Args {
 
 /// The server with identify and ping beside it.
 #[derive(NetworkBehaviour)]
-struct Serve {
+pub(crate) struct Serve {
     limits: connection_limits::Behaviour,
-    rendezvous: server::Behaviour,
+    pub(crate) rendezvous: server::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -593,20 +590,7 @@ pub async fn run(mut args: Args) -> CliResult {
             .ours
             .record_server_state(&swarm.behaviour().rendezvous);
     }
-    // Every address first: our own listeners would hold the ports by the second check.
-    for address in &args.listen {
-        check_port_free(address)?;
-    }
-    let mut listeners = 0usize;
-    for address in &args.listen {
-        swarm.listen_on(address.clone()).map_err(|e| {
-            CliError::Usage(format!(
-                "--listen {address}: cannot listen there: {}",
-                crate::output::chain(&e)
-            ))
-        })?;
-        listeners += 1;
-    }
+    let mut listeners = listen_all(&mut swarm, &args.listen)?;
     for address in &args.external_address {
         swarm.add_external_address(address.clone());
     }
@@ -635,87 +619,72 @@ pub async fn run(mut args: Args) -> CliResult {
         if let Some(exporter) = &exporter {
             exporter.record(&swarm, &event);
         }
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout must not stop the server; the address is logged too.
-                let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
-                tracing::info!(%address, "listening");
-            }
-            SwarmEvent::ListenerClosed {
-                addresses, reason, ..
-            } => {
-                listeners = listeners.saturating_sub(1);
-                if let Err(error) = reason {
-                    tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
-                }
-                if listeners == 0 {
-                    return Err(CliError::Failed("every listener closed".into()));
-                }
-            }
-            // An accept that fails (out of file descriptors, say) fails again at once: said
-            // once a minute, not once per connection.
-            SwarmEvent::ListenerError { error, .. } => {
-                if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
-                    tracing::warn!(
-                        error = %crate::output::chain(&error),
-                        "listener error{}",
-                        HeldBack(held_back)
-                    );
-                }
-            }
-            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
-            _ => {}
-        }
+        on_event(event, local, &mut listeners, &mut listener_errors)?;
     }
+}
+
+/// Listens on every address, after checking that each is free: our own listeners would hold
+/// the ports by the second check. Returns how many listeners there are.
+fn listen_all(swarm: &mut Swarm<Serve>, addresses: &[Multiaddr]) -> Result<usize, CliError> {
+    for address in addresses {
+        check_port_free(address)?;
+    }
+    for address in addresses {
+        swarm.listen_on(address.clone()).map_err(|e| {
+            CliError::Usage(format!(
+                "--listen {address}: cannot listen there: {}",
+                crate::output::chain(&e)
+            ))
+        })?;
+    }
+    Ok(addresses.len())
+}
+
+/// What the server says about one swarm event; an error when no listener is left.
+fn on_event(
+    event: SwarmEvent<ServeEvent>,
+    local: PeerId,
+    listeners: &mut usize,
+    listener_errors: &mut Throttle,
+) -> Result<(), CliError> {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the server; the address is logged too.
+            let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
+            tracing::info!(%address, "listening");
+        }
+        SwarmEvent::ListenerClosed {
+            addresses, reason, ..
+        } => {
+            *listeners = listeners.saturating_sub(1);
+            if let Err(error) = reason {
+                tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
+            }
+            if *listeners == 0 {
+                return Err(CliError::Failed("every listener closed".into()));
+            }
+        }
+        // An accept that fails (out of file descriptors, say) fails again at once: said once
+        // a minute, not once per connection.
+        SwarmEvent::ListenerError { error, .. } => {
+            if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
+                tracing::warn!(
+                    error = %crate::output::chain(&error),
+                    "listener error{}",
+                    HeldBack(held_back)
+                );
+            }
+        }
+        SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// How often `serve --metrics` refreshes its state gauges when no event does (a store that
 /// becomes available again, with no request to tell).
 const STATE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The metrics of `serve --metrics`: libp2p's (swarm, identify, ping) and ours in one registry,
-/// served over HTTP, and what `/health` reports.
-struct Exporter {
-    libp2p: libp2p::metrics::Metrics,
-    ours: Arc<Metrics>,
-    health: Arc<Health>,
-}
-
-impl Exporter {
-    async fn start(address: SocketAddr, local: libp2p::PeerId) -> Result<Self, CliError> {
-        let mut registry = Registry::default();
-        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
-        let ours = Arc::new(Metrics::for_server(&mut registry));
-        let health = Arc::new(Health::new(local, ours.clone()));
-        let bound = crate::metrics::serve(address, registry, health.clone()).await?;
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the server; the address is logged too.
-        let _ = writeln!(out, "metrics http://{bound}").and_then(|()| out.flush());
-        tracing::info!(%bound, "serving metrics");
-        Ok(Self {
-            libp2p,
-            ours,
-            health,
-        })
-    }
-
-    fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
-        use libp2p::metrics::Recorder as _;
-        self.libp2p.record(event);
-        match event {
-            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => {
-                Recorder::record(&*self.ours, event);
-                self.ours.record_server_state(&swarm.behaviour().rendezvous);
-            }
-            SwarmEvent::Behaviour(ServeEvent::Identify(event)) => self.libp2p.record(event),
-            SwarmEvent::Behaviour(ServeEvent::Ping(event)) => self.libp2p.record(event),
-            SwarmEvent::NewListenAddr { address, .. } => self.health.listening(address.clone()),
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.health.not_listening(address),
-            _ => {}
-        }
-    }
-}
 
 /// Per-request events are logged at debug: at info, a busy server spends more time writing
 /// logs than serving (measured with `rendezvous load`: half the REGISTER throughput at 100k).
