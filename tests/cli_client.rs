@@ -198,18 +198,28 @@ async fn register_keeps_registered_until_interrupted_then_unregisters() {
 /// registering, which the server must still serve standard records to.
 #[tokio::test]
 async fn discover_once_finds_a_register_process_through_a_serve_process() {
-    tool_chain(&[]).await;
+    tool_chain(TCP, &[]).await;
+}
+
+/// The same over WebSocket only: `serve`, `register` and `discover` dial and listen on `/ws`,
+/// and the record found carries the `/ws` address.
+#[tokio::test]
+async fn discover_once_finds_a_register_process_over_websocket_only() {
+    tool_chain("/ip4/127.0.0.1/tcp/0/ws", &[]).await;
 }
 
 /// The same on a network's own protocol id: `--protocol` on all three.
 #[tokio::test]
 async fn discover_once_with_protocol_finds_peers_on_a_server_with_that_id() {
-    tool_chain(&["--protocol", "/canvas/rendezvous/1.0.0"]).await;
+    tool_chain(TCP, &["--protocol", "/canvas/rendezvous/1.0.0"]).await;
 }
 
-async fn tool_chain(protocol: &[&str]) {
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// `serve`, `register` and `discover --once`, each listening on `listen`, with `protocol` flags.
+async fn tool_chain(listen: &str, protocol: &[&str]) {
     let mut serve = rendezvous()
-        .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["serve", "--ephemeral", "--listen", listen])
         .args(protocol)
         .spawn()
         .unwrap();
@@ -223,6 +233,7 @@ async fn tool_chain(protocol: &[&str]) {
 
     let mut register = rendezvous()
         .args(["register", "--server", &server, "--namespace", "e2e"])
+        .args(["--listen", listen])
         .args(protocol)
         .spawn()
         .unwrap();
@@ -242,7 +253,7 @@ async fn tool_chain(protocol: &[&str]) {
         HANG,
         rendezvous()
             .args(["discover", "--server", &server, "--namespace", "e2e"])
-            .args(["--once", "--json"])
+            .args(["--once", "--json", "--listen", listen])
             .args(protocol)
             .output(),
     )
@@ -262,6 +273,16 @@ async fn tool_chain(protocol: &[&str]) {
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(lines[0]["event"], "discovered");
     assert_eq!(lines[0]["namespace"], "e2e");
+    let addrs = lines[0]["addrs"].as_array().expect("addresses");
+    let suffix = if listen.ends_with("/ws") { "/ws" } else { "" };
+    assert!(
+        !addrs.is_empty()
+            && addrs.iter().all(|a| {
+                let a = a.as_str().unwrap();
+                a.starts_with("/ip4/127.0.0.1/tcp/") && a.ends_with(suffix)
+            }),
+        "the register process's {listen} addresses: {addrs:?}"
+    );
     let _ = register.kill().await;
     let _ = serve.kill().await;
 }

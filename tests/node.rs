@@ -67,25 +67,22 @@ async fn two_nodes_with_embedded_servers_serve_and_discover_each_other() {
 
     // Each registered at the other's embedded server.
     let chat = Namespace::from_static("chat");
-    let at_a = a
-        .behaviour()
-        .node
-        .inner()
-        .server()
-        .unwrap()
-        .registrations_in(&chat)
-        .expect("a memory store");
-    assert_eq!(at_a.len(), 1);
-    assert_eq!(at_a[0].record.peer_id(), b_id);
-    let at_b = b
-        .behaviour()
-        .node
-        .inner()
-        .server()
-        .unwrap()
-        .registrations_in(&chat)
-        .expect("a memory store");
-    assert_eq!(at_b[0].record.peer_id(), a_id);
+    let registered_at = |node: &Swarm<Peer>| {
+        let peers: Vec<PeerId> = node
+            .behaviour()
+            .node
+            .inner()
+            .server()
+            .unwrap()
+            .registrations_in(&chat)
+            .expect("a memory store")
+            .iter()
+            .map(|r| r.record.peer_id())
+            .collect();
+        peers
+    };
+    assert_eq!(registered_at(&a), vec![b_id]);
+    assert_eq!(registered_at(&b), vec![a_id]);
 }
 
 #[tokio::test]

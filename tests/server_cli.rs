@@ -15,9 +15,31 @@ fn serve() -> (Serve, Multiaddr) {
 
 /// [`serve`] with extra flags.
 fn serve_with(args: &[&str]) -> (Serve, Multiaddr) {
-    let serve = Serve::start(["--ephemeral"].iter().chain(args));
+    serve_on(TCP, args)
+}
+
+/// [`serve_with`] listening on `listen` only.
+fn serve_on(listen: &str, args: &[&str]) -> (Serve, Multiaddr) {
+    let serve = Serve::start_on(listen, ["--ephemeral"].iter().chain(args));
     let address = serve.addr.clone();
     (serve, address)
+}
+
+/// A free loopback port for TCP.
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// A free loopback port for WebSocket.
+const WS: &str = "/ip4/127.0.0.1/tcp/0/ws";
+
+/// The TCP port of `address` (a TCP or WebSocket one).
+fn tcp_port(address: &Multiaddr) -> u16 {
+    address
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port")
 }
 
 #[test]
@@ -50,25 +72,35 @@ fn serve_fails(args: &[&str]) -> String {
 
 #[test]
 fn a_second_serve_on_the_same_port_exits_2_naming_it() {
-    let (_first, address) = serve();
-    let port = address
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let output = Command::new(BIN)
-        .args(["serve", "--ephemeral", "--listen", &listen])
-        // Not the open-file warning of a machine whose hard limit is below the default cap.
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let line = support::one_line_error(&output, "a second serve on the same port");
-    assert_eq!(output.status.code(), Some(2), "{line}");
-    assert!(line.contains(&listen), "{line}");
-    assert!(line.contains("in use"), "the OS reason: {line}");
+    for (first, second) in [(TCP, ""), (WS, "/ws"), (TCP, "/ws"), (WS, "")] {
+        let (_first, address) = serve_on(first, &[]);
+        let listen = format!("/ip4/127.0.0.1/tcp/{}{second}", tcp_port(&address));
+        let output = Command::new(BIN)
+            .args(["serve", "--ephemeral", "--listen", &listen])
+            // Not the open-file warning of a machine whose hard limit is below the default cap.
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let line = support::one_line_error(&output, "a second serve on the same port");
+        assert_eq!(output.status.code(), Some(2), "{line}");
+        assert!(line.contains(&listen), "{line}");
+        assert!(line.contains("in use"), "the OS reason: {line}");
+    }
+}
+
+#[test]
+fn serve_refuses_two_listen_addresses_on_one_tcp_port() {
+    let stderr = serve_fails(&[
+        "--ephemeral",
+        "--listen",
+        "/ip4/0.0.0.0/tcp/62649",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/62649/ws",
+    ]);
+    assert!(
+        stderr.contains("TCP port 62649 is also in --listen /ip4/0.0.0.0/tcp/62649"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -123,52 +155,94 @@ fn serve_refuses_an_unreadable_key_file_with_status_2() {
 }
 
 #[tokio::test]
-async fn serve_answers_a_rust_libp2p_client_over_tcp() {
-    use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::SwarmEvent, PeerId};
+async fn serve_answers_a_rust_libp2p_client_over_tcp_and_websocket() {
+    for listen in [TCP, WS] {
+        let (_serve, address) = serve_on(listen, &[]);
+        let client =
+            support::tcp::swarm(|key| libp2p::rendezvous::client::Behaviour::new(key.clone()));
+        support::tcp::registers_and_discovers_itself(client, address).await;
+    }
+}
 
-    let (_serve, address) = serve();
-    let Some(Protocol::P2p(server)) = address.iter().last() else {
-        panic!("no peer id in {address}");
-    };
-    let server: PeerId = server;
-    let mut client = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
-    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    client.dial(address).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    let me = *client.local_peer_id();
-    let found = tokio::time::timeout(support::HANG, async {
-        loop {
-            match client.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
-                    client
-                        .behaviour_mut()
-                        .register(chat.clone(), server, None)
-                        .unwrap();
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
-                    client
-                        .behaviour_mut()
-                        .discover(Some(chat.clone()), None, None, server);
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
-                    registrations,
-                    ..
-                }) => {
-                    return registrations
-                        .iter()
-                        .map(|r| r.record.peer_id())
-                        .collect::<Vec<_>>()
-                }
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial: {error}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("registered and discovered within 20 s");
-    assert_eq!(found, vec![me]);
+#[tokio::test]
+async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
+    use libp2p::websocket::tls;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = support::serve::self_signed(dir.path());
+    let (_serve, address) = serve_on(
+        "/ip4/127.0.0.1/tcp/0/wss",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    assert!(
+        address.iter().any(|p| matches!(p, Protocol::Wss(_))),
+        "{address}"
+    );
+    let mut trusting = tls::Config::builder();
+    trusting
+        .add_trust(&tls::Certificate::new(der))
+        .expect("the certificate is a trust anchor");
+    let client = support::tcp::swarm_with_tls(
+        libp2p::identity::Keypair::generate_ed25519(),
+        trusting.finish(),
+        |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
+    );
+    support::tcp::registers_and_discovers_itself(client, address).await;
+}
+
+#[test]
+fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = support::serve::self_signed(dir.path());
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (_, other_key, _) = support::serve::self_signed(&other);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let wss = "/ip4/127.0.0.1/tcp/0/wss";
+    for (args, needle) in [
+        (
+            vec!["--listen", wss, "--tls-cert", missing, "--tls-key", &key],
+            format!("--tls-cert {missing}: cannot read"),
+        ),
+        (
+            vec!["--listen", wss, "--tls-cert", &cert, "--tls-key", missing],
+            format!("--tls-key {missing}: cannot read"),
+        ),
+        (
+            vec!["--listen", wss, "--tls-cert", garbage, "--tls-key", &key],
+            format!("--tls-cert {garbage}: no certificate in it"),
+        ),
+        (
+            vec!["--listen", wss, "--tls-cert", &cert, "--tls-key", garbage],
+            format!("--tls-key {garbage}: no private key in it"),
+        ),
+        (
+            vec![
+                "--listen",
+                wss,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &other_key,
+            ],
+            "cannot be used together".to_owned(),
+        ),
+        (
+            vec!["--listen", wss],
+            format!("--listen {wss}: secure WebSocket needs --tls-cert FILE and --tls-key FILE"),
+        ),
+        (
+            vec!["--listen", WS, "--tls-cert", &cert, "--tls-key", &key],
+            "no --listen address is secure WebSocket".to_owned(),
+        ),
+    ] {
+        let stderr = serve_fails(&[&["--ephemeral"][..], &args].concat());
+        assert!(stderr.contains(&needle), "{args:?}: {stderr}");
+    }
 }
 
 fn peer_of(address: &Multiaddr) -> libp2p::PeerId {
@@ -178,14 +252,16 @@ fn peer_of(address: &Multiaddr) -> libp2p::PeerId {
     }
 }
 
-#[tokio::test]
-async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+/// A rust-libp2p client connected to `address`, registered in `chat` there. A REGISTER that
+/// fails because the server closed the connection first (a server told to close idle
+/// connections after 50 ms, on a loaded machine) is made again on a new connection.
+async fn registered_rust_client(
+    address: &Multiaddr,
+) -> libp2p::Swarm<libp2p::rendezvous::client::Behaviour> {
     use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+    use libp2p::{rendezvous, swarm::SwarmEvent};
 
-    // The hidden test knob: idle for 50 ms rather than --idle-timeout's least, a second.
-    let (_serve, address) = serve_with(&["--idle-timeout-ms", "50"]);
-    let server = peer_of(&address);
+    let server = peer_of(address);
     let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
     registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
     registered.dial(address.clone()).unwrap();
@@ -197,8 +273,9 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
                     .behaviour_mut()
                     .register(chat.clone(), server, None)
                     .unwrap(),
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
-                // Idle for 50 ms before its REGISTER arrived (a loaded machine): again.
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    return;
+                }
                 SwarmEvent::Behaviour(rendezvous::client::Event::RegisterFailed { .. }) => {}
                 SwarmEvent::ConnectionClosed { .. } => registered.dial(address.clone()).unwrap(),
                 SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
@@ -208,10 +285,21 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     })
     .await
     .expect("registered");
+    registered
+}
+
+#[tokio::test]
+async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
+    use futures::StreamExt;
+    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+
+    // The hidden test knob: idle for 50 ms rather than --idle-timeout's least, a second.
+    let (_serve, address) = serve_with(&["--idle-timeout-ms", "50"]);
+    let mut registered = registered_rust_client(&address).await;
     // A peer that connects and asks nothing: the server closes its connection after 50 ms (its
     // own side would keep it for a minute).
     let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
-    idle.dial(address).unwrap();
+    idle.dial(address.clone()).unwrap();
     tokio::time::timeout(support::HANG, async {
         loop {
             tokio::select! {
@@ -232,9 +320,12 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     .await
     .expect("the idle connection was closed by the server");
     // The registered peer, connected since before, is still served on the same connection.
-    registered
-        .behaviour_mut()
-        .discover(Some(chat.clone()), None, None, server);
+    registered.behaviour_mut().discover(
+        Some(rendezvous::Namespace::from_static("chat")),
+        None,
+        None,
+        peer_of(&address),
+    );
     let found = tokio::time::timeout(support::HANG, async {
         loop {
             match registered.select_next_some().await {
@@ -252,9 +343,16 @@ async fn serve_closes_idle_connections_and_keeps_those_of_registered_peers() {
     assert_eq!(found, 1);
 }
 
+/// [`second_connection_is_refused_on`] over TCP, then over WebSocket.
+async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
+    for listen in [TCP, WS] {
+        second_connection_is_refused_on(listen, args, same_peer).await;
+    }
+}
+
 /// Connects once with a client, then a second time (from the same client or another one), and
 /// returns once the server refused the second connection; the first must stay open.
-async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
+async fn second_connection_is_refused_on(listen: &str, args: &[&str], same_peer: bool) {
     use futures::StreamExt;
     use libp2p::{
         swarm::SwarmEvent,
@@ -263,7 +361,7 @@ async fn second_connection_is_refused(args: &[&str], same_peer: bool) {
 
     // Idle connections stay for an hour: only a cap can close the second one.
     let args = [args, &["--idle-timeout", "3600"]].concat();
-    let (_serve, address) = serve_with(&args);
+    let (_serve, address) = serve_on(listen, &args);
     let server = peer_of(&address);
     let mut first = support::tcp::swarm(|_| dummy::Behaviour);
     first.dial(address.clone()).unwrap();
@@ -331,18 +429,18 @@ async fn established<B: libp2p::swarm::NetworkBehaviour>(client: &mut libp2p::Sw
 
 #[tokio::test]
 async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
+    for listen in [TCP, WS] {
+        holds_handshakes_over_the_pending_cap(listen).await;
+    }
+}
+
+async fn holds_handshakes_over_the_pending_cap(listen: &str) {
     use libp2p::swarm::dummy;
 
-    let (_serve, address) = serve_with(&["--max-pending-incoming", "1"]);
-    let port = address
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
-    // A TCP connection that never starts its handshake holds the one slot.
-    let stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_serve, address) = serve_on(listen, &["--max-pending-incoming", "1"]);
+    // A TCP connection that never starts its handshake (noise, or WebSocket's HTTP upgrade)
+    // holds the one slot.
+    let stalled = std::net::TcpStream::connect(("127.0.0.1", tcp_port(&address))).unwrap();
     let mut client = support::tcp::swarm(|_| dummy::Behaviour);
     client.dial(address.clone()).unwrap();
     // The dial waits: not refused, not through, while the slot is held (a wait for an event
@@ -354,7 +452,7 @@ async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
     .await;
     assert!(
         early.is_err(),
-        "a handshake over the cap waits for its slot"
+        "{listen}: a handshake over the cap waits for its slot"
     );
     drop(stalled);
     tokio::time::timeout(support::HANG, established(&mut client))
@@ -364,11 +462,17 @@ async fn serve_holds_handshakes_over_its_pending_cap_until_a_slot_frees() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_takes_a_burst_of_dials_far_over_its_pending_cap() {
+    for listen in [TCP, WS] {
+        takes_a_burst_of_dials(listen).await;
+    }
+}
+
+async fn takes_a_burst_of_dials(listen: &str) {
     use libp2p::swarm::dummy;
 
     // A reconnect storm: 200 clients dial at once; 16 handshakes run at a time (4 for one
     // address, and they all come from 127.0.0.1), all get in.
-    let (_serve, address) = serve_with(&["--max-pending-incoming", "16"]);
+    let (_serve, address) = serve_on(listen, &["--max-pending-incoming", "16"]);
     let dials = (0..200).map(|_| {
         let address = address.clone();
         tokio::spawn(async move {
@@ -382,7 +486,10 @@ async fn serve_takes_a_burst_of_dials_far_over_its_pending_cap() {
         .await
         .expect("every dial ends within the safety net");
     let connected = clients.into_iter().filter(|c| c.is_ok()).count();
-    assert_eq!(connected, 200, "every client of the burst connects");
+    assert_eq!(
+        connected, 200,
+        "{listen}: every client of the burst connects"
+    );
 }
 
 /// A rust-libp2p 0.18 client registers in `n` namespaces at once (request-response: up to 100
@@ -451,7 +558,7 @@ async fn serve_answers_110_concurrent_registers_of_a_rust_libp2p_client() {
 #[tokio::test]
 async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registered_one() {
     use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::dummy, swarm::SwarmEvent};
+    use libp2p::{swarm::dummy, swarm::SwarmEvent};
 
     // Two connections at most; a connection holding nothing may be closed at once.
     let (_serve, address) = serve_with(&[
@@ -462,26 +569,7 @@ async fn serve_makes_room_at_its_cap_by_closing_an_idle_connection_not_a_registe
         "--idle-timeout",
         "3600",
     ]);
-    let server = peer_of(&address);
-    let mut registered = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
-    registered.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    registered.dial(address.clone()).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    tokio::time::timeout(support::HANG, async {
-        loop {
-            match registered.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => registered
-                    .behaviour_mut()
-                    .register(chat.clone(), server, None)
-                    .unwrap(),
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => return,
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("registered");
+    let mut registered = registered_rust_client(&address).await;
     // The cap is full with an idle peer beside the registered one.
     let mut idle = support::tcp::swarm(|_| dummy::Behaviour);
     idle.dial(address.clone()).unwrap();

@@ -210,19 +210,13 @@ async fn a_rust_libp2p_client_never_receives_a_standard_record_it_cannot_decode(
     let go_id = *go.local_peer_id();
     let standard = go.behaviour().record(RecordFormat::Standard);
     let mut stream = raw::open_stream(&mut go, &mut server).await;
+    let register_chat = Message::Register(NewRegistration {
+        namespace: Namespace::from_static("chat"),
+        record: standard,
+        ttl: None,
+    });
     let (response, _) = support::run_while(
-        async {
-            raw::send(
-                &mut stream,
-                &Message::Register(NewRegistration {
-                    namespace: Namespace::from_static("chat"),
-                    record: standard,
-                    ttl: None,
-                }),
-            )
-            .await;
-            raw::recv(&mut stream).await
-        },
+        raw::request(&mut stream, &register_chat),
         &mut server,
         &mut go,
     )
@@ -244,19 +238,13 @@ async fn a_rust_libp2p_client_never_receives_a_standard_record_it_cannot_decode(
     assert_eq!(peers, vec![alice_id]);
 
     // The standard registrant gets both.
+    let discover_chat = Message::Discover {
+        namespace: Some(Namespace::from_static("chat")),
+        cookie: None,
+        limit: None,
+    };
     let (page, _) = support::run_while(
-        async {
-            raw::send(
-                &mut stream,
-                &Message::Discover {
-                    namespace: Some(Namespace::from_static("chat")),
-                    cookie: None,
-                    limit: None,
-                },
-            )
-            .await;
-            raw::recv(&mut stream).await
-        },
+        raw::request(&mut stream, &discover_chat),
         &mut server,
         &mut go,
     )

@@ -58,6 +58,12 @@ impl Behaviour {
         }
     }
 
+    /// Opens streams on `protocol` instead of rendezvous (the push protocol, say).
+    pub fn with_protocol(mut self, protocol: StreamProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// A record of this peer in `format`.
     pub fn record(&self, format: RecordFormat) -> SignedRecord {
         SignedRecord::new(&self.key, vec!["/memory/1234".parse().unwrap()], format).unwrap()
@@ -212,6 +218,12 @@ pub async fn recv(stream: &mut Stream) -> Option<Message> {
         Ok(Some(body)) => Some(Message::decode(&body).expect("the server sends valid messages")),
         Ok(None) | Err(_) => None,
     }
+}
+
+/// Sends `message` and reads the answer; `None` when the server closed the stream.
+pub async fn request(stream: &mut Stream, message: &Message) -> Option<Message> {
+    send(stream, message).await;
+    recv(stream).await
 }
 
 /// `n` as a protobuf varint.

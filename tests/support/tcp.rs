@@ -1,19 +1,22 @@
-//! Swarms on 127.0.0.1 TCP (noise, yamux), for tests that talk to the `rendezvous` binary.
+//! Swarms on 127.0.0.1 TCP and WebSocket (noise, yamux), for tests that talk to the
+//! `rendezvous` binary.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::{
+    core::{muxing::StreamMuxerBox, upgrade::Version},
     identity::Keypair,
     multiaddr::Protocol,
     noise,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux, Multiaddr, Swarm,
+    tcp, websocket, yamux, Multiaddr, Swarm, Transport as _,
 };
 use tokio::sync::mpsc;
 
-/// A swarm on TCP with a new identity; idle connections stay open for a minute, and a dial may
-/// take as long as the tests' safety net (a server under a burst makes dials wait).
+/// A swarm on TCP and WebSocket (`/ws`) with a new identity; idle connections stay open for a
+/// minute, and a dial may take as long as the tests' safety net (a server under a burst makes
+/// dials wait).
 pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
     swarm_with_key(Keypair::generate_ed25519(), behaviour)
 }
@@ -21,6 +24,15 @@ pub fn swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swar
 /// [`swarm`] with identity `key` (a test that compares answers naming the peer across runs).
 pub fn swarm_with_key<B: NetworkBehaviour>(
     key: Keypair,
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Swarm<B> {
+    swarm_with_tls(key, websocket::tls::Config::client(), behaviour)
+}
+
+/// [`swarm_with_key`] that dials `/wss` with `tls` (which may trust a test's own certificate).
+pub fn swarm_with_tls<B: NetworkBehaviour>(
+    key: Keypair,
+    tls: websocket::tls::Config,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Swarm<B> {
     libp2p::SwarmBuilder::with_existing_identity(key)
@@ -31,6 +43,17 @@ pub fn swarm_with_key<B: NetworkBehaviour>(
             yamux::Config::default,
         )
         .expect("TCP with noise and yamux builds")
+        .with_other_transport(|key| {
+            let mut ws = websocket::Config::new(tcp::tokio::Transport::new(
+                tcp::Config::default().nodelay(true),
+            ));
+            ws.set_tls_config(tls);
+            ws.upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key).expect("noise takes an ed25519 key"))
+                .multiplex(yamux::Config::default())
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        })
+        .expect("WebSocket with noise and yamux builds")
         .with_behaviour(|key| behaviour(key))
         .expect("the behaviour is given")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -66,4 +89,55 @@ where
         }
     });
     (address.with(Protocol::P2p(peer)), rx)
+}
+
+/// `client` (a rust-libp2p 0.18 rendezvous client) dials `serve` at `address`, registers, and
+/// discovers itself.
+pub async fn registers_and_discovers_itself(
+    mut client: libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
+    address: Multiaddr,
+) {
+    use libp2p::{rendezvous, swarm::SwarmEvent};
+
+    let Some(Protocol::P2p(server)) = address.iter().last() else {
+        panic!("no peer id in {address}");
+    };
+    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    client.dial(address.clone()).unwrap();
+    let chat = rendezvous::Namespace::from_static("chat");
+    let me = *client.local_peer_id();
+    let found = tokio::time::timeout(super::HANG, async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
+                    client
+                        .behaviour_mut()
+                        .register(chat.clone(), server, None)
+                        .unwrap();
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    client
+                        .behaviour_mut()
+                        .discover(Some(chat.clone()), None, None, server);
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
+                    registrations,
+                    ..
+                }) => {
+                    return registrations
+                        .iter()
+                        .map(|r| r.record.peer_id())
+                        .collect::<Vec<_>>()
+                }
+                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("dial {address}: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{address}: registered and discovered within 20 s"));
+    assert_eq!(found, vec![me]);
 }

@@ -8,10 +8,11 @@ use libp2p::{
         transport::{timeout::TransportTimeout, Boxed},
         upgrade,
     },
+    dns,
     identity::Keypair,
     noise, quic,
     swarm::NetworkBehaviour,
-    tcp, yamux, PeerId, Swarm, Transport as _,
+    tcp, websocket, yamux, PeerId, Swarm, Transport as _,
 };
 use rendezvous_discovery::server;
 
@@ -114,6 +115,12 @@ pub struct Transport {
     /// Incoming connections wait for a handshake slot (a server); `None`: no bound (a client,
     /// which only dials).
     pub handshakes: Option<server::handshakes::Config>,
+    /// The certificate and key of `/wss` listeners (a server); `None`: WebSocket listeners are
+    /// plain `/ws` only. Dialing `/wss` needs none (the public roots verify the server).
+    pub tls: Option<websocket::tls::Config>,
+    /// Resolve `/dns`, `/dns4` and `/dns6` addresses when dialing (a client, which dials names
+    /// such as `/dns4/<name>/tcp/443/wss/...`); a server, which never dials, needs no resolver.
+    pub dns: bool,
 }
 
 impl Default for Transport {
@@ -124,16 +131,24 @@ impl Default for Transport {
             max_negotiating_streams: None,
             quic_windows: None,
             handshakes: None,
+            tls: None,
+            dns: true,
         }
     }
 }
+
+/// Largest WebSocket message a connection may send us, in bytes. libp2p peers carry noise
+/// frames (at most 64 KiB each) in WebSocket messages, a few at a time at most; the default of
+/// libp2p-websocket (256 MiB) would let one connection make the server buffer that much.
+pub const MAX_WEBSOCKET_MESSAGE: usize = 1024 * 1024;
 
 /// How long a dial or an incoming connection may take to be established, unless the handshake
 /// bound of a server says longer (libp2p's default).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The transports: TCP (noise + yamux) and QUIC, bounded by `settings`, behind the handshake
-/// queue when there is one.
+/// The transports: TCP and WebSocket (both noise + yamux) and QUIC, bounded by `settings`,
+/// behind the handshake queue when there is one: every limit of the queue applies to each
+/// transport alike, the WebSocket handshake (TLS, HTTP upgrade) included.
 fn transports(
     key: &Keypair,
     settings: &Transport,
@@ -142,11 +157,24 @@ fn transports(
     if let Some(n) = settings.max_streams {
         yamux.set_max_num_streams(n);
     }
-    let noise = noise::Config::new(key)
-        .map_err(|e| CliError::Failed(format!("cannot set up noise: {e}")))?;
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+    let noise = || {
+        noise::Config::new(key).map_err(|e| CliError::Failed(format!("cannot set up noise: {e}")))
+    };
+    let tcp = tcp_socket(settings.dns)?
         .upgrade(upgrade::Version::V1Lazy)
-        .authenticate(noise)
+        .authenticate(noise()?)
+        .multiplex(yamux.clone())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    // The WebSocket transport takes the server name for TLS from a `/dns*` address itself, so
+    // it resolves names below it, not above.
+    let mut ws = websocket::Config::new(tcp_socket(settings.dns)?);
+    ws.set_max_data_size(MAX_WEBSOCKET_MESSAGE);
+    if let Some(tls) = &settings.tls {
+        ws.set_tls_config(tls.clone());
+    }
+    let ws = ws
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise()?)
         .multiplex(yamux)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     let mut quic_config = quic::Config::new(key);
@@ -157,20 +185,55 @@ fn transports(
         quic_config.max_stream_data = stream;
         quic_config.max_connection_data = connection;
     }
-    let quic = quic::tokio::Transport::new(quic_config)
-        .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
-    let both = tcp
+    let quic = resolving(
+        quic::tokio::Transport::new(quic_config)
+            .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection))),
+        settings.dns,
+    )?;
+    // WebSocket first: it refuses other addresses at once, where a resolver would take a
+    // `/dns4/.../wss` address and fail it later.
+    let all = ws
+        .or_transport(tcp)
+        .map(|either, _| either.into_inner())
         .or_transport(quic)
         .map(|either, _| either.into_inner())
         .boxed();
     Ok(match &settings.handshakes {
-        Some(config) => server::handshakes::Transport::new(both, config.clone()).boxed(),
-        None => both,
+        Some(config) => server::handshakes::Transport::new(all, config.clone()).boxed(),
+        None => all,
     })
 }
 
-/// A tokio swarm on TCP (noise + yamux) and QUIC for `behaviour`, the transports bounded by
-/// `transport` (its default: a client's).
+/// TCP sockets (nodelay), resolving names first when `dns`.
+fn tcp_socket(dns: bool) -> Result<Boxed<tcp::tokio::TcpStream>, CliError> {
+    resolving(
+        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+        dns,
+    )
+}
+
+/// `inner`, behind the system's DNS resolver when `dns`.
+fn resolving<T>(inner: T, dns: bool) -> Result<Boxed<T::Output>, CliError>
+where
+    T: libp2p::Transport + Send + Unpin + 'static,
+    T::Output: Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    if !dns {
+        return Ok(inner.boxed());
+    }
+    let resolver = dns::tokio::Transport::system(inner).map_err(|e| {
+        CliError::Failed(format!(
+            "cannot read the system's DNS configuration (/etc/resolv.conf): {e}"
+        ))
+    })?;
+    Ok(resolver.boxed())
+}
+
+/// A tokio swarm on TCP, WebSocket (noise + yamux) and QUIC for `behaviour`, the transports
+/// bounded by `transport` (its default: a client's).
 ///
 /// Built with `Swarm::new` rather than `SwarmBuilder`: the builder's `with_other_transport`
 /// boxes an already boxed muxer again, which costs every connection and every stream one more

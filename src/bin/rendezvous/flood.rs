@@ -148,7 +148,7 @@ fn usage(pid: u32) -> Usage {
 
 /// The legitimate client's figures.
 #[derive(Debug, Default)]
-struct Legit {
+struct Figures {
     requests: u64,
     failures: u64,
     worst: Duration,
@@ -159,6 +159,38 @@ struct Legit {
     round_worst: Duration,
 }
 
+impl Figures {
+    /// One request of the long-lived client, and how long it took.
+    fn request(&mut self, took: Duration, outcome: Result<(), String>) {
+        self.requests += 1;
+        self.worst = self.worst.max(took);
+        if let Err(failure) = outcome {
+            self.failures += 1;
+            self.first_failure.get_or_insert(failure);
+        }
+    }
+
+    /// One newcomer's round, and how long it took.
+    fn round(&mut self, took: Duration, outcome: Result<(), String>) {
+        self.rounds += 1;
+        self.round_worst = self.round_worst.max(took);
+        if let Err(failure) = outcome {
+            self.round_failures += 1;
+            self.first_failure.get_or_insert(failure);
+        }
+    }
+}
+
+/// A record of `key`'s peer with one loopback address.
+fn loopback_record(key: &Keypair) -> SignedRecord {
+    SignedRecord::new(
+        key,
+        vec!["/ip4/127.0.0.1/tcp/1".parse().expect("valid")],
+        RecordFormat::Standard,
+    )
+    .expect("ed25519 signs")
+}
+
 /// A newcomer's round: a new identity connects, registers in `namespace` and finds itself
 /// there. Returns what went wrong, if anything.
 async fn newcomer(
@@ -167,12 +199,7 @@ async fn newcomer(
     namespace: &Namespace,
 ) -> Result<(), String> {
     let client = connect(server, server_peer).await?;
-    let record = SignedRecord::new(
-        &client.key,
-        vec!["/ip4/127.0.0.1/tcp/1".parse().expect("valid")],
-        RecordFormat::Standard,
-    )
-    .expect("ed25519 signs");
+    let record = loopback_record(&client.key);
     match client.request(&register(namespace, &record)).await {
         Ok(Message::RegisterResponse(Ok(_))) => {}
         other => return Err(format!("register: {other:?}")),
@@ -190,6 +217,61 @@ async fn newcomer(
 }
 
 pub async fn run(args: Args) -> CliResult {
+    let server_peer = checked(&args)?;
+    let server = args.server.clone();
+    let legit = Legitimate::prepare(server.clone(), server_peer).await?;
+    let before = usage(args.server_pid);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let counters = Arc::new(Counters::default());
+    let flood = tokio::spawn(flood(
+        Target {
+            kind: args.kind.clone(),
+            server: server.clone(),
+            server_peer,
+            source: args.source,
+        },
+        args.count,
+        deadline,
+        counters.clone(),
+    ));
+    let newcomers = matches!(args.kind.as_str(), "idle" | "handshake");
+    let (figures, peak) = legit
+        .alongside(deadline, newcomers, args.server_pid, before)
+        .await;
+    let after = usage(args.server_pid);
+    let _ = tokio::time::timeout(Duration::from_secs(30), flood).await;
+    let kept = legit.kept().await;
+    let ticks_per_second = 100.0;
+    let report = json!({
+        "kind": args.kind,
+        "count": args.count,
+        "seconds": args.seconds,
+        "flood_ops": counters.done.load(Ordering::Relaxed),
+        "flood_refused": counters.refused.load(Ordering::Relaxed),
+        "server_rss_mib_before": before.rss_kib / 1024,
+        "server_rss_mib_peak": peak.rss_kib / 1024,
+        "server_vmdata_mib_peak": peak.vm_data_kib / 1024,
+        "server_cpu_seconds": (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 / ticks_per_second,
+        "legit_requests": figures.requests,
+        "legit_failures": figures.failures,
+        "legit_worst_ms": figures.worst.as_millis() as u64,
+        "legit_first_failure": figures.first_failure,
+        "legit_newcomer_rounds": figures.rounds,
+        "legit_newcomer_failures": figures.round_failures,
+        "legit_newcomer_worst_ms": figures.round_worst.as_millis() as u64,
+        "legit_registrations_kept": format!("{kept}/{LEGIT_NAMESPACES}"),
+    });
+    outln!("{report}");
+    let ok = figures.failures == 0 && figures.round_failures == 0 && kept == LEGIT_NAMESPACES;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The server's peer id, once the flags are known to aim a bounded flood at this machine.
+fn checked(args: &Args) -> Result<PeerId, CliError> {
     let Some(Protocol::P2p(server_peer)) = args.server.iter().last() else {
         return Err(CliError::Usage(format!(
             "--server {}: expected an address ending in /p2p/<peer id>",
@@ -212,132 +294,131 @@ pub async fn run(args: Args) -> CliResult {
             "expected --count 1..={MAX_COUNT} and --seconds 1..={MAX_SECONDS}"
         )));
     }
-    let server = args.server.clone();
-    let legit = connect(server.clone(), server_peer)
-        .await
-        .map_err(|e| CliError::Failed(format!("the legitimate client cannot connect: {e}")))?;
-    let legit_record = SignedRecord::new(
-        &legit.key,
-        vec!["/ip4/127.0.0.1/tcp/1".parse().expect("valid")],
-        RecordFormat::Standard,
-    )
-    .expect("ed25519 signs");
-    let namespaces: Vec<Namespace> = (0..LEGIT_NAMESPACES)
-        .map(|i| Namespace::new(format!("legit-{i}")).expect("short"))
-        .collect();
-    for namespace in &namespaces {
-        match legit.request(&register(namespace, &legit_record)).await {
-            Ok(Message::RegisterResponse(Ok(_))) => {}
-            other => {
-                return Err(CliError::Failed(format!(
-                    "the legitimate client cannot register before the flood: {other:?}"
-                )))
-            }
-        }
+    Ok(server_peer)
+}
+
+/// What the flood did, and what the server refused it; shared by the flood's tasks.
+#[derive(Debug, Default)]
+struct Counters {
+    done: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Counters {
+    fn done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
     }
-    let before = usage(args.server_pid);
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let flooded = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let flood = tokio::spawn(flood(
-        Target {
-            kind: args.kind.clone(),
-            server: server.clone(),
-            server_peer,
-            source: args.source,
-        },
-        args.count,
-        deadline,
-        flooded.clone(),
-        refused.clone(),
-    ));
-    let newcomers = matches!(args.kind.as_str(), "idle" | "handshake");
-    let newcomer_namespace = Namespace::new("legit-newcomers").expect("short");
-    // The legitimate client: a refresh and a discover every 200 ms, while sampling the server.
-    let mut figures = Legit::default();
-    let mut peak = before;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    while Instant::now() < deadline {
-        tick.tick().await;
-        let now = usage(args.server_pid);
-        peak.rss_kib = peak.rss_kib.max(now.rss_kib);
-        peak.vm_data_kib = peak.vm_data_kib.max(now.vm_data_kib);
-        for message in [
-            register(&namespaces[0], &legit_record),
-            discover(Some(namespaces[1].clone())),
-        ] {
-            let start = Instant::now();
-            let outcome = legit.request(&message).await;
-            figures.requests += 1;
-            figures.worst = figures.worst.max(start.elapsed());
-            let ok = matches!(
-                outcome,
-                Ok(Message::RegisterResponse(Ok(_))) | Ok(Message::DiscoverResponse(Ok(_)))
-            );
-            if !ok {
-                figures.failures += 1;
-                figures
-                    .first_failure
-                    .get_or_insert_with(|| format!("{outcome:?}"));
-            }
-        }
-        if newcomers {
-            let start = Instant::now();
-            let outcome = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                newcomer(server.clone(), server_peer, &newcomer_namespace),
-            )
+
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The legitimate client: registered in [`LEGIT_NAMESPACES`] namespaces before the flood.
+struct Legitimate {
+    client: Client,
+    record: SignedRecord,
+    namespaces: Vec<Namespace>,
+    server: Multiaddr,
+    server_peer: PeerId,
+}
+
+impl Legitimate {
+    async fn prepare(server: Multiaddr, server_peer: PeerId) -> Result<Self, CliError> {
+        let client = connect(server.clone(), server_peer)
             .await
-            .unwrap_or_else(|_| Err("timed out".into()));
-            figures.rounds += 1;
-            figures.round_worst = figures.round_worst.max(start.elapsed());
-            if let Err(error) = outcome {
-                figures.round_failures += 1;
-                figures.first_failure.get_or_insert(error);
+            .map_err(|e| CliError::Failed(format!("the legitimate client cannot connect: {e}")))?;
+        let record = loopback_record(&client.key);
+        let namespaces: Vec<Namespace> = (0..LEGIT_NAMESPACES)
+            .map(|i| Namespace::new(format!("legit-{i}")).expect("short"))
+            .collect();
+        for namespace in &namespaces {
+            match client.request(&register(namespace, &record)).await {
+                Ok(Message::RegisterResponse(Ok(_))) => {}
+                other => {
+                    return Err(CliError::Failed(format!(
+                        "the legitimate client cannot register before the flood: {other:?}"
+                    )))
+                }
             }
         }
+        Ok(Self {
+            client,
+            record,
+            namespaces,
+            server,
+            server_peer,
+        })
     }
-    let after = usage(args.server_pid);
-    let _ = tokio::time::timeout(Duration::from_secs(30), flood).await;
-    // Nothing registered before the flood is lost.
-    let mut kept = 0;
-    for namespace in &namespaces {
-        if let Ok(Message::DiscoverResponse(Ok(DiscoverPage { registrations, .. }))) =
-            legit.request(&discover(Some(namespace.clone()))).await
-        {
-            kept += registrations
-                .iter()
-                .filter(|r| r.record.peer_id() == legit.key.public().to_peer_id())
-                .count();
+
+    /// Until `deadline`, every 200 ms: a refresh and a discover (and, with `newcomers`, a
+    /// newcomer's round), while sampling the server's peak memory.
+    async fn alongside(
+        &self,
+        deadline: Instant,
+        newcomers: bool,
+        server_pid: u32,
+        before: Usage,
+    ) -> (Figures, Usage) {
+        let newcomer_namespace = Namespace::new("legit-newcomers").expect("short");
+        let mut figures = Figures::default();
+        let mut peak = before;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while Instant::now() < deadline {
+            tick.tick().await;
+            let now = usage(server_pid);
+            peak.rss_kib = peak.rss_kib.max(now.rss_kib);
+            peak.vm_data_kib = peak.vm_data_kib.max(now.vm_data_kib);
+            for message in [
+                register(&self.namespaces[0], &self.record),
+                discover(Some(self.namespaces[1].clone())),
+            ] {
+                let start = Instant::now();
+                let outcome = self.client.request(&message).await;
+                let ok = matches!(
+                    outcome,
+                    Ok(Message::RegisterResponse(Ok(_))) | Ok(Message::DiscoverResponse(Ok(_)))
+                );
+                figures.request(
+                    start.elapsed(),
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("{outcome:?}"))
+                    },
+                );
+            }
+            if newcomers {
+                let start = Instant::now();
+                let outcome = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    newcomer(self.server.clone(), self.server_peer, &newcomer_namespace),
+                )
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+                figures.round(start.elapsed(), outcome);
+            }
         }
+        (figures, peak)
     }
-    let ticks_per_second = 100.0;
-    let report = json!({
-        "kind": args.kind,
-        "count": args.count,
-        "seconds": args.seconds,
-        "flood_ops": flooded.load(Ordering::Relaxed),
-        "flood_refused": refused.load(Ordering::Relaxed),
-        "server_rss_mib_before": before.rss_kib / 1024,
-        "server_rss_mib_peak": peak.rss_kib / 1024,
-        "server_vmdata_mib_peak": peak.vm_data_kib / 1024,
-        "server_cpu_seconds": (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 / ticks_per_second,
-        "legit_requests": figures.requests,
-        "legit_failures": figures.failures,
-        "legit_worst_ms": figures.worst.as_millis() as u64,
-        "legit_first_failure": figures.first_failure,
-        "legit_newcomer_rounds": figures.rounds,
-        "legit_newcomer_failures": figures.round_failures,
-        "legit_newcomer_worst_ms": figures.round_worst.as_millis() as u64,
-        "legit_registrations_kept": format!("{kept}/{LEGIT_NAMESPACES}"),
-    });
-    outln!("{report}");
-    let ok = figures.failures == 0 && figures.round_failures == 0 && kept == LEGIT_NAMESPACES;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+
+    /// How many of its registrations from before the flood the server still holds.
+    async fn kept(&self) -> usize {
+        let mut kept = 0;
+        for namespace in &self.namespaces {
+            if let Ok(Message::DiscoverResponse(Ok(DiscoverPage { registrations, .. }))) = self
+                .client
+                .request(&discover(Some(namespace.clone())))
+                .await
+            {
+                kept += registrations
+                    .iter()
+                    .filter(|r| r.record.peer_id() == self.client.key.public().to_peer_id())
+                    .count();
+            }
+        }
+        kept
+    }
 }
 
 /// What a flood aims at.
@@ -370,8 +451,7 @@ async fn silent_connections(
     server: std::net::SocketAddr,
     source: std::net::Ipv4Addr,
     until: tokio::time::Instant,
-    done: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
     use tokio::io::AsyncReadExt;
     let work = async {
@@ -383,28 +463,22 @@ async fn silent_connections(
                 return;
             }
             let Ok(mut stream) = socket.connect(server).await else {
-                refused.fetch_add(1, Ordering::Relaxed);
+                counters.refused();
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            done.fetch_add(1, Ordering::Relaxed);
+            counters.done(1);
             // Held until the server gives up on it.
             let mut byte = [0u8; 1];
             let _ = stream.read(&mut byte).await;
-            refused.fetch_add(1, Ordering::Relaxed);
+            counters.refused();
         }
     };
     let _ = tokio::time::timeout_at(until, work).await;
 }
 
 /// Runs one flood until `deadline`; counts what it did and what the server refused.
-async fn flood(
-    target: Target,
-    count: usize,
-    deadline: Instant,
-    done: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
-) {
+async fn flood(target: Target, count: usize, deadline: Instant, counters: Arc<Counters>) {
     let mut tasks = tokio::task::JoinSet::new();
     let until = tokio::time::Instant::from_std(deadline);
     let Target {
@@ -418,84 +492,28 @@ async fn flood(
             return;
         };
         for _ in 0..count {
-            tasks.spawn(silent_connections(
-                address,
-                source,
-                until,
-                done.clone(),
-                refused.clone(),
-            ));
+            tasks.spawn(silent_connections(address, source, until, counters.clone()));
         }
         while tasks.join_next().await.is_some() {}
         return;
     }
     for i in 0..count {
-        let (server, kind) = (server.clone(), kind.clone());
-        let (done, refused) = (done.clone(), refused.clone());
+        let (server, kind, counters) = (server.clone(), kind.clone(), counters.clone());
         tasks.spawn(async move {
             let Ok(client) = connect(server, server_peer).await else {
-                refused.fetch_add(1, Ordering::Relaxed);
+                counters.refused();
                 return;
             };
-            done.fetch_add(u64::from(kind == "idle"), Ordering::Relaxed);
             let work = async {
                 match kind.as_str() {
-                    "idle" => futures::future::pending::<()>().await,
-                    "stall" => {
-                        // Every stream the connection may have: announce 1 MiB, send 1 byte.
-                        let mut held = Vec::new();
-                        for _ in 0..8 {
-                            let Ok(mut stream) = client.open().await else {
-                                refused.fetch_add(1, Ordering::Relaxed);
-                                break;
-                            };
-                            let ok = stream.write_all(&[0xff, 0xff, 0x3f, 0x00]).await.is_ok()
-                                && stream.flush().await.is_ok();
-                            done.fetch_add(u64::from(ok), Ordering::Relaxed);
-                            held.push(stream);
-                        }
+                    "idle" => {
+                        counters.done(1);
                         futures::future::pending::<()>().await
                     }
-                    "churn" => loop {
-                        match client.open().await {
-                            Ok(mut stream) => {
-                                let _ = stream.write_all(&[0x05]).await;
-                                drop(stream);
-                                done.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => {
-                                refused.fetch_add(1, Ordering::Relaxed);
-                                return;
-                            }
-                        }
-                    },
-                    "register" => {
-                        let record = maximal_record(&client.key);
-                        for n in 0.. {
-                            let namespace =
-                                Namespace::new(format!("flood-{i}-{n}")).expect("short");
-                            match client.request(&register(&namespace, &record)).await {
-                                Ok(Message::RegisterResponse(Ok(_))) => {
-                                    done.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Ok(_) => {
-                                    refused.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Err(_) => return,
-                            }
-                        }
-                    }
-                    _ => loop {
-                        match client.request(&discover(None)).await {
-                            Ok(Message::DiscoverResponse(Ok(_))) => {
-                                done.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(_) => {
-                                refused.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => return,
-                        }
-                    },
+                    "stall" => stall(&client, &counters).await,
+                    "churn" => churn(&client, &counters).await,
+                    "register" => register_everywhere(&client, i, &counters).await,
+                    _ => discover_everything(&client, &counters).await,
                 }
             };
             let _ = tokio::time::timeout_at(until, work).await;
@@ -506,4 +524,57 @@ async fn flood(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Every stream the connection may have: announce a 1 MiB frame, send 1 byte of it, hold.
+async fn stall(client: &Client, counters: &Counters) {
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let Ok(mut stream) = client.open().await else {
+            counters.refused();
+            break;
+        };
+        let ok = stream.write_all(&[0xff, 0xff, 0x3f, 0x00]).await.is_ok()
+            && stream.flush().await.is_ok();
+        counters.done(u64::from(ok));
+        held.push(stream);
+    }
+    futures::future::pending::<()>().await
+}
+
+/// Streams opened, sent one byte and reset, in a loop.
+async fn churn(client: &Client, counters: &Counters) {
+    loop {
+        let Ok(mut stream) = client.open().await else {
+            counters.refused();
+            return;
+        };
+        let _ = stream.write_all(&[0x05]).await;
+        drop(stream);
+        counters.done(1);
+    }
+}
+
+/// Maximal records in ever new namespaces, until the connection fails.
+async fn register_everywhere(client: &Client, identity: usize, counters: &Counters) {
+    let record = maximal_record(&client.key);
+    for n in 0.. {
+        let namespace = Namespace::new(format!("flood-{identity}-{n}")).expect("short");
+        match client.request(&register(&namespace, &record)).await {
+            Ok(Message::RegisterResponse(Ok(_))) => counters.done(1),
+            Ok(_) => counters.refused(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// DISCOVER of every namespace, 1000 a page, no cookie, until the connection fails.
+async fn discover_everything(client: &Client, counters: &Counters) {
+    loop {
+        match client.request(&discover(None)).await {
+            Ok(Message::DiscoverResponse(Ok(_))) => counters.done(1),
+            Ok(_) => counters.refused(),
+            Err(_) => return,
+        }
+    }
 }

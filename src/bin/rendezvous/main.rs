@@ -20,6 +20,7 @@ mod serve;
 mod session;
 mod signals;
 mod streams;
+mod tls;
 mod watch;
 
 /// The exit statuses, shown by `--help` and listed in the README.
@@ -46,9 +47,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a rendezvous server (TCP + QUIC) until Ctrl-C or SIGTERM.
+    /// Run a rendezvous server (TCP, QUIC, WebSocket) until Ctrl-C or SIGTERM.
     #[command(after_help = EXIT_CODES)]
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Discover peers through a rendezvous server and print them.
     #[command(after_help = EXIT_CODES)]
     Discover(discover::Args),
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Discover(args) => discover::run(args).await,
             Command::Register(args) => register::run(args).await,
             Command::Load(args) => load::run(args).await,

@@ -3,6 +3,7 @@
 //! server.
 
 use std::{
+    io::Write,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -17,12 +18,15 @@ use hyper::{
     Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{swarm::SwarmEvent, Multiaddr, PeerId};
 use prometheus_client::{encoding::text::encode, registry::Registry};
-use rendezvous_discovery::metrics::Metrics;
+use rendezvous_discovery::metrics::{Metrics, Recorder};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::common::CliError;
+use crate::{
+    common::CliError,
+    serve::{Serve, ServeEvent},
+};
 
 /// HTTP connections served at once; more are closed at once. A scraper needs one; this leaves
 /// room for a few dashboards and health checks without letting a flood hold memory.
@@ -268,6 +272,52 @@ fn series_key(line: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The metrics of `serve --metrics`: libp2p's (swarm, identify, ping) and ours in one registry,
+/// served over HTTP, and what `/health` reports.
+pub struct Exporter {
+    libp2p: libp2p::metrics::Metrics,
+    /// Ours, also refreshed from the server's state on a tick.
+    pub ours: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl Exporter {
+    /// Serves `/metrics` and `/health` on `address` and says where on stdout.
+    pub async fn start(address: SocketAddr, local: libp2p::PeerId) -> Result<Self, CliError> {
+        let mut registry = Registry::default();
+        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
+        let ours = Arc::new(Metrics::for_server(&mut registry));
+        let health = Arc::new(Health::new(local, ours.clone()));
+        let bound = crate::metrics::serve(address, registry, health.clone()).await?;
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the server; the address is logged too.
+        let _ = writeln!(out, "metrics http://{bound}").and_then(|()| out.flush());
+        tracing::info!(%bound, "serving metrics");
+        Ok(Self {
+            libp2p,
+            ours,
+            health,
+        })
+    }
+
+    /// Records one swarm event of `serve`.
+    pub fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
+        use libp2p::metrics::Recorder as _;
+        self.libp2p.record(event);
+        match event {
+            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => {
+                Recorder::record(&*self.ours, event);
+                self.ours.record_server_state(&swarm.behaviour().rendezvous);
+            }
+            SwarmEvent::Behaviour(ServeEvent::Identify(event)) => self.libp2p.record(event),
+            SwarmEvent::Behaviour(ServeEvent::Ping(event)) => self.libp2p.record(event),
+            SwarmEvent::NewListenAddr { address, .. } => self.health.listening(address.clone()),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.health.not_listening(address),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use crate::common::{build_swarm_with, load_or_create_identity, CliError, Transpo
 /// How long a client node keeps a connection that nothing keeps alive.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A swarm for a node of a client command on TCP and QUIC, with its connections kept
+/// A swarm for a node of a client command on TCP, QUIC and WebSocket (`/ws`, and `/wss` with
+/// the public roots; names resolved by the system resolver), with its connections kept
 /// `idle_timeout` while nothing else keeps them alive.
 pub fn swarm<B: NetworkBehaviour>(
     key: Keypair,

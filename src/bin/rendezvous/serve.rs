@@ -1,16 +1,14 @@
-//! `rendezvous serve`: the rendezvous server on TCP and QUIC, with identify and ping.
+//! `rendezvous serve`: the rendezvous server on TCP, QUIC and WebSocket, with identify and
+//! ping.
 
-use std::{
-    io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
-};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use futures::StreamExt;
 use libp2p::{
     connection_limits, identify, identity::Keypair, ping, swarm::NetworkBehaviour,
-    swarm::SwarmEvent, Multiaddr, StreamProtocol,
+    swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use rendezvous_discovery::{
-    metrics::{Metrics, Recorder, Registry},
     server::{self, ServedFormats},
     Ttl,
 };
@@ -18,7 +16,7 @@ use rendezvous_discovery::{
 use crate::{
     common::{build_swarm_with, load_or_create_identity, CliError, CliResult, Transport},
     data_dir,
-    metrics::Health,
+    metrics::Exporter,
     output::{HeldBack, Throttle, WARN_EVERY},
     signals::Signals,
 };
@@ -38,17 +36,39 @@ const FILES_BESIDE_CONNECTIONS: u64 = 256;
 /// 15 MB) would let one connection make the server buffer 15 MB.
 pub const QUIC_WINDOWS: (u32, u32) = (256 * 1024, 1024 * 1024);
 
+/// The listen addresses of `serve` without `--listen`: TCP and QUIC on port 62649, and
+/// WebSocket (for browsers) on the next port, 62650, as go- and js-libp2p nodes put WebSocket
+/// on the port after TCP's. Every IPv4 address of the host.
+pub const DEFAULT_LISTEN: [&str; 3] = [
+    "/ip4/0.0.0.0/tcp/62649",
+    "/ip4/0.0.0.0/udp/62649/quic-v1",
+    "/ip4/0.0.0.0/tcp/62650/ws",
+];
+
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on (repeatable).
+    /// Address to listen on (repeatable): TCP (/tcp/PORT), QUIC (/udp/PORT/quic-v1),
+    /// WebSocket (/tcp/PORT/ws), or secure WebSocket (/tcp/PORT/wss, with --tls-cert and
+    /// --tls-key). Each TCP port serves one of TCP, /ws and /wss.
     #[arg(
         long = "listen",
         value_name = "MULTIADDR",
-        default_values = ["/ip4/0.0.0.0/tcp/62649", "/ip4/0.0.0.0/udp/62649/quic-v1"],
+        default_values = DEFAULT_LISTEN,
         value_parser = parse_listen
     )]
     listen: Vec<Multiaddr>,
+    /// Certificate chain of /wss listeners (PEM, the server's certificate first, such as a
+    /// CA's fullchain.pem).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An address to announce (over identify) besides the listen addresses, such as the one a
+    /// TLS-terminating proxy serves: /dns4/rdv.example.org/tcp/443/wss (repeatable).
+    #[arg(long, value_name = "MULTIADDR", value_parser = parse_external)]
+    external_address: Vec<Multiaddr>,
     /// Directory of the server's state: its identity key (`identity.key`) and its registrations
     /// (`registrations.sqlite`), so both survive a restart. Created with mode 0700 if missing.
     /// Default: `$XDG_DATA_HOME/rendezvous-discovery`, else
@@ -147,6 +167,17 @@ pub struct Args {
     /// that a test of it does not wait a whole second.
     #[arg(long, value_name = "MS", hide = true)]
     idle_timeout_ms: Option<u64>,
+    /// Push subscriptions (docs/push.md) served at once; 0 turns push off (the protocol is
+    /// then not served or announced).
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_SUBSCRIPTIONS)]
+    max_subscriptions: usize,
+    /// Push subscriptions one connection may hold.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
+    max_subscriptions_per_connection: usize,
+    /// Pushes queued for one subscriber; a subscriber that falls further behind has its
+    /// subscription ended and resumes with DISCOVER.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_PUSH_QUEUE)]
+    push_queue: usize,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
@@ -166,9 +197,15 @@ pub struct Args {
 fn parse_listen(s: &str) -> Result<Multiaddr, String> {
     s.parse().map_err(|e| {
         format!(
-            "expected a multiaddr such as /ip4/0.0.0.0/tcp/62649 or \
-             /ip4/0.0.0.0/udp/62649/quic-v1 ({e})"
+            "expected a multiaddr such as /ip4/0.0.0.0/tcp/62649, \
+             /ip4/0.0.0.0/udp/62649/quic-v1 or /ip4/0.0.0.0/tcp/62650/ws ({e})"
         )
+    })
+}
+
+fn parse_external(s: &str) -> Result<Multiaddr, String> {
+    s.parse().map_err(|e| {
+        format!("expected a multiaddr such as /dns4/rdv.example.org/tcp/443/wss ({e})")
     })
 }
 
@@ -216,7 +253,10 @@ impl Args {
             .with_max_store_bytes(self.max_store_bytes)
             .with_max_record_size(self.max_record_size)
             .with_max_addresses_per_record(self.max_addresses_per_record)
-            .with_max_connections(self.max_connections);
+            .with_max_connections(self.max_connections)
+            .with_max_subscriptions(self.max_subscriptions)
+            .with_max_subscriptions_per_connection(self.max_subscriptions_per_connection)
+            .with_push_queue(self.push_queue);
         let config = match self.connection_grace_ms {
             Some(ms) => config.with_connection_grace(Duration::from_millis(ms)),
             None => config,
@@ -247,6 +287,7 @@ impl Args {
     }
 
     fn transport(&self, config: &server::Config) -> Result<Transport, CliError> {
+        check_ports_distinct(&self.listen)?;
         if self.idle_timeout == 0 || self.idle_timeout > 24 * 60 * 60 {
             return Err(CliError::Usage(format!(
                 "--idle-timeout is {} s; expected 1 to 86400",
@@ -272,34 +313,96 @@ impl Args {
             max_negotiating_streams: Some(server::MAX_NEGOTIATING_STREAMS),
             quic_windows: Some(QUIC_WINDOWS),
             handshakes: Some(handshakes),
+            tls: self.tls()?,
+            dns: false,
         })
+    }
+
+    /// The TLS configuration of the /wss listeners; a /wss listener without one, or one
+    /// without a /wss listener, is a mistake in the flags.
+    fn tls(&self) -> Result<Option<libp2p::websocket::tls::Config>, CliError> {
+        let secure = self.listen.iter().find(|a| is_secure_websocket(a));
+        match (&self.tls_cert, &self.tls_key, secure) {
+            (Some(cert), Some(key), Some(_)) => crate::tls::load(cert, key).map(Some),
+            (Some(cert), _, None) => Err(CliError::Usage(format!(
+                "--tls-cert {}: no --listen address is secure WebSocket; add one such as \
+                 --listen /ip4/0.0.0.0/tcp/443/wss",
+                cert.display()
+            ))),
+            (_, _, Some(address)) if self.tls_cert.is_none() || self.tls_key.is_none() => {
+                Err(CliError::Usage(format!(
+                    "--listen {address}: secure WebSocket needs --tls-cert FILE and \
+                     --tls-key FILE (PEM); or listen on /ws behind a TLS-terminating proxy"
+                )))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
-/// Refuses a TCP listen address that another socket holds. libp2p-tcp sets `SO_REUSEPORT` on
-/// its listening sockets, so a second server (or anything else with `SO_REUSEPORT`) on the same
-/// port would start without a word and take half of the connections; a plain bind (without
-/// it) fails on a port that any socket listens on, and says why.
-fn check_port_free(address: &Multiaddr) -> Result<(), CliError> {
+/// Whether `address` is a secure WebSocket one (`/wss`, or `/tls/ws`).
+fn is_secure_websocket(address: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    address
+        .iter()
+        .any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
+}
+
+/// The IP address and TCP port of a TCP, `/ws` or `/wss` listen address; `None` for others
+/// (QUIC, memory).
+fn tcp_socket(address: &Multiaddr) -> Option<std::net::SocketAddr> {
     use libp2p::multiaddr::Protocol;
     let mut ip = None;
-    let mut port = None;
     for protocol in address.iter() {
         match protocol {
             Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
             Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
-            Protocol::Tcp(p) => port = Some(p),
-            Protocol::Udp(_) => return Ok(()),
+            Protocol::Tcp(port) => return ip.map(|ip| (ip, port).into()),
+            Protocol::Udp(_) => return None,
             _ => {}
         }
     }
-    let (Some(ip), Some(port)) = (ip, port) else {
+    None
+}
+
+/// Refuses two listen addresses on one TCP port (TCP and /ws, say): libp2p's `SO_REUSEPORT`
+/// would let both listen, each taking half of the connections, and every other connection would
+/// fail its handshake.
+fn check_ports_distinct(addresses: &[Multiaddr]) -> Result<(), CliError> {
+    let mut seen: Vec<(std::net::SocketAddr, &Multiaddr)> = Vec::new();
+    for address in addresses {
+        let Some(socket) = tcp_socket(address).filter(|s| s.port() != 0) else {
+            continue;
+        };
+        // IPv4 and IPv6 sockets do not share ports (libp2p's IPv6 sockets are IPv6 only).
+        let clash = seen.iter().find(|(other, _)| {
+            other.port() == socket.port()
+                && other.is_ipv4() == socket.is_ipv4()
+                && (other.ip() == socket.ip()
+                    || other.ip().is_unspecified()
+                    || socket.ip().is_unspecified())
+        });
+        if let Some((_, other)) = clash {
+            return Err(CliError::Usage(format!(
+                "--listen {address}: TCP port {} is also in --listen {other}; give each of TCP, \
+                 /ws and /wss its own port",
+                socket.port()
+            )));
+        }
+        seen.push((socket, address));
+    }
+    Ok(())
+}
+
+/// Refuses a TCP (also `/ws`, `/wss`) listen address that another socket holds. libp2p-tcp sets `SO_REUSEPORT` on
+/// its listening sockets, so a second server (or anything else with `SO_REUSEPORT`) on the same
+/// port would start without a word and take half of the connections; a plain bind (without
+/// it) fails on a port that any socket listens on, and says why.
+fn check_port_free(address: &Multiaddr) -> Result<(), CliError> {
+    let Some(socket) = tcp_socket(address).filter(|s| s.port() != 0) else {
         return Ok(());
     };
-    if port == 0 {
-        return Ok(());
-    }
-    match std::net::TcpListener::bind((ip, port)) {
+    match std::net::TcpListener::bind(socket) {
         Ok(_) => Ok(()),
         Err(e) => Err(CliError::Usage(format!(
             "--listen {address}: cannot listen there: {e}; is another server running on this \
@@ -381,9 +484,9 @@ impl Args {
 
 /// The server with identify and ping beside it.
 #[derive(NetworkBehaviour)]
-struct Serve {
+pub(crate) struct Serve {
     limits: connection_limits::Behaviour,
-    rendezvous: server::Behaviour,
+    pub(crate) rendezvous: server::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -480,19 +583,16 @@ pub async fn run(mut args: Args) -> CliResult {
         Some(address) => Some(Exporter::start(address, local).await?),
         None => None,
     };
-    // Every address first: our own listeners would hold the ports by the second check.
-    for address in &args.listen {
-        check_port_free(address)?;
+    // The state gauges hold from the first scrape on, not from the loop's first tick (which may
+    // come after the listen address is printed and scraped).
+    if let Some(exporter) = &exporter {
+        exporter
+            .ours
+            .record_server_state(&swarm.behaviour().rendezvous);
     }
-    let mut listeners = 0usize;
-    for address in &args.listen {
-        swarm.listen_on(address.clone()).map_err(|e| {
-            CliError::Usage(format!(
-                "--listen {address}: cannot listen there: {}",
-                crate::output::chain(&e)
-            ))
-        })?;
-        listeners += 1;
+    let mut listeners = listen_all(&mut swarm, &args.listen)?;
+    for address in &args.external_address {
+        swarm.add_external_address(address.clone());
     }
     tracing::info!(peer = %local, "rendezvous server starting");
     let mut signal = std::pin::pin!(signals.first());
@@ -519,87 +619,72 @@ pub async fn run(mut args: Args) -> CliResult {
         if let Some(exporter) = &exporter {
             exporter.record(&swarm, &event);
         }
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                let mut out = std::io::stdout().lock();
-                // A closed stdout must not stop the server; the address is logged too.
-                let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
-                tracing::info!(%address, "listening");
-            }
-            SwarmEvent::ListenerClosed {
-                addresses, reason, ..
-            } => {
-                listeners = listeners.saturating_sub(1);
-                if let Err(error) = reason {
-                    tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
-                }
-                if listeners == 0 {
-                    return Err(CliError::Failed("every listener closed".into()));
-                }
-            }
-            // An accept that fails (out of file descriptors, say) fails again at once: said
-            // once a minute, not once per connection.
-            SwarmEvent::ListenerError { error, .. } => {
-                if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
-                    tracing::warn!(
-                        error = %crate::output::chain(&error),
-                        "listener error{}",
-                        HeldBack(held_back)
-                    );
-                }
-            }
-            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
-            _ => {}
-        }
+        on_event(event, local, &mut listeners, &mut listener_errors)?;
     }
+}
+
+/// Listens on every address, after checking that each is free: our own listeners would hold
+/// the ports by the second check. Returns how many listeners there are.
+fn listen_all(swarm: &mut Swarm<Serve>, addresses: &[Multiaddr]) -> Result<usize, CliError> {
+    for address in addresses {
+        check_port_free(address)?;
+    }
+    for address in addresses {
+        swarm.listen_on(address.clone()).map_err(|e| {
+            CliError::Usage(format!(
+                "--listen {address}: cannot listen there: {}",
+                crate::output::chain(&e)
+            ))
+        })?;
+    }
+    Ok(addresses.len())
+}
+
+/// What the server says about one swarm event; an error when no listener is left.
+fn on_event(
+    event: SwarmEvent<ServeEvent>,
+    local: PeerId,
+    listeners: &mut usize,
+    listener_errors: &mut Throttle,
+) -> Result<(), CliError> {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the server; the address is logged too.
+            let _ = writeln!(out, "{address}/p2p/{local}").and_then(|()| out.flush());
+            tracing::info!(%address, "listening");
+        }
+        SwarmEvent::ListenerClosed {
+            addresses, reason, ..
+        } => {
+            *listeners = listeners.saturating_sub(1);
+            if let Err(error) = reason {
+                tracing::warn!(?addresses, error = %crate::output::chain(&error), "listener failed");
+            }
+            if *listeners == 0 {
+                return Err(CliError::Failed("every listener closed".into()));
+            }
+        }
+        // An accept that fails (out of file descriptors, say) fails again at once: said once
+        // a minute, not once per connection.
+        SwarmEvent::ListenerError { error, .. } => {
+            if let Some(held_back) = listener_errors.allow(std::time::Instant::now()) {
+                tracing::warn!(
+                    error = %crate::output::chain(&error),
+                    "listener error{}",
+                    HeldBack(held_back)
+                );
+            }
+        }
+        SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => log_event(event),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// How often `serve --metrics` refreshes its state gauges when no event does (a store that
 /// becomes available again, with no request to tell).
 const STATE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The metrics of `serve --metrics`: libp2p's (swarm, identify, ping) and ours in one registry,
-/// served over HTTP, and what `/health` reports.
-struct Exporter {
-    libp2p: libp2p::metrics::Metrics,
-    ours: Arc<Metrics>,
-    health: Arc<Health>,
-}
-
-impl Exporter {
-    async fn start(address: SocketAddr, local: libp2p::PeerId) -> Result<Self, CliError> {
-        let mut registry = Registry::default();
-        let libp2p = libp2p::metrics::Metrics::new(&mut registry);
-        let ours = Arc::new(Metrics::for_server(&mut registry));
-        let health = Arc::new(Health::new(local, ours.clone()));
-        let bound = crate::metrics::serve(address, registry, health.clone()).await?;
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the server; the address is logged too.
-        let _ = writeln!(out, "metrics http://{bound}").and_then(|()| out.flush());
-        tracing::info!(%bound, "serving metrics");
-        Ok(Self {
-            libp2p,
-            ours,
-            health,
-        })
-    }
-
-    fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
-        use libp2p::metrics::Recorder as _;
-        self.libp2p.record(event);
-        match event {
-            SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => {
-                Recorder::record(&*self.ours, event);
-                self.ours.record_server_state(&swarm.behaviour().rendezvous);
-            }
-            SwarmEvent::Behaviour(ServeEvent::Identify(event)) => self.libp2p.record(event),
-            SwarmEvent::Behaviour(ServeEvent::Ping(event)) => self.libp2p.record(event),
-            SwarmEvent::NewListenAddr { address, .. } => self.health.listening(address.clone()),
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.health.not_listening(address),
-            _ => {}
-        }
-    }
-}
 
 /// Per-request events are logged at debug: at info, a busy server spends more time writing
 /// logs than serving (measured with `rendezvous load`: half the REGISTER throughput at 100k).
@@ -664,5 +749,17 @@ fn log_event(event: server::Event) {
             operations,
             latency,
         } => tracing::trace!(operations, ?latency, "store commit"),
+        Subscribed { peer, namespace } => tracing::debug!(%peer, ?namespace, "subscribed"),
+        SubscriptionRefused {
+            peer,
+            namespace,
+            limit,
+        } => tracing::debug!(%peer, ?namespace, ?limit, "subscription refused"),
+        SubscriptionEnded {
+            peer,
+            namespace,
+            reason,
+        } => tracing::debug!(%peer, ?namespace, ?reason, "subscription ended"),
+        Pushed { subscribers } => tracing::trace!(subscribers, "pushed"),
     }
 }

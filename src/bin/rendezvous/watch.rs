@@ -121,95 +121,123 @@ impl Watch {
     pub fn on_client(&mut self, event: &client::Event) -> Result<Vec<Say>, CliError> {
         use client::Event as E;
         let mut say = Vec::new();
-        match event {
+        let watched = self.server;
+        let ours = |server: &PeerId| *server == watched;
+        let render_too = match event {
             E::Registered {
                 server,
                 namespace,
                 ttl,
                 ..
-            } if *server == self.server => {
-                self.over(
-                    Topic::Register(namespace.clone()),
-                    &format!("registered in {namespace} again"),
-                    &mut say,
-                );
-                if self.registered.insert(namespace.clone(), *ttl) == Some(*ttl) {
-                    return Ok(say);
-                }
-            }
+            } if ours(server) => self.registered(namespace, *ttl, &mut say),
             E::RegisterFailed {
                 server,
                 namespace,
                 error,
                 ..
-            } if *server == self.server => {
-                if let Some(end) = for_good(&format!("to register in {namespace}"), error) {
-                    return Err(end);
-                }
-                if let Some(error) = worth_saying(error) {
-                    let text = format!(
-                        "cannot register in {namespace}: {error}; trying again with backoff"
-                    );
-                    self.problem(Topic::Register(namespace.clone()), text, &mut say);
-                }
-                return Ok(say);
+            } if ours(server) => {
+                self.register_failed(namespace, error, &mut say)?;
+                false
             }
             E::Unregistered {
                 server, namespace, ..
-            } if *server == self.server => {
+            } if ours(server) => {
                 self.registered.remove(namespace);
+                true
             }
             E::UnregisterFailed {
                 server,
                 namespace,
                 error,
                 ..
-            } if *server == self.server => {
+            } if ours(server) => {
                 let text = format!("cannot unregister from {namespace}: {error}");
                 self.problem(Topic::Unregister(namespace.clone()), text, &mut say);
-                return Ok(say);
+                false
             }
             E::DiscoverFailed {
                 server,
                 namespace,
                 error,
                 ..
-            } if *server == self.server => {
-                let ns = namespace.as_ref().map_or("every namespace", |n| n.as_str());
-                if let Some(end) = for_good(&format!("to discover in {ns}"), error) {
-                    return Err(end);
-                }
-                if let Some(error) = worth_saying(error) {
-                    let text = format!("cannot discover in {ns}: {error}; trying again later");
-                    self.problem(Topic::Discover(namespace.clone()), text, &mut say);
-                }
-                return Ok(say);
+            } if ours(server) => {
+                self.discover_failed(namespace.as_ref(), error, &mut say)?;
+                false
             }
             E::DiscoverPolled {
                 server, namespace, ..
-            } if *server == self.server => {
-                let ns = Some(namespace.clone());
-                self.over(
-                    Topic::Discover(ns),
-                    &format!("discovery in {namespace} works again"),
-                    &mut say,
-                );
+            } if ours(server) => {
+                self.discovery_works(Some(namespace), &mut say);
                 say.extend(self.nobody_in(namespace));
+                true
             }
             E::DiscoverCompleted {
                 server, namespace, ..
-            } if *server == self.server => {
-                let ns = namespace.as_ref().map_or("every namespace", |n| n.as_str());
-                let text = format!("discovery in {ns} works again");
-                self.over(Topic::Discover(namespace.clone()), &text, &mut say);
+            } if ours(server) => {
+                self.discovery_works(namespace.as_ref(), &mut say);
+                true
             }
             E::Discovered { namespace, .. } => {
                 self.heard_of.insert(namespace.clone());
+                true
             }
-            _ => {}
+            _ => true,
+        };
+        if render_too {
+            say.extend(render(event, self.json).map(Say::Out));
         }
-        say.extend(render(event, self.json).map(Say::Out));
         Ok(say)
+    }
+
+    /// A registration granted: a problem it ends is over; false for a refresh that changed
+    /// nothing (nothing to print).
+    fn registered(&mut self, namespace: &Namespace, ttl: Ttl, say: &mut Vec<Say>) -> bool {
+        self.over(
+            Topic::Register(namespace.clone()),
+            &format!("registered in {namespace} again"),
+            say,
+        );
+        self.registered.insert(namespace.clone(), ttl) != Some(ttl)
+    }
+
+    fn register_failed(
+        &mut self,
+        namespace: &Namespace,
+        error: &client::RequestError,
+        say: &mut Vec<Say>,
+    ) -> Result<(), CliError> {
+        if let Some(end) = for_good(&format!("to register in {namespace}"), error) {
+            return Err(end);
+        }
+        if let Some(error) = worth_saying(error) {
+            let text =
+                format!("cannot register in {namespace}: {error}; trying again with backoff");
+            self.problem(Topic::Register(namespace.clone()), text, say);
+        }
+        Ok(())
+    }
+
+    fn discover_failed(
+        &mut self,
+        namespace: Option<&Namespace>,
+        error: &client::RequestError,
+        say: &mut Vec<Say>,
+    ) -> Result<(), CliError> {
+        let ns = namespace.map_or("every namespace", |n| n.as_str());
+        if let Some(end) = for_good(&format!("to discover in {ns}"), error) {
+            return Err(end);
+        }
+        if let Some(error) = worth_saying(error) {
+            let text = format!("cannot discover in {ns}: {error}; trying again later");
+            self.problem(Topic::Discover(namespace.cloned()), text, say);
+        }
+        Ok(())
+    }
+
+    fn discovery_works(&mut self, namespace: Option<&Namespace>, say: &mut Vec<Say>) {
+        let ns = namespace.map_or("every namespace", |n| n.as_str());
+        let text = format!("discovery in {ns} works again");
+        self.over(Topic::Discover(namespace.cloned()), &text, say);
     }
 
     /// Once, for a namespace where no peer was discovered: that it is empty (so far).
