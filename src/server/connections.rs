@@ -379,6 +379,31 @@ mod tests {
         assert_eq!(c.admit(later), Admission::Replacing(peer, id));
     }
 
+    /// The swarm asks a handler whether to keep its connection only when it polls it: an idle
+    /// connection whose peer's last registration expired must be woken to close.
+    #[test]
+    fn given_an_idle_handler_when_its_peer_stops_holding_then_its_task_is_woken() {
+        struct Woken(std::sync::atomic::AtomicUsize);
+        impl futures::task::ArcWake for Woken {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let now = Instant::now();
+        let mut c = Connections::new(4, GRACE);
+        let peer = PeerId::random();
+        let keep_alive = c.established(peer, ConnectionId::new_unchecked(1), false, now);
+        let woken = Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
+        keep_alive.register(&futures::task::waker(woken.clone()));
+        c.set_holds(peer, true);
+        assert!(keep_alive.get());
+        assert_eq!(woken.0.load(Ordering::Relaxed), 1);
+        keep_alive.register(&futures::task::waker(woken.clone()));
+        c.set_holds(peer, false);
+        assert!(!keep_alive.get());
+        assert_eq!(woken.0.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn given_more_than_the_high_watermark_when_polled_then_idle_connections_are_trimmed_to_the_low_one(
     ) {
