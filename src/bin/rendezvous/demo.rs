@@ -108,7 +108,7 @@ pub async fn run(args: Args) -> CliResult {
     drop(tx);
     let deadline = tokio::time::sleep(Duration::from_secs(args.deadline));
     tokio::pin!(deadline);
-    while !tally.expired_seen {
+    while !tally.done() {
         let (name, report) = tokio::select! {
             _ = &mut deadline => break,
             r = rx.recv() => match r { Some(r) => r, None => break },
@@ -234,8 +234,22 @@ impl Tally {
                 "{LEAVER:<7} leaves (unregisters and disconnects: the server pushes its \
                  departure; without push, its {LEAVER_TTL} s registration runs out at the others')"
             );
+            // Left from here on: the server may push the departure to the others before the
+            // leaver reports that it left.
+            self.left = true;
             let _ = leave.send(());
         }
+    }
+
+    /// Whether everything the demo waits for was seen: every expected discovery (pushes are
+    /// fast enough that the leaver may be gone before the others found each other) and the
+    /// leaver's expiry.
+    fn done(&self) -> bool {
+        self.expired_seen
+            && self
+                .expected
+                .iter()
+                .all(|pair| self.discovered.contains(pair))
     }
 
     /// Exit 0 when everything expected was seen and nothing else, `elapsed` seconds in.
