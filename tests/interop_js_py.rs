@@ -1,11 +1,13 @@
 //! Interop with js-libp2p (`@canvas-js/libp2p-rendezvous` 0.5 on js-libp2p 2) and py-libp2p 0.8,
-//! both ways, over 127.0.0.1 TCP: their clients on `rendezvous serve` (the binary, default
-//! flags) and our client on their servers. Each direction checks what the peer received: the
+//! both ways, over 127.0.0.1 TCP and WebSocket: their clients on `rendezvous serve` (the binary,
+//! default flags) and our client on their servers; js-libp2p in a page in headless Chromium;
+//! `/wss` through the nginx snippet of `docs/browsers.md`. Each direction checks what the peer received: the
 //! peer ids and the addresses in the records, page by page with cookies, and that an
 //! unregistered peer is gone.
 //!
-//! Ignored by default: the peers are `interop/js/peer.mjs` and `interop/py/peer.py`, whose
-//! packages `interop/run` installs (pinned) before it runs these tests with `--ignored`.
+//! Ignored by default: the peers are `interop/js/peer.mjs`, `interop/js/browser.mjs` and
+//! `interop/py/peer.py`, whose packages `interop/run` installs (pinned; chromium and nginx from
+//! apt) before it runs these tests with `--ignored`.
 //! rust-libp2p 0.18 is covered by `interop_our_client.rs` and `interop_their_client.rs`.
 
 mod support;
@@ -196,10 +198,27 @@ fn ns_at(server: &Multiaddr) -> Value {
 #[tokio::test]
 #[ignore = "needs the js and py peers that interop/run installs"]
 async fn js_clients_register_page_with_cookies_and_unregister_on_our_server() {
-    let serve = Serve::start(&[]).await;
+    js_clients_on_our_server(TCP, &[]).await;
+}
+
+/// The same with js peers that speak WebSocket only (as browsers do), on a server that listens
+/// on WebSocket only.
+#[tokio::test]
+#[ignore = "needs the js and py peers that interop/run installs"]
+async fn js_clients_over_websocket_only_register_page_and_unregister_on_our_server() {
+    js_clients_on_our_server("/ip4/127.0.0.1/tcp/0/ws", &["--transport", "ws"]).await;
+}
+
+/// A free 127.0.0.1 TCP port.
+const TCP: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// Their js clients (started with `js`) on `serve` listening on `listen`: register, discover
+/// every record, page with our cookies, unregister; our client reads their records.
+async fn js_clients_on_our_server(listen: &str, js: &[&str]) {
+    let serve = Serve::start_on(listen, &[]).await;
     let at = ns_at(&serve.addr);
 
-    let mut js1 = Peer::start(Impl::Js, &[]).await;
+    let mut js1 = Peer::start(Impl::Js, js).await;
     let registered = js1.call("register", at.clone()).await;
     assert_eq!(registered["ttl"], rendezvous_discovery::DEFAULT_TTL);
     let mut ours = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Standard).await;
@@ -209,7 +228,7 @@ async fn js_clients_register_page_with_cookies_and_unregister_on_our_server() {
     ]);
 
     // Their client's discover: both records, as each peer signed them.
-    let mut js2 = Peer::start(Impl::Js, &[]).await;
+    let mut js2 = Peer::start(Impl::Js, js).await;
     assert_eq!(
         seen(peers(&js2.call("discover", at.clone()).await)),
         expected
@@ -218,7 +237,7 @@ async fn js_clients_register_page_with_cookies_and_unregister_on_our_server() {
     // Their wire codec, paging one registration at a time with our cookies.
     let (paged, cookie) = their_pages(&mut js2, "page", &serve.addr).await;
     assert_eq!(paged, expected);
-    let mut js3 = Peer::start(Impl::Js, &[]).await;
+    let mut js3 = Peer::start(Impl::Js, js).await;
     js3.call("register", at.clone()).await;
     let after = js2
         .call(
@@ -460,4 +479,156 @@ async fn our_client_registers_discovers_with_cookies_and_unregisters_on_a_py_ser
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A page in headless Chromium running js-libp2p over WebSocket only, on `rendezvous serve`
+/// with its default flags but for the listen address (one WebSocket port): it discovers what
+/// others registered, registers (the circuit-relay address a browser peer announces), is
+/// discovered by a js peer and by our client at that address, and unregisters.
+#[tokio::test]
+#[ignore = "needs the js peers and chromium that interop/run installs"]
+async fn a_browser_page_registers_and_discovers_through_our_server_over_websocket() {
+    let serve = Serve::start_on("/ip4/127.0.0.1/tcp/0/ws", &[]).await;
+    let at = ns_at(&serve.addr);
+    let mut js = Peer::start(Impl::Js, &["--transport", "ws"]).await;
+    js.call("register", at.clone()).await;
+    let mut ours = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Standard).await;
+
+    let relayed = format!("{}/p2p-circuit", serve.addr);
+    let mut browser = Peer::start(Impl::Browser, &["--announce", &relayed]).await;
+    assert_eq!(
+        seen(peers(&browser.call("discover", at.clone()).await)),
+        seen([entry(js.peer, &js.addrs), entry(ours.peer, &[ours.addr()])]),
+        "what the browser received"
+    );
+    let registered = browser.call("register", at.clone()).await;
+    assert_eq!(registered["ttl"], rendezvous_discovery::DEFAULT_TTL);
+    let browser_at = seen([entry(browser.peer, &browser.addrs)]);
+    assert_eq!(
+        browser_at.values().flatten().collect::<Vec<_>>(),
+        vec![&relayed.parse::<Multiaddr>().unwrap()],
+        "the browser announces the relayed address"
+    );
+
+    let (ours_saw, _) = our_pages(&mut ours, serve.peer, 10).await;
+    assert_eq!(
+        ours_saw,
+        seen([
+            entry(js.peer, &js.addrs),
+            entry(browser.peer, &browser.addrs)
+        ])
+    );
+    assert_eq!(
+        seen(peers(&js.call("discover", at.clone()).await)),
+        seen([
+            entry(browser.peer, &browser.addrs),
+            entry(ours.peer, &[ours.addr()])
+        ])
+    );
+
+    browser.call("unregister", at.clone()).await;
+    let left = wait_until_gone(&mut js, "discover", at, browser.peer).await;
+    assert_eq!(left, seen([entry(ours.peer, &[ours.addr()])]));
+    browser.call("stop", json!({})).await;
+}
+
+/// The nginx block of `docs/browsers.md`, as it is written there but for the port, the
+/// certificate paths and the upstream port, terminates TLS in front of `serve` on plain `/ws`:
+/// a client that trusts the test's certificate dials `/wss` on nginx, registers and discovers
+/// itself.
+#[tokio::test]
+#[ignore = "needs the nginx that interop/run installs"]
+async fn wss_through_the_nginx_snippet_of_the_docs() {
+    use libp2p::{multiaddr::Protocol, websocket::tls};
+
+    let serve = Serve::start_on("/ip4/127.0.0.1/tcp/0/ws", &[]).await;
+    let upstream = serve
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = support::serve::self_signed(dir.path());
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/browsers.md"),
+    )
+    .unwrap();
+    let snippet = docs
+        .split("```nginx\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/browsers.md has an nginx block");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut replaced = snippet.to_owned();
+    for (from, to) in [
+        ("listen 443 ssl;", format!("listen 127.0.0.1:{port} ssl;")),
+        (
+            "/etc/letsencrypt/live/rdv.example.org/fullchain.pem",
+            cert.clone(),
+        ),
+        ("/etc/letsencrypt/live/rdv.example.org/privkey.pem", key),
+        (
+            "http://127.0.0.1:62650",
+            format!("http://127.0.0.1:{upstream}"),
+        ),
+    ] {
+        assert!(replaced.contains(from), "the snippet has {from}");
+        replaced = replaced.replace(from, &to);
+    }
+    let prefix = dir.path().display();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process off;\npid {prefix}/nginx.pid;\nerror_log stderr;\n\
+             events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {prefix}/body;\n\
+             proxy_temp_path {prefix}/proxy;\n{replaced}}}\n"
+        ),
+    )
+    .unwrap();
+    let nginx = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|n| !n.starts_with('/') || std::path::Path::new(n).exists())
+        .unwrap();
+    let _nginx = tokio::process::Command::new(nginx)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-e")
+        .arg("stderr")
+        .arg("-c")
+        .arg(&conf)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nginx runs (interop/run installs it)");
+    tokio::time::timeout(support::HANG, async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+    .expect("nginx listens");
+
+    let mut trusting = tls::Config::builder();
+    trusting
+        .add_trust(&tls::Certificate::new(der))
+        .expect("the certificate is a trust anchor");
+    let client = support::tcp::swarm_with_tls(
+        libp2p::identity::Keypair::generate_ed25519(),
+        trusting.finish(),
+        |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
+    );
+    let through_nginx: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/wss/p2p/{}", serve.peer)
+        .parse()
+        .unwrap();
+    support::tcp::registers_and_discovers_itself(client, through_nginx).await;
 }

@@ -181,22 +181,8 @@ async fn serve_answers_a_rust_libp2p_client_over_tcp_and_websocket() {
         let (_serve, address) = serve_on(listen, &[]);
         let client =
             support::tcp::swarm(|key| libp2p::rendezvous::client::Behaviour::new(key.clone()));
-        rust_client_registers_and_discovers(client, address).await;
+        support::tcp::registers_and_discovers_itself(client, address).await;
     }
-}
-
-/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`; returns their
-/// paths and the certificate (DER) for a client to trust.
-fn self_signed(dir: &std::path::Path) -> (String, String, Vec<u8>) {
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("rcgen makes a certificate");
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
-    let path = |p: std::path::PathBuf| p.to_str().expect("a UTF-8 temp path").to_owned();
-    (path(cert_path), path(key_path), cert.der().to_vec())
 }
 
 #[tokio::test]
@@ -204,7 +190,7 @@ async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
     use libp2p::websocket::tls;
 
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, der) = self_signed(dir.path());
+    let (cert, key, der) = support::serve::self_signed(dir.path());
     let (_serve, address) = serve_on(
         "/ip4/127.0.0.1/tcp/0/wss",
         &["--tls-cert", &cert, "--tls-key", &key],
@@ -222,16 +208,16 @@ async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
         trusting.finish(),
         |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
     );
-    rust_client_registers_and_discovers(client, address).await;
+    support::tcp::registers_and_discovers_itself(client, address).await;
 }
 
 #[test]
 fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = self_signed(dir.path());
+    let (cert, key, _) = support::serve::self_signed(dir.path());
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let (_, other_key, _) = self_signed(&other);
+    let (_, other_key, _) = support::serve::self_signed(&other);
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not PEM at all").unwrap();
     let garbage = garbage.to_str().unwrap();
@@ -278,56 +264,6 @@ fn serve_refuses_missing_bad_or_unmatched_tls_files_with_one_line_and_status_2()
         let stderr = serve_fails(&[&["--ephemeral"][..], &args].concat());
         assert!(stderr.contains(&needle), "{args:?}: {stderr}");
     }
-}
-
-/// `client` (a rust-libp2p 0.18 rendezvous client) dials `serve` at `address`, registers, and
-/// discovers itself.
-async fn rust_client_registers_and_discovers(
-    mut client: libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
-    address: Multiaddr,
-) {
-    use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::SwarmEvent};
-
-    let server = peer_of(&address);
-    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
-    client.dial(address.clone()).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    let me = *client.local_peer_id();
-    let found = tokio::time::timeout(support::HANG, async {
-        loop {
-            match client.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
-                    client
-                        .behaviour_mut()
-                        .register(chat.clone(), server, None)
-                        .unwrap();
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
-                    client
-                        .behaviour_mut()
-                        .discover(Some(chat.clone()), None, None, server);
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
-                    registrations,
-                    ..
-                }) => {
-                    return registrations
-                        .iter()
-                        .map(|r| r.record.peer_id())
-                        .collect::<Vec<_>>()
-                }
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    panic!("dial {address}: {error}")
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{address}: registered and discovered within 20 s"));
-    assert_eq!(found, vec![me]);
 }
 
 fn peer_of(address: &Multiaddr) -> libp2p::PeerId {

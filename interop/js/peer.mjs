@@ -9,9 +9,7 @@
 // prints {"event":"discover","ns":...,"cookie":HEX,...} for every DISCOVER it answers, so the
 // test sees the cookies a client sent. Without it the peer is a client:
 //
-//   register   {server, ns, ttl?}         their RendezvousClient's register   -> {ttl}
-//   discover   {server, ns, limit?}       their RendezvousClient's discover   -> {peers}
-//   unregister {server, ns}               their RendezvousClient's unregister -> {}
+//   register, discover, unregister        their RendezvousClient's (ops.mjs)
 //   page       {server, ns, limit, cookie?}  one DISCOVER with a cookie, in their wire codec
 //                                            (their client sends none)    -> {peers, cookie}
 //   stop       {}                         stops the node and exits 0
@@ -34,6 +32,7 @@ import * as lp from "it-length-prefixed"
 import { RendezvousClient, rendezvousClient } from "@canvas-js/libp2p-rendezvous/client"
 import { RendezvousServer, rendezvousServer } from "@canvas-js/libp2p-rendezvous/server"
 import { Message } from "@canvas-js/libp2p-rendezvous/protocol"
+import { answer, clientOps } from "./ops.mjs"
 
 const args = process.argv.slice(2)
 const flag = (name) => args.includes(name)
@@ -134,25 +133,8 @@ async function page({ server, ns, limit, cookie }) {
 	return { peers, cookie: hex(next) }
 }
 
-const client = node.services.rendezvous
 const ops = {
-	register: ({ server, ns, ttl }) =>
-		client.connect(multiaddr(server), (point) => point.register(ns, ttl ? { ttl } : {})),
-	discover: async ({ server, ns, limit }) => {
-		const found = await client.connect(multiaddr(server), (point) =>
-			point.discover(ns, limit ? { limit } : {}),
-		)
-		return {
-			peers: found.map((p) => ({
-				peer: p.id.toString(),
-				addrs: p.addresses.map((a) => a.multiaddr.toString()),
-			})),
-		}
-	},
-	unregister: async ({ server, ns }) => {
-		await client.connect(multiaddr(server), (point) => point.unregister(ns))
-		return {}
-	},
+	...clientOps(node.services.rendezvous),
 	page,
 	stop: async () => {
 		await node.stop()
@@ -163,13 +145,7 @@ const ops = {
 for await (const line of createInterface({ input: process.stdin })) {
 	if (line.trim() === "") continue
 	const command = JSON.parse(line)
-	try {
-		const op = ops[command.op]
-		if (op === undefined) throw new Error(`unknown op ${command.op}`)
-		out({ id: command.id, ok: true, ...(await op(command)) })
-	} catch (err) {
-		out({ id: command.id, ok: false, error: String(err?.message ?? err) })
-	}
+	out(await answer(ops, command))
 	if (command.op === "stop") process.exit(0)
 }
 await node.stop()

@@ -1,7 +1,8 @@
 //! Peers of other implementations (js-libp2p, py-libp2p) and `rendezvous serve` as child
 //! processes, for the interop suite (`tests/interop_js_py.rs`, run by `interop/run`).
 //!
-//! A foreign peer is `interop/js/peer.mjs` or `interop/py/peer.py`: it prints a `ready` line
+//! A foreign peer is `interop/js/peer.mjs`, `interop/js/browser.mjs` (js-libp2p in headless
+//! Chromium) or `interop/py/peer.py`: it prints a `ready` line
 //! (its peer id and addresses) and answers JSON-line commands (`{"id", "op", ...}`) with one
 //! line each; a server peer also prints an `event` line for every DISCOVER it answers, with the
 //! cookie it received. `interop/run` installs what they need (`interop/js/node_modules`,
@@ -36,6 +37,8 @@ fn interop_dir() -> PathBuf {
 pub enum Impl {
     /// js-libp2p 2 with `@canvas-js/libp2p-rendezvous` (`interop/js/peer.mjs`).
     Js,
+    /// The same in a page in headless Chromium, over WebSocket only (`interop/js/browser.mjs`).
+    Browser,
     /// py-libp2p 0.8 with its own rendezvous (`interop/py/peer.py`).
     Py,
 }
@@ -67,6 +70,11 @@ impl Peer {
                 c.arg(dir.join("js/peer.mjs"));
                 c
             }
+            Impl::Browser => {
+                let mut c = Command::new("node");
+                c.arg(dir.join("js/browser.mjs"));
+                c
+            }
             Impl::Py => {
                 let python = dir.join("py/.venv/bin/python");
                 assert!(
@@ -79,7 +87,7 @@ impl Peer {
                 c
             }
         };
-        if implementation == Impl::Js {
+        if implementation != Impl::Py {
             assert!(
                 dir.join("js/node_modules").exists(),
                 "interop/js/node_modules is missing: run interop/run, which installs js-libp2p"
@@ -263,7 +271,7 @@ pub fn without_p2p(addr: &Multiaddr) -> Multiaddr {
 
 /// A `rendezvous serve --ephemeral` process on a free 127.0.0.1 port, killed when dropped.
 pub struct Serve {
-    /// Its TCP address, with `/p2p/`.
+    /// Its address (TCP, or what `start_on` was given), with `/p2p/`.
     pub addr: Multiaddr,
     /// Its peer id.
     pub peer: PeerId,
@@ -274,8 +282,13 @@ impl Serve {
     /// Starts the server with its default flags but for the listen address (one free
     /// 127.0.0.1 TCP port) and `extra`.
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_on("/ip4/127.0.0.1/tcp/0", extra).await
+    }
+
+    /// [`Serve::start`] listening on `listen` only (a `/ws` address, say).
+    pub async fn start_on(listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rendezvous"))
-            .args(["serve", "--ephemeral", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["serve", "--ephemeral", "--listen", listen])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -90,3 +90,17 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`; returns their
+/// paths and the certificate (DER) for a client to trust.
+pub fn self_signed(dir: &std::path::Path) -> (String, String, Vec<u8>) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("rcgen makes a certificate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let path = |p: std::path::PathBuf| p.to_str().expect("a UTF-8 temp path").to_owned();
+    (path(cert_path), path(key_path), cert.der().to_vec())
+}

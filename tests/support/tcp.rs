@@ -90,3 +90,54 @@ where
     });
     (address.with(Protocol::P2p(peer)), rx)
 }
+
+/// `client` (a rust-libp2p 0.18 rendezvous client) dials `serve` at `address`, registers, and
+/// discovers itself.
+pub async fn registers_and_discovers_itself(
+    mut client: libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
+    address: Multiaddr,
+) {
+    use libp2p::{rendezvous, swarm::SwarmEvent};
+
+    let Some(Protocol::P2p(server)) = address.iter().last() else {
+        panic!("no peer id in {address}");
+    };
+    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    client.dial(address.clone()).unwrap();
+    let chat = rendezvous::Namespace::from_static("chat");
+    let me = *client.local_peer_id();
+    let found = tokio::time::timeout(super::HANG, async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
+                    client
+                        .behaviour_mut()
+                        .register(chat.clone(), server, None)
+                        .unwrap();
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
+                    client
+                        .behaviour_mut()
+                        .discover(Some(chat.clone()), None, None, server);
+                }
+                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
+                    registrations,
+                    ..
+                }) => {
+                    return registrations
+                        .iter()
+                        .map(|r| r.record.peer_id())
+                        .collect::<Vec<_>>()
+                }
+                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("dial {address}: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{address}: registered and discovered within 20 s"));
+    assert_eq!(found, vec![me]);
+}
