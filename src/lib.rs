@@ -143,6 +143,13 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/rendezvous/1.0.0");
 pub const STANDARD_RECORDS_PROTOCOL: StreamProtocol =
     StreamProtocol::new("/rendezvous-discovery/standard-records/1.0.0");
 
+/// The push protocol (docs/push.md): a subscriber names a namespace and the cookie it holds;
+/// the server sends what registered since that cookie, then each new registration as it
+/// happens (each with its new cookie) and registrations that end early. Our server serves it
+/// beside [`PROTOCOL`] (so identify announces it); our client subscribes where a server lists
+/// it and polls everywhere else. [`PROTOCOL`] is unchanged.
+pub const PUSH_PROTOCOL: StreamProtocol = StreamProtocol::new("/rendezvous-discovery/push/1.0.0");
+
 /// The TTL a REGISTER without a `ttl` gets, by the spec: 2 hours, in seconds.
 pub const DEFAULT_TTL: Ttl = 2 * 60 * 60;
 

@@ -26,7 +26,7 @@ use super::{
     Config, Event, RequestError, RequestId,
 };
 use crate::{
-    codec::{Message, NewRegistration},
+    codec::{Message, NewRegistration, Subscribe},
     Cookie, Namespace, RecordFormat, SignedRecord, Ttl,
 };
 
@@ -238,7 +238,42 @@ impl Behaviour {
                 request,
                 body,
             } => self.send(server, request, body),
+            Action::Subscribe {
+                server,
+                namespace,
+                cookie,
+                limit,
+            } => self.subscribe(server, namespace, cookie, limit),
         }
+    }
+
+    /// Subscribes to pushes of `namespace` on the first connection to `server`.
+    fn subscribe(
+        &mut self,
+        server: PeerId,
+        namespace: Namespace,
+        cookie: Option<Cookie>,
+        limit: u64,
+    ) {
+        let Some(&connection) = self.connections.get(&server).and_then(|c| c.first()) else {
+            let now = Instant::now();
+            return self
+                .schedule
+                .subscription_ended(now, server, namespace, None);
+        };
+        let subscribe = Subscribe {
+            namespace: Some(namespace.clone()),
+            cookie,
+            limit: Some(limit),
+        };
+        self.queue.push_back(ToSwarm::NotifyHandler {
+            peer_id: server,
+            handler: NotifyHandler::One(connection),
+            event: InEvent::Subscribe {
+                namespace,
+                subscribe,
+            },
+        });
     }
 
     /// Sends a request on the first connection to `server`; a request that cannot go out
@@ -416,6 +451,13 @@ impl NetworkBehaviour for Behaviour {
             }
             OutEvent::RemoteProtocolsKnown => self.schedule.remote_protocols_known(now, peer),
             OutEvent::RemoteSupportsProtocol => self.schedule.add_learned_server(now, peer),
+            OutEvent::RemoteSupportsPush => self.schedule.push_supported(now, peer),
+            OutEvent::Pushed { namespace, push } => {
+                self.schedule.on_pushed(now, peer, namespace, push)
+            }
+            OutEvent::SubscriptionEnded { namespace, error } => self
+                .schedule
+                .subscription_ended(now, peer, namespace, error),
         }
         self.wake();
     }

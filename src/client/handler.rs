@@ -11,7 +11,11 @@ use std::{
     time::Duration,
 };
 
-use futures::{future::BoxFuture, stream::FuturesUnordered, AsyncWriteExt, FutureExt, StreamExt};
+use futures::{
+    future::BoxFuture,
+    stream::{BoxStream, FuturesUnordered, SelectAll},
+    AsyncWriteExt, FutureExt, StreamExt,
+};
 use futures_timer::Delay;
 use libp2p::{
     core::upgrade::{InboundUpgrade, ReadyUpgrade, UpgradeInfo},
@@ -24,10 +28,10 @@ use libp2p::{
 
 use super::{RequestError, RequestId, MAX_IN_FLIGHT_PER_CONNECTION};
 use crate::codec::{
-    read_frame, read_message, write_message, DiscoverPage, FrameError, Message, Ttl,
-    DEFAULT_MAX_MESSAGE_SIZE,
+    read_frame, read_message, write_frame, write_message, DiscoverPage, ErrorResponse, FrameError,
+    Message, Namespace, Push, Subscribe, Ttl, DEFAULT_MAX_MESSAGE_SIZE,
 };
-use crate::STANDARD_RECORDS_PROTOCOL;
+use crate::{PUSH_PROTOCOL, STANDARD_RECORDS_PROTOCOL};
 
 /// The successful outcome of a request.
 #[derive(Debug, Clone)]
@@ -50,6 +54,13 @@ pub enum InEvent {
         /// The request.
         message: Message,
     },
+    /// Subscribe to pushes of `namespace` on a new push stream (docs/push.md).
+    Subscribe {
+        /// The namespace.
+        namespace: Namespace,
+        /// The subscription (its namespace, the cookie held, the page limit).
+        subscribe: Subscribe,
+    },
     /// Keep the connection alive while idle (it is to one of our servers).
     KeepAlive(bool),
 }
@@ -69,6 +80,23 @@ pub enum OutEvent {
     /// The remote's protocols arrived for the first time on this connection (identify finished
     /// on our side).
     RemoteProtocolsKnown,
+    /// The remote announced the push protocol ([`PUSH_PROTOCOL`]).
+    RemoteSupportsPush,
+    /// A subscription of `namespace` received `push` (a page, or a removal).
+    Pushed {
+        /// The namespace subscribed to.
+        namespace: Namespace,
+        /// What came.
+        push: Push,
+    },
+    /// A subscription of `namespace` ended: the server's error page, or `None` when the stream
+    /// closed or failed.
+    SubscriptionEnded {
+        /// The namespace subscribed to.
+        namespace: Namespace,
+        /// The server's reason, if it sent one.
+        error: Option<ErrorResponse>,
+    },
 }
 
 /// After an UNREGISTER, how long to wait for the server to end the stream before reporting it
@@ -88,7 +116,21 @@ pub struct Handler {
     events: VecDeque<OutEvent>,
     remote_supports: bool,
     remote_protocols_known: bool,
+    remote_supports_push: bool,
     standard_marker: bool,
+    /// Push subscriptions asked for and not yet open.
+    to_subscribe: VecDeque<(Namespace, Subscribe)>,
+    /// The open push subscriptions, each a stream of what its server sends.
+    subscriptions: SelectAll<BoxStream<'static, OutEvent>>,
+}
+
+/// What an outbound stream is for.
+#[derive(Debug)]
+pub enum Open {
+    /// A request.
+    Request(RequestId, Message),
+    /// A push subscription of a namespace.
+    Subscribe(Namespace, Subscribe),
 }
 
 /// The inbound side: [`STANDARD_RECORDS_PROTOCOL`] (a stream on it is accepted and dropped), or
@@ -128,7 +170,10 @@ impl Handler {
             events: VecDeque::new(),
             remote_supports: false,
             remote_protocols_known: false,
+            remote_supports_push: false,
             standard_marker: false,
+            to_subscribe: VecDeque::new(),
+            subscriptions: SelectAll::new(),
         }
     }
 
@@ -209,7 +254,7 @@ impl ConnectionHandler for Handler {
     type InboundProtocol = Marker;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
-    type OutboundOpenInfo = (RequestId, Message);
+    type OutboundOpenInfo = Open;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
         let marker = self.standard_marker.then_some(STANDARD_RECORDS_PROTOCOL);
@@ -217,7 +262,7 @@ impl ConnectionHandler for Handler {
     }
 
     fn connection_keep_alive(&self) -> bool {
-        self.keep_alive || self.pending() > 0
+        self.keep_alive || self.pending() > 0 || !self.subscriptions.is_empty()
     }
 
     fn poll(
@@ -235,10 +280,22 @@ impl ConnectionHandler for Handler {
                 return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                     protocol: SubstreamProtocol::new(
                         ReadyUpgrade::new(self.protocol.clone()),
-                        (request, message),
+                        Open::Request(request, message),
                     )
                     .with_timeout(self.timeout),
                 });
+            }
+            if let Some((namespace, subscribe)) = self.to_subscribe.pop_front() {
+                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    protocol: SubstreamProtocol::new(
+                        ReadyUpgrade::new(PUSH_PROTOCOL),
+                        Open::Subscribe(namespace, subscribe),
+                    )
+                    .with_timeout(self.timeout),
+                });
+            }
+            if let Poll::Ready(Some(event)) = self.subscriptions.poll_next_unpin(cx) {
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
             }
             match self.running.poll_next_unpin(cx) {
                 Poll::Ready(Some((request, result))) => {
@@ -265,7 +322,28 @@ impl ConnectionHandler for Handler {
                     self.to_open.push_back((request, message));
                 }
             }
-            InEvent::KeepAlive(on) => self.keep_alive = on,
+            InEvent::Subscribe {
+                namespace,
+                subscribe,
+            } => {
+                // One per namespace of the schedule; the bound is the schedule's namespaces.
+                if self.to_subscribe.len() + self.subscriptions.len() >= super::MAX_NAMESPACES {
+                    self.events.push_back(OutEvent::SubscriptionEnded {
+                        namespace,
+                        error: None,
+                    });
+                } else {
+                    self.to_subscribe.push_back((namespace, subscribe));
+                }
+            }
+            InEvent::KeepAlive(on) => {
+                self.keep_alive = on;
+                // Off when the client stopped: its subscriptions end with it.
+                if !on {
+                    self.subscriptions.clear();
+                    self.to_subscribe.clear();
+                }
+            }
         }
     }
 
@@ -287,7 +365,23 @@ impl ConnectionHandler for Handler {
         match event {
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
-                info: (request, message),
+                info: Open::Subscribe(namespace, subscribe),
+            }) => {
+                self.subscriptions
+                    .push(subscription(stream, namespace, subscribe));
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError {
+                info: Open::Subscribe(namespace, _),
+                ..
+            }) => {
+                self.events.push_back(OutEvent::SubscriptionEnded {
+                    namespace,
+                    error: None,
+                });
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: stream,
+                info: Open::Request(request, message),
             }) => {
                 self.opening = self.opening.saturating_sub(1);
                 let timeout = self.timeout;
@@ -307,7 +401,7 @@ impl ConnectionHandler for Handler {
                 );
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError {
-                info: (request, _),
+                info: Open::Request(request, _),
                 error,
             }) => {
                 self.opening = self.opening.saturating_sub(1);
@@ -322,13 +416,72 @@ impl ConnectionHandler for Handler {
                     result: Err(error),
                 });
             }
-            ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(added))
-                if !self.remote_supports && added.clone().any(|p| *p == self.protocol) =>
-            {
-                self.remote_supports = true;
-                self.events.push_back(OutEvent::RemoteSupportsProtocol);
+            ConnectionEvent::RemoteProtocolsChange(ProtocolsChange::Added(added)) => {
+                if !self.remote_supports && added.clone().any(|p| *p == self.protocol) {
+                    self.remote_supports = true;
+                    self.events.push_back(OutEvent::RemoteSupportsProtocol);
+                }
+                if !self.remote_supports_push && added.clone().any(|p| *p == PUSH_PROTOCOL) {
+                    self.remote_supports_push = true;
+                    self.events.push_back(OutEvent::RemoteSupportsPush);
+                }
             }
             _ => {}
         }
     }
+}
+
+/// A push subscription on `stream`: sends `subscribe`, then yields what the server sends until
+/// the subscription ends (its last item is [`OutEvent::SubscriptionEnded`]). A live
+/// subscription may idle for as long as nothing registers, so reads have no timeout; the
+/// write of the subscription has the message cap.
+fn subscription(
+    stream: Stream,
+    namespace: Namespace,
+    subscribe: Subscribe,
+) -> BoxStream<'static, OutEvent> {
+    enum State {
+        Start(Stream, Subscribe),
+        Reading(Stream),
+        Done,
+    }
+    futures::stream::unfold(State::Start(stream, subscribe), move |state| {
+        let namespace = namespace.clone();
+        async move {
+            let ended = |error| {
+                let namespace = namespace.clone();
+                Some((
+                    OutEvent::SubscriptionEnded { namespace, error },
+                    State::Done,
+                ))
+            };
+            let mut stream = match state {
+                State::Done => return None,
+                State::Reading(stream) => stream,
+                State::Start(mut stream, subscribe) => {
+                    let max = DEFAULT_MAX_MESSAGE_SIZE;
+                    if write_frame(&mut stream, &subscribe.encode(), max)
+                        .await
+                        .is_err()
+                    {
+                        return ended(None);
+                    }
+                    stream
+                }
+            };
+            let body = match read_frame(&mut stream, DEFAULT_MAX_MESSAGE_SIZE).await {
+                Ok(Some(body)) => body,
+                Ok(None) | Err(_) => return ended(None),
+            };
+            match Push::decode(&body) {
+                Ok(Push::Page(Err(error))) => ended(Some(error)),
+                Ok(push) => Some((OutEvent::Pushed { namespace, push }, State::Reading(stream))),
+                Err(error) => {
+                    tracing::debug!(%error, "undecodable push; ending the subscription");
+                    ended(None)
+                }
+            }
+        }
+    })
+    .boxed()
 }

@@ -74,6 +74,18 @@
 //!   again after a short jittered backoff (from [`REQUEST_RETRY_DELAY`], doubling), up to
 //!   [`MAX_REQUEST_RETRIES`] times; only then is its failure reported. A refusal that judges the
 //!   request (an invalid TTL, cookie or record, not authorized) is reported at once.
+//! - **Push**: at a server whose identify lists [`PUSH_PROTOCOL`](crate::PUSH_PROTOCOL)
+//!   (docs/push.md; our server does), each discovery subscribes from its cookie once a DISCOVER
+//!   has caught up (a page that is not full). The server then sends what registered since and
+//!   each new registration as it happens, each with its new cookie; a pushed page goes the way of
+//!   a polled one (the cookie moves, [`Event::Discovered`] only for what is new), and a pushed
+//!   removal (an UNREGISTER, or the server removed a peer that disconnected) emits
+//!   [`Event::Expired`] at once. When a subscription ends (the server found the client too slow,
+//!   restarted, the connection was lost), the discovery DISCOVERs at once from its cookie and
+//!   subscribes again after a backoff: cookies are the truth, nothing is missed or repeated.
+//!   Polling goes on at the interval meanwhile as a safety net; with push, the interval may be
+//!   far longer than [`DEFAULT_INTERVAL`] (an hour, say) at no cost in freshness. Servers without
+//!   push, and applications without identify, are polled as before.
 //! - **Propagation**: a connected peer that announces `/rendezvous/1.0.0` (learned through identify,
 //!   or any protocol that reports remote protocols) is taken as a server too: the node registers
 //!   there and polls it, up to [`MAX_SERVERS`]. Learned servers are not redialed when they go away.
@@ -454,7 +466,8 @@ impl Config {
     }
 
     /// How often to poll each (server, namespace) (default [`DEFAULT_INTERVAL`]). At least one
-    /// second is used.
+    /// second is used. At servers that push (see the module docs, "Push"), polling is only a
+    /// safety net, and a long interval costs nothing in freshness.
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval.max(Duration::from_secs(1));
         self

@@ -141,6 +141,10 @@ impl TryFrom<proto::Message> for Message {
             MessageType::DiscoverResponse => Ok(decode_discover_response(
                 pb.discover_response.unwrap_or_default(),
             )),
+            // Push messages (docs/push.md) never travel on a rendezvous stream.
+            MessageType::DiscoverSubscribe | MessageType::DiscoverRemoved => {
+                Err(DecodeError::UnknownType(ty))
+            }
         }
     }
 }
@@ -191,7 +195,7 @@ fn decode_unregister(unreg: proto::message::Unregister) -> Result<Message, Decod
     Ok(Message::Unregister { namespace, peer })
 }
 
-fn decode_discover(disc: proto::message::Discover) -> Result<Message, DecodeError> {
+pub(super) fn decode_discover(disc: proto::message::Discover) -> Result<Message, DecodeError> {
     use RequestKind::Discover as K;
     let namespace = match disc.ns {
         // An empty namespace is how some clients say "all namespaces".
@@ -214,7 +218,7 @@ fn decode_discover(disc: proto::message::Discover) -> Result<Message, DecodeErro
     })
 }
 
-fn decode_discover_response(resp: proto::message::DiscoverResponse) -> Message {
+pub(super) fn decode_discover_response(resp: proto::message::DiscoverResponse) -> Message {
     Message::DiscoverResponse(decode_status(resp.status, resp.status_text).and_then(|()| {
         let cookie = resp
             .cookie
@@ -250,7 +254,7 @@ fn decode_registration(reg: proto::message::Register) -> Option<Registration> {
     })
 }
 
-fn decode_namespace(ns: Option<String>) -> Result<Namespace, InvalidNamespace> {
+pub(super) fn decode_namespace(ns: Option<String>) -> Result<Namespace, InvalidNamespace> {
     Namespace::new(ns.ok_or(InvalidNamespace::Empty)?)
 }
 
@@ -346,7 +350,7 @@ fn encode_register_response(
     }
 }
 
-fn encode_discover_response(
+pub(super) fn encode_discover_response(
     result: &Result<DiscoverPage, ErrorResponse>,
 ) -> proto::message::DiscoverResponse {
     match result {

@@ -11,10 +11,12 @@
 //! - `message`: [`Message`] and its conversion to and from the private protobuf types;
 //! - `request`: [`Request`], a request as a server decodes it (a REGISTER's envelope left
 //!   undecoded, so cheap checks come first);
+//! - `push`: [`Subscribe`] and [`Push`], the messages of the push protocol (docs/push.md);
 //! - `frame`: length-prefixed framing with a size cap ([`read_frame`], [`write_message`], ...).
 
 mod frame;
 mod message;
+mod push;
 mod record;
 mod request;
 mod types;
@@ -27,6 +29,7 @@ mod proto {
 pub use frame::{read_frame, read_message, write_frame, write_message, FrameError};
 pub use message::registration_wire_len;
 pub use message::{DecodeError, Message, RequestKind};
+pub use push::{Push, Subscribe};
 pub use record::{InvalidRecord, RecordFormat, SignedRecord};
 pub use request::{Request, RequestError, UnverifiedRegistration};
 pub use types::{

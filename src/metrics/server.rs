@@ -16,7 +16,7 @@ use prometheus_client::{
 use super::{gauge::KnownGauge, status_label, STATUS_LABELS};
 use crate::{
     codec::RequestKind,
-    server::{Event, Limit, Removal},
+    server::{Event, Limit, Removal, SubscriptionEnd},
     ErrorCode,
 };
 
@@ -37,13 +37,18 @@ struct CauseLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
 }
 
 /// The request types with a response (UNREGISTER has none, so no status).
 const TYPES: [&str; 2] = ["register", "discover"];
-const LIMITS: [&str; 10] = [
+const LIMITS: [&str; 11] = [
     "rate",
     "per_peer",
     "total",
@@ -54,6 +59,7 @@ const LIMITS: [&str; 10] = [
     "in_flight",
     "held",
     "connections",
+    "subscriptions",
 ];
 
 fn limit_label(limit: Limit) -> &'static str {
@@ -68,6 +74,7 @@ fn limit_label(limit: Limit) -> &'static str {
         Limit::InFlight => "in_flight",
         Limit::HeldDiscovers => "held",
         Limit::Connections => "connections",
+        Limit::Subscriptions => "subscriptions",
     }
 }
 
@@ -105,6 +112,50 @@ pub(super) struct Metrics {
     commit_duration: Histogram,
     /// `idle_connections_closed_total`.
     idle_closed: Counter,
+    /// `subscriptions`, `pushes_total` and `subscriptions_ended_total` by reason.
+    push: Push,
+}
+
+/// The push metrics.
+#[derive(Debug)]
+struct Push {
+    open: Gauge,
+    pushes: Counter,
+    /// By reason: overflow, refused, closed.
+    ended: [Counter; 3],
+}
+
+impl Push {
+    fn new(registry: &mut Registry) -> Self {
+        let open = Gauge::default();
+        registry.register(
+            "subscriptions",
+            "Push subscriptions open (replaying or live)",
+            open.clone(),
+        );
+        let pushes = Counter::default();
+        registry.register(
+            "pushes",
+            "Changes (a registration, or registrations ended early) queued for push subscribers, \
+             one per subscriber",
+            pushes.clone(),
+        );
+        let ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "subscriptions_ended",
+            "Push subscriptions ended, by reason: overflow (the subscriber fell a whole queue \
+             behind; it resumes with DISCOVER), refused (its replay was refused), closed (the \
+             subscriber or its connection closed it)",
+            ended.clone(),
+        );
+        let ended = ["overflow", "refused", "closed"]
+            .map(|reason| ended.get_or_create_owned(&ReasonLabels { reason }));
+        Self {
+            open,
+            pushes,
+            ended,
+        }
+    }
 }
 
 impl Metrics {
@@ -127,7 +178,9 @@ impl Metrics {
             idle_closed.clone(),
         );
         let (commit_operations, commit_duration) = commits(registry);
+        let push = Push::new(registry);
         Self {
+            push,
             requests,
             duration,
             registrations,
@@ -232,6 +285,22 @@ impl Metrics {
             Event::IdleConnectionClosed { .. } => {
                 self.idle_closed.inc();
             }
+            Event::Subscribed { .. } => {
+                self.push.open.inc();
+            }
+            Event::SubscriptionRefused { limit, .. } => self.rejected(Some(limit)),
+            Event::SubscriptionEnded { reason, .. } => {
+                self.push.open.dec();
+                let i = match reason {
+                    SubscriptionEnd::Overflow => 0,
+                    SubscriptionEnd::Refused => 1,
+                    SubscriptionEnd::Closed => 2,
+                };
+                self.push.ended[i].inc();
+            }
+            Event::Pushed { subscribers } => {
+                self.push.pushes.inc_by(*subscribers as u64);
+            }
             Event::StoreCommitted {
                 operations,
                 latency,
@@ -317,7 +386,8 @@ fn rejected(registry: &mut Registry) -> [Counter; LIMITS.len()] {
          budget), record (record size or addresses), message_size (request too large), \
          streams (streams per connection), in_flight (requests waiting for the store), held \
          (DISCOVERs waiting for identify), connections (a new connection at the connection \
-         cap, every connection holding something)",
+         cap, every connection holding something), subscriptions (a push subscription over \
+         the cap in all or per connection)",
         rejected.clone(),
     );
     LIMITS.map(|limit| rejected.get_or_create_owned(&LimitLabels { limit }))

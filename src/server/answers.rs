@@ -46,10 +46,12 @@ pub(crate) fn completed(peer: PeerId, outcome: Outcome, duration: Duration) -> A
         Outcome::Discovered {
             namespace,
             result: Ok((registrations, cookie)),
+            ..
         } => discovered(peer, namespace, registrations, cookie, duration),
         Outcome::Discovered {
             namespace,
             result: Err(error),
+            ..
         } => discover_refused(peer, namespace, error.into(), duration),
     }
 }
@@ -239,6 +241,7 @@ mod tests {
         let outcome = Outcome::Discovered {
             namespace: None,
             result: Ok((vec![registration(&key)], cookie.clone())),
+            up_to_date: true,
         };
         let answer = completed(PeerId::random(), outcome, Duration::ZERO);
         let Some(Message::DiscoverResponse(Ok(page))) = answer.response else {

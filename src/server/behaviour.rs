@@ -37,13 +37,14 @@ use super::{
     connections::{Admission, Connections},
     formats::{Decision, PeerFormats},
     handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
-    in_flight::{HeldDiscover, InFlight},
+    in_flight::{Held, HeldDiscover, InFlight},
     rules::{self, Refusal},
-    store::{Local, MemoryStore, Operation, Store, StoreEvent, MAX_IN_FLIGHT},
+    store::{Local, MemoryStore, Operation, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
+    subscriptions::{FanOut, Key, NewSubscription, Queued, SubscriptionEnd, Subscriptions},
     Config, Event, InvalidConfig, Limit, RateLimiter, ServedFormats,
 };
 use crate::{
-    codec::{Message, Namespace, RecordFormat, Registration, Request},
+    codec::{Message, Namespace, Push, RecordFormat, Registration, Request},
     timer::Timer,
 };
 
@@ -52,8 +53,9 @@ pub struct Behaviour {
     config: Config,
     store: Box<dyn Store>,
     rate: RateLimiter,
-    formats: PeerFormats<HeldDiscover>,
+    formats: PeerFormats<Held>,
     connections: Connections,
+    subscriptions: Subscriptions,
     in_flight: InFlight,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     timer: Timer,
@@ -95,6 +97,7 @@ impl Behaviour {
             formats: PeerFormats::new(config.unknown_peer_formats, config.identify_wait),
             store: Box::new(store),
             connections: Connections::new(config.max_connections, config.connection_grace),
+            subscriptions: Subscriptions::new(&config),
             config,
             in_flight: InFlight::default(),
             events: VecDeque::new(),
@@ -177,6 +180,11 @@ impl Behaviour {
     /// DISCOVERs waiting for their asker's format to be known.
     pub fn held_discovers(&self) -> usize {
         self.formats.held()
+    }
+
+    /// Push subscriptions open (replaying or live).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
     }
 
     /// Operations submitted to the store and not yet completed that count toward
@@ -272,7 +280,7 @@ impl Behaviour {
                 };
                 match self.refusal(peer, now) {
                     Some(refusal) => self.refuse_discover(peer, held, refusal),
-                    None => self.route_discover(peer, connection, held, now),
+                    None => self.route(peer, connection, Held::Discover(held), now),
                 }
             }
         }
@@ -290,17 +298,12 @@ impl Behaviour {
             .then(|| rules::store_busy(MAX_IN_FLIGHT))
     }
 
-    /// Serves a DISCOVER by what is known of its asker, or holds it until more is known.
-    fn route_discover(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        held: HeldDiscover,
-        now: Instant,
-    ) {
+    /// Serves a DISCOVER (or a subscription's replay) by what is known of its asker, or holds
+    /// it until more is known.
+    fn route(&mut self, peer: PeerId, connection: ConnectionId, held: Held, now: Instant) {
         let registered = self.registered_format(&peer);
         match self.formats.discover(peer, registered, held, now) {
-            Decision::Serve(served, held) => self.submit_discover(peer, served, held),
+            Decision::Serve(served, held) => self.serve_held(peer, served, held),
             Decision::Held { ask } => {
                 tracing::debug!(%peer, ask, "DISCOVER held until the peer's format is known");
                 if ask {
@@ -311,7 +314,20 @@ impl Behaviour {
                     });
                 }
             }
-            Decision::Full(held) => self.refuse_discover(peer, held, rules::too_many_held()),
+            Decision::Full(Held::Discover(held)) => {
+                self.refuse_discover(peer, held, rules::too_many_held())
+            }
+            Decision::Full(Held::Subscription(key)) => {
+                self.refuse_subscription(key, rules::too_many_held())
+            }
+        }
+    }
+
+    /// Serves what waited for `peer`'s format, now served `served`.
+    fn serve_held(&mut self, peer: PeerId, served: ServedFormats, held: Held) {
+        match held {
+            Held::Discover(held) => self.submit_discover(peer, served, held),
+            Held::Subscription(key) => self.start_replay(key, served),
         }
     }
 
@@ -345,13 +361,13 @@ impl Behaviour {
     }
 
     /// Serves DISCOVERs of `peer` that no longer wait, by what is known now.
-    fn serve_released(&mut self, peer: PeerId, released: Vec<HeldDiscover>) {
+    fn serve_released(&mut self, peer: PeerId, released: Vec<Held>) {
         if released.is_empty() {
             return;
         }
         let served = self.served_formats(&peer);
         for held in released {
-            self.submit_discover(peer, served, held);
+            self.serve_held(peer, served, held);
         }
     }
 
@@ -366,10 +382,122 @@ impl Behaviour {
     }
 }
 
+/// Push subscriptions (docs/push.md).
+impl Behaviour {
+    fn on_subscribe(&mut self, peer: PeerId, connection: ConnectionId, new: NewSubscription) {
+        let now = Instant::now();
+        let namespace = new.namespace.clone();
+        if let Some(refusal) = self.refusal(peer, now) {
+            let mut sender = new.sender;
+            let push = Push::Page(Err(refusal.error));
+            let _ = sender.try_send(Queued { push, more: false });
+            if let Some(limit) = refusal.limit {
+                let event = Event::SubscriptionRefused {
+                    peer,
+                    namespace,
+                    limit,
+                };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
+            }
+            return;
+        }
+        match self.subscriptions.open(peer, connection, new) {
+            Ok(key) => {
+                tracing::debug!(%peer, namespace = ?namespace, "push subscription opened");
+                let event = Event::Subscribed { peer, namespace };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
+                self.route(peer, connection, Held::Subscription(key), now);
+            }
+            Err(_) => {
+                let limit = Limit::Subscriptions;
+                let event = Event::SubscriptionRefused {
+                    peer,
+                    namespace,
+                    limit,
+                };
+                self.events.push_back(ToSwarm::GenerateEvent(event));
+            }
+        }
+    }
+
+    /// Asks the store for the next replay page of `key`, its asker served `served`.
+    fn start_replay(&mut self, key: Key, served: ServedFormats) {
+        if self.in_flight.is_full() {
+            self.refuse_subscription(key, rules::store_busy(MAX_IN_FLIGHT));
+            return;
+        }
+        if let Some(operation) = self.subscriptions.replay(key, served) {
+            let id = self.in_flight.start(None, Instant::now());
+            self.subscriptions.submitted(id, key);
+            self.store.submit(id, operation, Instant::now());
+        }
+    }
+
+    fn refuse_subscription(&mut self, key: Key, refusal: Refusal) {
+        let out = self.subscriptions.refuse(key, refusal.error);
+        self.fanned_out(out);
+    }
+
+    /// The stream of `key` wrote a replayed page and takes the next.
+    fn next_page(&mut self, key: Key) {
+        if let Some(served) = self.subscriptions.served(key) {
+            self.start_replay(key, served);
+        }
+    }
+
+    /// Queues the events of what a change or a replayed page did to the subscriptions.
+    fn fanned_out(&mut self, out: FanOut) {
+        if out.pushed > 0 {
+            let event = Event::Pushed {
+                subscribers: out.pushed,
+            };
+            self.events.push_back(ToSwarm::GenerateEvent(event));
+        }
+        for (peer, namespace, reason) in out.ended {
+            tracing::debug!(%peer, ?reason, "push subscription ended");
+            let event = Event::SubscriptionEnded {
+                peer,
+                namespace,
+                reason,
+            };
+            self.events.push_back(ToSwarm::GenerateEvent(event));
+        }
+    }
+
+    fn subscription_closed(&mut self, closed: Option<(PeerId, Option<Namespace>)>) {
+        if let Some((peer, namespace)) = closed {
+            let event = Event::SubscriptionEnded {
+                peer,
+                namespace,
+                reason: SubscriptionEnd::Closed,
+            };
+            self.events.push_back(ToSwarm::GenerateEvent(event));
+        }
+    }
+}
+
 /// Answers out.
 impl Behaviour {
     fn on_store_event(&mut self, event: StoreEvent) {
+        if let StoreEvent::Completed { id, outcome, .. } = &event {
+            if let Some(key) = self.subscriptions.take_replay(*id) {
+                if let Outcome::Discovered {
+                    result, up_to_date, ..
+                } = outcome
+                {
+                    let out = self
+                        .subscriptions
+                        .replayed(key, result.clone(), *up_to_date);
+                    self.fanned_out(out);
+                }
+                return;
+            }
+        }
         match event {
+            StoreEvent::Changed(change) => {
+                let out = self.subscriptions.changed(&change);
+                self.fanned_out(out);
+            }
             StoreEvent::Completed {
                 id,
                 peer,
@@ -484,6 +612,9 @@ impl NetworkBehaviour for Behaviour {
                 connection_id,
                 ..
             }) => {
+                for closed in self.subscriptions.connection_closed(connection_id) {
+                    self.subscription_closed(Some(closed));
+                }
                 if !self.connections.closed(peer_id, connection_id) {
                     return;
                 }
@@ -532,6 +663,20 @@ impl NetworkBehaviour for Behaviour {
                 self.events.push_back(ToSwarm::GenerateEvent(event));
                 return;
             }
+            ToBehaviour::Subscribe(new) => {
+                self.connections.active(connection, Instant::now());
+                self.on_subscribe(peer, connection, new);
+                return;
+            }
+            ToBehaviour::NextPage(id) => {
+                self.next_page((connection, id));
+                return;
+            }
+            ToBehaviour::SubscriptionClosed(id) => {
+                let closed = self.subscriptions.closed((connection, id));
+                self.subscription_closed(closed);
+                return;
+            }
         };
         self.serve_released(peer, released);
     }
@@ -545,7 +690,7 @@ impl NetworkBehaviour for Behaviour {
             if let Some((peer, held)) = self.formats.poll_expired(now) {
                 let served = self.served_formats(&peer);
                 tracing::debug!(%peer, %served, "DISCOVER waited long enough for identify");
-                self.submit_discover(peer, served, held);
+                self.serve_held(peer, served, held);
                 continue;
             }
             if let Poll::Ready(event) = self.store.poll(cx, now) {

@@ -105,6 +105,24 @@ pub const RECORD_OVERHEAD_BYTES: usize = 256;
 /// slot in the record).
 pub const ADDRESS_OVERHEAD_BYTES: usize = 64;
 
+/// Push subscriptions (docs/push.md) the server serves at once, over all connections. Each
+/// holds at most [`DEFAULT_PUSH_QUEUE`] pushes waiting for its stream (a push shares its record
+/// with the store, so a queued push is a few hundred bytes): 10,000 subscriptions with full
+/// queues hold about 300 MiB, and far less while subscribers keep up. Over it, a subscription is
+/// answered `E_UNAVAILABLE` and its subscriber polls.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// Push subscriptions one connection may hold: one per namespace of a client in
+/// [`crate::client::MAX_NAMESPACES`] namespaces. Over it, `E_UNAVAILABLE`.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = crate::client::MAX_NAMESPACES;
+
+/// Pushes one subscription may have waiting for its stream. A subscriber that falls this far
+/// behind has its subscription ended (it resumes with DISCOVER from its last cookie), so a slow
+/// subscriber never holds more, and never slows a REGISTER: the server only ever adds to a
+/// queue without waiting. 64 absorbs a burst of 64 registrations in one namespace between two
+/// writes to the subscriber.
+pub const DEFAULT_PUSH_QUEUE: usize = 64;
+
 /// The longest TTL an operator may configure: one year. Deadlines are `now + ttl`; the cap keeps
 /// them far from any overflow of `Instant`.
 pub const MAX_CONFIGURABLE_TTL: Ttl = 365 * 24 * 60 * 60;
@@ -138,6 +156,9 @@ pub struct Config {
     pub(crate) max_addresses_per_record: usize,
     pub(crate) max_connections: usize,
     pub(crate) connection_grace: Duration,
+    pub(crate) max_subscriptions: usize,
+    pub(crate) max_subscriptions_per_connection: usize,
+    pub(crate) push_queue: usize,
 }
 
 impl Default for Config {
@@ -163,6 +184,9 @@ impl Default for Config {
             max_addresses_per_record: DEFAULT_MAX_ADDRESSES_PER_RECORD,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connection_grace: DEFAULT_CONNECTION_GRACE,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            push_queue: DEFAULT_PUSH_QUEUE,
         }
     }
 }
@@ -233,13 +257,22 @@ impl Config {
     /// The stream cap to give the connection's muxer (yamux `set_max_num_streams`, QUIC
     /// `max_concurrent_stream_limit`): the rendezvous streams
     /// ([`Config::with_max_streams_per_connection`]), those still negotiating
-    /// ([`MAX_NEGOTIATING_STREAMS`]) and the other protocols' ([`OTHER_PROTOCOL_STREAMS`]).
-    /// yamux closes the whole connection when a peer opens a stream over its cap, so its cap is
-    /// above every bound the server applies to a stream alone.
+    /// ([`MAX_NEGOTIATING_STREAMS`]), the push streams
+    /// ([`Config::with_max_subscriptions_per_connection`], when push is on) and the other
+    /// protocols' ([`OTHER_PROTOCOL_STREAMS`]). yamux closes the whole connection when a peer
+    /// opens a stream over its cap, so its cap is above every bound the server applies to a
+    /// stream alone.
     pub fn muxer_max_streams(&self) -> usize {
+        let push = if self.max_subscriptions > 0 {
+            self.max_subscriptions_per_connection
+                .min(MAX_CONFIGURABLE_STREAMS_PER_CONNECTION)
+        } else {
+            0
+        };
         self.max_streams_per_connection
             .min(MAX_CONFIGURABLE_STREAMS_PER_CONNECTION)
             + MAX_NEGOTIATING_STREAMS
+            + push
             + OTHER_PROTOCOL_STREAMS
     }
 
@@ -326,6 +359,28 @@ impl Config {
     /// The most addresses one record may list (default [`DEFAULT_MAX_ADDRESSES_PER_RECORD`]).
     pub fn with_max_addresses_per_record(mut self, n: usize) -> Self {
         self.max_addresses_per_record = n;
+        self
+    }
+
+    /// Push subscriptions served at once over all connections (default
+    /// [`DEFAULT_MAX_SUBSCRIPTIONS`]); 0 turns push off (the protocol is then not served, so
+    /// identify does not list it).
+    pub fn with_max_subscriptions(mut self, n: usize) -> Self {
+        self.max_subscriptions = n;
+        self
+    }
+
+    /// Push subscriptions one connection may hold (default
+    /// [`DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION`]).
+    pub fn with_max_subscriptions_per_connection(mut self, n: usize) -> Self {
+        self.max_subscriptions_per_connection = n;
+        self
+    }
+
+    /// Pushes one subscription may have waiting before it is ended (default
+    /// [`DEFAULT_PUSH_QUEUE`]; at least 1).
+    pub fn with_push_queue(mut self, n: usize) -> Self {
+        self.push_queue = n;
         self
     }
 
@@ -434,6 +489,18 @@ impl Config {
                     self.max_streams_per_connection
                 ),
             );
+        }
+        if self.max_subscriptions_per_connection > MAX_CONFIGURABLE_STREAMS_PER_CONNECTION {
+            return fail(
+                "max-subscriptions-per-connection",
+                format!(
+                    "is {}; expected 0 to {MAX_CONFIGURABLE_STREAMS_PER_CONNECTION}",
+                    self.max_subscriptions_per_connection
+                ),
+            );
+        }
+        if self.push_queue == 0 {
+            return fail("push-queue", "is 0; expected at least 1".into());
         }
         if self.stream_timeout.is_zero() || self.stream_timeout > MAX_CONFIGURABLE_STREAM_TIMEOUT {
             return fail(

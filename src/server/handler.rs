@@ -34,13 +34,15 @@ use prost::Message as _;
 
 use super::{
     formats::{IdentifyPb, IDENTIFY_PROTOCOL, MAX_IDENTIFY_MESSAGE_SIZE},
+    push::{self, FromPush, Inbound, PushError, PushLimits},
+    subscriptions::NewSubscription,
     Config, Limit, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
 };
 use crate::codec::{
     read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
     RequestError, RequestKind,
 };
-use crate::STANDARD_RECORDS_PROTOCOL;
+use crate::{PUSH_PROTOCOL, STANDARD_RECORDS_PROTOCOL};
 
 /// A request read from a stream, on its way to the [`super::Behaviour`].
 #[derive(Debug)]
@@ -80,6 +82,12 @@ pub enum ToBehaviour {
     },
     /// A stream was dropped or closed because of `0`.
     StreamRefused(Limit),
+    /// A push stream read its subscription.
+    Subscribe(NewSubscription),
+    /// Push stream `0` wrote a replayed page after which the replay goes on.
+    NextPage(u64),
+    /// Push stream `0` ended.
+    SubscriptionClosed(u64),
 }
 
 /// What the [`super::Behaviour`] tells a [`Handler`].
@@ -137,6 +145,16 @@ pub struct Handler {
     refused_streams: usize,
     identify: IdentifyState,
     identify_wait: Duration,
+    /// Whether push streams are accepted ([`Config::with_max_subscriptions`] above 0).
+    push: bool,
+    push_limits: PushLimits,
+    /// Push streams open at most (beyond, one is reset).
+    max_push_streams: usize,
+    /// The push streams, each with its number on this connection.
+    push_streams: FuturesUnordered<BoxFuture<'static, (u64, Result<(), PushError>)>>,
+    push_tx: mpsc::Sender<FromPush>,
+    push_rx: mpsc::Receiver<FromPush>,
+    next_push_id: u64,
 }
 
 /// The one identify request a connection may make.
@@ -164,6 +182,9 @@ impl Handler {
         let max_served = SERVED_STREAMS_PER_CONNECTION.min(config.max_streams_per_connection);
         // Each read stream has at most one request in flight, so this never fills for long.
         let (requests_tx, requests_rx) = mpsc::channel(max_served);
+        let max_push_streams = config.max_subscriptions_per_connection;
+        // Each push stream has at most one message for the handler in flight.
+        let (push_tx, push_rx) = mpsc::channel(max_push_streams.clamp(1, 1024));
         Self {
             protocol: config.protocol.clone(),
             max_request_size: config.max_request_size(),
@@ -186,6 +207,20 @@ impl Handler {
             refused_streams: 0,
             identify: IdentifyState::NotAsked,
             identify_wait: config.identify_wait,
+            push: config.max_subscriptions > 0,
+            push_limits: PushLimits {
+                max_request_size: config.max_request_size(),
+                max_message_size: config.max_message_size,
+                timeout: config
+                    .stream_timeout
+                    .min(super::MAX_CONFIGURABLE_STREAM_TIMEOUT),
+                queue: config.push_queue.max(1),
+            },
+            max_push_streams,
+            push_streams: FuturesUnordered::new(),
+            push_tx,
+            push_rx,
+            next_push_id: 0,
         }
     }
 }
@@ -193,13 +228,17 @@ impl Handler {
 impl ConnectionHandler for Handler {
     type FromBehaviour = FromBehaviour;
     type ToBehaviour = ToBehaviour;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundProtocol = Inbound;
     type OutboundProtocol = ReadyUpgrade<StreamProtocol>;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = ();
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, Self::InboundOpenInfo> {
-        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
+        let inbound = Inbound {
+            rendezvous: self.protocol.clone(),
+            push: self.push,
+        };
+        SubstreamProtocol::new(inbound, ())
     }
 
     fn on_behaviour_event(&mut self, event: FromBehaviour) {
@@ -254,6 +293,21 @@ impl ConnectionHandler for Handler {
                 }
             }
             self.serve_waiting();
+            if let Poll::Ready(Some(from_push)) = self.push_rx.poll_next_unpin(cx) {
+                let event = match from_push {
+                    FromPush::Subscribe(new) => ToBehaviour::Subscribe(new),
+                    FromPush::NextPage(id) => ToBehaviour::NextPage(id),
+                };
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
+            }
+            if let Poll::Ready(Some((id, result))) = self.push_streams.poll_next_unpin(cx) {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "push stream closed");
+                }
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                    ToBehaviour::SubscriptionClosed(id),
+                ));
+            }
             if let Poll::Ready(Some(request)) = self.requests_rx.poll_next_unpin(cx) {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
                     ToBehaviour::Request(request),
@@ -307,10 +361,14 @@ impl ConnectionHandler for Handler {
             return;
         }
         if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-            protocol: mut stream,
+            protocol: (mut stream, protocol),
             ..
         }) = event
         {
+            if protocol == PUSH_PROTOCOL {
+                self.accept_push(stream);
+                return;
+            }
             stream.ignore_for_keep_alive();
             if self.streams.len() + self.waiting.len() >= self.max_streams {
                 tracing::debug!(
@@ -326,6 +384,24 @@ impl ConnectionHandler for Handler {
 }
 
 impl Handler {
+    /// Serves a push stream (it keeps the connection alive while it is open), or resets it
+    /// when the connection has as many as it may hold.
+    fn accept_push(&mut self, stream: Stream) {
+        if self.push_streams.len() >= self.max_push_streams {
+            tracing::debug!(
+                max = self.max_push_streams,
+                "too many push streams on one connection; resetting the new one"
+            );
+            self.refused_streams = self.refused_streams.saturating_add(1);
+            return;
+        }
+        let id = self.next_push_id;
+        self.next_push_id += 1;
+        let serving = push::serve(id, stream, self.push_tx.clone(), self.push_limits);
+        self.push_streams
+            .push(async move { (id, serving.await) }.boxed());
+    }
+
     /// Moves waiting streams, oldest first, into the read ones while there is room. A stream
     /// that waited longer than the stream timeout is dropped (its peer has given up on it, or
     /// the read streams are held by a slow peer).

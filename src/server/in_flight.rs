@@ -6,7 +6,10 @@ use std::{collections::HashMap, time::Instant};
 
 use futures::channel::oneshot;
 
-use super::store::{OperationId, MAX_IN_FLIGHT};
+use super::{
+    store::{OperationId, MAX_IN_FLIGHT},
+    subscriptions::Key,
+};
 use crate::codec::{Cookie, Message, Namespace};
 
 /// A DISCOVER read and not yet submitted (its asker's format is not known yet).
@@ -18,6 +21,13 @@ pub(crate) struct HeldDiscover {
     pub(crate) responder: Option<oneshot::Sender<Message>>,
     /// When the handler read the request, to report how long answering took.
     pub(crate) received: Instant,
+}
+
+/// What waits for its asker's format to be known: a DISCOVER, or a push subscription's replay.
+#[derive(Debug)]
+pub(crate) enum Held {
+    Discover(HeldDiscover),
+    Subscription(Key),
 }
 
 /// Where the answer to a submitted request goes.

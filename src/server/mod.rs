@@ -106,6 +106,16 @@
 //! - **Arithmetic.** No configuration and no input makes the server panic: deadlines, the
 //!   sequence counter and sizes use checked or saturating arithmetic. [`Config::validate`]
 //!   (used by [`Behaviour::try_new`] and `rendezvous serve`) refuses out-of-range values.
+//! - **Push.** Beside the rendezvous protocol the server serves
+//!   [`PUSH_PROTOCOL`](crate::PUSH_PROTOCOL) (docs/push.md), so identify lists it: a subscriber
+//!   gets what registered since its cookie, then each new registration as the store reports it
+//!   ([`store::Change`]), with its new cookie, and early removals. A subscription is attached
+//!   to the changes before its replay, so each registration reaches it exactly once. Capped in
+//!   all ([`Config::with_max_subscriptions`]; 0 turns push off) and per connection
+//!   ([`Config::with_max_subscriptions_per_connection`]); each has a queue of
+//!   [`Config::with_push_queue`] pushes, and one that falls behind is ended (its subscriber
+//!   resumes with DISCOVER from its last cookie): adding a push never waits, so a slow
+//!   subscriber never slows a REGISTER.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 //!
 //! # Memory
@@ -125,6 +135,10 @@
 //! - per peer: a rate-limiter bucket and what is known of its record format (at most
 //!   [`MAX_RATE_LIMITED_PEERS`] and [`MAX_KNOWN_PEERS`] of them, about 100 bytes each), and at
 //!   most [`MAX_HELD`] DISCOVERs held for identify in all;
+//! - push: at most [`Config::with_max_subscriptions`] subscriptions (10,000), each with at
+//!   most [`Config::with_push_queue`] pushes queued (64; a push shares its record with the store,
+//!   a few hundred bytes) or changes held during its replay, and one replayed page in flight:
+//!   about 300 MiB with every queue full, far less while subscribers keep up;
 //! - connections: at most [`Config::with_max_connections`] (default [`DEFAULT_MAX_CONNECTIONS`],
 //!   100,000), a few dozen bytes each in this behaviour. The rest of a connection's cost is the
 //!   transport's (see below).
@@ -142,7 +156,7 @@
 //!   takes a quarter of the slots and none of the others' places.
 //! - **Streams**: 8 read at once per connection, up to 128 open (a rust-libp2p client has up to
 //!   100 requests in flight, each on its stream); the 129th is reset alone. The muxer allows
-//!   [`Config::muxer_max_streams`] (176 by default: the 128, [`MAX_NEGOTIATING_STREAMS`] still
+//!   [`Config::muxer_max_streams`] (240 by default: the 128, 64 push streams, [`MAX_NEGOTIATING_STREAMS`] still
 //!   negotiating, [`OTHER_PROTOCOL_STREAMS`] for identify and ping), so a stream never costs its
 //!   connection (yamux closes a connection whose peer opens one over its cap).
 //! - **Requests**: [`DEFAULT_REQUEST_BURST`] (256) at once per peer, then
@@ -162,9 +176,10 @@
 //! its transports, caps connections per peer (`--max-connections-per-peer`), gives yamux and
 //! QUIC [`Config::muxer_max_streams`], bounds QUIC's receive windows (1 MiB unread per
 //! connection) and closes a connection that holds no registration and has no request in flight
-//! after `--idle-timeout` (the server's streams do not keep a connection alive by themselves).
+//! after `--idle-timeout` (the server's rendezvous streams do not keep a connection alive by
+//! themselves; an open push subscription does).
 //! yamux gives every stream a 256 KiB window (fixed by its spec), so a peer that sends what the
-//! server did not ask for can make one TCP connection hold up to 176 × 256 KiB (44 MiB) until
+//! server did not ask for can make one TCP connection hold up to 240 × 256 KiB (60 MiB) until
 //! the stream timeout; legitimate waiting streams hold one request each. A server embedded in
 //! another swarm should do the same with [`handshakes::Transport`], `libp2p::connection_limits`
 //! and the swarm's idle timeout. Measured figures under floods and bursts are in
@@ -186,10 +201,12 @@ mod formats;
 mod handler;
 pub mod handshakes;
 mod in_flight;
+mod push;
 mod rate;
 mod registrations;
 pub mod rules;
 pub mod store;
+mod subscriptions;
 
 use std::time::Duration;
 
@@ -206,6 +223,7 @@ pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
 pub use registrations::Registrations;
 pub use rules::{cookie, Refusal, MAX_SCANNED_PER_DISCOVER};
 pub use store::{MemoryStore, Store, MAX_IN_FLIGHT};
+pub use subscriptions::SubscriptionEnd;
 
 use crate::codec::{ErrorResponse, Namespace, Registration, RequestKind};
 
@@ -238,6 +256,9 @@ pub enum Limit {
     /// The server held [`Config::with_max_connections`] connections, each with registrations
     /// or in its grace period; a new connection was refused.
     Connections,
+    /// The server held [`Config::with_max_subscriptions`] push subscriptions, or the connection
+    /// [`Config::with_max_subscriptions_per_connection`]; a new one was refused.
+    Subscriptions,
 }
 
 /// Why a registration was removed before its TTL ended.
@@ -344,6 +365,38 @@ pub enum Event {
     IdleConnectionClosed {
         /// The peer on the other end.
         peer: PeerId,
+    },
+    /// A peer subscribed to pushes ([`PUSH_PROTOCOL`](crate::PUSH_PROTOCOL)); its replay
+    /// starts.
+    Subscribed {
+        /// The subscriber.
+        peer: PeerId,
+        /// The namespace; `None` for all namespaces.
+        namespace: Option<Namespace>,
+    },
+    /// A subscription was refused by `limit` (answered `E_UNAVAILABLE`; the subscriber polls).
+    SubscriptionRefused {
+        /// The subscriber.
+        peer: PeerId,
+        /// The namespace; `None` for all namespaces.
+        namespace: Option<Namespace>,
+        /// The bound.
+        limit: Limit,
+    },
+    /// A subscription ended.
+    SubscriptionEnded {
+        /// The subscriber.
+        peer: PeerId,
+        /// The namespace; `None` for all namespaces.
+        namespace: Option<Namespace>,
+        /// Why.
+        reason: SubscriptionEnd,
+    },
+    /// A change (a registration, or registrations that ended early) was pushed to `subscribers`
+    /// subscriptions (queued on their streams).
+    Pushed {
+        /// Subscriptions it was queued for.
+        subscribers: usize,
     },
     /// The store committed a group of mutations (stores that commit in groups, such as SQLite).
     StoreCommitted {

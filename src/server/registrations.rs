@@ -413,6 +413,20 @@ impl Registrations {
         limit: Option<u64>,
         now: Instant,
     ) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
+        self.discover_up_to_date(served, namespace, cookie, limit, now)
+            .map(|(registrations, cookie, _)| (registrations, cookie))
+    }
+
+    /// [`Registrations::discover`], also saying whether the page's cookie is up to date
+    /// (nothing registered after it yet; see [`Page::is_up_to_date`](rules::Page::is_up_to_date)).
+    pub fn discover_up_to_date(
+        &self,
+        served: super::ServedFormats,
+        namespace: Option<&Namespace>,
+        cookie: Option<&Cookie>,
+        limit: Option<u64>,
+        now: Instant,
+    ) -> Result<(Vec<Registration>, Cookie, bool), ErrorResponse> {
         let (after, mark) = match cookie {
             Some(cookie) => cookie::parse(cookie, namespace, self.counter, served)?,
             None => (0, None),
@@ -435,7 +449,9 @@ impl Registrations {
                 break;
             }
         }
-        Ok(page.finish(end, namespace))
+        let up_to_date = page.is_up_to_date(end);
+        let (registrations, cookie) = page.finish(end, namespace);
+        Ok((registrations, cookie, up_to_date))
     }
 
     /// Checks that every index agrees with the entries, that the byte count is what the entries

@@ -58,6 +58,12 @@ impl Behaviour {
         }
     }
 
+    /// Opens streams on `protocol` instead of rendezvous (the push protocol, say).
+    pub fn with_protocol(mut self, protocol: StreamProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// A record of this peer in `format`.
     pub fn record(&self, format: RecordFormat) -> SignedRecord {
         SignedRecord::new(&self.key, vec!["/memory/1234".parse().unwrap()], format).unwrap()

@@ -1,6 +1,9 @@
 //! `rendezvous demo`: a server and four peers in two namespaces on 127.0.0.1, all in this
 //! process, registering, discovering each other through the discovery aggregator, and one
-//! leaving and being seen to expire. Exits 0 when everything it shows happened, 1 otherwise.
+//! leaving and being seen to expire. Everyone runs identify, so the peers subscribe to the
+//! server's pushes (docs/push.md): a peer that registers after another subscribed is discovered
+//! within milliseconds (the demo prints how long after it registered), and the leaver's
+//! departure is pushed too. Exits 0 when everything it shows happened, 1 otherwise.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -9,7 +12,9 @@ use std::{
 };
 
 use futures::StreamExt;
-use libp2p::{identity::Keypair, swarm::SwarmEvent, Multiaddr, PeerId};
+use libp2p::{
+    identify, identity::Keypair, swarm::NetworkBehaviour, swarm::SwarmEvent, Multiaddr, PeerId,
+};
 use rendezvous_discovery::{client, discovery, server, Namespace, Ttl};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,11 +44,10 @@ const PEERS: [(&str, &str); 4] = [
 const LEAVER: &str = "bob";
 const WATCHER: &str = "alice";
 
-/// The leaver registers with a short TTL, so the others see it expire seconds after it left
-/// (the server's minimum TTL is lowered to allow it; the server drops its registration at once
-/// when it disconnects, but other clients learn of a departure only when the TTL they were
-/// given runs out). The others use a TTL long enough that their refreshes (at 50-80% of it)
-/// always reach the pollers in time.
+/// The leaver registers with a short TTL, so the others see it expire seconds after it left even
+/// without push (the server's minimum TTL is lowered to allow it; with push, the server tells
+/// its subscribers as soon as it unregisters). The others use a TTL long enough that their
+/// refreshes (at 50-80% of it) always reach the pollers in time.
 const LEAVER_TTL: Ttl = 3;
 const TTL: Ttl = 60;
 /// How often each peer polls the server (the client's minimum).
@@ -57,11 +61,13 @@ enum Report {
     Registered {
         ns: Namespace,
         ttl: Ttl,
+        at: Instant,
     },
     Discovered {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         source: &'static str,
+        at: Instant,
     },
     Expired {
         peer: PeerId,
@@ -89,10 +95,13 @@ pub async fn run(args: Args) -> CliResult {
                 .with_namespace(Namespace::from_static(ns))
                 .with_ttl(if name == LEAVER { LEAVER_TTL } else { TTL })
                 .with_interval(INTERVAL);
-            discovery::Behaviour::new(
-                client::Behaviour::new(key.clone(), config),
-                discovery::Config::default(),
-            )
+            Peer {
+                discovery: discovery::Behaviour::new(
+                    client::Behaviour::new(key.clone(), config),
+                    discovery::Config::default(),
+                ),
+                identify: identify_for(key),
+            }
         })?;
         tokio::spawn(run_peer(name, swarm, tx.clone(), leave_rx));
     }
@@ -118,6 +127,8 @@ fn namespace_of(name: &str) -> Option<&'static str> {
 /// namespace discovered each other, and the watcher saw the leaver expire.
 struct Tally {
     names: HashMap<PeerId, &'static str>,
+    /// When each peer's registration was acknowledged.
+    registered_at: HashMap<&'static str, Instant>,
     /// Tells the leaver to leave; taken when it is told.
     leave: Option<oneshot::Sender<()>>,
     registered: BTreeSet<&'static str>,
@@ -142,6 +153,7 @@ impl Tally {
             .collect();
         Self {
             names: HashMap::new(),
+            registered_at: HashMap::new(),
             leave: None,
             registered: BTreeSet::new(),
             discovered: BTreeSet::new(),
@@ -158,8 +170,9 @@ impl Tally {
 
     fn on_report(&mut self, name: &'static str, report: Report) {
         match report {
-            Report::Registered { ns, ttl } => {
+            Report::Registered { ns, ttl, at } => {
                 if self.registered.insert(name) {
+                    self.registered_at.insert(name, at);
                     outln!("{name:<7} registered in \"{ns}\" (ttl {ttl} s)");
                 }
             }
@@ -167,7 +180,8 @@ impl Tally {
                 peer,
                 addrs,
                 source,
-            } => self.discovered(name, peer, &addrs, source),
+                at,
+            } => self.discovered(name, peer, &addrs, source, at),
             Report::Expired { peer } => {
                 let other = self.who(&peer);
                 outln!("{name:<7} saw {other} expire");
@@ -183,11 +197,26 @@ impl Tally {
         }
     }
 
-    fn discovered(&mut self, name: &'static str, peer: PeerId, addrs: &[Multiaddr], source: &str) {
+    fn discovered(
+        &mut self,
+        name: &'static str,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        source: &str,
+        at: Instant,
+    ) {
         let other = self.who(&peer);
         let addr = addrs.first().map(ToString::to_string).unwrap_or_default();
         let ns = namespace_of(other).unwrap_or("?");
-        outln!("{name:<7} discovered {other} in \"{ns}\" at {addr} (via {source})");
+        // A push may arrive before the registrant has read its own acknowledgement.
+        let delay = match self.registered_at.get(other) {
+            Some(registered) => format!(
+                ", {} ms after {other} registered",
+                at.saturating_duration_since(*registered).as_millis()
+            ),
+            None => format!(", as {other} registered"),
+        };
+        outln!("{name:<7} discovered {other} in \"{ns}\" at {addr} (via {source}{delay})");
         if namespace_of(other) != namespace_of(name) {
             let problem = format!("{name} discovered {other}, of another namespace");
             self.problems.push(problem);
@@ -202,8 +231,8 @@ impl Tally {
             .all(|pair| self.discovered.contains(pair));
         if let Some(leave) = leaver_done.then(|| self.leave.take()).flatten() {
             outln!(
-                "{LEAVER:<7} leaves (unregisters and disconnects; its {LEAVER_TTL} s \
-                 registration runs out at the others')"
+                "{LEAVER:<7} leaves (unregisters and disconnects: the server pushes its \
+                 departure; without push, its {LEAVER_TTL} s registration runs out at the others')"
             );
             let _ = leave.send(());
         }
@@ -244,8 +273,9 @@ impl Tally {
 async fn start_server() -> Result<(PeerId, Multiaddr), CliError> {
     let key = Keypair::generate_ed25519();
     let id = key.public().to_peer_id();
-    let mut swarm = node::swarm(key, node::IDLE_TIMEOUT, |_| {
-        server::Behaviour::new(server::Config::default().with_min_ttl(1))
+    let mut swarm = node::swarm(key, node::IDLE_TIMEOUT, |key| DemoServer {
+        rendezvous: server::Behaviour::new(server::Config::default().with_min_ttl(1)),
+        identify: identify_for(key),
     })?;
     swarm
         .listen_on(loopback())
@@ -259,7 +289,26 @@ async fn start_server() -> Result<(PeerId, Multiaddr), CliError> {
     Ok((id, addr))
 }
 
-type PeerSwarm = libp2p::Swarm<discovery::Behaviour<client::Behaviour>>;
+/// The server, with identify so the peers learn that it serves push.
+#[derive(NetworkBehaviour)]
+struct DemoServer {
+    rendezvous: server::Behaviour,
+    identify: identify::Behaviour,
+}
+
+/// A peer: the discovery aggregator around our client, with identify (it tells the peer that
+/// the server serves push, and the server what the peer reads).
+#[derive(NetworkBehaviour)]
+struct Peer {
+    discovery: discovery::Behaviour<client::Behaviour>,
+    identify: identify::Behaviour,
+}
+
+fn identify_for(key: &Keypair) -> identify::Behaviour {
+    identify::Behaviour::new(identify::Config::new("/ipfs/id/1.0.0".into(), key.public()))
+}
+
+type PeerSwarm = libp2p::Swarm<Peer>;
 
 /// Drives one peer, reporting what it does, until told to leave (or the demo ends).
 async fn run_peer(
@@ -282,29 +331,33 @@ async fn run_peer(
                 // Only the leaver is told; the others' senders are dropped (an error here).
                 leaving = true;
                 if told.is_ok() {
-                    swarm.behaviour_mut().inner_mut().stop();
+                    swarm.behaviour_mut().discovery.inner_mut().stop();
                 }
                 continue;
             }
         };
         node::on_swarm_event(&mut swarm, &event);
+        let SwarmEvent::Behaviour(PeerEvent::Discovery(event)) = event else {
+            continue;
+        };
         let report = match event {
-            SwarmEvent::Behaviour(discovery::Event::Discovered {
+            discovery::Event::Discovered {
                 peer,
                 addrs,
                 source,
-            }) => Report::Discovered {
+            } => Report::Discovered {
                 peer,
                 addrs,
                 source,
+                at: Instant::now(),
             },
-            SwarmEvent::Behaviour(discovery::Event::Expired { peer, .. }) => {
-                Report::Expired { peer }
-            }
-            SwarmEvent::Behaviour(discovery::Event::Source(event)) => match event {
-                client::Event::Registered { namespace, ttl, .. } => {
-                    Report::Registered { ns: namespace, ttl }
-                }
+            discovery::Event::Expired { peer, .. } => Report::Expired { peer },
+            discovery::Event::Source(event) => match event {
+                client::Event::Registered { namespace, ttl, .. } => Report::Registered {
+                    ns: namespace,
+                    ttl,
+                    at: Instant::now(),
+                },
                 client::Event::RegisterFailed { error, .. } => {
                     Report::Failed(format!("register failed: {error}"))
                 }
@@ -318,7 +371,6 @@ async fn run_peer(
                 }
                 _ => continue,
             },
-            _ => continue,
         };
         if tx.send((name, report)).await.is_err() {
             return;

@@ -167,6 +167,17 @@ pub struct Args {
     /// that a test of it does not wait a whole second.
     #[arg(long, value_name = "MS", hide = true)]
     idle_timeout_ms: Option<u64>,
+    /// Push subscriptions (docs/push.md) served at once; 0 turns push off (the protocol is
+    /// then not served or announced).
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_SUBSCRIPTIONS)]
+    max_subscriptions: usize,
+    /// Push subscriptions one connection may hold.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
+    max_subscriptions_per_connection: usize,
+    /// Pushes queued for one subscriber; a subscriber that falls further behind has its
+    /// subscription ended and resumes with DISCOVER.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_PUSH_QUEUE)]
+    push_queue: usize,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
@@ -242,7 +253,10 @@ impl Args {
             .with_max_store_bytes(self.max_store_bytes)
             .with_max_record_size(self.max_record_size)
             .with_max_addresses_per_record(self.max_addresses_per_record)
-            .with_max_connections(self.max_connections);
+            .with_max_connections(self.max_connections)
+            .with_max_subscriptions(self.max_subscriptions)
+            .with_max_subscriptions_per_connection(self.max_subscriptions_per_connection)
+            .with_push_queue(self.push_queue);
         let config = match self.connection_grace_ms {
             Some(ms) => config.with_connection_grace(Duration::from_millis(ms)),
             None => config,
@@ -551,6 +565,13 @@ pub async fn run(mut args: Args) -> CliResult {
         Some(address) => Some(Exporter::start(address, local).await?),
         None => None,
     };
+    // The state gauges hold from the first scrape on, not from the loop's first tick (which may
+    // come after the listen address is printed and scraped).
+    if let Some(exporter) = &exporter {
+        exporter
+            .ours
+            .record_server_state(&swarm.behaviour().rendezvous);
+    }
     let mut listeners = listen_all(&mut swarm, &args.listen)?;
     for address in &args.external_address {
         swarm.add_external_address(address.clone());
@@ -711,5 +732,17 @@ fn log_event(event: server::Event) {
             operations,
             latency,
         } => tracing::trace!(operations, ?latency, "store commit"),
+        Subscribed { peer, namespace } => tracing::debug!(%peer, ?namespace, "subscribed"),
+        SubscriptionRefused {
+            peer,
+            namespace,
+            limit,
+        } => tracing::debug!(%peer, ?namespace, ?limit, "subscription refused"),
+        SubscriptionEnded {
+            peer,
+            namespace,
+            reason,
+        } => tracing::debug!(%peer, ?namespace, ?reason, "subscription ended"),
+        Pushed { subscribers } => tracing::trace!(subscribers, "pushed"),
     }
 }

@@ -161,6 +161,20 @@ impl Cache {
         Some(Event::Expired { peer, namespace })
     }
 
+    /// The registration of `peer` in `namespace` ended before its TTL (a server pushed its
+    /// removal): removed now, reported as [`Event::Expired`] if it was discovered.
+    pub(super) fn remove(&mut self, peer: PeerId, namespace: &Namespace) -> Option<Event> {
+        let namespaces = self.peers.get_mut(&peer)?;
+        namespaces.remove(namespace)?;
+        self.len -= 1;
+        if namespaces.is_empty() {
+            self.peers.remove(&peer);
+        }
+        self.expiry.clear(&(peer, namespace.clone()));
+        let namespace = namespace.clone();
+        Some(Event::Expired { peer, namespace })
+    }
+
     /// The next expiry.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         self.expiry.first()

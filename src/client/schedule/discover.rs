@@ -1,8 +1,14 @@
 //! Automatic discovery, per (server, namespace): when to DISCOVER, the cookie to send, paging
-//! through full pages, and retrying.
+//! through full pages, and retrying; and, at servers that serve push (docs/push.md), when to
+//! subscribe.
+//!
+//! Push rides on the cookie: a task subscribes from its cookie once a DISCOVER has caught up
+//! (a page that is not full), each pushed page moves the cookie as a polled one does, and when a
+//! subscription ends the task DISCOVERs at once from its cookie and subscribes again after a
+//! backoff. Polling goes on at the interval meanwhile, as a safety net.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -28,6 +34,24 @@ struct Task {
     cookie: Option<Cookie>,
     /// Pages asked for in a row in this tick.
     pages: u32,
+    push: PushState,
+    /// Subscriptions that ended in a row without a push.
+    push_failures: u32,
+    /// The last DISCOVER's page was not full, and nothing since called for another at once:
+    /// a subscription may start from the cookie.
+    caught_up: bool,
+}
+
+/// A task's push subscription.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum PushState {
+    /// None open.
+    #[default]
+    Off,
+    /// Asked for, or open.
+    Subscribed,
+    /// The last one ended: none until then.
+    Resting(Instant),
 }
 
 /// The automatic discoveries.
@@ -43,6 +67,11 @@ pub(super) struct DiscoverTasks {
     /// Namespaces discovered automatically at every server (empty when discovery is off).
     namespaces: Vec<Namespace>,
     interval: Duration,
+    /// Servers that serve push.
+    push_servers: HashSet<PeerId>,
+    /// Subscriptions to ask for (each (server, namespace) at most once: its task is then
+    /// [`PushState::Subscribed`]).
+    subscribe: VecDeque<(PeerId, Namespace)>,
 }
 
 impl DiscoverTasks {
@@ -53,6 +82,8 @@ impl DiscoverTasks {
             paused: HashSet::new(),
             namespaces,
             interval,
+            push_servers: HashSet::new(),
+            subscribe: VecDeque::new(),
         }
     }
 
@@ -74,6 +105,8 @@ impl DiscoverTasks {
             }
         }
         self.paused.remove(peer);
+        self.push_servers.remove(peer);
+        self.subscribe.retain(|(p, _)| p != peer);
     }
 
     /// Stops every automatic discovery.
@@ -135,6 +168,7 @@ impl DiscoverTasks {
                 if at.is_some() {
                     t.pages = 0;
                 }
+                t.caught_up = false;
                 ns.clone()
             })
             .collect();
@@ -148,9 +182,131 @@ impl DiscoverTasks {
         self.reschedule_idle(peer, Some(now));
     }
 
-    /// `peer` is gone: nothing is due there until it is back.
+    /// `peer` is gone: nothing is due there until it is back, and its subscriptions are gone.
     pub(super) fn disconnected(&mut self, peer: PeerId) {
         self.reschedule_idle(peer, None);
+        self.push_servers.remove(&peer);
+        self.subscribe.retain(|(p, _)| *p != peer);
+        for task in self
+            .servers
+            .get_mut(&peer)
+            .into_iter()
+            .flat_map(|t| t.values_mut())
+        {
+            task.push = PushState::Off;
+        }
+    }
+
+    /// `peer` serves push: its tasks that are not polling now subscribe.
+    pub(super) fn push_supported(&mut self, now: Instant, peer: PeerId) {
+        if !self.push_servers.insert(peer) {
+            return;
+        }
+        let idle: Vec<Namespace> = self
+            .servers
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|(_, t)| t.inflight.is_none() && t.caught_up)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for namespace in idle {
+            self.maybe_subscribe(now, peer, &namespace);
+        }
+    }
+
+    /// Subscribes `namespace` at `peer` if the server serves push and the task has no
+    /// subscription and is not resting after one.
+    fn maybe_subscribe(&mut self, now: Instant, peer: PeerId, namespace: &Namespace) {
+        if !self.push_servers.contains(&peer) {
+            return;
+        }
+        let Some(task) = self
+            .servers
+            .get_mut(&peer)
+            .and_then(|t| t.get_mut(namespace))
+        else {
+            return;
+        };
+        let may = match task.push {
+            PushState::Off => true,
+            PushState::Subscribed => false,
+            PushState::Resting(until) => until <= now,
+        };
+        if may {
+            task.push = PushState::Subscribed;
+            self.subscribe.push_back((peer, namespace.clone()));
+        }
+    }
+
+    /// The next subscription to ask for, from its task's cookie, with `limit`.
+    pub(super) fn poll_subscribe(&mut self, limit: u64) -> Option<Action> {
+        while let Some((server, namespace)) = self.subscribe.pop_front() {
+            let Some(task) = self.servers.get(&server).and_then(|t| t.get(&namespace)) else {
+                continue;
+            };
+            return Some(Action::Subscribe {
+                server,
+                cookie: task.cookie.clone(),
+                namespace,
+                limit,
+            });
+        }
+        None
+    }
+
+    /// A page was pushed to the subscription of `namespace` at `peer`: its cookie is the
+    /// task's.
+    pub(super) fn pushed(&mut self, peer: PeerId, namespace: &Namespace, cookie: Option<Cookie>) {
+        let Some(task) = self
+            .servers
+            .get_mut(&peer)
+            .and_then(|t| t.get_mut(namespace))
+        else {
+            return;
+        };
+        task.push_failures = 0;
+        if cookie.is_some() {
+            task.cookie = cookie;
+        }
+    }
+
+    /// The subscription of `namespace` at `peer` ended: the task DISCOVERs from its cookie now
+    /// (from the start after an invalid cookie) and subscribes again after a backoff (`rest`,
+    /// from [`DiscoverTasks::next_push_failure`]). Returns whether the cookie was dropped.
+    pub(super) fn subscription_ended(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        namespace: &Namespace,
+        invalid_cookie: bool,
+        rest: Duration,
+        connected: bool,
+    ) -> bool {
+        let Some(task) = self
+            .servers
+            .get_mut(&peer)
+            .and_then(|t| t.get_mut(namespace))
+        else {
+            return false;
+        };
+        task.push = PushState::Resting(now + rest);
+        task.push_failures = task.push_failures.saturating_add(1);
+        task.caught_up = false;
+        let dropped = invalid_cookie && task.cookie.take().is_some();
+        if task.inflight.is_none() && connected {
+            task.pages = 0;
+            self.set_due(peer, namespace, Some(now));
+        }
+        dropped
+    }
+
+    /// How many subscriptions of `namespace` at `peer` ended in a row, counting one more.
+    pub(super) fn next_push_failure(&self, peer: &PeerId, namespace: &Namespace) -> u32 {
+        self.servers
+            .get(peer)
+            .and_then(|t| t.get(namespace))
+            .map_or(1, |t| t.push_failures.saturating_add(1))
     }
 
     /// The DISCOVER of a discovery due at `now`, with the stored cookie and `limit`, now in
@@ -200,14 +356,25 @@ impl DiscoverTasks {
         if cookie.is_some() {
             task.cookie = cookie;
         }
-        let at = if full && has_cookie && task.pages + 1 < MAX_PAGES_PER_TICK {
+        let caught_up = !(full && has_cookie);
+        task.caught_up = caught_up;
+        let mut at = if !caught_up && task.pages + 1 < MAX_PAGES_PER_TICK {
             task.pages += 1;
             now
         } else {
             task.pages = 0;
             now + self.interval
         };
+        // Caught up: subscribe now, or poll again when the rest after the last one ends.
+        if let PushState::Resting(until) = task.push {
+            if self.push_servers.contains(&peer) {
+                at = at.min(until.max(now));
+            }
+        }
         self.set_due(peer, namespace, connected.then_some(at));
+        if caught_up && connected {
+            self.maybe_subscribe(now, peer, namespace);
+        }
     }
 
     /// How many times in a row the discovery failed, counting one more failure.
@@ -237,6 +404,7 @@ impl DiscoverTasks {
             .and_then(|t| t.get_mut(namespace))?;
         task.inflight = None;
         task.pages = 0;
+        task.caught_up = false;
         if invalid_cookie {
             tracing::debug!(server = %peer, %namespace, "cookie rejected; discovering from the start");
             task.cookie = None;

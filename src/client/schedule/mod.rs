@@ -26,7 +26,10 @@ use std::{collections::VecDeque, time::Instant};
 use libp2p::{Multiaddr, PeerId};
 
 use super::{Config, Event, RequestError, RequestId};
-use crate::Namespace;
+use crate::{
+    codec::{ErrorCode, ErrorResponse, Push},
+    Namespace,
+};
 
 mod backoff;
 mod cache;
@@ -34,6 +37,8 @@ mod deadlines;
 mod discover;
 mod identify;
 mod manual;
+#[cfg(test)]
+mod push_tests;
 mod register;
 mod request;
 mod responses;
@@ -206,6 +211,78 @@ impl Schedule {
     /// for it go out.
     pub(crate) fn remote_protocols_known(&mut self, _now: Instant, peer: PeerId) {
         self.release_held(&peer);
+    }
+
+    /// The connection to server `peer` announced the push protocol: its discoveries subscribe
+    /// (docs/push.md).
+    pub(crate) fn push_supported(&mut self, now: Instant, peer: PeerId) {
+        if self.servers.contains(&peer) && !self.stop.is_stopped() {
+            self.discs.push_supported(now, peer);
+        }
+    }
+
+    /// The subscription of `namespace` at `server` received `push`: a page goes the way of a
+    /// DISCOVER page (the cache, the cookie), a removal ends the registrations it names.
+    pub(crate) fn on_pushed(
+        &mut self,
+        now: Instant,
+        server: PeerId,
+        namespace: Namespace,
+        push: Push,
+    ) {
+        if self.stop.is_stopped() {
+            return;
+        }
+        match push {
+            Push::Page(Ok(page)) => {
+                let found = self
+                    .cache
+                    .absorb(now, server, Some(&namespace), &page.registrations);
+                self.out.extend(found);
+                if page.skipped > 0 {
+                    self.report(Event::RecordsSkipped {
+                        server,
+                        namespace: Some(namespace.clone()),
+                        count: page.skipped,
+                    });
+                }
+                self.discs.pushed(server, &namespace, page.cookie);
+            }
+            // The handler ends the subscription on an error page.
+            Push::Page(Err(_)) => {}
+            Push::Removed { peer, namespaces } => {
+                for ns in namespaces.iter().filter(|ns| **ns == namespace) {
+                    if let Some(expired) = self.cache.remove(peer, ns) {
+                        self.report(expired);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The subscription of `namespace` at `server` ended (`error`: the server's reason): the
+    /// discovery continues with DISCOVER from its cookie, and subscribes again after a backoff.
+    pub(crate) fn subscription_ended(
+        &mut self,
+        now: Instant,
+        server: PeerId,
+        namespace: Namespace,
+        error: Option<ErrorResponse>,
+    ) {
+        let invalid_cookie = error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::InvalidCookie);
+        tracing::debug!(%server, %namespace, ?error, "push subscription ended; polling");
+        let rest = self
+            .backoff
+            .after(self.discs.next_push_failure(&server, &namespace));
+        let connected = self.servers.is_connected(&server);
+        if self
+            .discs
+            .subscription_ended(now, server, &namespace, invalid_cookie, rest, connected)
+        {
+            self.report(Event::CookieReset { server, namespace });
+        }
     }
 
     fn release_held(&mut self, peer: &PeerId) {
@@ -421,7 +498,9 @@ impl Schedule {
         if let Some(Action::Send { server, .. }) = register {
             self.sync_pause(server);
         }
-        register.or_else(|| self.discs.poll(now, self.config.limit, &mut self.requests))
+        register
+            .or_else(|| self.discs.poll_subscribe(self.config.limit))
+            .or_else(|| self.discs.poll(now, self.config.limit, &mut self.requests))
     }
 }
 

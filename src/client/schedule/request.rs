@@ -83,6 +83,13 @@ pub(crate) enum Action {
     NewAddressOfPeer { peer: PeerId, address: Multiaddr },
     /// Keep the connections to a server alive while idle (`on`), or let them close.
     KeepAlive { server: PeerId, on: bool },
+    /// Subscribe to pushes of `namespace` at the server, from `cookie` (docs/push.md).
+    Subscribe {
+        server: PeerId,
+        namespace: Namespace,
+        cookie: Option<Cookie>,
+        limit: u64,
+    },
 }
 
 /// Who asked for a request.

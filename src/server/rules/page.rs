@@ -161,6 +161,13 @@ impl Page {
         self.mark = Some(self.served);
     }
 
+    /// Whether the page ends at the newest registration, the store having looked as far as
+    /// `end` says: its cookie is up to date (nothing registered after it yet). A push
+    /// subscription's replay ends with such a page.
+    pub fn is_up_to_date(&self, end: ScanEnd) -> bool {
+        !self.cut && matches!(end, ScanEnd::Complete { .. })
+    }
+
     /// The registrations and the cookie that continues after them in `namespace` (`None`: all
     /// namespaces), the store having looked as far as `end` says.
     pub fn finish(

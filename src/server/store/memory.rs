@@ -6,7 +6,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{Local, Operation, OperationId, Outcome, Store, StoreEvent};
+use super::{Change, Local, Operation, OperationId, Outcome, Store, StoreEvent};
 use crate::codec::Registration;
 use crate::server::{Config, Registrations};
 
@@ -46,13 +46,13 @@ pub(crate) fn wall_clock_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Applies `operation` to `index`, as every local store does first: the outcome, and the
-/// registrations `peer` holds after it.
+/// Applies `operation` to `index`, as every local store does first: the outcome, the
+/// registrations `peer` holds after it, and the change it made.
 pub(crate) fn apply(
     index: &mut Registrations,
     operation: Operation,
     now: Instant,
-) -> (Outcome, usize) {
+) -> (Outcome, usize, Option<Change>) {
     let peer = operation.peer();
     let outcome = match operation {
         Operation::Register { peer, registration } => {
@@ -88,11 +88,19 @@ pub(crate) fn apply(
             limit,
             ..
         } => {
-            let result = index.discover(served, namespace.as_ref(), cookie.as_ref(), limit, now);
-            Outcome::Discovered { namespace, result }
+            let result =
+                index.discover_up_to_date(served, namespace.as_ref(), cookie.as_ref(), limit, now);
+            let up_to_date = matches!(result, Ok((_, _, true)));
+            let result = result.map(|(registrations, cookie, _)| (registrations, cookie));
+            Outcome::Discovered {
+                namespace,
+                result,
+                up_to_date,
+            }
         }
     };
-    (outcome, index.count_of(&peer))
+    let change = Change::of(peer, &outcome, index.counter());
+    (outcome, index.count_of(&peer), change)
 }
 
 /// The next registration of `index` expired at `now`, as a [`StoreEvent::Expired`].
@@ -108,7 +116,8 @@ pub(crate) fn poll_expired(index: &mut Registrations, now: Instant) -> Option<St
 impl Store for MemoryStore {
     fn submit(&mut self, id: OperationId, operation: Operation, now: Instant) {
         let peer = operation.peer();
-        let (outcome, peer_registrations) = apply(&mut self.index, operation, now);
+        let (outcome, peer_registrations, change) = apply(&mut self.index, operation, now);
+        self.ready.extend(change.map(StoreEvent::Changed));
         self.ready.push_back(StoreEvent::Completed {
             id,
             peer,

@@ -35,6 +35,11 @@
 //! - **Poll-based, no runtime.** A store does its work in [`poll`](Store::poll) or hides a thread
 //!   or runtime behind it (the SQLite store: one std thread, bounded channels and a waker). It
 //!   wakes the task given to [`poll`](Store::poll) when an answer arrives.
+//! - **Changes.** A store reports every REGISTER it stores and every early removal
+//!   (UNREGISTER, disconnect) as [`StoreEvent::Changed`], in sequence order, so the shell can
+//!   push them to subscribers (docs/push.md). A shared store also reports the changes other
+//!   instances make. A store that reports none still works: its subscribers get the replay
+//!   and then nothing until they resubscribe (the client's polling covers them).
 //! - **Statistics**: a store that commits in groups reports each commit as
 //!   [`StoreEvent::Committed`] (operations in it and how long it took), for metrics.
 
@@ -53,7 +58,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OpenError, SqliteStore, SyncMode};
 
-use super::{Limit, Registrations, ServedFormats};
+use super::{Limit, Registrations, Removal, ServedFormats};
 use crate::codec::{
     Cookie, ErrorResponse, Namespace, RecordFormat, Registration, UnverifiedRegistration,
 };
@@ -153,12 +158,74 @@ pub enum Outcome {
         namespace: Option<Namespace>,
         /// The page and its cookie, or the status and text to answer with.
         result: Result<(Vec<Registration>, Cookie), ErrorResponse>,
+        /// Whether the page's cookie is up to date: nothing registered after it yet (see
+        /// [`Page::is_up_to_date`](super::rules::Page::is_up_to_date)). A push subscription's
+        /// replay goes on until it is.
+        up_to_date: bool,
     },
+}
+
+/// A change to the registrations, reported as it happens: the feed that push subscriptions
+/// (docs/push.md) are served from. Every store reports the changes it makes; a shared store
+/// also reports those that other instances make, in sequence order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A REGISTER (new or refresh) stored `registration` (with the TTL granted) under sequence
+    /// number `seq`.
+    Registered {
+        /// The registration's sequence number (what its cookie carries).
+        seq: u64,
+        /// The registration.
+        registration: Registration,
+    },
+    /// Registrations of `peer` ended before their TTL. Expiry is not a change: subscribers
+    /// know each registration's TTL.
+    Removed {
+        /// The peer.
+        peer: PeerId,
+        /// The namespaces it no longer is in.
+        namespaces: Vec<Namespace>,
+        /// What removed them.
+        cause: Removal,
+    },
+}
+
+impl Change {
+    /// The change `outcome` made, if it made one; `seq` is the sequence number a successful
+    /// REGISTER got (for local stores: [`Registrations::counter`] right after it).
+    pub fn of(peer: PeerId, outcome: &Outcome, seq: u64) -> Option<Change> {
+        match outcome {
+            Outcome::Registered {
+                result: Ok(registration),
+                ..
+            } => Some(Change::Registered {
+                seq,
+                registration: registration.clone(),
+            }),
+            Outcome::Unregistered {
+                namespace,
+                removed: Some(_),
+            } => Some(Change::Removed {
+                peer,
+                namespaces: vec![namespace.clone()],
+                cause: Removal::Unregister,
+            }),
+            Outcome::PeerRemoved { removed } if !removed.is_empty() => Some(Change::Removed {
+                peer,
+                namespaces: removed.iter().map(|r| r.namespace.clone()).collect(),
+                cause: Removal::Disconnect,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What a [`Store`] reports from [`poll`](Store::poll).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
+    /// The registrations changed (see [`Change`]): reported as the change is made, which for a
+    /// REGISTER may be before it is committed and answered.
+    Changed(Change),
     /// An operation completed (for a REGISTER: durably, as far as the store promises).
     Completed {
         /// The id it was submitted with.

@@ -266,6 +266,7 @@ impl Command {
             Command::Discover { namespace, .. } => Outcome::Discovered {
                 namespace,
                 result: Err(error),
+                up_to_date: false,
             },
             Command::Unregister { namespace } => Outcome::Unregistered {
                 namespace,
@@ -567,8 +568,12 @@ impl Store for RedisStore {
             } => match self.check_discover(served, namespace, cookie.as_ref(), limit) {
                 Ok(command) => command,
                 Err((namespace, error)) => {
-                    let result = Err(error);
-                    return self.answer_here(id, peer, Outcome::Discovered { namespace, result });
+                    let outcome = Outcome::Discovered {
+                        namespace,
+                        result: Err(error),
+                        up_to_date: false,
+                    };
+                    return self.answer_here(id, peer, outcome);
                 }
             },
         };

@@ -423,7 +423,9 @@ impl Store for SqliteStore {
             self.shared.waker.wake();
             return;
         }
-        let (outcome, peer_registrations) = apply(&mut self.index, operation, now);
+        let (outcome, peer_registrations, change) = apply(&mut self.index, operation, now);
+        // Subscribers hear of a change as the index makes it, as DISCOVER sees it.
+        self.ready.extend(change.map(StoreEvent::Changed));
         let write = self.write_for(peer, &outcome);
         let event = StoreEvent::Completed {
             id,

@@ -83,11 +83,12 @@ impl Db {
     }
 }
 
-/// The next event other than a commit report; a hang guard of 20 s.
+/// The next event other than a commit report or a change; a hang guard of 20 s.
 fn next(store: &mut SqliteStore) -> StoreEvent {
     let event = futures::future::poll_fn(|cx| loop {
         match store.poll(cx, Instant::now()) {
-            Poll::Ready(StoreEvent::Committed { .. }) => continue,
+            // Commits and the change feed are not what these tests wait for.
+            Poll::Ready(StoreEvent::Committed { .. } | StoreEvent::Changed(_)) => continue,
             other => return other,
         }
     });
@@ -420,6 +421,7 @@ fn given_a_group_of_registers_then_they_commit_together_and_are_answered_after()
                     "answered before its commit"
                 );
             }
+            Poll::Ready(StoreEvent::Changed(_)) => {}
             Poll::Ready(StoreEvent::Committed { operations, .. }) => {
                 committed += operations;
                 commits += 1;

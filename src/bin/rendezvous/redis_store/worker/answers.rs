@@ -139,7 +139,14 @@ impl Worker {
             } => {
                 let page = self.limits.page(served, Some(limit as u64), after, mark);
                 let result = page_from(items, page, after, namespace.as_ref());
-                (Outcome::Discovered { namespace, result }, None)
+                let up_to_date = matches!(result, Ok((_, _, true)));
+                let result = result.map(|(registrations, cookie, _)| (registrations, cookie));
+                let outcome = Outcome::Discovered {
+                    namespace,
+                    result,
+                    up_to_date,
+                };
+                (outcome, None)
             }
         };
         self.answers.push(Done::Completed {
@@ -196,7 +203,7 @@ fn page_from(
     mut page: rules::Page,
     after: u64,
     namespace: Option<&Namespace>,
-) -> Result<(Vec<Registration>, Cookie), ErrorResponse> {
+) -> Result<(Vec<Registration>, Cookie, bool), ErrorResponse> {
     let status = items.first().and_then(text).ok_or_else(unexpected)?;
     let counter = items.get(1).and_then(int).ok_or_else(unexpected)?;
     if status == b"ahead" {
@@ -235,5 +242,7 @@ fn page_from(
     } else {
         ScanEnd::Stopped { last: last_scanned }
     };
-    Ok(page.finish(end, namespace))
+    let up_to_date = page.is_up_to_date(end);
+    let (registrations, cookie) = page.finish(end, namespace);
+    Ok((registrations, cookie, up_to_date))
 }

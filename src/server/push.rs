@@ -1,0 +1,193 @@
+//! The server's side of a push stream ([`PUSH_PROTOCOL`]; docs/push.md): the inbound upgrade
+//! that accepts it beside the rendezvous protocol, and the task that reads the one
+//! DISCOVER_SUBSCRIBE and then writes what the behaviour queues for it.
+
+use std::{convert::Infallible, time::Duration};
+
+use futures::{
+    channel::mpsc,
+    future::{self, Either},
+    AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt,
+};
+use libp2p::{
+    core::{upgrade::UpgradeInfo, InboundUpgrade},
+    swarm::{Stream, StreamProtocol},
+};
+
+use super::subscriptions::{NewSubscription, Queued};
+use crate::{
+    codec::{read_frame, write_frame, DecodeError, ErrorCode, ErrorResponse, Push, Subscribe},
+    PUSH_PROTOCOL,
+};
+
+/// The protocols a server connection accepts streams on: rendezvous, and push unless it is off.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub(crate) rendezvous: StreamProtocol,
+    pub(crate) push: bool,
+}
+
+impl UpgradeInfo for Inbound {
+    type Info = StreamProtocol;
+    type InfoIter = Vec<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        let mut protocols = vec![self.rendezvous.clone()];
+        if self.push {
+            protocols.push(PUSH_PROTOCOL);
+        }
+        protocols
+    }
+}
+
+impl InboundUpgrade<Stream> for Inbound {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = future::Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        future::ready(Ok((stream, protocol)))
+    }
+}
+
+/// What a push stream tells its connection's handler.
+#[derive(Debug)]
+pub(crate) enum FromPush {
+    /// The subscription it read.
+    Subscribe(NewSubscription),
+    /// It wrote a replayed page after which the replay goes on: the next one, please.
+    NextPage(u64),
+}
+
+/// The limits a push stream is served with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PushLimits {
+    /// The largest DISCOVER_SUBSCRIBE read.
+    pub(crate) max_request_size: usize,
+    /// The largest message written.
+    pub(crate) max_message_size: usize,
+    /// How long reading the subscription, or one write, may take.
+    pub(crate) timeout: Duration,
+    /// Pushes queued at most ([`super::Config::with_push_queue`]).
+    pub(crate) queue: usize,
+}
+
+/// Why a push stream ended other than by its subscriber closing it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PushError {
+    #[error("stream: {0}")]
+    Io(String),
+    #[error("the stream was idle for longer than {0:?}")]
+    Timeout(Duration),
+    #[error("undecodable subscription: {0}")]
+    Decode(DecodeError),
+    #[error("the server is shutting down this connection")]
+    Gone,
+}
+
+/// Runs `future` for at most `timeout`.
+async fn within<T, E: ToString>(
+    timeout: Duration,
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, PushError> {
+    match future::select(std::pin::pin!(future), futures_timer::Delay::new(timeout)).await {
+        Either::Left((result, _)) => result.map_err(|e| PushError::Io(e.to_string())),
+        Either::Right(((), _)) => Err(PushError::Timeout(timeout)),
+    }
+}
+
+/// Serves subscription `id` on `stream`: reads its DISCOVER_SUBSCRIBE, hands it to the
+/// behaviour through `handler`, then writes what the behaviour queues until the subscriber
+/// closes the stream or the behaviour ends the subscription (an error page; or, when it drops
+/// the queue because the subscriber fell behind, an `E_UNAVAILABLE` page written here).
+pub(crate) async fn serve(
+    id: u64,
+    mut stream: Stream,
+    mut handler: mpsc::Sender<FromPush>,
+    limits: PushLimits,
+) -> Result<(), PushError> {
+    let PushLimits {
+        max_request_size,
+        max_message_size,
+        timeout,
+        queue,
+    } = limits;
+    let Some(body) = within(timeout, read_frame(&mut stream, max_request_size)).await? else {
+        return Ok(());
+    };
+    let subscribe = match Subscribe::decode(&body) {
+        Ok(subscribe) => subscribe,
+        Err(DecodeError::InvalidRequest { error, kind }) => {
+            let push = Push::Page(Err(error.clone()));
+            let _ = within(
+                timeout,
+                write_frame(&mut stream, &push.encode(), max_message_size),
+            )
+            .await;
+            let _ = stream.close().await;
+            return Err(PushError::Decode(DecodeError::InvalidRequest {
+                kind,
+                error,
+            }));
+        }
+        Err(other) => return Err(PushError::Decode(other)),
+    };
+    // A channel holds its buffer plus one message per sender: `queue` in all.
+    let (sender, mut pushes) = mpsc::channel(queue.saturating_sub(1));
+    let new = NewSubscription {
+        id,
+        namespace: subscribe.namespace,
+        cookie: subscribe.cookie,
+        limit: subscribe.limit,
+        sender,
+    };
+    handler
+        .send(FromPush::Subscribe(new))
+        .await
+        .map_err(|_| PushError::Gone)?;
+    let (mut reader, mut writer) = stream.split();
+    // The subscriber sends nothing after its subscription: end of stream (or anything else)
+    // from it ends the subscription.
+    let mut closed = std::pin::pin!(async move {
+        let mut byte = [0u8; 1];
+        let _ = reader.read(&mut byte).await;
+    });
+    loop {
+        let Queued { push, more } = match future::select(pushes.next(), closed.as_mut()).await {
+            Either::Left((Some(queued), _)) => queued,
+            Either::Left((None, _)) => {
+                let error = ErrorResponse::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "push subscription ended: more than {queue} pushes were waiting for \
+                         this stream; continue with DISCOVER from your last cookie"
+                    ),
+                );
+                let push = Push::Page(Err(error));
+                let _ = within(
+                    timeout,
+                    write_frame(&mut writer, &push.encode(), max_message_size),
+                )
+                .await;
+                let _ = writer.close().await;
+                return Ok(());
+            }
+            Either::Right(((), _)) => return Ok(()),
+        };
+        within(
+            timeout,
+            write_frame(&mut writer, &push.encode(), max_message_size),
+        )
+        .await?;
+        if let Push::Page(Err(_)) = push {
+            let _ = writer.close().await;
+            return Ok(());
+        }
+        if more {
+            handler
+                .send(FromPush::NextPage(id))
+                .await
+                .map_err(|_| PushError::Gone)?;
+        }
+    }
+}

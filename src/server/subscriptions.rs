@@ -1,0 +1,426 @@
+//! Push subscriptions (docs/push.md): each one's replay and live state, and the fan-out of the
+//! store's changes to them.
+//!
+//! A subscription is attached to the change feed as soon as it arrives, before its replay is
+//! asked for, and buffers the changes of its namespace while it replays (pages of DISCOVER
+//! from its cookie, one at a time: the next page is asked for when the stream has written the
+//! last). When a replayed page's cookie is up to date, the buffered changes are pushed, except
+//! those at or below the cookie's sequence number (the replay had them): exactly once, nothing
+//! missed. From then on each change is pushed as it comes.
+//!
+//! Nothing here waits: a push is added to the subscription's bounded queue or, when the queue
+//! is full, the subscription ends ([`SubscriptionEnd::Overflow`]) and its subscriber resumes with
+//! DISCOVER from its last cookie. So a slow subscriber never slows a REGISTER.
+
+use std::collections::{HashMap, VecDeque};
+
+use futures::channel::mpsc;
+use libp2p::{swarm::ConnectionId, PeerId};
+
+use super::{
+    rules::{self, cookie, Limits, Offer, ScanEnd},
+    store::{Change, Operation, OperationId},
+    Config, ServedFormats,
+};
+use crate::codec::{Cookie, DiscoverPage, ErrorCode, ErrorResponse, Namespace, Push, Registration};
+
+/// A subscription: the connection it came on and its number there.
+pub(crate) type Key = (ConnectionId, u64);
+
+/// What goes to a subscription's stream.
+#[derive(Debug)]
+pub struct Queued {
+    pub(crate) push: Push,
+    /// A replayed page after which the replay goes on: once it is written, the stream asks for
+    /// the next one.
+    pub(crate) more: bool,
+}
+
+/// A subscription as the connection's handler read it, on its way to the behaviour.
+#[derive(Debug)]
+pub struct NewSubscription {
+    /// Its number on its connection.
+    pub(crate) id: u64,
+    pub(crate) namespace: Option<Namespace>,
+    pub(crate) cookie: Option<Cookie>,
+    pub(crate) limit: Option<u64>,
+    /// Where its pushes go (bounded: [`Config::with_push_queue`]).
+    pub(crate) sender: mpsc::Sender<Queued>,
+}
+
+/// Why a subscription ended on the server's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscriptionEnd {
+    /// Its subscriber did not keep up: its queue was full.
+    Overflow,
+    /// Its replay was refused (an invalid cookie, the store unavailable).
+    Refused,
+    /// The subscriber closed its stream, or its connection closed.
+    Closed,
+}
+
+/// Where each change went.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct FanOut {
+    /// Pushes queued.
+    pub(crate) pushed: usize,
+    /// Subscriptions that ended.
+    pub(crate) ended: Vec<(PeerId, Option<Namespace>, SubscriptionEnd)>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the peer's formats to be known, or for the stream to take the last page.
+    Waiting,
+    /// A replay page was asked of the store.
+    Replaying,
+    /// Caught up: changes are pushed as they come.
+    Live,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    peer: PeerId,
+    namespace: Option<Namespace>,
+    limit: Option<u64>,
+    /// Known once the replay starts.
+    served: ServedFormats,
+    /// What the replay continues from.
+    cookie: Option<Cookie>,
+    /// The sequence number the subscriber's latest cookie carries, and its mark.
+    after: u64,
+    mark: Option<ServedFormats>,
+    state: State,
+    /// Changes of its namespace that came before the replay caught up.
+    buffered: VecDeque<Change>,
+    sender: mpsc::Sender<Queued>,
+}
+
+impl Subscription {
+    fn wants(&self, namespace: &Namespace) -> bool {
+        self.namespace.as_ref().is_none_or(|ns| ns == namespace)
+    }
+}
+
+/// Every subscription of the server. Bounded: [`Config::with_max_subscriptions`] in all,
+/// [`Config::with_max_subscriptions_per_connection`] per connection, and per subscription
+/// [`Config::with_push_queue`] pushes queued or changes buffered.
+#[derive(Debug)]
+pub(crate) struct Subscriptions {
+    limits: Limits,
+    max: usize,
+    max_per_connection: usize,
+    queue: usize,
+    all: HashMap<Key, Subscription>,
+    per_connection: HashMap<ConnectionId, usize>,
+    /// The replay page each replaying subscription asked the store for (one each).
+    replays: HashMap<OperationId, Key>,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            limits: Limits::new(config),
+            max: config.max_subscriptions,
+            max_per_connection: config.max_subscriptions_per_connection,
+            queue: config.push_queue.max(1),
+            all: HashMap::new(),
+            per_connection: HashMap::new(),
+            replays: HashMap::new(),
+        }
+    }
+
+    /// Subscriptions open.
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Opens `new` for `peer` on `connection`, or refuses it (over a bound: the refusal is
+    /// sent on its stream, and `Err` says which bound).
+    pub(crate) fn open(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        new: NewSubscription,
+    ) -> Result<Key, ErrorResponse> {
+        let NewSubscription {
+            id,
+            namespace,
+            cookie,
+            limit,
+            mut sender,
+        } = new;
+        let on_connection = self.per_connection.get(&connection).copied().unwrap_or(0);
+        let refusal = if self.all.len() >= self.max {
+            Some(format!(
+                "this server serves {} push subscriptions at most; poll with DISCOVER",
+                self.max
+            ))
+        } else if on_connection >= self.max_per_connection {
+            Some(format!(
+                "a connection may hold {} push subscriptions; poll with DISCOVER",
+                self.max_per_connection
+            ))
+        } else {
+            None
+        };
+        if let Some(text) = refusal {
+            let error = ErrorResponse::new(ErrorCode::Unavailable, text);
+            let push = Push::Page(Err(error.clone()));
+            let _ = sender.try_send(Queued { push, more: false });
+            return Err(error);
+        }
+        let key = (connection, id);
+        *self.per_connection.entry(connection).or_default() += 1;
+        self.all.insert(
+            key,
+            Subscription {
+                peer,
+                namespace,
+                limit,
+                served: ServedFormats::All,
+                cookie,
+                after: 0,
+                mark: None,
+                state: State::Waiting,
+                buffered: VecDeque::new(),
+                sender,
+            },
+        );
+        Ok(key)
+    }
+
+    /// The next replay page of `key`, for an asker served `served`: the DISCOVER to submit.
+    /// `None` if the subscription is gone or not waiting.
+    pub(crate) fn replay(&mut self, key: Key, served: ServedFormats) -> Option<Operation> {
+        let sub = self.all.get_mut(&key)?;
+        if !matches!(sub.state, State::Waiting) {
+            return None;
+        }
+        sub.served = served;
+        sub.state = State::Replaying;
+        Some(Operation::Discover {
+            peer: sub.peer,
+            served,
+            namespace: sub.namespace.clone(),
+            cookie: sub.cookie.clone(),
+            limit: sub.limit,
+        })
+    }
+
+    /// The replay page of `key` was submitted to the store as `id`.
+    pub(crate) fn submitted(&mut self, id: OperationId, key: Key) {
+        self.replays.insert(id, key);
+    }
+
+    /// The subscription whose replay page `id` is, if it is one.
+    pub(crate) fn take_replay(&mut self, id: OperationId) -> Option<Key> {
+        self.replays.remove(&id)
+    }
+
+    /// What the served formats of `key` are, once its replay started.
+    pub(crate) fn served(&self, key: Key) -> Option<ServedFormats> {
+        self.all.get(&key).map(|s| s.served)
+    }
+
+    /// The store answered a replay page of `key`: it is queued, and when its cookie is up to
+    /// date the buffered changes after it follow.
+    pub(crate) fn replayed(
+        &mut self,
+        key: Key,
+        result: Result<(Vec<Registration>, Cookie), ErrorResponse>,
+        up_to_date: bool,
+    ) -> FanOut {
+        let mut out = FanOut::default();
+        let Some(sub) = self.all.get_mut(&key) else {
+            return out;
+        };
+        let ended = match result {
+            Err(error) => {
+                let push = Push::Page(Err(error));
+                let _ = sub.sender.try_send(Queued { push, more: false });
+                Some(SubscriptionEnd::Refused)
+            }
+            Ok((registrations, cookie)) => {
+                match cookie::parse(&cookie, sub.namespace.as_ref(), u64::MAX, sub.served) {
+                    Err(_) => Some(SubscriptionEnd::Refused),
+                    Ok((after, mark)) => {
+                        sub.after = after;
+                        sub.mark = mark;
+                        sub.cookie = Some(cookie.clone());
+                        let page = DiscoverPage {
+                            registrations,
+                            cookie: Some(cookie),
+                            skipped: 0,
+                        };
+                        let queued = Queued {
+                            push: Push::Page(Ok(page)),
+                            more: !up_to_date,
+                        };
+                        match sub.sender.try_send(queued) {
+                            Err(_) => Some(SubscriptionEnd::Overflow),
+                            Ok(()) => {
+                                sub.state = if up_to_date {
+                                    State::Live
+                                } else {
+                                    State::Waiting
+                                };
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(why) = ended {
+            self.end(key, why, &mut out);
+            return out;
+        }
+        if !up_to_date {
+            return out;
+        }
+        let buffered = std::mem::take(&mut sub.buffered);
+        for change in &buffered {
+            self.push_to(key, change, &mut out);
+        }
+        out
+    }
+
+    /// Refuses `key` after it was opened (its replay could not start): `error` goes on its
+    /// stream, which then ends.
+    pub(crate) fn refuse(&mut self, key: Key, error: ErrorResponse) -> FanOut {
+        let mut out = FanOut::default();
+        if let Some(sub) = self.all.get_mut(&key) {
+            let push = Push::Page(Err(error));
+            let _ = sub.sender.try_send(Queued { push, more: false });
+            self.end(key, SubscriptionEnd::Refused, &mut out);
+        }
+        out
+    }
+
+    /// Pushes `change` to every subscription of its namespace (buffered while they replay).
+    pub(crate) fn changed(&mut self, change: &Change) -> FanOut {
+        let mut out = FanOut::default();
+        let keys: Vec<Key> = self
+            .all
+            .iter()
+            .filter(|(_, sub)| match change {
+                Change::Registered { registration, .. } => sub.wants(&registration.namespace),
+                Change::Removed { namespaces, .. } => namespaces.iter().any(|ns| sub.wants(ns)),
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            self.push_to(key, change, &mut out);
+        }
+        out
+    }
+
+    /// Pushes `change` (of its namespace) to `key`, or buffers it while it replays.
+    fn push_to(&mut self, key: Key, change: &Change, out: &mut FanOut) {
+        let Some(sub) = self.all.get_mut(&key) else {
+            return;
+        };
+        if !matches!(sub.state, State::Live) {
+            if sub.buffered.len() >= self.queue {
+                self.end(key, SubscriptionEnd::Overflow, out);
+            } else {
+                sub.buffered.push_back(change.clone());
+            }
+            return;
+        }
+        let push = match change {
+            Change::Registered { seq, registration } => {
+                // The replay, or an earlier push, had it.
+                if *seq <= sub.after {
+                    return;
+                }
+                let mut page = self.limits.page(sub.served, None, sub.after, sub.mark);
+                let ttl = rules::remaining_ttl(std::time::Duration::from_secs(registration.ttl));
+                let offer = page.offer(
+                    *seq,
+                    &registration.namespace,
+                    registration.record.clone(),
+                    ttl,
+                );
+                let end = ScanEnd::Stopped { last: Some(*seq) };
+                let (registrations, cookie) = page.finish(end, sub.namespace.as_ref());
+                if let Ok((after, mark)) =
+                    cookie::parse(&cookie, sub.namespace.as_ref(), u64::MAX, sub.served)
+                {
+                    sub.after = after;
+                    sub.mark = mark;
+                }
+                // Left out for its format: the next push's cookie carries the mark.
+                if offer != Offer::Taken {
+                    return;
+                }
+                Push::Page(Ok(DiscoverPage {
+                    registrations,
+                    cookie: Some(cookie),
+                    skipped: 0,
+                }))
+            }
+            Change::Removed {
+                peer, namespaces, ..
+            } => Push::Removed {
+                peer: *peer,
+                namespaces: namespaces
+                    .iter()
+                    .filter(|ns| sub.wants(ns))
+                    .cloned()
+                    .collect(),
+            },
+        };
+        match sub.sender.try_send(Queued { push, more: false }) {
+            Ok(()) => out.pushed += 1,
+            Err(e) if e.is_full() => self.end(key, SubscriptionEnd::Overflow, out),
+            Err(_) => self.end(key, SubscriptionEnd::Closed, out),
+        }
+    }
+
+    /// Ends `key`: its sender is dropped, so its stream ends once it wrote what was queued.
+    fn end(&mut self, key: Key, why: SubscriptionEnd, out: &mut FanOut) {
+        if let Some(sub) = self.remove(key) {
+            out.ended.push((sub.peer, sub.namespace, why));
+        }
+    }
+
+    fn remove(&mut self, key: Key) -> Option<Subscription> {
+        let sub = self.all.remove(&key)?;
+        if let Some(n) = self.per_connection.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_connection.remove(&key.0);
+            }
+        }
+        Some(sub)
+    }
+
+    /// The stream of `key` ended (the subscriber closed it, or it failed).
+    pub(crate) fn closed(&mut self, key: Key) -> Option<(PeerId, Option<Namespace>)> {
+        self.remove(key).map(|sub| (sub.peer, sub.namespace))
+    }
+
+    /// `connection` closed: its subscriptions end.
+    pub(crate) fn connection_closed(
+        &mut self,
+        connection: ConnectionId,
+    ) -> Vec<(PeerId, Option<Namespace>)> {
+        if !self.per_connection.contains_key(&connection) {
+            return Vec::new();
+        }
+        let keys: Vec<Key> = self
+            .all
+            .keys()
+            .filter(|(c, _)| *c == connection)
+            .copied()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.closed(key))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+use futures::channel::mpsc;
+use libp2p::identity::Keypair;
+
+use super::*;
+use crate::codec::{RecordFormat, SignedRecord};
+
+fn ns(s: &str) -> Namespace {
+    Namespace::new(s).unwrap()
+}
+
+fn connection(n: usize) -> ConnectionId {
+    ConnectionId::new_unchecked(n)
+}
+
+fn registered(seq: u64, namespace: &str, format: RecordFormat) -> Change {
+    let key = Keypair::generate_ed25519();
+    Change::Registered {
+        seq,
+        registration: Registration {
+            namespace: ns(namespace),
+            record: SignedRecord::new(&key, vec![], format).unwrap(),
+            ttl: 7200,
+        },
+    }
+}
+
+fn seq_of(change: &Change) -> u64 {
+    match change {
+        Change::Registered { seq, .. } => *seq,
+        Change::Removed { .. } => panic!("not a registration"),
+    }
+}
+
+fn new_sub(
+    id: u64,
+    namespace: Option<&str>,
+    queue: usize,
+) -> (NewSubscription, mpsc::Receiver<Queued>) {
+    let (sender, receiver) = mpsc::channel(queue - 1);
+    let new = NewSubscription {
+        id,
+        namespace: namespace.map(ns),
+        cookie: None,
+        limit: None,
+        sender,
+    };
+    (new, receiver)
+}
+
+/// The pages queued so far: (peers' sequence numbers as the cookies say, registrations).
+fn drain(receiver: &mut mpsc::Receiver<Queued>) -> Vec<Queued> {
+    std::iter::from_fn(|| receiver.try_recv().ok()).collect()
+}
+
+fn cookie_seq(queued: &Queued) -> u64 {
+    let Push::Page(Ok(page)) = &queued.push else {
+        panic!("not a page: {queued:?}");
+    };
+    let bytes = page.cookie.as_ref().unwrap().as_bytes();
+    u64::from_be_bytes(bytes[..8].try_into().unwrap()) & cookie::MAX_SEQUENCE
+}
+
+fn page_len(queued: &Queued) -> usize {
+    match &queued.push {
+        Push::Page(Ok(page)) => page.registrations.len(),
+        other => panic!("not a page: {other:?}"),
+    }
+}
+
+fn subscriptions(queue: usize) -> Subscriptions {
+    Subscriptions::new(&Config::default().with_push_queue(queue))
+}
+
+#[test]
+fn given_changes_during_the_replay_when_it_catches_up_then_each_is_pushed_once_in_order() {
+    let mut subs = subscriptions(8);
+    let (new, mut pushes) = new_sub(0, Some("chat"), 8);
+    let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+    subs.replay(key, ServedFormats::All).expect("a replay page");
+    // Registered after the subscription was attached: 11 before the store answered the replay
+    // (so the page has it), 12 after.
+    let (eleven, twelve) = (
+        registered(11, "chat", RecordFormat::Standard),
+        registered(12, "chat", RecordFormat::Standard),
+    );
+    subs.changed(&eleven);
+    subs.changed(&registered(13, "elsewhere", RecordFormat::Standard));
+    subs.changed(&twelve);
+    let Change::Registered { registration, .. } = &eleven else {
+        unreachable!()
+    };
+    let page = (
+        vec![registration.clone()],
+        cookie::encode(11, None, Some(&ns("chat"))),
+    );
+    let out = subs.replayed(key, Ok(page), true);
+    assert_eq!(out.pushed, 1, "twelve, once");
+    let queued = drain(&mut pushes);
+    assert_eq!(queued.len(), 2);
+    assert_eq!((cookie_seq(&queued[0]), page_len(&queued[0])), (11, 1));
+    assert_eq!((cookie_seq(&queued[1]), page_len(&queued[1])), (12, 1));
+    assert!(!queued[0].more);
+
+    // Live: a repeat of what was pushed is dropped, a new one pushed.
+    assert_eq!(subs.changed(&twelve).pushed, 0);
+    let fourteen = registered(14, "chat", RecordFormat::Standard);
+    assert_eq!(subs.changed(&fourteen).pushed, 1);
+    assert_eq!(cookie_seq(&drain(&mut pushes)[0]), seq_of(&fourteen));
+}
+
+#[test]
+fn given_a_replay_page_that_is_not_up_to_date_then_it_asks_for_more_and_the_next_page_follows() {
+    let mut subs = subscriptions(8);
+    let (new, mut pushes) = new_sub(0, Some("chat"), 8);
+    let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+    subs.replay(key, ServedFormats::All).unwrap();
+    assert!(
+        subs.replay(key, ServedFormats::All).is_none(),
+        "one page at a time"
+    );
+    let cookie = cookie::encode(5, None, Some(&ns("chat")));
+    subs.replayed(key, Ok((vec![], cookie.clone())), false);
+    assert!(drain(&mut pushes)[0].more);
+    let Some(Operation::Discover { cookie: next, .. }) = subs.replay(key, ServedFormats::All)
+    else {
+        panic!("the next page continues from the last cookie");
+    };
+    assert_eq!(next, Some(cookie));
+}
+
+#[test]
+fn given_a_full_queue_then_the_subscription_ends_by_overflow_without_waiting() {
+    let mut subs = subscriptions(2);
+    let (new, _pushes) = new_sub(0, None, 2);
+    let peer = PeerId::random();
+    let key = subs.open(peer, connection(1), new).unwrap();
+    subs.replay(key, ServedFormats::All).unwrap();
+    subs.replayed(key, Ok((vec![], cookie::encode(1, None, None))), true);
+    // The empty replay page holds one place; one more push fits, the next overflows.
+    assert_eq!(
+        subs.changed(&registered(2, "a", RecordFormat::Standard))
+            .pushed,
+        1
+    );
+    let out = subs.changed(&registered(3, "a", RecordFormat::Standard));
+    assert_eq!(out.ended, vec![(peer, None, SubscriptionEnd::Overflow)]);
+    assert_eq!(subs.len(), 0);
+}
+
+#[test]
+fn given_a_replay_that_lags_then_more_buffered_changes_than_the_queue_end_it() {
+    let mut subs = subscriptions(2);
+    let (new, _pushes) = new_sub(0, Some("chat"), 2);
+    let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+    subs.replay(key, ServedFormats::All).unwrap();
+    for seq in 1..=2 {
+        assert!(subs
+            .changed(&registered(seq, "chat", RecordFormat::Standard))
+            .ended
+            .is_empty());
+    }
+    let out = subs.changed(&registered(3, "chat", RecordFormat::Standard));
+    assert_eq!(out.ended.len(), 1);
+}
+
+#[test]
+fn given_the_caps_then_subscriptions_over_them_are_refused_and_closing_frees_a_place() {
+    let config = Config::default()
+        .with_max_subscriptions(3)
+        .with_max_subscriptions_per_connection(2);
+    let mut subs = Subscriptions::new(&config);
+    let peer = PeerId::random();
+    let first = subs
+        .open(peer, connection(1), new_sub(0, None, 4).0)
+        .unwrap();
+    subs.open(peer, connection(1), new_sub(1, None, 4).0)
+        .unwrap();
+    let (refused, mut answer) = new_sub(2, None, 4);
+    let error = subs.open(peer, connection(1), refused).unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(matches!(drain(&mut answer)[0].push, Push::Page(Err(_))));
+    subs.open(peer, connection(2), new_sub(0, None, 4).0)
+        .unwrap();
+    assert!(subs
+        .open(peer, connection(3), new_sub(0, None, 4).0)
+        .is_err());
+
+    assert!(subs.closed(first).is_some());
+    subs.open(peer, connection(1), new_sub(3, None, 4).0)
+        .unwrap();
+    assert_eq!(subs.connection_closed(connection(1)).len(), 2);
+    assert_eq!(subs.len(), 1);
+}
+
+#[test]
+fn given_a_record_the_subscriber_does_not_read_then_it_is_skipped_and_the_next_cookie_is_marked() {
+    let mut subs = subscriptions(8);
+    let (new, mut pushes) = new_sub(0, Some("chat"), 8);
+    let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+    subs.replay(key, ServedFormats::LegacyOnly).unwrap();
+    let start = cookie::encode(1, None, Some(&ns("chat")));
+    subs.replayed(key, Ok((vec![], start)), true);
+    drain(&mut pushes);
+    assert_eq!(
+        subs.changed(&registered(2, "chat", RecordFormat::Standard))
+            .pushed,
+        0
+    );
+    assert_eq!(
+        subs.changed(&registered(3, "chat", RecordFormat::Legacy))
+            .pushed,
+        1
+    );
+    let queued = drain(&mut pushes);
+    let Push::Page(Ok(page)) = &queued[0].push else {
+        panic!()
+    };
+    let (seq, mark) = cookie::parse(
+        page.cookie.as_ref().unwrap(),
+        Some(&ns("chat")),
+        u64::MAX,
+        ServedFormats::LegacyOnly,
+    )
+    .unwrap();
+    assert_eq!((seq, mark), (3, Some(ServedFormats::LegacyOnly)));
+}
+
+#[test]
+fn given_a_removal_then_subscribers_of_its_namespaces_get_only_theirs() {
+    let mut subs = subscriptions(8);
+    let (chat, mut chat_pushes) = new_sub(0, Some("chat"), 8);
+    let (all, mut all_pushes) = new_sub(1, None, 8);
+    let (files, mut files_pushes) = new_sub(2, Some("files"), 8);
+    for new in [chat, all, files] {
+        let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+        subs.replay(key, ServedFormats::All).unwrap();
+        let namespace = subs.all[&key].namespace.clone();
+        let cookie = cookie::encode(1, None, namespace.as_ref());
+        subs.replayed(key, Ok((vec![], cookie)), true);
+    }
+    let peer = PeerId::random();
+    let removed = Change::Removed {
+        peer,
+        namespaces: vec![ns("chat"), ns("other")],
+        cause: crate::server::Removal::Disconnect,
+    };
+    assert_eq!(subs.changed(&removed).pushed, 2);
+    let namespaces = |queued: Vec<Queued>| match &queued.last().unwrap().push {
+        Push::Removed { namespaces, .. } => namespaces.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(namespaces(drain(&mut chat_pushes)), vec![ns("chat")]);
+    assert_eq!(
+        namespaces(drain(&mut all_pushes)),
+        vec![ns("chat"), ns("other")]
+    );
+    assert_eq!(drain(&mut files_pushes).len(), 1, "only its replay page");
+}
