@@ -235,6 +235,9 @@ impl Tally {
                  departure; without push, its {LEAVER_TTL} s registration runs out at the others')"
             );
             let _ = leave.send(());
+            // From now on its departure may reach the others (pushed within milliseconds)
+            // before its own task reports that it stopped.
+            self.left = true;
         }
     }
 

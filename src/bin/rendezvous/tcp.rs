@@ -263,8 +263,7 @@ fn tcp_multiaddr(ip: IpAddr, port: u16) -> Multiaddr {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::Transport as _;
-
+    // That no other socket can share a listener's port: tests/server_cli.rs, through `serve`.
     use super::*;
 
     #[test]
@@ -289,31 +288,5 @@ mod tests {
         ] {
             assert_eq!(ours(other), None, "{other}");
         }
-    }
-
-    #[tokio::test]
-    async fn a_second_listener_on_the_port_fails_even_with_so_reuseport() {
-        let mut transport = Transport::new();
-        let id = ListenerId::next();
-        transport
-            .listen_on(id, "/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
-        let TransportEvent::NewAddress { listen_addr, .. } =
-            future::poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await
-        else {
-            panic!("the listener's address comes first");
-        };
-        let address = socket_address(&listen_addr).unwrap();
-        // What libp2p-tcp does for its listeners.
-        let intruder = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        intruder.set_reuse_address(true).unwrap();
-        intruder.set_reuse_port(true).unwrap();
-        let error = intruder.bind(&address.into()).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
     }
 }
