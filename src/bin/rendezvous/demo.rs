@@ -108,7 +108,7 @@ pub async fn run(args: Args) -> CliResult {
     drop(tx);
     let deadline = tokio::time::sleep(Duration::from_secs(args.deadline));
     tokio::pin!(deadline);
-    while !tally.expired_seen {
+    while !tally.done() {
         let (name, report) = tokio::select! {
             _ = &mut deadline => break,
             r = rx.recv() => match r { Some(r) => r, None => break },
@@ -166,6 +166,16 @@ impl Tally {
 
     fn who(&self, peer: &PeerId) -> &'static str {
         self.names.get(peer).copied().unwrap_or("a stranger")
+    }
+
+    /// Everything expected was seen: each discovery, and the leaver's departure. (A pushed
+    /// departure may come before the other namespace's peers found each other.)
+    fn done(&self) -> bool {
+        self.expired_seen
+            && self
+                .expected
+                .iter()
+                .all(|pair| self.discovered.contains(pair))
     }
 
     fn on_report(&mut self, name: &'static str, report: Report) {
