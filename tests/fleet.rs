@@ -380,3 +380,110 @@ fn a_store_url_that_is_not_redis_is_refused_with_one_line_and_status_2() {
     let stderr = support::one_line_error(&output, "--store postgres://");
     assert!(stderr.contains("redis://HOST:PORT/DB"), "{stderr}");
 }
+
+/// Push through the fleet (docs/push.md): a subscriber on B hears of a REGISTER and an
+/// UNREGISTER made through A, each registration with a cookie that pages on either instance.
+#[tokio::test]
+async fn a_registration_through_one_instance_is_pushed_to_a_subscriber_on_the_other() {
+    use rendezvous_discovery::{
+        codec::{write_frame, Push, Subscribe},
+        PUSH_PROTOCOL,
+    };
+    use support::{node, raw};
+
+    let redis = Redis::start();
+    let (a, b) = (serve(&redis, &[]), serve(&redis, &[]));
+    // Both instances listen to the change feed (an instance that subscribes to it later ends
+    // the push subscriptions it has, which would end ours before the test starts).
+    feed_listeners(&redis, 2).await;
+    let swarm =
+        support::tcp::swarm(|key| raw::Behaviour::new(key.clone()).with_protocol(PUSH_PROTOCOL));
+    let mut subscriber = node::spawn_as_is(swarm);
+    subscriber.dial(b.addr.clone());
+    subscriber.wait_connected(b.peer).await;
+    let server = b.peer;
+    subscriber.run(move |swarm| swarm.behaviour_mut().open(server));
+    let mut stream = subscriber
+        .take(|event| match event {
+            raw::Event::Opened(_, stream) => Some(stream),
+            raw::Event::Failed(_, error) => panic!("no push stream: {error}"),
+        })
+        .await;
+    let subscribe = Subscribe {
+        namespace: Some(Namespace::from_static("chat")),
+        cookie: None,
+        limit: None,
+    };
+    write_frame(&mut stream, &subscribe.encode(), usize::MAX)
+        .await
+        .unwrap();
+    // The replay (nothing yet).
+    let Push::Page(Ok(replay)) = next_push(&mut stream).await else {
+        panic!("expected the replay page");
+    };
+    assert!(replay.registrations.is_empty());
+
+    let mut peer = client(&[&a, &b]);
+    assert_eq!(register(&mut peer, a.peer, "chat", TTL).await, Ok(TTL));
+    let Push::Page(Ok(page)) = next_push(&mut stream).await else {
+        panic!("expected a pushed page");
+    };
+    let found: Vec<PeerId> = page
+        .registrations
+        .iter()
+        .map(|r| r.record.peer_id())
+        .collect();
+    assert_eq!(found, vec![peer.peer]);
+    // Its cookie pages on A: nothing after it.
+    let (after, _) = discover(&mut peer, a.peer, Some("chat"), page.cookie, None)
+        .await
+        .unwrap();
+    assert!(after.is_empty());
+
+    unregister(&mut peer, a.peer, "chat").await;
+    match next_push(&mut stream).await {
+        Push::Removed {
+            peer: p,
+            namespaces,
+        } => {
+            assert_eq!(
+                (p, namespaces),
+                (peer.peer, vec![Namespace::from_static("chat")])
+            );
+        }
+        other => panic!("expected the removal, got {other:?}"),
+    }
+}
+
+/// The next message on a push stream.
+async fn next_push(stream: &mut libp2p::Stream) -> rendezvous_discovery::codec::Push {
+    use rendezvous_discovery::codec::{read_frame, Push};
+    let body = tokio::time::timeout(HANG, read_frame(stream, 1 << 20))
+        .await
+        .expect("a push before the hang guard")
+        .unwrap()
+        .expect("the stream stays open");
+    Push::decode(&body).unwrap()
+}
+
+/// Waits until `n` instances listen to the fleet's change feed.
+async fn feed_listeners(redis: &Redis, n: usize) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    tokio::time::timeout(HANG, async {
+        loop {
+            let (_, listening): (String, usize) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("rdv:changes")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if listening >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the instances listen to the change feed");
+}

@@ -498,6 +498,11 @@ impl Behaviour {
                 let out = self.subscriptions.changed(&change);
                 self.fanned_out(out);
             }
+            StoreEvent::ChangesLost => {
+                tracing::debug!("the store's change feed lost changes; ending subscriptions");
+                let out = self.subscriptions.lost();
+                self.fanned_out(out);
+            }
             StoreEvent::Completed {
                 id,
                 peer,

@@ -159,8 +159,8 @@ pub(crate) async fn serve(
                 let error = ErrorResponse::new(
                     ErrorCode::Unavailable,
                     format!(
-                        "push subscription ended: more than {queue} pushes were waiting for \
-                         this stream; continue with DISCOVER from your last cookie"
+                        "push subscription ended: this stream fell {queue} pushes behind (or the \
+                         server's change feed did); continue with DISCOVER from your last cookie"
                     ),
                 );
                 let push = Push::Page(Err(error));

@@ -51,7 +51,8 @@ pub struct NewSubscription {
 /// Why a subscription ended on the server's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SubscriptionEnd {
-    /// Its subscriber did not keep up: its queue was full.
+    /// Its subscriber did not keep up (its queue was full), or the server's change feed lost
+    /// changes ([`StoreEvent::ChangesLost`](super::store::StoreEvent::ChangesLost)).
     Overflow,
     /// Its replay was refused (an invalid cookie, the store unavailable).
     Refused,
@@ -395,6 +396,17 @@ impl Subscriptions {
             }
         }
         Some(sub)
+    }
+
+    /// The change feed lost changes: every subscription ends as if it had fallen behind (its
+    /// subscriber resumes from its cookie).
+    pub(crate) fn lost(&mut self) -> FanOut {
+        let mut out = FanOut::default();
+        let keys: Vec<Key> = self.all.keys().copied().collect();
+        for key in keys {
+            self.end(key, SubscriptionEnd::Overflow, &mut out);
+        }
+        out
     }
 
     /// The stream of `key` ended (the subscriber closed it, or it failed).

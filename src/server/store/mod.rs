@@ -226,6 +226,10 @@ pub enum StoreEvent {
     /// The registrations changed (see [`Change`]): reported as the change is made, which for a
     /// REGISTER may be before it is committed and answered.
     Changed(Change),
+    /// The change feed lost changes (a shared store's feed disconnected, or fell behind): every
+    /// push subscription ends, and its subscriber resumes with DISCOVER from its cookie, so
+    /// nothing is missed.
+    ChangesLost,
     /// An operation completed (for a REGISTER: durably, as far as the store promises).
     Completed {
         /// The id it was submitted with.

@@ -256,3 +256,19 @@ fn given_a_removal_then_subscribers_of_its_namespaces_get_only_theirs() {
     );
     assert_eq!(drain(&mut files_pushes).len(), 1, "only its replay page");
 }
+
+#[test]
+fn given_a_lost_change_feed_then_every_subscription_ends_as_fallen_behind() {
+    let mut subs = subscriptions(8);
+    for id in 0..3 {
+        subs.open(PeerId::random(), connection(1), new_sub(id, None, 8).0)
+            .unwrap();
+    }
+    let out = subs.lost();
+    assert_eq!(out.ended.len(), 3);
+    assert!(out
+        .ended
+        .iter()
+        .all(|(_, _, why)| *why == SubscriptionEnd::Overflow));
+    assert_eq!(subs.len(), 0);
+}

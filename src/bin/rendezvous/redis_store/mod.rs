@@ -58,6 +58,12 @@
 //!   Redis is trusted as the database is. Each instance keeps each peer's last verified
 //!   record (within [`VERIFIED_CACHE_BYTES`]), so a REGISTER that carries the same envelope
 //!   again (a refresh, or the record in another namespace) is not verified again.
+//! - **Push.** The scripts publish each registration they store and each early removal on
+//!   `rdv:changes` (inside the script, so in sequence order for the fleet); every instance
+//!   subscribes and reports them to its server as its change feed, so a REGISTER through one
+//!   instance reaches the push subscribers of every other (`changes.rs`). When the feed's
+//!   connection (re)starts, what was published meanwhile is lost: the instance ends its push
+//!   subscriptions, and their subscribers resume from their cookies.
 //! - **Identity.** Instances may each have their own key (`--identity`; clients then list each
 //!   address with its peer id) or share one key file (one peer id behind one DNS name; a client
 //!   that dials the name reaches whichever instance answers). Both work: the registrations are
@@ -76,6 +82,7 @@
 //! | `rdv:ns:<namespace>` | sorted set | sequence numbers of the namespace | DISCOVER in one namespace, the same way; deleted by Redis when empty |
 //! | `rdv:exp` | sorted set | sequence numbers scored by deadline | `reap.lua` takes the earliest expired first, in bounded batches |
 //! | `rdv:peer:<peer id>` | hash | `n:<namespace>` → sequence number, one per registration of the peer | refresh in place, the per-peer limit, UNREGISTER, disconnect removal; gone with the peer's last registration |
+//! | `rdv:changes` | pub/sub channel | each registration stored and each early removal, as the scripts make them | push subscribers on every instance (`changes.rs`) |
 //! | `rdv:stats` | hash | `bytes`: the bytes counted for all registrations | the fleet's byte budget, checked and updated in the same script |
 //!
 //! A registration counts `len(namespace) + len(record) +` [`ENTRY_OVERHEAD`] bytes (its keys
@@ -103,6 +110,7 @@
 //! Cluster port would give DISCOVER-in-a-namespace its own slot and serve all-namespace
 //! DISCOVER and the fleet-wide limits from a global slot; it is not done here.
 
+mod changes;
 mod verified;
 mod worker;
 
@@ -319,6 +327,8 @@ pub struct RedisStore {
     /// Whether Redis answered the worker's last batch (set by the worker; a reap every
     /// [`REAP_INTERVAL`] keeps it current when no requests come).
     available: Arc<AtomicBool>,
+    /// The fleet's change feed (`changes.rs`), for push subscribers.
+    changes: fmpsc::Receiver<changes::Feed>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -369,6 +379,8 @@ impl RedisStore {
         let (jobs, jobs_rx) = mpsc::channel(MAX_QUEUED_JOBS);
         let (done_tx, done) = fmpsc::channel(MAX_QUEUED_ANSWERS);
         let available = Arc::new(AtomicBool::new(true));
+        let (feed, changes) = fmpsc::channel(changes::MAX_QUEUED_CHANGES);
+        tokio::spawn(changes::run(client.clone(), redis.clone(), feed));
         tokio::spawn(worker::run(
             client,
             redis,
@@ -389,6 +401,7 @@ impl RedisStore {
             verified: VerifiedRecords::default(),
             reaping: false,
             next_reap: Instant::now(),
+            changes,
         })
     }
 
@@ -593,6 +606,12 @@ impl Store for RedisStore {
             if let Some(event) = self.on_done(done, now) {
                 return Poll::Ready(event);
             }
+        }
+        if let Poll::Ready(Some(feed)) = self.changes.poll_next_unpin(cx) {
+            return Poll::Ready(match feed {
+                changes::Feed::Change(change) => StoreEvent::Changed(change),
+                changes::Feed::Lost => StoreEvent::ChangesLost,
+            });
         }
         self.waker = Some(cx.waker().clone());
         if !self.reaping && now >= self.next_reap {

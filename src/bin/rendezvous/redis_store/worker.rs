@@ -3,6 +3,9 @@
 
 mod answers;
 
+/// A record as Redis holds it, decoded (shared with the change feed).
+pub(super) use answers::decode as decode_stored;
+
 use std::sync::{
     atomic::{AtomicBool, Ordering},
     Arc,

@@ -88,7 +88,9 @@ fn next(store: &mut SqliteStore) -> StoreEvent {
     let event = futures::future::poll_fn(|cx| loop {
         match store.poll(cx, Instant::now()) {
             // Commits and the change feed are not what these tests wait for.
-            Poll::Ready(StoreEvent::Committed { .. } | StoreEvent::Changed(_)) => continue,
+            Poll::Ready(
+                StoreEvent::Committed { .. } | StoreEvent::Changed(_) | StoreEvent::ChangesLost,
+            ) => continue,
             other => return other,
         }
     });
@@ -421,7 +423,7 @@ fn given_a_group_of_registers_then_they_commit_together_and_are_answered_after()
                     "answered before its commit"
                 );
             }
-            Poll::Ready(StoreEvent::Changed(_)) => {}
+            Poll::Ready(StoreEvent::Changed(_) | StoreEvent::ChangesLost) => {}
             Poll::Ready(StoreEvent::Committed { operations, .. }) => {
                 committed += operations;
                 commits += 1;

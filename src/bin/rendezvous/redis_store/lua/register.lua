@@ -3,6 +3,7 @@
 -- legacy, 'p' PeerInfo), 6 ttl in seconds, 7 owner (the instance), 8 max per peer, 9 max in total, 10 max
 -- bytes, 11 this registration's bytes. Work: O(log n).
 -- Returns {'ok', seq, registrations the peer holds} or {'peer_full' | 'full' | 'bytes', value}.
+-- Publishes the new registration on the change feed (`changes.rs`), in sequence order.
 local pk = P .. 'peer:' .. ARGV[2]
 local field = 'n:' .. ARGV[3]
 local old = redis.call('HGET', pk, field)
@@ -38,4 +39,6 @@ redis.call('ZADD', P .. 'ns:' .. ARGV[3], seq, seq)
 redis.call('ZADD', P .. 'exp', deadline, seq)
 redis.call('HSET', pk, field, seq)
 redis.call('HINCRBY', P .. 'stats', 'bytes', entry_bytes)
+redis.call('PUBLISH', P .. 'changes',
+  'r ' .. seq .. ' ' .. ARGV[6] .. ' ' .. #ARGV[3] .. '\n' .. ARGV[3] .. ARGV[4])
 return {'ok', seq, count_of(pk)}

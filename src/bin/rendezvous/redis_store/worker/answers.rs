@@ -37,7 +37,7 @@ pub(super) fn text(value: &Value) -> Option<&[u8]> {
 /// Decodes registration `seq`'s envelope as Redis returned it. Redis holds only envelopes an
 /// instance verified before it wrote them, so this does not verify them again; one that does
 /// not decode is logged and skipped.
-fn decode(seq: u64, envelope: &[u8]) -> Option<SignedRecord> {
+pub(crate) fn decode(seq: u64, envelope: &[u8]) -> Option<SignedRecord> {
     SignedRecord::from_stored_bytes(envelope)
         .inspect_err(|e| tracing::warn!(seq, %e, "Redis holds a record that does not decode"))
         .ok()
