@@ -493,7 +493,7 @@ async fn a_browser_page_registers_and_discovers_through_our_server_over_websocke
 #[tokio::test]
 #[ignore = "needs the nginx that interop/run installs"]
 async fn wss_through_the_nginx_snippet_of_the_docs() {
-    use libp2p::{multiaddr::Protocol, websocket::tls};
+    use libp2p::multiaddr::Protocol;
 
     let serve = Serve::start_on("/ip4/127.0.0.1/tcp/0/ws", &[]).await;
     let upstream = serve
@@ -572,15 +572,7 @@ async fn wss_through_the_nginx_snippet_of_the_docs() {
     .await
     .expect("nginx listens");
 
-    let mut trusting = tls::Config::builder();
-    trusting
-        .add_trust(&tls::Certificate::new(der))
-        .expect("the certificate is a trust anchor");
-    let client = support::tcp::swarm_with_tls(
-        libp2p::identity::Keypair::generate_ed25519(),
-        trusting.finish(),
-        |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
-    );
+    let client = support::tcp::rust_client_trusting(der);
     let through_nginx: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/wss/p2p/{}", serve.peer)
         .parse()
         .unwrap();

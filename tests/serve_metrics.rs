@@ -216,3 +216,66 @@ fn a_metrics_address_in_use_is_one_line_and_exit_status_2() {
     let stderr = support::one_line_error(&output, "--metrics nine-thousand");
     assert!(stderr.contains("127.0.0.1:9090"), "{stderr}");
 }
+
+/// How often a test scrapes again while it waits for the server to handle a connection event.
+const SCRAPE_AGAIN: Duration = Duration::from_millis(20);
+
+/// Scrapes `metrics` until `libp2p_rendezvous_server_connections` has `want` open on each
+/// transport (every other transport at 0).
+async fn wait_for_connections(metrics: SocketAddr, want: &[(&str, f64)]) {
+    let series = |t: &str| format!("libp2p_rendezvous_server_connections{{transport=\"{t}\"}}");
+    let mut last = BTreeMap::new();
+    let reached = tokio::time::timeout(HANG, async {
+        loop {
+            let scraped = scrape(metrics).await;
+            last = ["tcp", "quic", "ws", "wss", "webrtc-direct", "other"]
+                .into_iter()
+                .map(|t| (t, scraped.get(&series(t)).copied()))
+                .collect::<BTreeMap<_, _>>();
+            let expected = |t: &str| want.iter().find(|(w, _)| *w == t).map_or(0.0, |(_, n)| *n);
+            if last.iter().all(|(t, n)| *n == Some(expected(t))) {
+                return;
+            }
+            tokio::time::sleep(SCRAPE_AGAIN).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "connections by transport: want {want:?}, last scraped {last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_counted_by_transport_while_they_are_open() {
+    use libp2p::swarm::dummy;
+
+    for (listen, transport) in [
+        ("/ip4/127.0.0.1/tcp/0", "tcp"),
+        ("/ip4/127.0.0.1/tcp/0/ws", "ws"),
+    ] {
+        let serve = Serve::start_on(listen, ["--ephemeral", "--metrics", "127.0.0.1:0"]);
+        let metrics = serve.metrics.expect("started with --metrics");
+        wait_for_connections(metrics, &[]).await;
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let mut client = support::tcp::swarm(|_| dummy::Behaviour);
+            client.dial(serve.addr.clone()).unwrap();
+            tokio::time::timeout(HANG, async {
+                loop {
+                    if let SwarmEvent::ConnectionEstablished { .. } =
+                        client.select_next_some().await
+                    {
+                        return;
+                    }
+                }
+            })
+            .await
+            .expect("connected");
+            clients.push(client);
+        }
+        wait_for_connections(metrics, &[(transport, 2.0)]).await;
+        drop(clients.pop());
+        wait_for_connections(metrics, &[(transport, 1.0)]).await;
+    }
+}

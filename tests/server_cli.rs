@@ -187,8 +187,6 @@ async fn serve_answers_a_rust_libp2p_client_over_tcp_and_websocket() {
 
 #[tokio::test]
 async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
-    use libp2p::websocket::tls;
-
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, der) = support::serve::self_signed(dir.path());
     let (_serve, address) = serve_on(
@@ -199,15 +197,7 @@ async fn serve_answers_over_wss_with_the_certificate_of_its_flags() {
         address.iter().any(|p| matches!(p, Protocol::Wss(_))),
         "{address}"
     );
-    let mut trusting = tls::Config::builder();
-    trusting
-        .add_trust(&tls::Certificate::new(der))
-        .expect("the certificate is a trust anchor");
-    let client = support::tcp::swarm_with_tls(
-        libp2p::identity::Keypair::generate_ed25519(),
-        trusting.finish(),
-        |key| libp2p::rendezvous::client::Behaviour::new(key.clone()),
-    );
+    let client = support::tcp::rust_client_trusting(der);
     support::tcp::registers_and_discovers_itself(client, address).await;
 }
 

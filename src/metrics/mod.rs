@@ -34,6 +34,7 @@
 //! The table of every metric is in the README ("Metrics").
 
 mod client;
+mod connections;
 mod discovery;
 mod gauge;
 mod server;
@@ -44,6 +45,7 @@ pub use prometheus_client::registry::Registry;
 #[derive(Debug)]
 pub struct Metrics {
     server: server::Metrics,
+    connections: connections::Connections,
     client: client::Metrics,
     discovery: discovery::Metrics,
 }
@@ -54,8 +56,10 @@ impl Metrics {
         let registry = registry
             .sub_registry_with_prefix("libp2p")
             .sub_registry_with_prefix("rendezvous");
+        let server = registry.sub_registry_with_prefix("server");
         Self {
-            server: server::Metrics::new(registry.sub_registry_with_prefix("server")),
+            connections: connections::Connections::new(server),
+            server: server::Metrics::new(server),
             client: client::Metrics::new(registry.sub_registry_with_prefix("client")),
             discovery: discovery::Metrics::new(registry.sub_registry_with_prefix("discovery")),
         }
@@ -68,12 +72,12 @@ impl Metrics {
     pub fn for_server(registry: &mut Registry) -> Self {
         let mut unused = Registry::default();
         let mut metrics = Self::new(&mut unused);
-        metrics.server = server::Metrics::new(
-            registry
-                .sub_registry_with_prefix("libp2p")
-                .sub_registry_with_prefix("rendezvous")
-                .sub_registry_with_prefix("server"),
-        );
+        let server = registry
+            .sub_registry_with_prefix("libp2p")
+            .sub_registry_with_prefix("rendezvous")
+            .sub_registry_with_prefix("server");
+        metrics.server = server::Metrics::new(server);
+        metrics.connections = connections::Connections::new(server);
         metrics
     }
 
@@ -111,6 +115,22 @@ pub trait Recorder<Event> {
 impl Recorder<crate::server::Event> for Metrics {
     fn record(&self, event: &crate::server::Event) {
         self.server.record(event)
+    }
+}
+
+/// `libp2p_rendezvous_server_connections{transport}` from the swarm's connection events (every
+/// other swarm event is left to `libp2p::metrics`): hand it every `SwarmEvent` of the server's
+/// swarm.
+impl<E> Recorder<libp2p::swarm::SwarmEvent<E>> for Metrics {
+    fn record(&self, event: &libp2p::swarm::SwarmEvent<E>) {
+        use libp2p::swarm::SwarmEvent;
+        match event {
+            SwarmEvent::ConnectionEstablished { endpoint, .. } => {
+                self.connections.established(endpoint)
+            }
+            SwarmEvent::ConnectionClosed { endpoint, .. } => self.connections.closed(endpoint),
+            _ => {}
+        }
     }
 }
 

@@ -91,6 +91,18 @@ where
     (address.with(Protocol::P2p(peer)), rx)
 }
 
+/// A rust-libp2p 0.18 rendezvous client whose `/wss` dials trust the certificate `der` (a
+/// test's self-signed one), besides the public roots.
+pub fn rust_client_trusting(der: Vec<u8>) -> Swarm<libp2p::rendezvous::client::Behaviour> {
+    let mut trusting = websocket::tls::Config::builder();
+    trusting
+        .add_trust(&websocket::tls::Certificate::new(der))
+        .expect("the certificate is a trust anchor");
+    swarm_with_tls(Keypair::generate_ed25519(), trusting.finish(), |key| {
+        libp2p::rendezvous::client::Behaviour::new(key.clone())
+    })
+}
+
 /// `client` (a rust-libp2p 0.18 rendezvous client) dials `serve` at `address`, registers, and
 /// discovers itself.
 pub async fn registers_and_discovers_itself(

@@ -244,11 +244,25 @@ impl Tally {
                 "{LEAVER:<7} leaves (unregisters and disconnects: the server pushes its \
                  departure; without push, its {LEAVER_TTL} s registration runs out at the others')"
             );
+            // Left from here on: the server may push the departure to the others before the
+            // leaver reports that it left.
+            self.left = true;
             let _ = leave.send(());
             // From now on its departure may reach the others (pushed within milliseconds)
             // before its own task reports that it stopped.
             self.left = true;
         }
+    }
+
+    /// Whether everything the demo waits for was seen: every expected discovery (pushes are
+    /// fast enough that the leaver may be gone before the others found each other) and the
+    /// leaver's expiry.
+    fn done(&self) -> bool {
+        self.expired_seen
+            && self
+                .expected
+                .iter()
+                .all(|pair| self.discovered.contains(pair))
     }
 
     /// Exit 0 when everything expected was seen and nothing else, `elapsed` seconds in.

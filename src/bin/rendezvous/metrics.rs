@@ -306,6 +306,8 @@ impl Exporter {
     pub fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
         use libp2p::metrics::Recorder as _;
         self.libp2p.record(event);
+        // Connections open, by transport.
+        Recorder::record(&*self.ours, event);
         match event {
             SwarmEvent::Behaviour(ServeEvent::Rendezvous(event)) => {
                 Recorder::record(&*self.ours, event);
