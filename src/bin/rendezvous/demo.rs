@@ -168,16 +168,6 @@ impl Tally {
         self.names.get(peer).copied().unwrap_or("a stranger")
     }
 
-    /// Everything expected was seen: each discovery, and the leaver's departure. (A pushed
-    /// departure may come before the other namespace's peers found each other.)
-    fn done(&self) -> bool {
-        self.expired_seen
-            && self
-                .expected
-                .iter()
-                .all(|pair| self.discovered.contains(pair))
-    }
-
     fn on_report(&mut self, name: &'static str, report: Report) {
         match report {
             Report::Registered { ns, ttl, at } => {
@@ -248,9 +238,6 @@ impl Tally {
             // leaver reports that it left.
             self.left = true;
             let _ = leave.send(());
-            // From now on its departure may reach the others (pushed within milliseconds)
-            // before its own task reports that it stopped.
-            self.left = true;
         }
     }
 
