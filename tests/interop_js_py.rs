@@ -198,7 +198,7 @@ fn ns_at(server: &Multiaddr) -> Value {
 #[tokio::test]
 #[ignore = "needs the js and py peers that interop/run installs"]
 async fn js_clients_register_page_with_cookies_and_unregister_on_our_server() {
-    js_clients_on_our_server(TCP, &[]).await;
+    their_clients_on_our_server(Impl::Js, TCP, &[]).await;
 }
 
 /// The same with js peers that speak WebSocket only (as browsers do), on a server that listens
@@ -206,66 +206,65 @@ async fn js_clients_register_page_with_cookies_and_unregister_on_our_server() {
 #[tokio::test]
 #[ignore = "needs the js and py peers that interop/run installs"]
 async fn js_clients_over_websocket_only_register_page_and_unregister_on_our_server() {
-    js_clients_on_our_server("/ip4/127.0.0.1/tcp/0/ws", &["--transport", "ws"]).await;
+    their_clients_on_our_server(Impl::Js, "/ip4/127.0.0.1/tcp/0/ws", &["--transport", "ws"]).await;
 }
 
 /// A free 127.0.0.1 TCP port.
 const TCP: &str = "/ip4/127.0.0.1/tcp/0";
 
-/// Their js clients (started with `js`) on `serve` listening on `listen`: register, discover
-/// every record, page with our cookies, unregister; our client reads their records.
-async fn js_clients_on_our_server(listen: &str, js: &[&str]) {
+/// Their clients (`kind`, started with `flags`) on `serve` listening on `listen`: register,
+/// discover every record (js: also through their client's own discover), page with our cookies
+/// (js: through their wire codec; py: their discover, PeerInfo records), get only what is new
+/// after a cookie, unregister; our client reads their records.
+async fn their_clients_on_our_server(kind: Impl, listen: &str, flags: &[&str]) {
     let serve = Serve::start_on(listen, &[]).await;
     let at = ns_at(&serve.addr);
 
-    let mut js1 = Peer::start(Impl::Js, js).await;
-    let registered = js1.call("register", at.clone()).await;
+    let mut c1 = Peer::start(kind, flags).await;
+    let registered = c1.call("register", at.clone()).await;
     assert_eq!(registered["ttl"], rendezvous_discovery::DEFAULT_TTL);
     let mut ours = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Standard).await;
-    let expected = seen([
-        entry(js1.peer, &js1.addrs),
-        entry(ours.peer, &[ours.addr()]),
-    ]);
+    let expected = seen([entry(c1.peer, &c1.addrs), entry(ours.peer, &[ours.addr()])]);
 
-    // Their client's discover: both records, as each peer signed them.
-    let mut js2 = Peer::start(Impl::Js, js).await;
-    assert_eq!(
-        seen(peers(&js2.call("discover", at.clone()).await)),
-        expected
-    );
-
-    // Their wire codec, paging one registration at a time with our cookies.
-    let (paged, cookie) = their_pages(&mut js2, "page", &serve.addr).await;
+    let mut c2 = Peer::start(kind, flags).await;
+    let page = match kind {
+        Impl::Js => {
+            // Their client's discover: both records, as each peer signed them.
+            let found = c2.call("discover", at.clone()).await;
+            assert_eq!(seen(peers(&found)), expected);
+            "page"
+        }
+        _ => "discover",
+    };
+    // Page by page, one registration at a time, with our cookies.
+    let (paged, cookie) = their_pages(&mut c2, page, &serve.addr).await;
     assert_eq!(paged, expected);
-    let mut js3 = Peer::start(Impl::Js, js).await;
-    js3.call("register", at.clone()).await;
-    let after = js2
+    let mut c3 = Peer::start(kind, flags).await;
+    c3.call("register", at.clone()).await;
+    let after = c2
         .call(
-            "page",
+            page,
             json!({"server": serve.addr.to_string(), "ns": NS, "limit": 10, "cookie": cookie}),
         )
         .await;
     assert_eq!(
         seen(peers(&after)),
-        seen([entry(js3.peer, &js3.addrs)]),
+        seen([entry(c3.peer, &c3.addrs)]),
         "the cookie brings only what is new"
     );
 
-    // Our client reads their records.
+    // Our client reads their records (py's: unsigned).
     let (ours_saw, _) = our_pages(&mut ours, serve.peer, 1).await;
     assert_eq!(
         ours_saw,
-        seen([entry(js1.peer, &js1.addrs), entry(js3.peer, &js3.addrs)])
+        seen([entry(c1.peer, &c1.addrs), entry(c3.peer, &c3.addrs)])
     );
 
-    js1.call("unregister", at.clone()).await;
-    let left = wait_until_gone(&mut js2, "discover", at, js1.peer).await;
+    c1.call("unregister", at.clone()).await;
+    let left = wait_until_gone(&mut c2, "discover", at, c1.peer).await;
     assert_eq!(
         left,
-        seen([
-            entry(js3.peer, &js3.addrs),
-            entry(ours.peer, &[ours.addr()])
-        ])
+        seen([entry(c3.peer, &c3.addrs), entry(ours.peer, &[ours.addr()])])
     );
 }
 
@@ -386,52 +385,7 @@ async fn our_client_registers_discovers_with_cookies_and_unregisters_on_a_js_ser
 #[tokio::test]
 #[ignore = "needs the js and py peers that interop/run installs"]
 async fn py_clients_register_page_with_cookies_and_unregister_on_our_server() {
-    let serve = Serve::start(&[]).await;
-    let at = ns_at(&serve.addr);
-
-    let mut py1 = Peer::start(Impl::Py, &[]).await;
-    let registered = py1.call("register", at.clone()).await;
-    assert_eq!(registered["ttl"], rendezvous_discovery::DEFAULT_TTL);
-    let mut ours = our_client(serve.peer, serve.addr.clone(), true, RecordFormat::Standard).await;
-    let expected = seen([
-        entry(py1.peer, &py1.addrs),
-        entry(ours.peer, &[ours.addr()]),
-    ]);
-
-    // Every registration as a PeerInfo, page by page with our cookies.
-    let mut py2 = Peer::start(Impl::Py, &[]).await;
-    let (paged, cookie) = their_pages(&mut py2, "discover", &serve.addr).await;
-    assert_eq!(paged, expected);
-    let mut py3 = Peer::start(Impl::Py, &[]).await;
-    py3.call("register", at.clone()).await;
-    let after = py2
-        .call(
-            "discover",
-            json!({"server": serve.addr.to_string(), "ns": NS, "limit": 10, "cookie": cookie}),
-        )
-        .await;
-    assert_eq!(
-        seen(peers(&after)),
-        seen([entry(py3.peer, &py3.addrs)]),
-        "the cookie brings only what is new"
-    );
-
-    // Our client reads their unsigned records.
-    let (ours_saw, _) = our_pages(&mut ours, serve.peer, 1).await;
-    assert_eq!(
-        ours_saw,
-        seen([entry(py1.peer, &py1.addrs), entry(py3.peer, &py3.addrs)])
-    );
-
-    py1.call("unregister", at.clone()).await;
-    let left = wait_until_gone(&mut py2, "discover", at, py1.peer).await;
-    assert_eq!(
-        left,
-        seen([
-            entry(py3.peer, &py3.addrs),
-            entry(ours.peer, &[ours.addr()])
-        ])
-    );
+    their_clients_on_our_server(Impl::Py, TCP, &[]).await;
 }
 
 #[tokio::test]

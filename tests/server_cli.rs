@@ -89,6 +89,27 @@ fn a_second_serve_on_the_same_port_exits_2_naming_it() {
 }
 
 #[test]
+fn no_program_can_share_serves_port_even_with_so_reuseport() {
+    // libp2p-tcp's own listeners set SO_REUSEPORT: any program that sets it too (another
+    // libp2p node, say) could bind the port and take half of the connections.
+    for listen in [TCP, WS] {
+        let (_serve, address) = serve_on(listen, &[]);
+        let port = tcp_port(&address);
+        let intruder = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        intruder.set_reuse_address(true).unwrap();
+        intruder.set_reuse_port(true).unwrap();
+        let bound = intruder.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into());
+        let error = bound.expect_err("the port is serve's alone");
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{listen}");
+    }
+}
+
+#[test]
 fn serve_refuses_two_listen_addresses_on_one_tcp_port() {
     let stderr = serve_fails(&[
         "--ephemeral",

@@ -204,12 +204,9 @@ fn transports(
     })
 }
 
-/// TCP sockets (nodelay), resolving names first when `dns`.
+/// TCP sockets (nodelay; listeners without `SO_REUSEPORT`), resolving names first when `dns`.
 fn tcp_socket(dns: bool) -> Result<Boxed<tcp::tokio::TcpStream>, CliError> {
-    resolving(
-        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
-        dns,
-    )
+    resolving(crate::tcp::Transport::new(), dns)
 }
 
 /// `inner`, behind the system's DNS resolver when `dns`.

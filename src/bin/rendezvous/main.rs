@@ -20,6 +20,7 @@ mod serve;
 mod session;
 mod signals;
 mod streams;
+mod tcp;
 mod tls;
 mod watch;
 

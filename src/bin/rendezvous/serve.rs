@@ -365,9 +365,8 @@ fn tcp_socket(address: &Multiaddr) -> Option<std::net::SocketAddr> {
     None
 }
 
-/// Refuses two listen addresses on one TCP port (TCP and /ws, say): libp2p's `SO_REUSEPORT`
-/// would let both listen, each taking half of the connections, and every other connection would
-/// fail its handshake.
+/// Refuses two listen addresses on one TCP port (TCP and /ws, say) before listening: the second
+/// bind would fail, and this says which flags clash.
 fn check_ports_distinct(addresses: &[Multiaddr]) -> Result<(), CliError> {
     let mut seen: Vec<(std::net::SocketAddr, &Multiaddr)> = Vec::new();
     for address in addresses {
@@ -392,23 +391,6 @@ fn check_ports_distinct(addresses: &[Multiaddr]) -> Result<(), CliError> {
         seen.push((socket, address));
     }
     Ok(())
-}
-
-/// Refuses a TCP (also `/ws`, `/wss`) listen address that another socket holds. libp2p-tcp sets `SO_REUSEPORT` on
-/// its listening sockets, so a second server (or anything else with `SO_REUSEPORT`) on the same
-/// port would start without a word and take half of the connections; a plain bind (without
-/// it) fails on a port that any socket listens on, and says why.
-fn check_port_free(address: &Multiaddr) -> Result<(), CliError> {
-    let Some(socket) = tcp_socket(address).filter(|s| s.port() != 0) else {
-        return Ok(());
-    };
-    match std::net::TcpListener::bind(socket) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(CliError::Usage(format!(
-            "--listen {address}: cannot listen there: {e}; is another server running on this \
-             port? Stop it or choose another port"
-        ))),
-    }
 }
 
 /// Raises the open-file limit to what `connections` need, as far as the hard limit allows (or
@@ -623,17 +605,18 @@ pub async fn run(mut args: Args) -> CliResult {
     }
 }
 
-/// Listens on every address, after checking that each is free: our own listeners would hold
-/// the ports by the second check. Returns how many listeners there are.
+/// Listens on every address; a TCP port already in use (by anything: our listeners set no
+/// `SO_REUSEPORT`, see `tcp.rs`) fails here. Returns how many listeners there are.
 fn listen_all(swarm: &mut Swarm<Serve>, addresses: &[Multiaddr]) -> Result<usize, CliError> {
     for address in addresses {
-        check_port_free(address)?;
-    }
-    for address in addresses {
         swarm.listen_on(address.clone()).map_err(|e| {
+            let reason = crate::output::chain(&e);
+            let advice = match reason.contains("in use") {
+                true => "; is another server running on this port? Stop it or choose another port",
+                false => "",
+            };
             CliError::Usage(format!(
-                "--listen {address}: cannot listen there: {}",
-                crate::output::chain(&e)
+                "--listen {address}: cannot listen there: {reason}{advice}"
             ))
         })?;
     }
