@@ -320,8 +320,7 @@ async fn our_client_with_two_instances_keeps_discovering_when_one_dies() {
 
 #[tokio::test]
 async fn a_rust_libp2p_reader_gets_only_legacy_records_from_the_fleet() {
-    use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::SwarmEvent};
+    use libp2p::rendezvous;
 
     let redis = Redis::start();
     let legacy_only = ["--unknown-peer-formats", "legacy"];
