@@ -34,7 +34,7 @@
 //! its next poll, which is uniformly 0..60 s away, so its p50, p99 and max are 30, 59.4 and 60 s
 //! plus one DISCOVER (the row shown is that model; the 1 s run checks it).
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
