@@ -315,6 +315,7 @@ impl Args {
             handshakes: Some(handshakes),
             tls: self.tls()?,
             dns: false,
+            source: None,
         })
     }
 
