@@ -320,8 +320,7 @@ async fn our_client_with_two_instances_keeps_discovering_when_one_dies() {
 
 #[tokio::test]
 async fn a_rust_libp2p_reader_gets_only_legacy_records_from_the_fleet() {
-    use futures::StreamExt;
-    use libp2p::{rendezvous, swarm::SwarmEvent};
+    use libp2p::rendezvous;
 
     let redis = Redis::start();
     let legacy_only = ["--unknown-peer-formats", "legacy"];
@@ -339,34 +338,7 @@ async fn a_rust_libp2p_reader_gets_only_legacy_records_from_the_fleet() {
     // rust-libp2p's client (no identify: the server cannot learn more) fails a whole page that
     // holds one standard record; through B it gets the legacy one only.
     let mut reader = support::tcp::swarm(|key| rendezvous::client::Behaviour::new(key.clone()));
-    reader.dial(b.addr.clone()).unwrap();
-    let found = tokio::time::timeout(HANG, async {
-        loop {
-            match reader.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == b.peer => {
-                    reader.behaviour_mut().discover(
-                        Some(rendezvous::Namespace::from_static("chat")),
-                        None,
-                        None,
-                        b.peer,
-                    );
-                }
-                SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
-                    registrations,
-                    ..
-                }) => {
-                    return registrations
-                        .iter()
-                        .map(|r| r.record.peer_id())
-                        .collect::<Vec<_>>()
-                }
-                SwarmEvent::Behaviour(other) => panic!("unexpected {other:?}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("discovered");
+    let found = support::tcp::discovered_by(&mut reader, b.addr.clone(), "chat", false).await;
     assert_eq!(found, vec![legacy.peer]);
 }
 

@@ -159,6 +159,24 @@ impl InboundUpgrade<Stream> for Marker {
 }
 
 impl Handler {
+    /// Runs `request`'s exchange on its newly opened `stream`, bounded by the request timeout.
+    fn start_exchange(&mut self, request: RequestId, stream: Stream, message: Message) {
+        self.opening = self.opening.saturating_sub(1);
+        let timeout = self.timeout;
+        let exchange = exchange(stream, message);
+        self.running.push(
+            async move {
+                let result =
+                    match futures::future::select(Box::pin(exchange), Delay::new(timeout)).await {
+                        futures::future::Either::Left((result, _)) => result,
+                        futures::future::Either::Right(_) => Err(RequestError::Timeout),
+                    };
+                (request, result)
+            }
+            .boxed(),
+        );
+    }
+
     pub(crate) fn new(protocol: StreamProtocol, timeout: Duration, keep_alive: bool) -> Self {
         Self {
             protocol,
@@ -382,24 +400,7 @@ impl ConnectionHandler for Handler {
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: stream,
                 info: Open::Request(request, message),
-            }) => {
-                self.opening = self.opening.saturating_sub(1);
-                let timeout = self.timeout;
-                let exchange = exchange(stream, message);
-                self.running.push(
-                    async move {
-                        let result =
-                            match futures::future::select(Box::pin(exchange), Delay::new(timeout))
-                                .await
-                            {
-                                futures::future::Either::Left((result, _)) => result,
-                                futures::future::Either::Right(_) => Err(RequestError::Timeout),
-                            };
-                        (request, result)
-                    }
-                    .boxed(),
-                );
-            }
+            }) => self.start_exchange(request, stream, message),
             ConnectionEvent::DialUpgradeError(DialUpgradeError {
                 info: Open::Request(request, _),
                 error,

@@ -96,6 +96,57 @@ async fn within<T, E: ToString>(
     }
 }
 
+impl PushLimits {
+    /// Writes `push` to `stream`, within the timeout.
+    async fn write<S: futures::AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        push: &Push,
+    ) -> Result<(), PushError> {
+        within(
+            self.timeout,
+            write_frame(stream, &push.encode(), self.max_message_size),
+        )
+        .await
+    }
+
+    /// Writes `push` as the stream's last message and closes it; the subscription is over
+    /// whether the subscriber reads it or not.
+    async fn write_last<S: futures::AsyncWrite + Unpin>(&self, stream: &mut S, push: &Push) {
+        let _ = self.write(stream, push).await;
+        let _ = stream.close().await;
+    }
+}
+
+/// Reads the stream's DISCOVER_SUBSCRIBE: `None` when the subscriber closed the stream
+/// first; an undecodable one is answered with its error page.
+async fn read_subscribe(
+    stream: &mut Stream,
+    limits: &PushLimits,
+) -> Result<Option<Subscribe>, PushError> {
+    let Some(body) = within(
+        limits.timeout,
+        read_frame(&mut *stream, limits.max_request_size),
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    match Subscribe::decode(&body) {
+        Ok(subscribe) => Ok(Some(subscribe)),
+        Err(DecodeError::InvalidRequest { error, kind }) => {
+            limits
+                .write_last(stream, &Push::Page(Err(error.clone())))
+                .await;
+            Err(PushError::Decode(DecodeError::InvalidRequest {
+                kind,
+                error,
+            }))
+        }
+        Err(other) => Err(PushError::Decode(other)),
+    }
+}
+
 /// Serves subscription `id` on `stream`: reads its DISCOVER_SUBSCRIBE, hands it to the
 /// behaviour through `handler`, then writes what the behaviour queues until the subscriber
 /// closes the stream or the behaviour ends the subscription (an error page; or, when it drops
@@ -106,34 +157,11 @@ pub(crate) async fn serve(
     mut handler: mpsc::Sender<FromPush>,
     limits: PushLimits,
 ) -> Result<(), PushError> {
-    let PushLimits {
-        max_request_size,
-        max_message_size,
-        timeout,
-        queue,
-    } = limits;
-    let Some(body) = within(timeout, read_frame(&mut stream, max_request_size)).await? else {
+    let Some(subscribe) = read_subscribe(&mut stream, &limits).await? else {
         return Ok(());
     };
-    let subscribe = match Subscribe::decode(&body) {
-        Ok(subscribe) => subscribe,
-        Err(DecodeError::InvalidRequest { error, kind }) => {
-            let push = Push::Page(Err(error.clone()));
-            let _ = within(
-                timeout,
-                write_frame(&mut stream, &push.encode(), max_message_size),
-            )
-            .await;
-            let _ = stream.close().await;
-            return Err(PushError::Decode(DecodeError::InvalidRequest {
-                kind,
-                error,
-            }));
-        }
-        Err(other) => return Err(PushError::Decode(other)),
-    };
     // A channel holds its buffer plus one message per sender: `queue` in all.
-    let (sender, mut pushes) = mpsc::channel(queue.saturating_sub(1));
+    let (sender, mut pushes) = mpsc::channel(limits.queue.saturating_sub(1));
     let new = NewSubscription {
         id,
         namespace: subscribe.namespace,
@@ -159,26 +187,19 @@ pub(crate) async fn serve(
                 let error = ErrorResponse::new(
                     ErrorCode::Unavailable,
                     format!(
-                        "push subscription ended: this stream fell {queue} pushes behind (or the \
-                         server's change feed did); continue with DISCOVER from your last cookie"
+                        "push subscription ended: this stream fell {} pushes behind (or the \
+                         server's change feed did); continue with DISCOVER from your last cookie",
+                        limits.queue
                     ),
                 );
-                let push = Push::Page(Err(error));
-                let _ = within(
-                    timeout,
-                    write_frame(&mut writer, &push.encode(), max_message_size),
-                )
-                .await;
-                let _ = writer.close().await;
+                limits
+                    .write_last(&mut writer, &Push::Page(Err(error)))
+                    .await;
                 return Ok(());
             }
             Either::Right(((), _)) => return Ok(()),
         };
-        within(
-            timeout,
-            write_frame(&mut writer, &push.encode(), max_message_size),
-        )
-        .await?;
+        limits.write(&mut writer, &push).await?;
         if let Push::Page(Err(_)) = push {
             let _ = writer.close().await;
             return Ok(());

@@ -109,28 +109,50 @@ pub async fn registers_and_discovers_itself(
     mut client: libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
     address: Multiaddr,
 ) {
+    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
+    let me = *client.local_peer_id();
+    let found = discovered_by(&mut client, address, "chat", true).await;
+    assert_eq!(found, vec![me]);
+}
+
+/// The peers `client` (a rust-libp2p 0.18 rendezvous client) finds in `namespace` on the
+/// server at `address` (with its `/p2p` peer id) after dialing it, and registering there first
+/// when `register` (the client needs an external address for that).
+pub async fn discovered_by(
+    client: &mut libp2p::Swarm<libp2p::rendezvous::client::Behaviour>,
+    address: Multiaddr,
+    namespace: &'static str,
+    register: bool,
+) -> Vec<libp2p::PeerId> {
     use libp2p::{rendezvous, swarm::SwarmEvent};
 
     let Some(Protocol::P2p(server)) = address.iter().last() else {
         panic!("no peer id in {address}");
     };
-    client.add_external_address("/ip4/127.0.0.1/tcp/9".parse().unwrap());
     client.dial(address.clone()).unwrap();
-    let chat = rendezvous::Namespace::from_static("chat");
-    let me = *client.local_peer_id();
-    let found = tokio::time::timeout(super::HANG, async {
+    let namespace = rendezvous::Namespace::from_static(namespace);
+    tokio::time::timeout(super::HANG, async {
         loop {
             match client.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server => {
-                    client
-                        .behaviour_mut()
-                        .register(chat.clone(), server, None)
-                        .unwrap();
+                    if register {
+                        client
+                            .behaviour_mut()
+                            .register(namespace.clone(), server, None)
+                            .unwrap();
+                    } else {
+                        client.behaviour_mut().discover(
+                            Some(namespace.clone()),
+                            None,
+                            None,
+                            server,
+                        );
+                    }
                 }
                 SwarmEvent::Behaviour(rendezvous::client::Event::Registered { .. }) => {
                     client
                         .behaviour_mut()
-                        .discover(Some(chat.clone()), None, None, server);
+                        .discover(Some(namespace.clone()), None, None, server);
                 }
                 SwarmEvent::Behaviour(rendezvous::client::Event::Discovered {
                     registrations,
@@ -150,6 +172,5 @@ pub async fn registers_and_discovers_itself(
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{address}: registered and discovered within 20 s"));
-    assert_eq!(found, vec![me]);
+    .unwrap_or_else(|_| panic!("{address}: discovered within {:?}", super::HANG))
 }

@@ -117,12 +117,12 @@ impl DiscoverTasks {
         }
     }
 
+    fn task_mut(&mut self, peer: PeerId, namespace: &Namespace) -> Option<&mut Task> {
+        self.servers.get_mut(&peer)?.get_mut(namespace)
+    }
+
     fn set_due(&mut self, peer: PeerId, namespace: &Namespace, due: Option<Instant>) {
-        let Some(task) = self
-            .servers
-            .get_mut(&peer)
-            .and_then(|tasks| tasks.get_mut(namespace))
-        else {
+        let Some(task) = self.task_mut(peer, namespace) else {
             return;
         };
         task.due = due;
@@ -221,11 +221,7 @@ impl DiscoverTasks {
         if !self.push_servers.contains(&peer) {
             return;
         }
-        let Some(task) = self
-            .servers
-            .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))
-        else {
+        let Some(task) = self.task_mut(peer, namespace) else {
             return;
         };
         let may = match task.push {
@@ -258,11 +254,7 @@ impl DiscoverTasks {
     /// A page was pushed to the subscription of `namespace` at `peer`: its cookie is the
     /// task's.
     pub(super) fn pushed(&mut self, peer: PeerId, namespace: &Namespace, cookie: Option<Cookie>) {
-        let Some(task) = self
-            .servers
-            .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))
-        else {
+        let Some(task) = self.task_mut(peer, namespace) else {
             return;
         };
         task.push_failures = 0;
@@ -283,11 +275,7 @@ impl DiscoverTasks {
         rest: Duration,
         connected: bool,
     ) -> bool {
-        let Some(task) = self
-            .servers
-            .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))
-        else {
+        let Some(task) = self.task_mut(peer, namespace) else {
             return false;
         };
         task.push = PushState::Resting(now + rest);
@@ -343,11 +331,8 @@ impl DiscoverTasks {
         cookie: Option<Cookie>,
         connected: bool,
     ) {
-        let Some(task) = self
-            .servers
-            .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))
-        else {
+        let (interval, pushes) = (self.interval, self.push_servers.contains(&peer));
+        let Some(task) = self.task_mut(peer, namespace) else {
             return;
         };
         task.inflight = None;
@@ -363,11 +348,11 @@ impl DiscoverTasks {
             now
         } else {
             task.pages = 0;
-            now + self.interval
+            now + interval
         };
         // Caught up: subscribe now, or poll again when the rest after the last one ends.
         if let PushState::Resting(until) = task.push {
-            if self.push_servers.contains(&peer) {
+            if pushes {
                 at = at.min(until.max(now));
             }
         }
@@ -398,10 +383,7 @@ impl DiscoverTasks {
         invalid_cookie: bool,
         retry_at: Option<Instant>,
     ) -> Option<bool> {
-        let task = self
-            .servers
-            .get_mut(&peer)
-            .and_then(|t| t.get_mut(namespace))?;
+        let task = self.task_mut(peer, namespace)?;
         task.inflight = None;
         task.pages = 0;
         task.caught_up = false;

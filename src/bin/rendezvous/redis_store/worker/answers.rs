@@ -95,24 +95,12 @@ impl Worker {
                 ttl,
             } => {
                 let count = items.get(2).and_then(int).map(|c| c as usize);
-                let bytes = registration_bytes(&namespace, &record);
-                let (result, limit) = match self.registered(items, bytes) {
-                    Ok(()) => (
-                        Ok(Registration {
-                            namespace: namespace.clone(),
-                            record,
-                            ttl,
-                        }),
-                        None,
-                    ),
-                    Err(Refusal { error, limit }) => (Err(error), limit),
-                };
-                let outcome = Outcome::Registered {
+                let registration = Registration {
                     namespace,
-                    result,
-                    limit,
+                    record,
+                    ttl,
                 };
-                (outcome, count)
+                (self.registered_outcome(items, registration), count)
             }
             Command::Unregister { namespace } => {
                 let count = items.first().and_then(int).map(|c| c as usize);
@@ -155,6 +143,21 @@ impl Worker {
             outcome,
             count,
         });
+    }
+
+    /// What REGISTER of `registration` came to, from `register.lua`'s answer `items`.
+    fn registered_outcome(&self, items: &[Value], registration: Registration) -> Outcome {
+        let bytes = registration_bytes(&registration.namespace, &registration.record);
+        let namespace = registration.namespace.clone();
+        let (result, limit) = match self.registered(items, bytes) {
+            Ok(()) => (Ok(registration), None),
+            Err(Refusal { error, limit }) => (Err(error), limit),
+        };
+        Outcome::Registered {
+            namespace,
+            result,
+            limit,
+        }
     }
 
     /// `register.lua`'s answer: registered, or the rule book's refusal for the bound it names
