@@ -7,10 +7,13 @@
 #
 #   benches/flood.sh                          # every kind, 30 s each
 #   KINDS="idle stall" SECONDS_EACH=10 benches/flood.sh
+#   TRANSPORT=ws benches/flood.sh             # over WebSocket: serve listens on /ws only
 #
 # Knobs (defaults in brackets): KINDS ["idle handshake stall churn register discover"],
 # SECONDS_EACH [30], COUNT_idle [3000], COUNT_handshake [3000], COUNT_stall [500], COUNT_churn [50], COUNT_register [300],
-# COUNT_discover [50], MAX_DIALING (hostile dials in flight at once; all at once by default), SERVE_FLAGS (extra flags for serve; none by default), PROFILE [release]
+# COUNT_discover [50], MAX_DIALING (hostile dials in flight at once; all at once by default),
+# TRANSPORT [tcp] (tcp, or ws: the server listens on WebSocket only and
+# the flood and the legitimate client dial /ws), SERVE_FLAGS (extra flags for serve; none by default), PROFILE [release]
 # (debug to skip the release build), OUT (directory for the JSON reports; temporary by default).
 #
 # Prints one markdown row per flood: the server's RSS before and at its peak, its peak VmData,
@@ -26,6 +29,12 @@ SECONDS_EACH=${SECONDS_EACH:-30}
 PROFILE=${PROFILE:-release}
 SERVE_FLAGS=${SERVE_FLAGS:-}
 MAX_DIALING=${MAX_DIALING:-}
+TRANSPORT=${TRANSPORT:-tcp}
+case "$TRANSPORT" in
+    tcp) LISTEN=/ip4/127.0.0.1/tcp/0 ;;
+    ws) LISTEN=/ip4/127.0.0.1/tcp/0/ws ;;
+    *) echo "TRANSPORT=$TRANSPORT: expected tcp or ws" >&2; exit 2 ;;
+esac
 OUT=${OUT:-$(mktemp -d -t rendezvous-flood.XXXXXX)}
 mkdir -p "$OUT"
 declare -A COUNT=([idle]=${COUNT_idle:-3000} [handshake]=${COUNT_handshake:-3000} [stall]=${COUNT_stall:-500} [churn]=${COUNT_churn:-50}
@@ -58,7 +67,7 @@ status=0
 for kind in $KINDS; do
     # shellcheck disable=SC2086
     RUST_LOG=warn start_server "serve-$kind" \
-        "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 $SERVE_FLAGS
+        "$BIN" serve --ephemeral --listen "$LISTEN" $SERVE_FLAGS
     if RUST_LOG=off "$BIN" flood --server "$SERVER_ADDR" --server-pid "$SERVER_PID" --kind "$kind" \
         --count "${COUNT[$kind]}" --seconds "$SECONDS_EACH" ${MAX_DIALING:+--max-dialing "$MAX_DIALING"} \
         >"$OUT/$kind.json" \

@@ -25,7 +25,7 @@ start_server() {
     SERVER_PID=$!
     SERVER_ADDR=
     for _ in $(seq 1 6000); do
-        SERVER_ADDR=$(grep -ohE '/ip4/127\.0\.0\.1/tcp/[0-9]+/p2p/[1-9A-HJ-NP-Za-km-z]+' \
+        SERVER_ADDR=$(grep -ohE '/ip4/127\.0\.0\.1/tcp/[0-9]+(/ws)?/p2p/[1-9A-HJ-NP-Za-km-z]+' \
             "$OUT/$name.stdout" "$OUT/$name.stderr" 2>/dev/null | head -n1 || true)
         if [[ -n "$SERVER_ADDR" ]]; then
             STARTED_S=$(echo "$(date +%s.%N) - $t0" | bc)

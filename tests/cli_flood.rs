@@ -32,7 +32,20 @@ async fn flood(serve: &Serve, kind: &str, count: usize) -> (Option<i32>, Value, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_flood_kind_runs_and_the_legitimate_client_is_served_throughout() {
-    let serve = Serve::start(["--ephemeral"]);
+    every_kind_served(&Serve::start(["--ephemeral"])).await;
+}
+
+/// The limits are the same over WebSocket: every kind, the flood and the legitimate client
+/// dialing `/ws` (the `handshake` flood: TCP connections that never send the HTTP upgrade), on
+/// a server that listens on WebSocket only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flood_kind_over_websocket_and_the_legitimate_client_is_served_throughout() {
+    every_kind_served(&Serve::start_on("/ip4/127.0.0.1/tcp/0/ws", ["--ephemeral"])).await;
+}
+
+/// Every kind of flood against `serve`, one after the other: each ran, and the legitimate
+/// client was served throughout and kept its registrations.
+async fn every_kind_served(serve: &Serve) {
     for kind in [
         "idle",
         "handshake",
@@ -41,7 +54,7 @@ async fn every_flood_kind_runs_and_the_legitimate_client_is_served_throughout() 
         "register",
         "discover",
     ] {
-        let (status, report, stderr) = flood(&serve, kind, 4).await;
+        let (status, report, stderr) = flood(serve, kind, 4).await;
         assert_eq!(status, Some(0), "{kind}: {report} {stderr}");
         assert_eq!(report["kind"], kind);
         assert_eq!(report["source"], "127.0.0.2", "{kind}: {report}");

@@ -388,6 +388,14 @@ async fn py_clients_register_page_with_cookies_and_unregister_on_our_server() {
     their_clients_on_our_server(Impl::Py, TCP, &[]).await;
 }
 
+/// The same with py peers on py-libp2p 0.8's WebSocket transport only, on a server that listens
+/// on WebSocket only.
+#[tokio::test]
+#[ignore = "needs the js and py peers that interop/run installs"]
+async fn py_clients_over_websocket_only_register_page_and_unregister_on_our_server() {
+    their_clients_on_our_server(Impl::Py, "/ip4/127.0.0.1/tcp/0/ws", &["--transport", "ws"]).await;
+}
+
 #[tokio::test]
 #[ignore = "needs the js and py peers that interop/run installs"]
 async fn our_client_registers_discovers_with_cookies_and_unregisters_on_a_py_server() {

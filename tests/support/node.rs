@@ -69,15 +69,28 @@ where
 /// [`spawn_with_identify`] for a swarm on TCP ([`super::tcp::swarm`]): it listens on a free
 /// 127.0.0.1 port, and the address it gets is its external address.
 pub async fn spawn_with_identify_on_tcp<B>(
+    swarm: Swarm<WithIdentify<B>>,
+) -> Node<WithIdentify<B>, B::ToSwarm>
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Debug + Send + 'static,
+{
+    spawn_with_identify_on(swarm, "/ip4/127.0.0.1/tcp/0").await
+}
+
+/// [`spawn_with_identify`] listening on `listen` (an address with port 0, such as
+/// `/ip4/127.0.0.1/udp/0/webrtc-direct`): the address it gets is its external address.
+pub async fn spawn_with_identify_on<B>(
     mut swarm: Swarm<WithIdentify<B>>,
+    listen: &str,
 ) -> Node<WithIdentify<B>, B::ToSwarm>
 where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Debug + Send + 'static,
 {
     let listener = swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr"))
-        .expect("TCP listens");
+        .listen_on(listen.parse().expect("a multiaddr"))
+        .expect("the swarm listens");
     let addr = tokio::time::timeout(HANG, async {
         loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {

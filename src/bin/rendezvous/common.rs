@@ -118,6 +118,10 @@ pub struct Transport {
     /// The certificate and key of `/wss` listeners (a server); `None`: WebSocket listeners are
     /// plain `/ws` only. Dialing `/wss` needs none (the public roots verify the server).
     pub tls: Option<websocket::tls::Config>,
+    /// The DTLS certificate of WebRTC-direct listeners (a server built with feature `webrtc`
+    /// that listens on one); `None`: no WebRTC transport.
+    #[cfg(feature = "webrtc")]
+    pub webrtc: Option<libp2p_webrtc::tokio::Certificate>,
     /// Resolve `/dns`, `/dns4` and `/dns6` addresses when dialing (a client, which dials names
     /// such as `/dns4/<name>/tcp/443/wss/...`); a server, which never dials, needs no resolver.
     pub dns: bool,
@@ -135,6 +139,8 @@ impl Default for Transport {
             quic_windows: None,
             handshakes: None,
             tls: None,
+            #[cfg(feature = "webrtc")]
+            webrtc: None,
             dns: true,
             source: None,
         }
@@ -150,9 +156,10 @@ pub const MAX_WEBSOCKET_MESSAGE: usize = 1024 * 1024;
 /// bound of a server says longer (libp2p's default).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The transports: TCP and WebSocket (both noise + yamux) and QUIC, bounded by `settings`,
-/// behind the handshake queue when there is one: every limit of the queue applies to each
-/// transport alike, the WebSocket handshake (TLS, HTTP upgrade) included.
+/// The transports: TCP and WebSocket (both noise + yamux), QUIC, and WebRTC-direct when
+/// `settings` has its certificate, bounded by `settings`, behind the handshake queue when there
+/// is one: every limit of the queue applies to each transport alike, the WebSocket handshake
+/// (TLS, HTTP upgrade) and WebRTC's (ICE, DTLS, noise) included.
 fn transports(
     key: &Keypair,
     settings: &Transport,
@@ -202,6 +209,19 @@ fn transports(
         .or_transport(quic)
         .map(|either, _| either.into_inner())
         .boxed();
+    #[cfg(feature = "webrtc")]
+    let all = match &settings.webrtc {
+        Some(certificate) => {
+            crate::webrtc::install_crypto_provider();
+            all.or_transport(
+                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate.clone())
+                    .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection))),
+            )
+            .map(|either, _| either.into_inner())
+            .boxed()
+        }
+        None => all,
+    };
     Ok(match &settings.handshakes {
         Some(config) => server::handshakes::Transport::new(all, config.clone()).boxed(),
         None => all,

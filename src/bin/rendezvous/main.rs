@@ -23,6 +23,8 @@ mod streams;
 mod tcp;
 mod tls;
 mod watch;
+#[cfg(feature = "webrtc")]
+mod webrtc;
 
 /// The exit statuses, shown by `--help` and listed in the README.
 pub const EXIT_CODES: &str = "\

@@ -39,18 +39,31 @@ pub const QUIC_WINDOWS: (u32, u32) = (256 * 1024, 1024 * 1024);
 /// The listen addresses of `serve` without `--listen`: TCP and QUIC on port 62649, and
 /// WebSocket (for browsers) on the next port, 62650, as go- and js-libp2p nodes put WebSocket
 /// on the port after TCP's. Every IPv4 address of the host.
-pub const DEFAULT_LISTEN: [&str; 3] = [
+#[cfg(not(feature = "webrtc"))]
+pub const DEFAULT_LISTEN: &[&str] = &[
     "/ip4/0.0.0.0/tcp/62649",
     "/ip4/0.0.0.0/udp/62649/quic-v1",
     "/ip4/0.0.0.0/tcp/62650/ws",
+];
+
+/// The listen addresses of `serve` without `--listen` in a build with WebRTC-direct: those of
+/// other builds, and WebRTC-direct (for browsers) on UDP port 62650 (QUIC has UDP 62649).
+#[cfg(feature = "webrtc")]
+pub const DEFAULT_LISTEN: &[&str] = &[
+    "/ip4/0.0.0.0/tcp/62649",
+    "/ip4/0.0.0.0/udp/62649/quic-v1",
+    "/ip4/0.0.0.0/tcp/62650/ws",
+    "/ip4/0.0.0.0/udp/62650/webrtc-direct",
 ];
 
 /// Flags of `rendezvous serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address to listen on (repeatable): TCP (/tcp/PORT), QUIC (/udp/PORT/quic-v1),
-    /// WebSocket (/tcp/PORT/ws), or secure WebSocket (/tcp/PORT/wss, with --tls-cert and
-    /// --tls-key). Each TCP port serves one of TCP, /ws and /wss.
+    /// WebSocket (/tcp/PORT/ws), secure WebSocket (/tcp/PORT/wss, with --tls-cert and
+    /// --tls-key), or WebRTC-direct (/udp/PORT/webrtc-direct, in builds with the `webrtc`
+    /// feature; its certificate is kept in the data directory). Each TCP port serves one of
+    /// TCP, /ws and /wss.
     #[arg(
         long = "listen",
         value_name = "MULTIADDR",
@@ -69,8 +82,9 @@ pub struct Args {
     /// TLS-terminating proxy serves: /dns4/rdv.example.org/tcp/443/wss (repeatable).
     #[arg(long, value_name = "MULTIADDR", value_parser = parse_external)]
     external_address: Vec<Multiaddr>,
-    /// Directory of the server's state: its identity key (`identity.key`) and its registrations
-    /// (`registrations.sqlite`), so both survive a restart. Created with mode 0700 if missing.
+    /// Directory of the server's state: its identity key (`identity.key`), its registrations
+    /// (`registrations.sqlite`) and its WebRTC certificate (`webrtc-certificate.pem`), so they
+    /// survive a restart. Created with mode 0700 if missing.
     /// Default: `$XDG_DATA_HOME/rendezvous-discovery`, else
     /// `~/.local/share/rendezvous-discovery`.
     #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
@@ -288,6 +302,13 @@ impl Args {
 
     fn transport(&self, config: &server::Config) -> Result<Transport, CliError> {
         check_ports_distinct(&self.listen)?;
+        #[cfg(not(feature = "webrtc"))]
+        if let Some(address) = self.listen.iter().find(|a| is_webrtc_direct(a)) {
+            return Err(CliError::Usage(format!(
+                "--listen {address}: this build has no WebRTC-direct; build with --features \
+                 webrtc"
+            )));
+        }
         if self.idle_timeout == 0 || self.idle_timeout > 24 * 60 * 60 {
             return Err(CliError::Usage(format!(
                 "--idle-timeout is {} s; expected 1 to 86400",
@@ -314,6 +335,9 @@ impl Args {
             quic_windows: Some(QUIC_WINDOWS),
             handshakes: Some(handshakes),
             tls: self.tls()?,
+            // The certificate is the data directory's, read with the rest of the state.
+            #[cfg(feature = "webrtc")]
+            webrtc: None,
             dns: false,
             source: None,
         })
@@ -347,6 +371,12 @@ fn is_secure_websocket(address: &Multiaddr) -> bool {
     address
         .iter()
         .any(|p| matches!(p, Protocol::Wss(_) | Protocol::Tls))
+}
+
+/// Whether `address` is a WebRTC-direct one.
+fn is_webrtc_direct(address: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    address.iter().any(|p| matches!(p, Protocol::WebRTCDirect))
 }
 
 /// The IP address and TCP port of a TCP, `/ws` or `/wss` listen address; `None` for others
@@ -477,8 +507,12 @@ pub(crate) struct Serve {
 /// The agent version this server announces over identify.
 const AGENT_VERSION: &str = concat!("rendezvous-discovery/", env!("CARGO_PKG_VERSION"));
 
-/// The rendezvous behaviour and the key, from the data directory or (`--ephemeral`) fresh.
-fn state(args: &Args, config: server::Config) -> Result<(server::Behaviour, Keypair), CliError> {
+/// The rendezvous behaviour, the key and the data directory (`None` with `--ephemeral` or
+/// `--store`): the behaviour and key from the data directory, or fresh.
+fn state(
+    args: &Args,
+    config: server::Config,
+) -> Result<(server::Behaviour, Keypair, Option<PathBuf>), CliError> {
     let identity = |fallback: &dyn Fn() -> Result<Keypair, CliError>| match &args.identity {
         Some(path) => load_or_create_identity(path),
         None => fallback(),
@@ -489,12 +523,13 @@ fn state(args: &Args, config: server::Config) -> Result<(server::Behaviour, Keyp
         return Ok((
             server::Behaviour::with_store(config, args.shared_store(url)?),
             key,
+            None,
         ));
     }
     if args.ephemeral {
         let key = identity(&|| Ok(Keypair::generate_ed25519()))?;
         tracing::info!("ephemeral: registrations in memory only");
-        return Ok((server::Behaviour::new(config), key));
+        return Ok((server::Behaviour::new(config), key, None));
     }
     let dir = match &args.data_dir {
         Some(dir) => dir.clone(),
@@ -510,7 +545,7 @@ fn state(args: &Args, config: server::Config) -> Result<(server::Behaviour, Keyp
     // The database first: its lock keeps a second server away from the key file too.
     let store = open_store(&dir, config.clone(), args.sync)?;
     let key = identity(&|| data_dir::key(&dir))?;
-    Ok((server::Behaviour::with_store(config, store), key))
+    Ok((server::Behaviour::with_store(config, store), key, Some(dir)))
 }
 
 #[cfg(feature = "sqlite")]
@@ -547,11 +582,25 @@ pub async fn run(mut args: Args) -> CliResult {
     let signals = Signals::install()?;
     let limits = args.connection_limits()?;
     let config = args.config()?;
-    let transport = args.transport(&config)?;
+    #[cfg_attr(not(feature = "webrtc"), allow(unused_mut))]
+    let mut transport = args.transport(&config)?;
     // After every flag is checked: a usage error is then the only line.
     args.max_connections = raise_file_limit(args.max_connections);
     let config = config.with_max_connections(args.max_connections);
-    let (rendezvous, key) = state(&args, config)?;
+    #[cfg_attr(not(feature = "webrtc"), allow(unused_variables))]
+    let (rendezvous, key, dir) = state(&args, config)?;
+    #[cfg(feature = "webrtc")]
+    if args.listen.iter().any(is_webrtc_direct) {
+        transport.webrtc = Some(match &dir {
+            Some(dir) => crate::webrtc::load_or_create(&dir.join(crate::webrtc::CERTIFICATE_FILE))?,
+            None => {
+                tracing::info!(
+                    "no data directory: a new WebRTC certificate, so a new /certhash address"
+                );
+                crate::webrtc::generate()?
+            }
+        });
+    }
     let mut swarm = build_swarm_with(key, &transport, |key| Serve {
         limits: connection_limits::Behaviour::new(limits),
         rendezvous,
