@@ -77,21 +77,7 @@ pub fn load_or_create_key(path: &Path, label: &str) -> Result<Keypair, CliError>
             let bytes = key
                 .to_protobuf_encoding()
                 .map_err(|e| CliError::Failed(format!("cannot encode the new key: {e}")))?;
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).map_err(|e| {
-                CliError::Usage(format!(
-                    "{label}{}: cannot create the key file ({e})",
-                    path.display()
-                ))
-            })?;
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| {
-                    CliError::Failed(format!("{label}{}: cannot write ({e})", path.display()))
-                })?;
+            create_private_file(path, &bytes, label, "key file")?;
             Ok(key)
         }
         Err(e) => Err(CliError::Usage(format!(
@@ -99,6 +85,29 @@ pub fn load_or_create_key(path: &Path, label: &str) -> Result<Keypair, CliError>
             path.display()
         ))),
     }
+}
+
+/// Creates `path` (which must not exist) with mode 0600, as it holds a private key, and writes
+/// `bytes` to disk; errors start with `label` (a flag and a space, or nothing) and name `what`.
+pub fn create_private_file(
+    path: &Path,
+    bytes: &[u8],
+    label: &str,
+    what: &str,
+) -> Result<(), CliError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| {
+        CliError::Usage(format!(
+            "{label}{}: cannot create the {what} ({e})",
+            path.display()
+        ))
+    })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CliError::Failed(format!("{label}{}: cannot write ({e})", path.display())))
 }
 
 /// How the transports of a swarm are bounded.

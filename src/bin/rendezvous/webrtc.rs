@@ -3,11 +3,11 @@
 //! part of the address every browser app is given, so the certificate is kept in the data
 //! directory: a restart must not change the address.
 
-use std::{fs, io::Write, path::Path};
+use std::{fs, path::Path};
 
 use libp2p_webrtc::tokio::Certificate;
 
-use crate::common::CliError;
+use crate::common::{create_private_file, CliError};
 
 /// The certificate's file in the data directory (PEM: an `EXPIRES` block, then the private
 /// key and the certificate, as webrtc-rs writes them).
@@ -49,19 +49,12 @@ pub fn load_or_create(path: &Path) -> Result<Certificate, CliError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let certificate = generate()?;
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).map_err(|e| {
-                CliError::Usage(format!(
-                    "{}: cannot create the WebRTC certificate file ({e})",
-                    path.display()
-                ))
-            })?;
-            file.write_all(certificate.serialize_pem().as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| CliError::Failed(format!("{}: cannot write ({e})", path.display())))?;
+            create_private_file(
+                path,
+                certificate.serialize_pem().as_bytes(),
+                "",
+                "WebRTC certificate file",
+            )?;
             Ok(certificate)
         }
         Err(e) => Err(CliError::Usage(format!(
