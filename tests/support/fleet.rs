@@ -53,6 +53,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (its data is gone: it has no persistence).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,645 @@
+//! Push discovery (issue 21, docs/push.md): the time from a REGISTER's acknowledgement to the
+//! `Discovered` event at each subscriber, the server CPU per pushed record, and REGISTER
+//! throughput with and without subscribers; beside polling at 1 s.
+//!
+//! `cargo bench --features redis --bench push` (needs Linux /proc and `redis-server` on the
+//! PATH). Everything runs on 127.0.0.1: the real `rendezvous serve` binary (memory, SQLite with
+//! `--sync full`, and a fleet of two instances on a `redis-server` of the bench's own, where
+//! REGISTERs go to instance A and the subscribers are on instance B), and in this process real
+//! swarms of the crate's client (TCP, noise, yamux, identify), each subscriber and each
+//! registrant its own identity with its own connection.
+//!
+//! For each store:
+//! - **throughput, none**: `PUSH_BENCH_REGISTRANTS` (100) registrants, connected first, each
+//!   sending `PUSH_BENCH_ROUNDS` (5) REGISTERs one after the other, all at once, before any
+//!   subscriber exists: REGISTERs per second and server CPU per REGISTER.
+//! - **latency** with 1, 100 and 1000 subscribers (`PUSH_BENCH_SUBSCRIBERS`) of the namespace
+//!   (added to the ones before; the bench waits until the server reports them all subscribed):
+//!   `PUSH_BENCH_SAMPLES` (100) fresh registrants register one at a time, each after every
+//!   subscriber saw the one before; each subscriber stamps its `Discovered` event, and the
+//!   latency is that stamp minus the moment the registrant's `Registered` event (the
+//!   acknowledgement) came. Negative: the push came before the acknowledgement (the SQLite
+//!   store answers a REGISTER after its group commit, and may push before it; and the
+//!   acknowledgement itself waits behind the fan-out when the cores are busy). The same stamps
+//!   are also given from the moment the REGISTER was sent. The subscribers
+//!   poll once an hour, so everything they find after their first poll came by push. Server CPU
+//!   per push: utime + stime of every `serve` process over the phase, divided by the pushes the
+//!   pushing server counted (`libp2p_rendezvous_server_pushes_total`).
+//! - **throughput, 1000 subscribers**: as the first phase, with every subscriber connected.
+//!
+//! Then polling: a memory server with push off (`--max-subscriptions 0`), `PUSH_BENCH_POLLERS`
+//! (100) clients polling every second, and `PUSH_BENCH_POLL_SAMPLES` (20) registrations one at
+//! a time, each after a pause drawn uniformly from 0..1 s (so that it falls anywhere between two
+//! polls). Polling at the default interval (60 s) is not run: a poller finds a registration at
+//! its next poll, which is uniformly 0..60 s away, so its p50, p99 and max are 30, 59.4 and 60 s
+//! plus one DISCOVER (the row shown is that model; the 1 s run checks it).
+
+#[allow(unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{swarm::SwarmEvent, PeerId};
+use rendezvous_discovery::{
+    client::{self, Event},
+    Namespace,
+};
+use support::{
+    fleet::{self, Redis},
+    serve::Serve,
+    WithIdentify, WithIdentifyEvent,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+/// The one namespace every subscriber follows.
+const NAMESPACE: &str = "push-bench";
+
+/// TTL of every registration: longer than the bench.
+const TTL: u64 = 7200;
+
+/// How long every subscriber may take to see one registration before the bench counts the
+/// ones that did not as missing and goes on.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How long the bench waits for subscribers to connect and subscribe.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(120);
+
+/// Flags of every server: no request rate limit (the bench measures the server, not the rate
+/// limiter), metrics for the subscription and push counts.
+const COMMON_FLAGS: [&str; 4] = ["--requests-per-second", "0", "--metrics", "127.0.0.1:0"];
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is nothing to filter.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(run());
+}
+
+/// What the environment asks for.
+struct Plan {
+    stores: Vec<Store>,
+    subscribers: Vec<usize>,
+    samples: usize,
+    registrants: usize,
+    rounds: usize,
+    pollers: usize,
+    poll_samples: usize,
+}
+
+async fn run() {
+    let stores = std::env::var("PUSH_BENCH_STORES").unwrap_or("memory sqlite fleet".into());
+    let plan = Plan {
+        stores: stores
+            .split_whitespace()
+            .map(|s| Store::parse(s).unwrap_or_else(|| panic!("unknown store {s}")))
+            .collect(),
+        subscribers: std::env::var("PUSH_BENCH_SUBSCRIBERS")
+            .unwrap_or("1 100 1000".into())
+            .split_whitespace()
+            .map(|n| n.parse().expect("a subscriber count"))
+            .collect(),
+        samples: env_or("PUSH_BENCH_SAMPLES", 100),
+        registrants: env_or("PUSH_BENCH_REGISTRANTS", 100),
+        rounds: env_or("PUSH_BENCH_ROUNDS", 5),
+        pollers: env_or("PUSH_BENCH_POLLERS", 100),
+        poll_samples: env_or("PUSH_BENCH_POLL_SAMPLES", 20),
+    };
+    let mut latency_rows = Vec::new();
+    let mut throughput_rows = Vec::new();
+    for store in &plan.stores {
+        let (latency, throughput) = bench_store(*store, &plan).await;
+        latency_rows.extend(latency);
+        throughput_rows.push(throughput);
+    }
+    let polling = if plan.pollers > 0 && plan.poll_samples > 0 {
+        Some(bench_polling(&plan).await)
+    } else {
+        None
+    };
+    print_report(&latency_rows, &throughput_rows, polling.as_ref());
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Memory,
+    Sqlite,
+    Fleet,
+}
+
+impl Store {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "memory" => Some(Self::Memory),
+            "sqlite" => Some(Self::Sqlite),
+            "fleet" => Some(Self::Fleet),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "SQLite (`--sync full`)",
+            Self::Fleet => "Redis fleet (A → B)",
+        }
+    }
+}
+
+/// The server processes of one store: REGISTERs go to `register_at`, subscribers connect to
+/// `push_from` (the same process except in the fleet).
+struct Servers {
+    register_at: Serve,
+    other: Option<Serve>,
+    redis: Option<Redis>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Servers {
+    fn start(store: Store, extra: &[&str]) -> Self {
+        let flags = |own: &[&str]| -> Vec<String> {
+            COMMON_FLAGS
+                .iter()
+                .chain(own)
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        match store {
+            Store::Memory => Self {
+                register_at: Serve::start(flags(&["--ephemeral"])),
+                other: None,
+                redis: None,
+                _dir: None,
+            },
+            Store::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let data = dir.path().join("data");
+                let data = data.to_str().expect("a UTF-8 temporary path");
+                Self {
+                    register_at: Serve::start(flags(&["--data-dir", data, "--sync", "full"])),
+                    other: None,
+                    redis: None,
+                    _dir: Some(dir),
+                }
+            }
+            Store::Fleet => {
+                let redis = Redis::start();
+                let url = redis.url();
+                Self {
+                    register_at: Serve::start(flags(&["--store", &url])),
+                    other: Some(Serve::start(flags(&["--store", &url]))),
+                    redis: Some(redis),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    fn push_from(&self) -> &Serve {
+        self.other.as_ref().unwrap_or(&self.register_at)
+    }
+
+    /// CPU time of every `serve` process and of redis-server, so far.
+    fn cpu(&self) -> Cpu {
+        let servers = std::iter::once(&self.register_at)
+            .chain(&self.other)
+            .map(|s| cpu_of(s.pid()))
+            .sum();
+        let redis = self
+            .redis
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.pid().map_or(Duration::ZERO, cpu_of));
+        Cpu { servers, redis }
+    }
+
+    /// A sample of the pushing server's `/metrics`.
+    async fn metric(&self, series: &str) -> f64 {
+        let address = self.push_from().metrics.expect("started with --metrics");
+        let (_, _, body) = support::http::get(address, "/metrics").await;
+        support::http::parse(&body)
+            .get(series)
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+const SUBSCRIPTIONS: &str = "libp2p_rendezvous_server_subscriptions";
+const PUSHES: &str = "libp2p_rendezvous_server_pushes_total";
+const OVERFLOWS: &str = "libp2p_rendezvous_server_subscriptions_ended_total{reason=\"overflow\"}";
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    servers: Duration,
+    redis: Duration,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, rhs: Cpu) -> Cpu {
+        Cpu {
+            servers: self.servers.saturating_sub(rhs.servers),
+            redis: self.redis.saturating_sub(rhs.redis),
+        }
+    }
+}
+
+/// utime + stime of process `pid` (Linux `/proc/PID/stat`, in clock ticks of 10 ms: Linux
+/// reports USER_HZ = 100 to user space on every architecture it runs on).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("Linux /proc");
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // Fields 14 and 15 of the line are the 12th and 13th after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// What each subscriber reports: which subscriber, the peer it discovered, when.
+type Sighting = (usize, PeerId, Instant);
+
+/// Subscribers (or pollers), each its own swarm in its own task.
+struct Subscribers {
+    tasks: Vec<JoinHandle<()>>,
+    tx: mpsc::UnboundedSender<Sighting>,
+    rx: mpsc::UnboundedReceiver<Sighting>,
+}
+
+impl Subscribers {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tasks: Vec::new(),
+            tx,
+            rx,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Adds clients of `server` in [`NAMESPACE`] until there are `total`, polling every
+    /// `interval`.
+    fn grow(&mut self, server: &Serve, total: usize, interval: Duration) {
+        for index in self.len()..total {
+            let config = client::Config::default()
+                .with_server(server.peer, vec![server.addr.clone()])
+                .with_namespace(Namespace::from_static(NAMESPACE))
+                .with_registration(false)
+                .with_interval(interval);
+            let mut swarm = support::tcp::swarm(|key| {
+                WithIdentify::new(key.clone(), |key| client::Behaviour::new(key, config))
+            });
+            let tx = self.tx.clone();
+            self.tasks.push(tokio::spawn(async move {
+                loop {
+                    if let SwarmEvent::Behaviour(WithIdentifyEvent::Rendezvous(
+                        Event::Discovered { peer, .. },
+                    )) = swarm.select_next_some().await
+                    {
+                        let _ = tx.send((index, peer, Instant::now()));
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Sightings received so far, without waiting.
+    fn drain(&mut self) -> usize {
+        std::iter::from_fn(|| self.rx.try_recv().ok()).count()
+    }
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Waits until the pushing server reports `n` subscriptions open.
+async fn wait_subscribed(servers: &Servers, n: usize) {
+    let deadline = Instant::now() + SUBSCRIBE_WAIT;
+    loop {
+        let open = servers.metric(SUBSCRIPTIONS).await as usize;
+        if open >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} of {n} subscribers subscribed after {SUBSCRIBE_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+type Registrant = support::node::Node<client::Behaviour>;
+
+/// `n` registrants, each its own identity, connected to `server`.
+async fn registrants(server: &Serve, n: usize) -> Vec<Registrant> {
+    let connect = |_| async {
+        let mut node = fleet::client(&[server]);
+        node.dial(server.addr.clone());
+        node.wait_connected(server.peer).await;
+        node
+    };
+    futures::stream::iter(0..n)
+        .map(connect)
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+/// Registers `node` in [`NAMESPACE`] at `server`; panics if refused.
+async fn register(node: &mut Registrant, server: PeerId) {
+    fleet::register(node, server, NAMESPACE, TTL)
+        .await
+        .expect("REGISTER accepted");
+}
+
+/// Latency of one phase: per (registration, subscriber), the `Discovered` stamp minus the
+/// acknowledgement, in milliseconds; and what the servers spent.
+struct LatencyRow {
+    store: &'static str,
+    subscribers: usize,
+    samples: Vec<f64>,
+    /// The same stamps from the moment the REGISTER was sent.
+    from_sent: Vec<f64>,
+    missing: usize,
+    cpu: Cpu,
+    pushes: f64,
+}
+
+struct ThroughputRow {
+    store: &'static str,
+    none: Throughput,
+    with: Option<(usize, Throughput)>,
+}
+
+struct Throughput {
+    per_second: f64,
+    cpu_per_register: Duration,
+    pushes: f64,
+    overflows: f64,
+}
+
+async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputRow) {
+    eprintln!("{}: starting", store.name());
+    let servers = Servers::start(store, &[]);
+    eprintln!("{}: throughput without subscribers", store.name());
+    let none = throughput(&servers, plan).await;
+    let mut subscribers = Subscribers::new();
+    let mut rows = Vec::new();
+    for &n in &plan.subscribers {
+        eprintln!("{}: {n} subscribers", store.name());
+        subscribers.grow(servers.push_from(), n, Duration::from_secs(3600));
+        wait_subscribed(&servers, n).await;
+        // The subscribers' first polls found the throughput phase's registrants (their
+        // registrations ended when they disconnected, but may not have been removed yet).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        subscribers.drain();
+        rows.push(
+            latency(
+                store,
+                &servers,
+                &mut subscribers,
+                plan.samples,
+                Pause::Fixed,
+            )
+            .await,
+        );
+    }
+    let with = if subscribers.len() > 0 {
+        eprintln!(
+            "{}: throughput with {} subscribers",
+            store.name(),
+            subscribers.len()
+        );
+        wait_subscribed(&servers, subscribers.len()).await;
+        let with = throughput(&servers, plan).await;
+        Some((subscribers.len(), with))
+    } else {
+        None
+    };
+    (
+        rows,
+        ThroughputRow {
+            store: store.name(),
+            none,
+            with,
+        },
+    )
+}
+
+/// What comes before each registration of a latency phase.
+#[derive(Clone, Copy)]
+enum Pause {
+    /// 20 ms (the subscribers saw the one before).
+    Fixed,
+    /// Uniform in 0..the interval: a registration at any point between two polls.
+    UpTo(Duration),
+}
+
+/// `samples` fresh registrants register one at a time; every subscriber's `Discovered` of each
+/// is stamped against its acknowledgement.
+async fn latency(
+    store: Store,
+    servers: &Servers,
+    subscribers: &mut Subscribers,
+    samples: usize,
+    pause: Pause,
+) -> LatencyRow {
+    let server = servers.register_at.peer;
+    let mut nodes = registrants(&servers.register_at, samples).await;
+    let n = subscribers.len();
+    let pushes0 = servers.metric(PUSHES).await;
+    let cpu0 = servers.cpu();
+    let mut acked: HashMap<PeerId, (Instant, Instant)> = HashMap::new();
+    let mut seen: HashMap<PeerId, Vec<Instant>> = HashMap::new();
+    let mut missing = 0;
+    for node in &mut nodes {
+        let wait = match pause {
+            Pause::Fixed => Duration::from_millis(20),
+            Pause::UpTo(max) => max.mul_f64(rand::random::<f64>()),
+        };
+        tokio::time::sleep(wait).await;
+        let sent = Instant::now();
+        register(node, server).await;
+        acked.insert(node.peer, (sent, Instant::now()));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while seen.get(&node.peer).map_or(0, Vec::len) < n {
+            match tokio::time::timeout_at(deadline, subscribers.rx.recv()).await {
+                Ok(Some((_, peer, at))) => seen.entry(peer).or_default().push(at),
+                Ok(None) => unreachable!("the bench holds a sender"),
+                Err(_) => {
+                    missing += n - seen.get(&node.peer).map_or(0, Vec::len);
+                    break;
+                }
+            }
+        }
+    }
+    let cpu = servers.cpu() - cpu0;
+    let pushes = servers.metric(PUSHES).await - pushes0;
+    // The registrants disconnect: their registrations are removed (and the removals pushed),
+    // so the next phase's subscribers replay nothing.
+    drop(nodes);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    subscribers.drain();
+    let since = |pick: fn(&(Instant, Instant)) -> Instant| -> Vec<f64> {
+        seen.iter()
+            .filter_map(|(peer, stamps)| acked.get(peer).map(|times| (pick(times), stamps)))
+            .flat_map(|(t0, stamps)| stamps.iter().map(move |at| signed_ms(*at, t0)))
+            .collect()
+    };
+    LatencyRow {
+        store: store.name(),
+        subscribers: n,
+        samples: since(|(_, acked)| *acked),
+        from_sent: since(|(sent, _)| *sent),
+        missing,
+        cpu,
+        pushes,
+    }
+}
+
+fn signed_ms(at: Instant, since: Instant) -> f64 {
+    match at.checked_duration_since(since) {
+        Some(d) => d.as_secs_f64() * 1e3,
+        None => -(since - at).as_secs_f64() * 1e3,
+    }
+}
+
+/// Every registrant sends its REGISTERs one after the other, all registrants at once.
+async fn throughput(servers: &Servers, plan: &Plan) -> Throughput {
+    let server = servers.register_at.peer;
+    let mut nodes = registrants(&servers.register_at, plan.registrants).await;
+    let pushes0 = servers.metric(PUSHES).await;
+    let overflows0 = servers.metric(OVERFLOWS).await;
+    let cpu0 = servers.cpu();
+    let started = Instant::now();
+    futures::future::join_all(nodes.iter_mut().map(|node| async move {
+        for _ in 0..plan.rounds {
+            register(node, server).await;
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let cpu = servers.cpu() - cpu0;
+    let total = (plan.registrants * plan.rounds) as f64;
+    // Pushes still queued when the last REGISTER was answered go out meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pushes = servers.metric(PUSHES).await - pushes0;
+    let overflows = servers.metric(OVERFLOWS).await - overflows0;
+    drop(nodes);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Throughput {
+        per_second: total / elapsed.as_secs_f64(),
+        cpu_per_register: (cpu.servers + cpu.redis).div_f64(total),
+        pushes,
+        overflows,
+    }
+}
+
+async fn bench_polling(plan: &Plan) -> LatencyRow {
+    eprintln!("polling every second: {} pollers", plan.pollers);
+    let servers = Servers::start(Store::Memory, &["--max-subscriptions", "0"]);
+    let mut pollers = Subscribers::new();
+    pollers.grow(&servers.register_at, plan.pollers, Duration::from_secs(1));
+    // Every poller's first poll (after identify, or two seconds without).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pollers.drain();
+    let mut row = latency(
+        Store::Memory,
+        &servers,
+        &mut pollers,
+        plan.poll_samples,
+        Pause::UpTo(Duration::from_secs(1)),
+    )
+    .await;
+    row.store = "memory, polling every 1 s (push off)";
+    row
+}
+
+/// p50, p99 and max of `samples` (sorted in place).
+fn quantiles(samples: &mut [f64]) -> Option<[f64; 3]> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Some([at(0.5), at(0.99), samples[samples.len() - 1]])
+}
+
+fn print_report(
+    latency: &[LatencyRow],
+    throughput: &[ThroughputRow],
+    polling: Option<&LatencyRow>,
+) {
+    println!("### Latency: REGISTER acknowledged → `Discovered` at each subscriber (ms)\n");
+    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | server CPU / push (µs) | of which Redis |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in latency.iter().chain(polling) {
+        let [p50, p99, max] = quantiles(&mut row.samples.clone()).unwrap_or([f64::NAN; 3]);
+        let [s50, s99, smax] = quantiles(&mut row.from_sent.clone()).unwrap_or([f64::NAN; 3]);
+        let per_push = |d: Duration| {
+            if row.pushes > 0.0 {
+                format!("{:.1}", d.as_secs_f64() * 1e6 / row.pushes)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {} | {} |",
+            row.store,
+            row.subscribers,
+            row.samples.len(),
+            row.missing,
+            per_push(row.cpu.servers + row.cpu.redis),
+            per_push(row.cpu.redis),
+        );
+    }
+    if polling.is_some() {
+        println!(
+            "| polling every 60 s, the default (model: the next poll, uniform in 0..60 s) | - | - | - \
+             | 30000 | 59400 | 60000 | - | - | - | - | - |"
+        );
+    }
+    println!("\n### REGISTER throughput\n");
+    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | pushes | subscriptions ended by overflow |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in throughput {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        match &row.with {
+            Some((n, with)) => println!(
+                "| {} | {:.0} | {:.0} ({n}) | {:.2}x | {:.0} | {:.0} | {:.0} | {:.0} |",
+                row.store,
+                row.none.per_second,
+                with.per_second,
+                with.per_second / row.none.per_second,
+                us(row.none.cpu_per_register),
+                us(with.cpu_per_register),
+                with.pushes,
+                with.overflows,
+            ),
+            None => println!(
+                "| {} | {:.0} | - | - | {:.0} | - | - | - |",
+                row.store,
+                row.none.per_second,
+                us(row.none.cpu_per_register)
+            ),
+        }
+    }
+}
