@@ -1,6 +1,8 @@
 //! WebRTC-direct (feature `webrtc`): `rendezvous serve` listens on `/udp/PORT/webrtc-direct`,
 //! prints the address with its `/certhash`, keeps its certificate across restarts, and
-//! rust-libp2p peers on libp2p-webrtc register and discover through it.
+//! rust-libp2p peers on libp2p-webrtc register and discover through it; so does js-libp2p in a
+//! page in headless Chromium (ignored by default: `interop/run` installs the page's packages and
+//! runs it).
 #![cfg(feature = "webrtc")]
 
 mod support;
@@ -12,8 +14,10 @@ use libp2p::{
     Multiaddr, Swarm, Transport as _,
 };
 use rendezvous_discovery::{client, Namespace};
+use serde_json::json;
 use support::{
     client::{discovered, registered_at, ClientNode},
+    foreign::{peers, without_p2p, Impl, Peer},
     node::spawn_with_identify_on,
     serve::Serve,
     WithIdentify,
@@ -109,4 +113,52 @@ async fn the_certificate_and_so_the_address_survive_a_restart() {
         hash,
         "--ephemeral makes a new certificate"
     );
+}
+
+/// js-libp2p 2.10 with `@libp2p/webrtc`'s `webRTCDirect()` as its only transport, in a page in
+/// headless Chromium (`interop/js/browser.mjs`), dials the `/webrtc-direct/certhash` address
+/// `serve` printed: it discovers a rust-libp2p peer registered over WebRTC-direct (its
+/// certhash address, as that peer registered it), registers itself, and the rust peer
+/// discovers the page's record.
+#[tokio::test]
+#[ignore = "needs the browser page that interop/run installs"]
+async fn a_browser_page_registers_and_discovers_through_serve_over_webrtc_direct() {
+    let serve = Serve::start_on(LISTEN, ["--ephemeral"]);
+    let at = json!({"server": serve.addr.to_string(), "ns": NS});
+    let mut alice = peer(&serve, true).await;
+    assert_eq!(alice.wait_for(registered_at).await, serve.peer);
+
+    // A browser listens on nothing; it announces a relayed address, as browser peers do.
+    let relayed: Multiaddr = format!("{}/p2p-circuit", serve.addr).parse().unwrap();
+    let mut browser = Peer::start(
+        Impl::Browser,
+        &[
+            "--transport",
+            "webrtc-direct",
+            "--announce",
+            &relayed.to_string(),
+        ],
+    )
+    .await;
+    let found = peers(&browser.call("discover", at.clone()).await);
+    let found: Vec<_> = found
+        .into_iter()
+        .map(|(peer, addrs)| (peer, addrs.iter().map(without_p2p).collect::<Vec<_>>()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![(alice.peer, vec![alice.addr()])],
+        "what the browser received: alice's WebRTC-direct address, certhash included"
+    );
+
+    let registered = browser.call("register", at.clone()).await;
+    assert_eq!(registered["ttl"], rendezvous_discovery::DEFAULT_TTL);
+    let mut bob = peer(&serve, false).await;
+    let addrs = bob.wait_for(discovered(browser.peer)).await;
+    assert_eq!(
+        addrs.iter().map(without_p2p).collect::<Vec<_>>(),
+        vec![relayed],
+        "the browser's record, as the page announced it"
+    );
+    browser.call("stop", json!({})).await;
 }

@@ -1,8 +1,9 @@
 // A js-libp2p peer in a real browser for the interop suite: page.mjs, bundled by esbuild and
 // served on 127.0.0.1, in Debian's headless Chromium (/usr/bin/chromium, or $CHROMIUM) driven
-// by playwright-core (no browser download), over stdin/stdout in the JSON lines of peer.mjs:
+// by playwright-core (no browser download), over stdin/stdout in the JSON lines of peer.mjs;
+// the page dials over WebSocket (the default) or WebRTC-direct only:
 //
-//   node browser.mjs [--announce MULTIADDR]... [--protocol ID]
+//   node browser.mjs [--announce MULTIADDR]... [--protocol ID] [--transport ws|webrtc-direct]
 //
 // It prints {"event":"ready","peer":ID,"addrs":[],"agent":USER_AGENT} once the page's node runs,
 // then answers register, discover, unregister (ops.mjs) and stop, one line each. The page's
@@ -22,6 +23,7 @@ const args = process.argv.slice(2)
 const options = (name) => args.flatMap((a, i) => (a === name ? [args[i + 1]] : []))
 const protocol = options("--protocol")[0] ?? "/rendezvous/1.0.0"
 const announce = options("--announce")
+const transport = options("--transport")[0] ?? "ws"
 
 const out = (value) => process.stdout.write(JSON.stringify(value) + "\n")
 
@@ -76,7 +78,7 @@ page.on("console", (message) => process.stderr.write(`page: ${message.text()}\n`
 page.on("pageerror", (error) => process.stderr.write(`page error: ${error.message}\n`))
 await page.goto(`http://127.0.0.1:${server.address().port}/`)
 await page.waitForFunction(() => typeof window.start === "function")
-out(await page.evaluate((config) => window.start(config), { protocol, announce }))
+out(await page.evaluate((config) => window.start(config), { protocol, announce, transport }))
 
 for await (const line of createInterface({ input: process.stdin })) {
 	if (line.trim() === "") continue
