@@ -14,8 +14,9 @@
 #   benches/connections.sh                     # N=20000 (capped by the open-file limit), BURST=2000
 #   N=5000 BURST=500 benches/connections.sh
 #
-# Knobs: N [20000], MAX_DIALING [500], BURST [2000], IMPLS ["ours theirs"], OUT (reports;
-# temporary by default).
+# Knobs: N [20000], MAX_DIALING [500], BURST [2000; 0 skips part 2], IMPLS ["ours theirs"; an
+# entry NAME=PATH is another build of `rendezvous` serving as NAME, compared with ours, such as
+# one with another allocator], OUT (reports; temporary by default).
 # Traffic stays on 127.0.0.1; every run is bounded by its client count and ends by itself.
 # Loopback source ports run out near 28,000 per destination, and the load process and the
 # server each need a file descriptor per connection: N is lowered to fit the hard open-file
@@ -47,11 +48,16 @@ REF=$TARGET/release/examples/reference_server
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 
+names=
 for impl in $IMPLS; do
     case $impl in
         ours) RUST_LOG=warn start_server "conn-ours" "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 ;;
         theirs) RUST_LOG=warn start_server "conn-theirs" "$REF" --listen /ip4/127.0.0.1/tcp/0 ;;
+        *=*) RUST_LOG=warn start_server "conn-${impl%%=*}" "${impl#*=}" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 ;;
+        *) echo "IMPLS: $impl is not ours, theirs or NAME=PATH" >&2; exit 2 ;;
     esac
+    impl=${impl%%=*}
+    names="$names $impl"
     echo "$N connections, $impl ($SERVER_ADDR)" >&2
     RUST_LOG=off "$BIN" load --server "$SERVER_ADDR" --server-pid "$SERVER_PID" \
         --clients "$N" --namespaces 1 --discoverers 1 --ttl 7200 --max-dialing "$MAX_DIALING" --json \
@@ -59,7 +65,9 @@ for impl in $IMPLS; do
     stop_server
 done
 
-for variant in default raised; do
+variants="default raised"
+((BURST > 0)) || variants=
+for variant in $variants; do
     flags=()
     [[ $variant == raised ]] && flags=(--max-pending-incoming 10000)
     RUST_LOG=warn start_server "burst-$variant" "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0 "${flags[@]}"
@@ -71,7 +79,7 @@ for variant in default raised; do
 done
 
 echo "raw reports: $OUT" >&2
-python3 - "$OUT" "$N" "$BURST" "$IMPLS" "$MAX_DIALING" <<'PY'
+python3 - "$OUT" "$N" "$BURST" "$names" "$MAX_DIALING" <<'PY'
 import json, os, sys
 
 out, n, burst, impls, dialing = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5]
@@ -107,9 +115,16 @@ for impl, r in rows.items():
         continue
     f = figures[impl] = connect_figures(r)
     print(f"| {impl} | {f['connected']} / {f['errors']} | {f['seconds']:.1f} | {f['rss_kib']:.1f} | {f['cpu_us'] or 0:.0f} |")
+def ratio(a, b):
+    x, y = figures[a], figures[b]
+    print(f"| {a} / {b} | | {x['seconds'] / y['seconds']:.2f}x | {x['rss_kib'] / y['rss_kib']:.2f}x | {(x['cpu_us'] or 0) / (y['cpu_us'] or 1):.2f}x |")
 if "ours" in figures and "theirs" in figures:
-    o, t = figures["ours"], figures["theirs"]
-    print(f"| ours / theirs | | {o['seconds'] / t['seconds']:.2f}x | {o['rss_kib'] / t['rss_kib']:.2f}x | {(o['cpu_us'] or 0) / (t['cpu_us'] or 1):.2f}x |")
+    ratio("ours", "theirs")
+for other in figures:
+    if other not in ("ours", "theirs") and "ours" in figures:
+        ratio(other, "ours")
+if burst == 0:
+    sys.exit(0)
 print()
 print(f"A burst of {burst} dials at once:")
 print()

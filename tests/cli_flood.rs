@@ -57,6 +57,7 @@ async fn every_kind_served(serve: &Serve) {
         let (status, report, stderr) = flood(serve, kind, 4).await;
         assert_eq!(status, Some(0), "{kind}: {report} {stderr}");
         assert_eq!(report["kind"], kind);
+        assert_eq!(report["source"], "127.0.0.2", "{kind}: {report}");
         assert!(report["flood_ops"].as_u64() > Some(0), "{kind}: {report}");
         assert_eq!(report["legit_failures"], 0, "{kind}: {report}");
         assert!(
@@ -96,4 +97,20 @@ async fn a_flood_aimed_off_this_machine_is_refused_before_it_starts() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("expected a 127.0.0.1 address"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_flood_from_the_legitimate_clients_own_address_is_refused() {
+    let serve = Serve::start(["--ephemeral"]);
+    let out = tokio::process::Command::new(BIN)
+        .arg("flood")
+        .args(["--server", &serve.addr.to_string()])
+        .args(["--server-pid", &serve.pid().to_string()])
+        .args(["--kind", "idle", "--source", "127.0.0.1"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("other than 127.0.0.1"), "{stderr}");
 }

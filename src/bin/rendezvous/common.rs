@@ -134,6 +134,9 @@ pub struct Transport {
     /// Resolve `/dns`, `/dns4` and `/dns6` addresses when dialing (a client, which dials names
     /// such as `/dns4/<name>/tcp/443/wss/...`); a server, which never dials, needs no resolver.
     pub dns: bool,
+    /// TCP and WebSocket dials to addresses of this family leave from this address (`rendezvous
+    /// flood`'s attacker, on a loopback address of its own); `None`: the kernel's choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Default for Transport {
@@ -148,6 +151,7 @@ impl Default for Transport {
             #[cfg(feature = "webrtc")]
             webrtc: None,
             dns: true,
+            source: None,
         }
     }
 }
@@ -176,14 +180,14 @@ fn transports(
     let noise = || {
         noise::Config::new(key).map_err(|e| CliError::Failed(format!("cannot set up noise: {e}")))
     };
-    let tcp = tcp_socket(settings.dns)?
+    let tcp = tcp_socket(settings)?
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise()?)
         .multiplex(yamux.clone())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // The WebSocket transport takes the server name for TLS from a `/dns*` address itself, so
     // it resolves names below it, not above.
-    let mut ws = websocket::Config::new(tcp_socket(settings.dns)?);
+    let mut ws = websocket::Config::new(tcp_socket(settings)?);
     ws.set_max_data_size(MAX_WEBSOCKET_MESSAGE);
     if let Some(tls) = &settings.tls {
         ws.set_tls_config(tls.clone());
@@ -233,9 +237,10 @@ fn transports(
     })
 }
 
-/// TCP sockets (nodelay; listeners without `SO_REUSEPORT`), resolving names first when `dns`.
-fn tcp_socket(dns: bool) -> Result<Boxed<tcp::tokio::TcpStream>, CliError> {
-    resolving(crate::tcp::Transport::new(), dns)
+/// TCP sockets (nodelay; listeners without `SO_REUSEPORT`; dials from `settings.source`),
+/// resolving names first when `settings.dns`.
+fn tcp_socket(settings: &Transport) -> Result<Boxed<tcp::tokio::TcpStream>, CliError> {
+    resolving(crate::tcp::Transport::new(settings.source), settings.dns)
 }
 
 /// `inner`, behind the system's DNS resolver when `dns`.

@@ -89,7 +89,7 @@ pub async fn run(args: Args) -> CliResult {
         if name == LEAVER {
             tally.leave = Some(leave_tx);
         }
-        let swarm = node::swarm(key, node::IDLE_TIMEOUT, |key| {
+        let swarm = node::swarm(key, node::IDLE_TIMEOUT, None, |key| {
             let config = client::Config::default()
                 .with_server(server_id, vec![server_addr.clone()])
                 .with_namespace(Namespace::from_static(ns))
@@ -287,7 +287,7 @@ impl Tally {
 async fn start_server() -> Result<(PeerId, Multiaddr), CliError> {
     let key = Keypair::generate_ed25519();
     let id = key.public().to_peer_id();
-    let mut swarm = node::swarm(key, node::IDLE_TIMEOUT, |key| DemoServer {
+    let mut swarm = node::swarm(key, node::IDLE_TIMEOUT, None, |key| DemoServer {
         rendezvous: server::Behaviour::new(server::Config::default().with_min_ttl(1)),
         identify: identify_for(key),
     })?;

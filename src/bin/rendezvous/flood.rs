@@ -8,17 +8,27 @@
 //! in many namespaces), `discover` (DISCOVER without a cookie, page size 1000, in a tight loop).
 //! Every kind is bounded by `--count` and stops after `--seconds`.
 //!
+//! The flood plays another machine: it runs in a process of its own (this command started again
+//! with `--flood-only`), so its client-side work (thousands of noise handshakes) does not slow
+//! the legitimate client's process, and every one of its connections comes from `--source`
+//! (127.0.0.2 by default), while the legitimate client connects from 127.0.0.1, as an attacker
+//! on another address would. Earlier runs had both in one process and on one address, and
+//! measured the flood's client-side work and the server's per-address bounds on the legitimate
+//! client (BENCHMARKS.md, "Floods").
+//!
 //! Beside its long-lived connection, the legitimate client makes a new connection every round
 //! during the `idle` and `handshake` floods (a new identity that connects, registers and finds
 //! itself), since those floods aim at newcomers.
 //!
-//! Prints one JSON object: the kind, the flood's own counters, the server's peak RSS and VmData
-//! and its CPU seconds during the flood (from `/proc/PID`), and the legitimate client's
+//! Prints one JSON object: the kind, the flood's own counters, the server's peak RSS, VmData and
+//! open file descriptors (about one per connection) and its CPU seconds during the flood (from
+//! `/proc/PID`), and the legitimate client's
 //! requests, failures and worst latency, and whether everything it registered before the flood
 //! was still there after it.
 
 use std::{
-    process::ExitCode,
+    net::{IpAddr, Ipv4Addr},
+    process::{ExitCode, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -52,6 +62,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Namespaces the legitimate client registers in before the flood and checks after it.
 const LEGIT_NAMESPACES: usize = 10;
 
+/// How long the flood's process may take to stop and report after its `--seconds`.
+const FLOOD_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a hostile client waits before it dials again after a failed dial.
+const REDIAL_PAUSE: Duration = Duration::from_millis(100);
+
 /// Flags of `rendezvous flood`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,24 +80,44 @@ pub struct Args {
     /// idle, handshake, stall, churn, register or discover.
     #[arg(long, value_name = "KIND", value_parser = ["idle", "handshake", "stall", "churn", "register", "discover"])]
     kind: String,
-    /// The address the `handshake` flood connects from (a 127.0.0.0/8 address; the legitimate
-    /// client connects from 127.0.0.1).
+    /// The address every connection of the flood comes from (a 127.0.0.0/8 address other than
+    /// 127.0.0.1, the legitimate client's).
     #[arg(long, value_name = "IP", default_value = "127.0.0.2")]
-    source: std::net::Ipv4Addr,
+    source: Ipv4Addr,
     /// Connections (or identities) the flood uses.
     #[arg(long, value_name = "N", default_value_t = 500)]
     count: usize,
     /// How long the flood lasts.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     seconds: u64,
+    /// Hostile dials in flight at once (all at once without it). An attacker who wants to hold
+    /// many connections dials at the pace the server admits them: dials beyond the server's
+    /// handshake queue are closed, and each dial redone costs the attacker a new identity.
+    #[arg(long, value_name = "N")]
+    max_dialing: Option<usize>,
+    /// Run the flood alone and print its counters (the process `flood` starts for it).
+    #[arg(long, hide = true)]
+    flood_only: bool,
 }
 
 /// Requests (and streams) the legitimate client and each hostile one may have in flight.
 const STREAMS_PER_CLIENT: usize = 8;
 
-/// A client with its own identity and connection: `rendezvous load`'s, with the flood's timeout.
-async fn connect(server: Multiaddr, server_peer: PeerId) -> Result<Client, String> {
-    Client::connect(server, server_peer, STREAMS_PER_CLIENT, REQUEST_TIMEOUT).await
+/// A client with its own identity and connection from `source` (the kernel's choice when
+/// `None`): `rendezvous load`'s, with the flood's timeout.
+async fn connect(
+    server: Multiaddr,
+    server_peer: PeerId,
+    source: Option<IpAddr>,
+) -> Result<Client, String> {
+    Client::connect(
+        server,
+        server_peer,
+        source,
+        STREAMS_PER_CLIENT,
+        REQUEST_TIMEOUT,
+    )
+    .await
 }
 
 fn register(namespace: &Namespace, record: &SignedRecord) -> Message {
@@ -112,12 +148,14 @@ fn maximal_record(key: &Keypair) -> SignedRecord {
     SignedRecord::new(key, addresses, RecordFormat::Standard).expect("ed25519 signs")
 }
 
-/// The server's memory and CPU, from /proc.
+/// The server's memory, CPU and open file descriptors, from /proc.
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
     rss_kib: u64,
     vm_data_kib: u64,
     cpu_ticks: u64,
+    /// About one per connection (a handshake waiting in the kernel's backlog has none yet).
+    fds: u64,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -143,6 +181,7 @@ fn usage(pid: u32) -> Usage {
         rss_kib: field("VmRSS:"),
         vm_data_kib: field("VmData:"),
         cpu_ticks: ticks(11) + ticks(12),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
     }
 }
 
@@ -198,7 +237,7 @@ async fn newcomer(
     server_peer: PeerId,
     namespace: &Namespace,
 ) -> Result<(), String> {
-    let client = connect(server, server_peer).await?;
+    let client = connect(server, server_peer, None).await?;
     let record = loopback_record(&client.key);
     match client.request(&register(namespace, &record)).await {
         Ok(Message::RegisterResponse(Ok(_))) => {}
@@ -219,38 +258,46 @@ async fn newcomer(
 pub async fn run(args: Args) -> CliResult {
     let server_peer = checked(&args)?;
     let server = args.server.clone();
+    if args.flood_only {
+        let counters = Arc::new(Counters::new(args.count));
+        let target = Target {
+            kind: args.kind.clone(),
+            server,
+            server_peer,
+            source: args.source,
+            max_dialing: args.max_dialing.unwrap_or(args.count).max(1),
+        };
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        flood(target, args.count, deadline, counters.clone()).await;
+        outln!("{}", counters.report());
+        return Ok(ExitCode::SUCCESS);
+    }
     let legit = Legitimate::prepare(server.clone(), server_peer).await?;
     let before = usage(args.server_pid);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let counters = Arc::new(Counters::default());
-    let flood = tokio::spawn(flood(
-        Target {
-            kind: args.kind.clone(),
-            server: server.clone(),
-            server_peer,
-            source: args.source,
-        },
-        args.count,
-        deadline,
-        counters.clone(),
-    ));
+    let attacker = spawn_flood(&args)?;
     let newcomers = matches!(args.kind.as_str(), "idle" | "handshake");
     let (figures, peak) = legit
         .alongside(deadline, newcomers, args.server_pid, before)
         .await;
     let after = usage(args.server_pid);
-    let _ = tokio::time::timeout(Duration::from_secs(30), flood).await;
+    let counters = flood_report(attacker).await?;
     let kept = legit.kept().await;
     let ticks_per_second = 100.0;
     let report = json!({
         "kind": args.kind,
         "count": args.count,
         "seconds": args.seconds,
-        "flood_ops": counters.done.load(Ordering::Relaxed),
-        "flood_refused": counters.refused.load(Ordering::Relaxed),
+        "source": args.source.to_string(),
+        "flood_ops": counters["flood_ops"],
+        "flood_refused": counters["flood_refused"],
+        "flood_max_dialing": args.max_dialing,
+        "flood_connected": counters["flood_connected"],
+        "flood_all_connected_s": counters["flood_all_connected_s"],
         "server_rss_mib_before": before.rss_kib / 1024,
         "server_rss_mib_peak": peak.rss_kib / 1024,
         "server_vmdata_mib_peak": peak.vm_data_kib / 1024,
+        "server_fds_peak": peak.fds,
         "server_cpu_seconds": (after.cpu_ticks.saturating_sub(before.cpu_ticks)) as f64 / ticks_per_second,
         "legit_requests": figures.requests,
         "legit_failures": figures.failures,
@@ -268,6 +315,53 @@ pub async fn run(args: Args) -> CliResult {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Starts this command again with `--flood-only`: the flood, in a process of its own (killed
+/// if this one gives up on it).
+fn spawn_flood(args: &Args) -> Result<tokio::process::Child, CliError> {
+    let program = std::env::current_exe()
+        .map_err(|e| CliError::Failed(format!("cannot find this program to run the flood: {e}")))?;
+    tokio::process::Command::new(program)
+        .arg("flood")
+        .args(["--server", &args.server.to_string()])
+        .args(["--server-pid", &args.server_pid.to_string()])
+        .args(["--kind", &args.kind])
+        .args(["--source", &args.source.to_string()])
+        .args(["--count", &args.count.to_string()])
+        .args(["--seconds", &args.seconds.to_string()])
+        .args(
+            args.max_dialing
+                .map(|n| ["--max-dialing".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
+        .arg("--flood-only")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| CliError::Failed(format!("cannot start the flood's process: {e}")))
+}
+
+/// The flood process's counters, once it has stopped.
+async fn flood_report(attacker: tokio::process::Child) -> Result<serde_json::Value, CliError> {
+    let output = tokio::time::timeout(FLOOD_EXIT_TIMEOUT, attacker.wait_with_output())
+        .await
+        .map_err(|_| {
+            CliError::Failed(format!(
+                "the flood's process did not stop within {FLOOD_EXIT_TIMEOUT:?} of its end"
+            ))
+        })?
+        .map_err(|e| CliError::Failed(format!("the flood's process: {e}")))?;
+    if !output.status.success() {
+        return Err(CliError::Failed(format!(
+            "the flood's process failed ({})",
+            output.status
+        )));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| CliError::Failed(format!("the flood's process printed no report: {e}")))
 }
 
 /// The server's peer id, once the flags are known to aim a bounded flood at this machine.
@@ -288,6 +382,13 @@ fn checked(args: &Args) -> Result<PeerId, CliError> {
             args.server
         )));
     }
+    if !args.source.is_loopback() || args.source == Ipv4Addr::LOCALHOST {
+        return Err(CliError::Usage(format!(
+            "--source {}: expected a 127.0.0.0/8 address other than 127.0.0.1 (the legitimate \
+             client's)",
+            args.source
+        )));
+    }
     if args.count == 0 || args.count > MAX_COUNT || args.seconds == 0 || args.seconds > MAX_SECONDS
     {
         return Err(CliError::Usage(format!(
@@ -298,19 +399,58 @@ fn checked(args: &Args) -> Result<PeerId, CliError> {
 }
 
 /// What the flood did, and what the server refused it; shared by the flood's tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     done: AtomicU64,
     refused: AtomicU64,
+    /// Hostile clients that got a connection (each once).
+    connected: AtomicU64,
+    /// The flood's clients: when `connected` reaches it, all of them are in.
+    count: u64,
+    started: Instant,
+    /// Milliseconds from the start until all `count` were connected, plus one (0: not yet).
+    all_connected: AtomicU64,
 }
 
 impl Counters {
+    fn new(count: usize) -> Self {
+        Self {
+            done: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            count: count as u64,
+            started: Instant::now(),
+            all_connected: AtomicU64::new(0),
+        }
+    }
+
     fn done(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A hostile client got its connection.
+    fn connected(&self) {
+        if self.connected.fetch_add(1, Ordering::Relaxed) + 1 == self.count {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.all_connected.store(ms + 1, Ordering::Relaxed);
+        }
+    }
+
     fn refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the flood's process prints.
+    fn report(&self) -> serde_json::Value {
+        json!({
+            "flood_ops": self.done.load(Ordering::Relaxed),
+            "flood_refused": self.refused.load(Ordering::Relaxed),
+            "flood_connected": self.connected.load(Ordering::Relaxed),
+            "flood_all_connected_s": match self.all_connected.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some((ms - 1) as f64 / 1000.0),
+            },
+        })
     }
 }
 
@@ -325,7 +465,7 @@ struct Legitimate {
 
 impl Legitimate {
     async fn prepare(server: Multiaddr, server_peer: PeerId) -> Result<Self, CliError> {
-        let client = connect(server.clone(), server_peer)
+        let client = connect(server.clone(), server_peer, None)
             .await
             .map_err(|e| CliError::Failed(format!("the legitimate client cannot connect: {e}")))?;
         let record = loopback_record(&client.key);
@@ -369,6 +509,7 @@ impl Legitimate {
             let now = usage(server_pid);
             peak.rss_kib = peak.rss_kib.max(now.rss_kib);
             peak.vm_data_kib = peak.vm_data_kib.max(now.vm_data_kib);
+            peak.fds = peak.fds.max(now.fds);
             for message in [
                 register(&self.namespaces[0], &self.record),
                 discover(Some(self.namespaces[1].clone())),
@@ -427,8 +568,10 @@ struct Target {
     kind: String,
     server: Multiaddr,
     server_peer: PeerId,
-    /// Where the `handshake` flood connects from.
-    source: std::net::Ipv4Addr,
+    /// Where every connection of the flood comes from.
+    source: Ipv4Addr,
+    /// Dials in flight at once.
+    max_dialing: usize,
 }
 
 /// The server's TCP socket address, from its multiaddr.
@@ -449,7 +592,7 @@ fn tcp_address(server: &Multiaddr) -> Option<std::net::SocketAddr> {
 /// nothing, and connects again whenever the server closes it.
 async fn silent_connections(
     server: std::net::SocketAddr,
-    source: std::net::Ipv4Addr,
+    source: Ipv4Addr,
     until: tokio::time::Instant,
     counters: Arc<Counters>,
 ) {
@@ -486,7 +629,9 @@ async fn flood(target: Target, count: usize, deadline: Instant, counters: Arc<Co
         server,
         server_peer,
         source,
+        max_dialing,
     } = target;
+    let dialing = Arc::new(tokio::sync::Semaphore::new(max_dialing));
     if kind == "handshake" {
         let Some(address) = tcp_address(&server) else {
             return;
@@ -499,11 +644,18 @@ async fn flood(target: Target, count: usize, deadline: Instant, counters: Arc<Co
     }
     for i in 0..count {
         let (server, kind, counters) = (server.clone(), kind.clone(), counters.clone());
+        let dialing = dialing.clone();
         tasks.spawn(async move {
-            let Ok(client) = connect(server, server_peer).await else {
-                counters.refused();
+            let dial = Dial {
+                server,
+                server_peer,
+                source,
+                until,
+            };
+            let Some(client) = dial.redial(&dialing, &counters).await else {
                 return;
             };
+            counters.connected();
             let work = async {
                 match kind.as_str() {
                     "idle" => {
@@ -524,6 +676,49 @@ async fn flood(target: Target, count: usize, deadline: Instant, counters: Arc<Co
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Where and until when a hostile client dials.
+struct Dial {
+    server: Multiaddr,
+    server_peer: PeerId,
+    source: Ipv4Addr,
+    until: tokio::time::Instant,
+}
+
+impl Dial {
+    /// Dials from `source`, holding a permit of `dialing` while a dial is in flight, until it
+    /// gets in (each failure counted as refused) or `until` passes, as an attacker dials again.
+    async fn redial(
+        &self,
+        dialing: &tokio::sync::Semaphore,
+        counters: &Counters,
+    ) -> Option<Client> {
+        let work = async {
+            loop {
+                let outcome = {
+                    let _permit = dialing.acquire().await.ok()?;
+                    connect(
+                        self.server.clone(),
+                        self.server_peer,
+                        Some(self.source.into()),
+                    )
+                    .await
+                };
+                match outcome {
+                    Ok(client) => return Some(client),
+                    Err(_) => {
+                        counters.refused();
+                        tokio::time::sleep(REDIAL_PAUSE).await;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout_at(self.until, work)
+            .await
+            .ok()
+            .flatten()
+    }
 }
 
 /// Every stream the connection may have: announce a 1 MiB frame, send 1 byte of it, hold.

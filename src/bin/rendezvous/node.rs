@@ -17,14 +17,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A swarm for a node of a client command on TCP, QUIC and WebSocket (`/ws`, and `/wss` with
 /// the public roots; names resolved by the system resolver), with its connections kept
-/// `idle_timeout` while nothing else keeps them alive.
+/// `idle_timeout` while nothing else keeps them alive, its TCP dials leaving from `source`
+/// (the kernel's choice when `None`).
 pub fn swarm<B: NetworkBehaviour>(
     key: Keypair,
     idle_timeout: Duration,
+    source: Option<std::net::IpAddr>,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, CliError> {
     let transport = Transport {
         idle_timeout,
+        source,
         ..Transport::default()
     };
     build_swarm_with(key, &transport, behaviour)
@@ -134,7 +137,7 @@ pub fn start(node: &NodeArgs, config: client::Config) -> Result<Swarm<Node>, Cli
     for addr in external {
         config = config.with_external_address(addr);
     }
-    let mut swarm = swarm(key, IDLE_TIMEOUT, |key| Node {
+    let mut swarm = swarm(key, IDLE_TIMEOUT, None, |key| Node {
         rendezvous: client::Behaviour::new(key.clone(), config),
         identify: identify::Behaviour::new(
             identify::Config::new("/ipfs/id/1.0.0".into(), key.public())

@@ -339,6 +339,7 @@ impl Args {
             #[cfg(feature = "webrtc")]
             webrtc: None,
             dns: false,
+            source: None,
         })
     }
 

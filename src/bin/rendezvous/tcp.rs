@@ -1,5 +1,5 @@
 //! TCP with listeners of our own: libp2p's TCP transport dials; listening sockets are made
-//! here, without `SO_REUSEPORT`.
+//! here, without `SO_REUSEPORT`; dials from a chosen source address are made here too.
 //!
 //! libp2p-tcp sets `SO_REUSEPORT` on every listening socket (so that dials may leave from the
 //! listening port). With it, a second process that sets it too binds the same port, and the
@@ -7,6 +7,12 @@
 //! the clients each, and clients that knew one server's peer id failed on the other. Without
 //! it, a second bind of the port fails, whoever tries: one server per port. Dials keep their
 //! own ephemeral ports (a server has no NAT to punch through).
+//!
+//! libp2p-tcp dials from the address the kernel picks, or (port reuse) from a listening
+//! socket's address: a client that must leave from another loopback address (`rendezvous
+//! flood`'s attacker, which plays a machine other than the legitimate client's) would need a
+//! listener of its own, one more file descriptor per connection. With a source address set,
+//! this transport binds the dialing socket to it (an ephemeral port) before connecting.
 
 use std::{
     collections::VecDeque,
@@ -18,7 +24,7 @@ use std::{
 };
 
 use futures::{
-    future::{self, Ready},
+    future::{self, BoxFuture, Ready},
     stream::SelectAll,
     FutureExt, Stream, StreamExt,
 };
@@ -39,30 +45,46 @@ const PAUSE_ON_ERROR: Duration = Duration::from_millis(100);
 
 type Event = TransportEvent<Ready<Result<tcp::tokio::TcpStream, io::Error>>, io::Error>;
 
-/// TCP: dials through libp2p's transport, listens on sockets without `SO_REUSEPORT`.
+/// TCP: dials through libp2p's transport (or from a source address of our choosing), listens
+/// on sockets without `SO_REUSEPORT`.
 pub struct Transport {
     dialer: tcp::tokio::Transport,
+    /// Dials to an address of this family leave from this address.
+    source: Option<IpAddr>,
     listeners: SelectAll<Listener>,
     /// Listeners' first events (their address when it is not a wildcard).
     pending: VecDeque<Event>,
 }
 
 impl Transport {
-    /// TCP with `nodelay` on every connection.
-    pub fn new() -> Self {
+    /// TCP with `nodelay` on every connection; dials to addresses of `source`'s family leave
+    /// from `source` (the kernel's choice when `None`).
+    pub fn new(source: Option<IpAddr>) -> Self {
         Self {
             dialer: tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+            source,
             listeners: SelectAll::new(),
             pending: VecDeque::new(),
         }
     }
 }
 
+/// Connects to `to` from `source` (an ephemeral port), with `nodelay`.
+async fn dial_from(source: IpAddr, to: SocketAddr) -> io::Result<tcp::tokio::TcpStream> {
+    let socket = match to {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_nodelay(true)?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    Ok(tcp::tokio::TcpStream(socket.connect(to).await?))
+}
+
 impl libp2p::Transport for Transport {
     type Output = tcp::tokio::TcpStream;
     type Error = io::Error;
     type ListenerUpgrade = Ready<Result<Self::Output, Self::Error>>;
-    type Dial = <tcp::tokio::Transport as libp2p::Transport>::Dial;
+    type Dial = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
     fn listen_on(
         &mut self,
@@ -98,7 +120,13 @@ impl libp2p::Transport for Transport {
         addr: Multiaddr,
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Self::Error>> {
-        self.dialer.dial(addr, opts)
+        let to = socket_address(&addr).filter(|to| to.port() != 0 && !to.ip().is_unspecified());
+        match (self.source, to) {
+            (Some(source), Some(to)) if source.is_ipv4() == to.is_ipv4() => {
+                Ok(dial_from(source, to).boxed())
+            }
+            _ => self.dialer.dial(addr, opts),
+        }
     }
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
@@ -288,5 +316,27 @@ mod tests {
         ] {
             assert_eq!(ours(other), None, "{other}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_dial_with_a_source_address_leaves_from_it() {
+        use libp2p::Transport as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut transport = Transport::new(Some(source));
+        let dial = transport
+            .dial(
+                tcp_multiaddr(to.ip(), to.port()),
+                DialOpts {
+                    role: libp2p::core::Endpoint::Dialer,
+                    port_use: libp2p::core::transport::PortUse::New,
+                },
+            )
+            .unwrap();
+        let (dialed, accepted) = tokio::join!(dial, listener.accept());
+        let (_, from) = accepted.unwrap();
+        assert_eq!(from.ip(), source);
+        assert_eq!(dialed.unwrap().0.local_addr().unwrap().ip(), source);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -48,18 +49,20 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Connects a fresh identity to `server_peer` at `server`, with at most `streams_per_client`
-    /// requests in flight; connecting, and each request, may take `timeout`.
+    /// Connects a fresh identity to `server_peer` at `server` (from `source`, the kernel's
+    /// choice when `None`), with at most `streams_per_client` requests in flight; connecting,
+    /// and each request, may take `timeout`.
     pub(crate) async fn connect(
         server: Multiaddr,
         server_peer: PeerId,
+        source: Option<IpAddr>,
         streams_per_client: usize,
         timeout: Duration,
     ) -> Result<Self, String> {
         let key = Keypair::generate_ed25519();
         let peer = key.public().to_peer_id();
         let (streams, requests) = mpsc::channel(STREAM_REQUEST_QUEUE);
-        let mut swarm = node::swarm(key.clone(), IDLE_TIMEOUT, |_| {
+        let mut swarm = node::swarm(key.clone(), IDLE_TIMEOUT, source, |_| {
             streams::Behaviour::new(server_peer, PROTOCOL, timeout, requests)
         })
         .map_err(|e| e.to_string())?;

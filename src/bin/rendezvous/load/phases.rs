@@ -34,6 +34,7 @@ pub(super) async fn connect(
             let client = Client::connect(
                 config.server.clone(),
                 config.server_peer,
+                None,
                 config.streams_per_client,
                 client::TIMEOUT,
             )
