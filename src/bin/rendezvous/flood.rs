@@ -408,8 +408,8 @@ struct Counters {
     /// The flood's clients: when `connected` reaches it, all of them are in.
     count: u64,
     started: Instant,
-    /// Milliseconds from the start until all `count` were connected, plus one (0: not yet).
-    all_connected: AtomicU64,
+    /// How long after the start all `count` were connected, once they were.
+    all_connected: std::sync::OnceLock<Duration>,
 }
 
 impl Counters {
@@ -420,7 +420,7 @@ impl Counters {
             connected: AtomicU64::new(0),
             count: count as u64,
             started: Instant::now(),
-            all_connected: AtomicU64::new(0),
+            all_connected: std::sync::OnceLock::new(),
         }
     }
 
@@ -431,8 +431,7 @@ impl Counters {
     /// A hostile client got its connection.
     fn connected(&self) {
         if self.connected.fetch_add(1, Ordering::Relaxed) + 1 == self.count {
-            let ms = self.started.elapsed().as_millis() as u64;
-            self.all_connected.store(ms + 1, Ordering::Relaxed);
+            let _ = self.all_connected.set(self.started.elapsed());
         }
     }
 
@@ -446,10 +445,7 @@ impl Counters {
             "flood_ops": self.done.load(Ordering::Relaxed),
             "flood_refused": self.refused.load(Ordering::Relaxed),
             "flood_connected": self.connected.load(Ordering::Relaxed),
-            "flood_all_connected_s": match self.all_connected.load(Ordering::Relaxed) {
-                0 => None,
-                ms => Some((ms - 1) as f64 / 1000.0),
-            },
+            "flood_all_connected_s": self.all_connected.get().map(|d| d.as_millis() as f64 / 1000.0),
         })
     }
 }

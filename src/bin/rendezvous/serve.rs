@@ -38,21 +38,13 @@ pub const QUIC_WINDOWS: (u32, u32) = (256 * 1024, 1024 * 1024);
 
 /// The listen addresses of `serve` without `--listen`: TCP and QUIC on port 62649, and
 /// WebSocket (for browsers) on the next port, 62650, as go- and js-libp2p nodes put WebSocket
-/// on the port after TCP's. Every IPv4 address of the host.
-#[cfg(not(feature = "webrtc"))]
+/// on the port after TCP's; in a build with WebRTC-direct, that too (for browsers) on UDP port
+/// 62650 (QUIC has UDP 62649). Every IPv4 address of the host.
 pub const DEFAULT_LISTEN: &[&str] = &[
     "/ip4/0.0.0.0/tcp/62649",
     "/ip4/0.0.0.0/udp/62649/quic-v1",
     "/ip4/0.0.0.0/tcp/62650/ws",
-];
-
-/// The listen addresses of `serve` without `--listen` in a build with WebRTC-direct: those of
-/// other builds, and WebRTC-direct (for browsers) on UDP port 62650 (QUIC has UDP 62649).
-#[cfg(feature = "webrtc")]
-pub const DEFAULT_LISTEN: &[&str] = &[
-    "/ip4/0.0.0.0/tcp/62649",
-    "/ip4/0.0.0.0/udp/62649/quic-v1",
-    "/ip4/0.0.0.0/tcp/62650/ws",
+    #[cfg(feature = "webrtc")]
     "/ip4/0.0.0.0/udp/62650/webrtc-direct",
 ];
 
