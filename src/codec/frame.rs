@@ -123,17 +123,29 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     body: &[u8],
     max_size: usize,
 ) -> Result<(), FrameError> {
+    let mut frame = Vec::with_capacity(prost::length_delimiter_len(body.len()) + body.len());
+    append_frame(&mut frame, body, max_size)?;
+    io.write_all(&frame).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Appends one length-prefixed message body to `out`, refusing bodies over `max_size`: frames
+/// gathered this way go out in one write and one flush (a push stream writes what its
+/// subscriber has queued as one batch: one yamux frame and one noise message, not one each).
+pub(crate) fn append_frame(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    max_size: usize,
+) -> Result<(), FrameError> {
     if body.len() > max_size {
         return Err(FrameError::TooLarge {
             len: body.len() as u64,
             max: max_size,
         });
     }
-    let mut frame = Vec::with_capacity(prost::length_delimiter_len(body.len()) + body.len());
-    prost::encode_length_delimiter(body.len(), &mut frame).expect("a Vec grows as needed");
-    frame.extend_from_slice(body);
-    io.write_all(&frame).await?;
-    io.flush().await?;
+    prost::encode_length_delimiter(body.len(), out).expect("a Vec grows as needed");
+    out.extend_from_slice(body);
     Ok(())
 }
 

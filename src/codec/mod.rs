@@ -26,6 +26,7 @@ mod proto {
     include!(concat!(env!("OUT_DIR"), "/rendezvous.pb.rs"));
 }
 
+pub(crate) use frame::append_frame;
 pub use frame::{read_frame, read_message, write_frame, write_message, FrameError};
 pub use message::registration_wire_len;
 pub use message::{DecodeError, Message, RequestKind};

@@ -14,9 +14,15 @@ use libp2p::{
     swarm::{Stream, StreamProtocol},
 };
 
-use super::subscriptions::{NewSubscription, Queued};
+use super::{
+    rules::response_overhead,
+    subscriptions::{NewSubscription, Queued},
+};
 use crate::{
-    codec::{read_frame, write_frame, DecodeError, ErrorCode, ErrorResponse, Push, Subscribe},
+    codec::{
+        append_frame, read_frame, registration_wire_len, write_frame, DecodeError, ErrorCode,
+        ErrorResponse, Push, Registration, Subscribe,
+    },
     PUSH_PROTOCOL,
 };
 
@@ -151,6 +157,10 @@ async fn read_subscribe(
 /// behaviour through `handler`, then writes what the behaviour queues until the subscriber
 /// closes the stream or the behaviour ends the subscription (an error page; or, when it drops
 /// the queue because the subscriber fell behind, an `E_UNAVAILABLE` page written here).
+///
+/// What is queued when the stream gets to write goes out as one batch ([`coalesce`]d, one
+/// write, one flush): a subscriber that reads slower than registrations come gets fewer,
+/// larger pages rather than falling further behind.
 pub(crate) async fn serve(
     id: u64,
     mut stream: Stream,
@@ -181,34 +191,155 @@ pub(crate) async fn serve(
         let _ = reader.read(&mut byte).await;
     });
     loop {
-        let Queued { push, more } = match future::select(pushes.next(), closed.as_mut()).await {
+        let first = match future::select(pushes.next(), closed.as_mut()).await {
             Either::Left((Some(queued), _)) => queued,
             Either::Left((None, _)) => {
-                let error = ErrorResponse::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "push subscription ended: this stream fell {} pushes behind (or the \
-                         server's change feed did); continue with DISCOVER from your last cookie",
-                        limits.queue
-                    ),
-                );
-                limits
-                    .write_last(&mut writer, &Push::Page(Err(error)))
-                    .await;
+                limits.write_last(&mut writer, &fell_behind(&limits)).await;
                 return Ok(());
             }
             Either::Right(((), _)) => return Ok(()),
         };
-        limits.write(&mut writer, &push).await?;
-        if let Push::Page(Err(_)) = push {
-            let _ = writer.close().await;
-            return Ok(());
-        }
-        if more {
-            handler
+        let (batch, dropped) = drain(first, &mut pushes, limits.queue);
+        match limits.write_batch(&mut writer, batch).await? {
+            Written::Ended => return Ok(()),
+            Written::More => handler
                 .send(FromPush::NextPage(id))
                 .await
-                .map_err(|_| PushError::Gone)?;
+                .map_err(|_| PushError::Gone)?,
+            Written::Done => {}
+        }
+        if dropped {
+            limits.write_last(&mut writer, &fell_behind(&limits)).await;
+            return Ok(());
         }
     }
 }
+
+/// The page that ends a subscription whose queue the behaviour dropped.
+fn fell_behind(limits: &PushLimits) -> Push {
+    Push::Page(Err(ErrorResponse::new(
+        ErrorCode::Unavailable,
+        format!(
+            "push subscription ended: this stream fell {} pushes behind (or the server's \
+             change feed did); continue with DISCOVER from your last cookie",
+            limits.queue
+        ),
+    )))
+}
+
+/// `first` and what else is queued already (at most `max` in all), and whether the behaviour
+/// dropped the queue (after what was taken).
+fn drain(first: Queued, pushes: &mut mpsc::Receiver<Queued>, max: usize) -> (Vec<Queued>, bool) {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match pushes.try_recv() {
+            Ok(queued) => batch.push(queued),
+            Err(mpsc::TryRecvError::Closed) => return (batch, true),
+            Err(mpsc::TryRecvError::Empty) => break,
+        }
+    }
+    (batch, false)
+}
+
+/// What writing a batch left to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// Nothing: wait for the next pushes.
+    Done,
+    /// A replayed page after which the replay goes on: ask for the next one.
+    More,
+    /// An error page ended the subscription (the stream is closed).
+    Ended,
+}
+
+impl PushLimits {
+    /// Writes `batch`, [`coalesce`]d, in one write and one flush, within the timeout; an
+    /// error page ends it (and the stream).
+    async fn write_batch<S: futures::AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        batch: Vec<Queued>,
+    ) -> Result<Written, PushError> {
+        let mut bytes = Vec::new();
+        let mut written = Written::Done;
+        for Queued { push, more } in coalesce(batch, self.max_message_size) {
+            append_frame(&mut bytes, &push.encode(), self.max_message_size)
+                .map_err(|e| PushError::Io(e.to_string()))?;
+            if let Push::Page(Err(_)) = push {
+                written = Written::Ended;
+                break;
+            }
+            if more {
+                written = Written::More;
+            }
+        }
+        within(self.timeout, async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        })
+        .await?;
+        if written == Written::Ended {
+            let _ = stream.close().await;
+        }
+        Ok(written)
+    }
+}
+
+/// Merges each run of consecutive OK pages that end no replay step (`more` false) into one
+/// page, as long as it stays within `max_message_size` (counted as a DISCOVER page is cut,
+/// [`response_overhead`] plus each registration's wire length): their registrations in order
+/// and the last page's cookie, which covers everything sent up to it, so the merged page is a
+/// DISCOVER page from the first one's cookie. Everything else (removals, error pages, a replay
+/// page with more to come) stays as it is, in its place.
+pub(crate) fn coalesce(batch: Vec<Queued>, max_message_size: usize) -> Vec<Queued> {
+    let mut out: Vec<Queued> = Vec::with_capacity(batch.len());
+    // The size of `out`'s last page, while more may be merged into it.
+    let mut open: Option<usize> = None;
+    for queued in batch {
+        let page = match queued {
+            Queued {
+                push: Push::Page(Ok(page)),
+                more: false,
+            } => page,
+            other => {
+                open = None;
+                out.push(other);
+                continue;
+            }
+        };
+        let size = wire_len(&page.registrations);
+        if let (
+            Some(open_size),
+            Some(Queued {
+                push: Push::Page(Ok(last)),
+                ..
+            }),
+        ) = (open.as_mut(), out.last_mut())
+        {
+            if *open_size + size <= max_message_size {
+                *open_size += size;
+                last.registrations.extend(page.registrations);
+                last.cookie = page.cookie;
+                last.skipped += page.skipped;
+                continue;
+            }
+        }
+        open = Some(response_overhead() + size);
+        out.push(Queued {
+            push: Push::Page(Ok(page)),
+            more: false,
+        });
+    }
+    out
+}
+
+/// The bytes `registrations` take in a DISCOVER_RESPONSE.
+fn wire_len(registrations: &[Registration]) -> usize {
+    registrations
+        .iter()
+        .map(|r| registration_wire_len(&r.namespace, r.record.envelope_bytes().len(), r.ttl))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,7 @@ mod page;
 use std::time::Duration;
 
 pub use limits::Limits;
+pub(crate) use page::response_overhead;
 pub use page::{Offer, Page, ScanEnd, MAX_SCANNED_PER_DISCOVER};
 
 use super::Limit;

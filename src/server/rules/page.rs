@@ -188,7 +188,7 @@ impl Page {
 }
 
 /// Bytes of a DISCOVER_RESPONSE without registrations and with the longest cookie.
-pub(super) fn response_overhead() -> usize {
+pub(crate) fn response_overhead() -> usize {
     static OVERHEAD: OnceLock<usize> = OnceLock::new();
     *OVERHEAD.get_or_init(|| {
         let longest_cookie = Cookie::new(vec![0xff; 8 + crate::MAX_NAMESPACE_LEN])

@@ -1,0 +1,249 @@
+use futures::{executor::block_on, io::Cursor};
+use libp2p::{identity::Keypair, PeerId};
+
+use super::*;
+use crate::{
+    codec::{Cookie, DiscoverPage, Namespace, RecordFormat, SignedRecord},
+    server::rules::cookie,
+};
+
+fn ns() -> Namespace {
+    Namespace::new("chat").unwrap()
+}
+
+fn registration() -> Registration {
+    let key = Keypair::generate_ed25519();
+    Registration {
+        namespace: ns(),
+        record: SignedRecord::new(&key, vec![], RecordFormat::Standard).unwrap(),
+        ttl: 7200,
+    }
+}
+
+/// A live page of `n` registrations whose cookie says `seq`.
+fn page(seq: u64, n: usize) -> Queued {
+    Queued {
+        push: Push::Page(Ok(DiscoverPage {
+            registrations: (0..n).map(|_| registration()).collect(),
+            cookie: Some(cookie::encode(seq, None, Some(&ns()))),
+            skipped: 0,
+        })),
+        more: false,
+    }
+}
+
+fn removed() -> Queued {
+    Queued {
+        push: Push::Removed {
+            peer: PeerId::random(),
+            namespaces: vec![ns()],
+        },
+        more: false,
+    }
+}
+
+/// (registrations, cookie's sequence number) of a page; `None` for anything else.
+fn shape(queued: &Queued) -> Option<(usize, u64)> {
+    let Push::Page(Ok(page)) = &queued.push else {
+        return None;
+    };
+    let cookie = page.cookie.as_ref().unwrap();
+    let (seq, _) = cookie::parse(
+        cookie,
+        Some(&ns()),
+        u64::MAX,
+        crate::server::ServedFormats::All,
+    )
+    .expect("a cookie of the namespace");
+    Some((page.registrations.len(), seq))
+}
+
+fn registrations(batch: &[Queued]) -> Vec<Registration> {
+    batch
+        .iter()
+        .filter_map(|q| match &q.push {
+            Push::Page(Ok(page)) => Some(page.registrations.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn given_consecutive_live_pages_when_coalesced_then_one_page_with_all_and_the_last_cookie() {
+    let batch = vec![page(11, 1), page(12, 1), page(15, 1)];
+    let before = registrations(&batch);
+    let out = coalesce(batch, 64 * 1024);
+    assert_eq!(out.len(), 1);
+    assert_eq!(shape(&out[0]), Some((3, 15)));
+    assert!(!out[0].more);
+    assert_eq!(registrations(&out), before, "in order");
+}
+
+#[test]
+fn given_removals_between_pages_when_coalesced_then_they_keep_their_place() {
+    let batch = vec![
+        page(1, 1),
+        page(2, 1),
+        removed(),
+        page(3, 1),
+        removed(),
+        removed(),
+        page(4, 1),
+        page(5, 1),
+    ];
+    let out = coalesce(batch, 64 * 1024);
+    let shapes: Vec<_> = out.iter().map(shape).collect();
+    assert_eq!(
+        shapes,
+        vec![Some((2, 2)), None, Some((1, 3)), None, None, Some((2, 5))]
+    );
+}
+
+#[test]
+fn given_pages_over_the_message_cap_when_coalesced_then_each_merged_page_fits() {
+    let one = wire_len(&[registration()]);
+    // Room for three registrations per message, not four.
+    let cap = response_overhead() + 3 * one + one / 2;
+    let batch: Vec<Queued> = (1..=8).map(|seq| page(seq, 1)).collect();
+    let out = coalesce(batch, cap);
+    let shapes: Vec<_> = out.iter().map(shape).collect();
+    assert_eq!(shapes, vec![Some((3, 3)), Some((3, 6)), Some((2, 8))]);
+    for queued in &out {
+        assert!(
+            queued.push.encoded_len() <= cap,
+            "{}",
+            queued.push.encoded_len()
+        );
+    }
+}
+
+#[test]
+fn given_a_replay_page_with_more_to_come_or_an_error_when_coalesced_then_neither_merges() {
+    let mut replay = page(3, 2);
+    replay.more = true;
+    let error = Queued {
+        push: Push::Page(Err(ErrorResponse::new(ErrorCode::Unavailable, "full"))),
+        more: false,
+    };
+    let out = coalesce(
+        vec![page(1, 1), replay, page(4, 1), error, page(5, 1)],
+        1 << 16,
+    );
+    let shapes: Vec<_> = out.iter().map(|q| (shape(q), q.more)).collect();
+    assert_eq!(
+        shapes,
+        vec![
+            (Some((1, 1)), false),
+            (Some((2, 3)), true),
+            (Some((1, 4)), false),
+            (None, false),
+            (Some((1, 5)), false),
+        ]
+    );
+}
+
+/// What a subscriber reads from `bytes`: every frame, decoded.
+fn read_all(bytes: Vec<u8>) -> Vec<Push> {
+    let mut reader = Cursor::new(bytes);
+    let mut pushes = Vec::new();
+    while let Some(body) = block_on(read_frame(&mut reader, 1 << 16)).unwrap() {
+        pushes.push(Push::decode(&body).unwrap());
+    }
+    pushes
+}
+
+fn limits() -> PushLimits {
+    PushLimits {
+        max_request_size: 1024,
+        max_message_size: 1 << 16,
+        timeout: Duration::from_secs(1),
+        queue: 64,
+    }
+}
+
+#[test]
+fn given_a_batch_when_written_then_the_subscriber_reads_the_coalesced_pushes() {
+    let batch = vec![page(1, 1), page(2, 1), removed(), page(3, 1)];
+    let expected: Vec<Push> = coalesce(
+        batch
+            .iter()
+            .map(|q| Queued {
+                push: q.push.clone(),
+                more: q.more,
+            })
+            .collect(),
+        1 << 16,
+    )
+    .into_iter()
+    .map(|q| q.push)
+    .collect();
+    let mut stream = Cursor::new(Vec::new());
+    let written = block_on(limits().write_batch(&mut stream, batch)).unwrap();
+    assert_eq!(written, Written::Done);
+    let read = read_all(stream.into_inner());
+    assert_eq!(read.len(), 3);
+    assert_eq!(read, expected);
+}
+
+#[test]
+fn given_an_error_page_in_a_batch_when_written_then_nothing_after_it_goes_out() {
+    let error = Push::Page(Err(ErrorResponse::new(ErrorCode::Unavailable, "full")));
+    let batch = vec![
+        page(1, 1),
+        Queued {
+            push: error.clone(),
+            more: false,
+        },
+        page(2, 1),
+    ];
+    let mut stream = Cursor::new(Vec::new());
+    let written = block_on(limits().write_batch(&mut stream, batch)).unwrap();
+    assert_eq!(written, Written::Ended);
+    let read = read_all(stream.into_inner());
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[1], error);
+}
+
+#[test]
+fn given_a_replay_page_with_more_when_written_then_the_next_page_is_asked_for() {
+    let mut replay = page(3, 2);
+    replay.more = true;
+    let mut stream = Cursor::new(Vec::new());
+    let written = block_on(limits().write_batch(&mut stream, vec![replay])).unwrap();
+    assert_eq!(written, Written::More);
+}
+
+#[test]
+fn given_queued_pushes_and_a_dropped_queue_when_drained_then_all_come_before_the_end() {
+    let (mut sender, mut receiver) = futures::channel::mpsc::channel(8);
+    for seq in 2..=4 {
+        sender.try_send(page(seq, 1)).unwrap();
+    }
+    drop(sender);
+    let (batch, dropped) = drain(page(1, 1), &mut receiver, 64);
+    assert_eq!(batch.len(), 4);
+    assert!(dropped);
+    let (mut sender, mut receiver) = futures::channel::mpsc::channel(8);
+    for seq in 2..=9 {
+        sender.try_send(page(seq, 1)).unwrap();
+    }
+    let (batch, dropped) = drain(page(1, 1), &mut receiver, 5);
+    assert_eq!(
+        (batch.len(), dropped),
+        (5, false),
+        "at most the queue's bound"
+    );
+}
+
+#[test]
+fn a_cookie_in_a_merged_page_continues_where_a_discover_would() {
+    // The merged page's cookie is the last page's: a DISCOVER from it returns what came
+    // after the last registration sent, as it would after the separate pages.
+    let out = coalesce(vec![page(7, 1), page(9, 1)], 1 << 16);
+    let Push::Page(Ok(merged)) = &out[0].push else {
+        panic!("a page");
+    };
+    let expected: Cookie = cookie::encode(9, None, Some(&ns()));
+    assert_eq!(merged.cookie.as_ref(), Some(&expected));
+}
