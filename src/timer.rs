@@ -44,6 +44,26 @@ impl Timer {
     }
 }
 
+/// Runs `future` for at most `timeout`: `None` when it took longer.
+///
+/// A future that is ready when first polled (most writes to a stream with room, most reads of
+/// a request that came with its stream) never arms a timer: arming a [`Delay`] and dropping it
+/// each wake futures-timer's helper thread, which cost a server more than the write itself
+/// when it pushed one record to a thousand subscribers.
+pub(crate) async fn within<F: std::future::Future>(
+    timeout: std::time::Duration,
+    future: F,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(output) = futures::poll!(future.as_mut()) {
+        return Some(output);
+    }
+    match futures::future::select(future, Delay::new(timeout)).await {
+        futures::future::Either::Left((output, _)) => Some(output),
+        futures::future::Either::Right(((), _)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -64,5 +84,27 @@ mod tests {
         futures::executor::block_on(futures::future::poll_fn(|cx| {
             timer.poll(cx, Some(now), Instant::now())
         }));
+    }
+
+    #[test]
+    fn within_gives_what_completes_in_time_and_none_for_what_does_not() {
+        use futures::executor::block_on;
+        let timeout = Duration::from_millis(20);
+        assert_eq!(block_on(within(timeout, async { 7 })), Some(7));
+        // Pending at the first poll: the timer is armed, and the future still wins.
+        let mut yielded = false;
+        let later = futures::future::poll_fn(|cx| {
+            if yielded {
+                return Poll::Ready(8);
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        assert_eq!(block_on(within(timeout, later)), Some(8));
+        assert_eq!(
+            block_on(within(timeout, futures::future::pending::<()>())),
+            None
+        );
     }
 }

@@ -15,11 +15,10 @@ use std::{
 
 use futures::{
     channel::{mpsc, oneshot},
-    future::{BoxFuture, Either},
+    future::BoxFuture,
     stream::FuturesUnordered,
     AsyncWriteExt, FutureExt, SinkExt, StreamExt,
 };
-use futures_timer::Delay;
 use libp2p::{
     core::upgrade::ReadyUpgrade,
     swarm::{
@@ -453,9 +452,9 @@ async fn within<T>(
     timeout: Duration,
     future: impl std::future::Future<Output = Result<T, FrameError>>,
 ) -> Result<T, StreamError> {
-    match futures::future::select(std::pin::pin!(future), Delay::new(timeout)).await {
-        Either::Left((result, _)) => Ok(result?),
-        Either::Right(((), _)) => Err(StreamError::Timeout(timeout)),
+    match crate::timer::within(timeout, future).await {
+        Some(result) => Ok(result?),
+        None => Err(StreamError::Timeout(timeout)),
     }
 }
 

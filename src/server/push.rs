@@ -96,9 +96,9 @@ async fn within<T, E: ToString>(
     timeout: Duration,
     future: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, PushError> {
-    match future::select(std::pin::pin!(future), futures_timer::Delay::new(timeout)).await {
-        Either::Left((result, _)) => result.map_err(|e| PushError::Io(e.to_string())),
-        Either::Right(((), _)) => Err(PushError::Timeout(timeout)),
+    match crate::timer::within(timeout, future).await {
+        Some(result) => result.map_err(|e| PushError::Io(e.to_string())),
+        None => Err(PushError::Timeout(timeout)),
     }
 }
 
