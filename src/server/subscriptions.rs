@@ -12,7 +12,7 @@
 //! is full, the subscription ends ([`SubscriptionEnd::Overflow`]) and its subscriber resumes with
 //! DISCOVER from its last cookie. So a slow subscriber never slows a REGISTER.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use futures::channel::mpsc;
 use libp2p::{swarm::ConnectionId, PeerId};
@@ -103,6 +103,117 @@ impl Subscription {
     }
 }
 
+/// Subscription keys by the namespace they follow; those of all namespaces apart.
+#[derive(Debug, Default)]
+struct Index {
+    by_namespace: HashMap<Namespace, HashSet<Key>>,
+    every: HashSet<Key>,
+}
+
+impl Index {
+    fn insert(&mut self, key: Key, namespace: Option<&Namespace>) {
+        match namespace {
+            Some(ns) => self.by_namespace.entry(ns.clone()).or_default().insert(key),
+            None => self.every.insert(key),
+        };
+    }
+
+    fn remove(&mut self, key: Key, namespace: Option<&Namespace>) {
+        let Some(ns) = namespace else {
+            self.every.remove(&key);
+            return;
+        };
+        if let Some(keys) = self.by_namespace.get_mut(ns) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.by_namespace.remove(ns);
+            }
+        }
+    }
+
+    /// The subscriptions that follow any of `namespaces`, each once.
+    fn of(&self, namespaces: &[Namespace]) -> Vec<Key> {
+        let mut keys: Vec<Key> = namespaces
+            .iter()
+            .filter_map(|ns| self.by_namespace.get(ns))
+            .flatten()
+            .chain(&self.every)
+            .copied()
+            .collect();
+        if namespaces.len() > 1 {
+            // A namespace named twice would name its subscriptions twice.
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
+    }
+}
+
+/// What a subscriber's state becomes when a registration is pushed to it, and the push.
+#[derive(Debug, Clone)]
+struct Pushed {
+    /// The sequence number and mark of its new cookie.
+    after: u64,
+    mark: Option<ServedFormats>,
+    /// `None`: left out for its format.
+    push: Option<Push>,
+}
+
+/// Subscribers that get the same push for a registration: the formats they are served, their
+/// cookie's sequence number and mark, and whether they follow one namespace (the
+/// registration's) or all. Live subscribers of a namespace that got every push so far share
+/// all four.
+type Kind = (ServedFormats, u64, Option<ServedFormats>, bool);
+
+/// One registration's pushes, made once per [`Kind`] of subscriber (a page cut by the rules,
+/// its cookie encoded and read back) and cloned for every other subscriber of that kind: with
+/// a thousand subscribers of a namespace, one page is made, not a thousand.
+#[derive(Debug, Default)]
+struct Made(Vec<(Kind, Pushed)>);
+
+impl Made {
+    /// The push of registration `seq` to `sub`, made for the first subscriber of its kind.
+    fn get(
+        &mut self,
+        limits: &Limits,
+        sub: &Subscription,
+        seq: u64,
+        registration: &Registration,
+    ) -> Pushed {
+        let kind = (sub.served, sub.after, sub.mark, sub.namespace.is_some());
+        if let Some((_, pushed)) = self.0.iter().find(|(k, _)| *k == kind) {
+            return pushed.clone();
+        }
+        let pushed = make(limits, sub, seq, registration);
+        self.0.push((kind, pushed.clone()));
+        pushed
+    }
+}
+
+/// The push of registration `seq` to `sub`, as a DISCOVER from its cookie would page it.
+fn make(limits: &Limits, sub: &Subscription, seq: u64, registration: &Registration) -> Pushed {
+    let mut page = limits.page(sub.served, None, sub.after, sub.mark);
+    let ttl = rules::remaining_ttl(std::time::Duration::from_secs(registration.ttl));
+    let offer = page.offer(
+        seq,
+        &registration.namespace,
+        registration.record.clone(),
+        ttl,
+    );
+    let end = ScanEnd::Stopped { last: Some(seq) };
+    let (registrations, cookie) = page.finish(end, sub.namespace.as_ref());
+    let (after, mark) = cookie::parse(&cookie, sub.namespace.as_ref(), u64::MAX, sub.served)
+        .unwrap_or((sub.after, sub.mark));
+    let push = (offer == Offer::Taken).then(|| {
+        Push::Page(Ok(DiscoverPage {
+            registrations,
+            cookie: Some(cookie),
+            skipped: 0,
+        }))
+    });
+    Pushed { after, mark, push }
+}
+
 /// Every subscription of the server. Bounded: [`Config::with_max_subscriptions`] in all,
 /// [`Config::with_max_subscriptions_per_connection`] per connection, and per subscription
 /// [`Config::with_push_queue`] pushes queued or changes buffered.
@@ -113,6 +224,9 @@ pub(crate) struct Subscriptions {
     max_per_connection: usize,
     queue: usize,
     all: HashMap<Key, Subscription>,
+    /// The keys of `all` by namespace, so that a change looks only at the subscriptions it
+    /// concerns.
+    index: Index,
     per_connection: HashMap<ConnectionId, usize>,
     /// The replay page each replaying subscription asked the store for (one each).
     replays: HashMap<OperationId, Key>,
@@ -126,6 +240,7 @@ impl Subscriptions {
             max_per_connection: config.max_subscriptions_per_connection,
             queue: config.push_queue.max(1),
             all: HashMap::new(),
+            index: Index::default(),
             per_connection: HashMap::new(),
             replays: HashMap::new(),
         }
@@ -173,6 +288,7 @@ impl Subscriptions {
         }
         let key = (connection, id);
         *self.per_connection.entry(connection).or_default() += 1;
+        self.index.insert(key, namespace.as_ref());
         self.all.insert(
             key,
             Subscription {
@@ -282,7 +398,7 @@ impl Subscriptions {
         }
         let buffered = std::mem::take(&mut sub.buffered);
         for change in &buffered {
-            self.push_to(key, change, &mut out);
+            self.push_to(key, change, &mut out, &mut Made::default());
         }
         out
     }
@@ -302,23 +418,21 @@ impl Subscriptions {
     /// Pushes `change` to every subscription of its namespace (buffered while they replay).
     pub(crate) fn changed(&mut self, change: &Change) -> FanOut {
         let mut out = FanOut::default();
-        let keys: Vec<Key> = self
-            .all
-            .iter()
-            .filter(|(_, sub)| match change {
-                Change::Registered { registration, .. } => sub.wants(&registration.namespace),
-                Change::Removed { namespaces, .. } => namespaces.iter().any(|ns| sub.wants(ns)),
-            })
-            .map(|(key, _)| *key)
-            .collect();
+        let keys = match change {
+            Change::Registered { registration, .. } => {
+                self.index.of(std::slice::from_ref(&registration.namespace))
+            }
+            Change::Removed { namespaces, .. } => self.index.of(namespaces),
+        };
+        let mut made = Made::default();
         for key in keys {
-            self.push_to(key, change, &mut out);
+            self.push_to(key, change, &mut out, &mut made);
         }
         out
     }
 
     /// Pushes `change` (of its namespace) to `key`, or buffers it while it replays.
-    fn push_to(&mut self, key: Key, change: &Change, out: &mut FanOut) {
+    fn push_to(&mut self, key: Key, change: &Change, out: &mut FanOut, made: &mut Made) {
         let Some(sub) = self.all.get_mut(&key) else {
             return;
         };
@@ -336,31 +450,14 @@ impl Subscriptions {
                 if *seq <= sub.after {
                     return;
                 }
-                let mut page = self.limits.page(sub.served, None, sub.after, sub.mark);
-                let ttl = rules::remaining_ttl(std::time::Duration::from_secs(registration.ttl));
-                let offer = page.offer(
-                    *seq,
-                    &registration.namespace,
-                    registration.record.clone(),
-                    ttl,
-                );
-                let end = ScanEnd::Stopped { last: Some(*seq) };
-                let (registrations, cookie) = page.finish(end, sub.namespace.as_ref());
-                if let Ok((after, mark)) =
-                    cookie::parse(&cookie, sub.namespace.as_ref(), u64::MAX, sub.served)
-                {
-                    sub.after = after;
-                    sub.mark = mark;
-                }
+                let made = made.get(&self.limits, sub, *seq, registration);
+                sub.after = made.after;
+                sub.mark = made.mark;
                 // Left out for its format: the next push's cookie carries the mark.
-                if offer != Offer::Taken {
+                let Some(push) = made.push else {
                     return;
-                }
-                Push::Page(Ok(DiscoverPage {
-                    registrations,
-                    cookie: Some(cookie),
-                    skipped: 0,
-                }))
+                };
+                push
             }
             Change::Removed {
                 peer, namespaces, ..
@@ -389,6 +486,7 @@ impl Subscriptions {
 
     fn remove(&mut self, key: Key) -> Option<Subscription> {
         let sub = self.all.remove(&key)?;
+        self.index.remove(key, sub.namespace.as_ref());
         if let Some(n) = self.per_connection.get_mut(&key.0) {
             *n -= 1;
             if *n == 0 {

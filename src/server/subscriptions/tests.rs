@@ -272,3 +272,84 @@ fn given_a_lost_change_feed_then_every_subscription_ends_as_fallen_behind() {
         .all(|(_, _, why)| *why == SubscriptionEnd::Overflow));
     assert_eq!(subs.len(), 0);
 }
+
+/// Opens a live subscription of `namespace` (`None`: all) served `served`, caught up at `seq`.
+fn live(
+    subs: &mut Subscriptions,
+    id: u64,
+    namespace: Option<&str>,
+    served: ServedFormats,
+    seq: u64,
+) -> mpsc::Receiver<Queued> {
+    let (new, pushes) = new_sub(id, namespace, 8);
+    let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+    subs.replay(key, served).unwrap();
+    let cookie = cookie::encode(seq, None, namespace.map(ns).as_ref());
+    subs.replayed(key, Ok((vec![], cookie)), true);
+    pushes
+}
+
+#[test]
+fn given_subscribers_of_several_kinds_then_each_gets_the_page_a_discover_from_its_cookie_would() {
+    let mut subs = subscriptions(8);
+    let mut chat_a = live(&mut subs, 0, Some("chat"), ServedFormats::All, 10);
+    let mut chat_b = live(&mut subs, 1, Some("chat"), ServedFormats::All, 10);
+    let mut every = live(&mut subs, 2, None, ServedFormats::All, 10);
+    let mut legacy = live(&mut subs, 3, Some("chat"), ServedFormats::LegacyOnly, 10);
+    let mut other = live(&mut subs, 4, Some("files"), ServedFormats::All, 10);
+    for pushes in [
+        &mut chat_a,
+        &mut chat_b,
+        &mut every,
+        &mut legacy,
+        &mut other,
+    ] {
+        drain(pushes);
+    }
+
+    let out = subs.changed(&registered(11, "chat", RecordFormat::Standard));
+    assert_eq!(
+        out.pushed, 3,
+        "both chat subscribers and the one of all namespaces"
+    );
+    let page = |pushes: &mut mpsc::Receiver<Queued>| {
+        let queued = drain(pushes);
+        assert_eq!(queued.len(), 1);
+        let Push::Page(Ok(page)) = &queued[0].push else {
+            panic!("a page");
+        };
+        page.clone()
+    };
+    let (a, b, all) = (page(&mut chat_a), page(&mut chat_b), page(&mut every));
+    assert_eq!(a, b, "the same page");
+    assert_eq!(a.cookie, Some(cookie::encode(11, None, Some(&ns("chat")))));
+    assert_eq!(all.registrations, a.registrations);
+    assert_eq!(
+        all.cookie,
+        Some(cookie::encode(11, None, None)),
+        "its own cookie"
+    );
+    assert!(drain(&mut other).is_empty());
+    assert!(drain(&mut legacy).is_empty(), "a record it does not read");
+
+    // The legacy reader's next page carries the mark of what it was not sent.
+    subs.changed(&registered(12, "chat", RecordFormat::Legacy));
+    let marked = cookie::encode(12, Some(ServedFormats::LegacyOnly), Some(&ns("chat")));
+    assert_eq!(page(&mut legacy).cookie, Some(marked));
+    assert_eq!(page(&mut chat_a).cookie, page(&mut chat_b).cookie);
+}
+
+#[test]
+fn given_closed_subscriptions_then_changes_no_longer_look_at_them() {
+    let mut subs = subscriptions(8);
+    let (new, _pushes) = new_sub(0, Some("chat"), 8);
+    let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+    let (new, _all) = new_sub(1, None, 8);
+    let every = subs.open(PeerId::random(), connection(1), new).unwrap();
+    assert_eq!(subs.index.of(&[ns("chat")]).len(), 2);
+    subs.closed(key);
+    assert_eq!(subs.index.of(&[ns("chat"), ns("files")]), vec![every]);
+    subs.closed(every);
+    assert!(subs.index.of(&[ns("chat")]).is_empty());
+    assert!(subs.index.by_namespace.is_empty());
+}
