@@ -11,8 +11,9 @@
 //!
 //! For each store:
 //! - **throughput, none**: `PUSH_BENCH_REGISTRANTS` (100) registrants, connected first, each
-//!   sending `PUSH_BENCH_ROUNDS` (5) REGISTERs one after the other, all at once, before any
-//!   subscriber exists: REGISTERs per second and server CPU per REGISTER.
+//!   sending `PUSH_BENCH_ROUNDS_NONE` (50) REGISTERs one after the other, all at once, before
+//!   any subscriber exists: REGISTERs per second and server CPU per REGISTER (enough of them
+//!   for the CPU clock's 10 ms ticks).
 //! - **latency** with 1, 100 and 1000 subscribers (`PUSH_BENCH_SUBSCRIBERS`) of the namespace
 //!   (added to the ones before; the bench waits until the server reports them all subscribed):
 //!   `PUSH_BENCH_SAMPLES` (100) fresh registrants register one at a time, each after every
@@ -25,7 +26,17 @@
 //!   poll once an hour, so everything they find after their first poll came by push. Server CPU
 //!   per push: utime + stime of every `serve` process over the phase, divided by the pushes the
 //!   pushing server counted (`libp2p_rendezvous_server_pushes_total`).
-//! - **throughput, 1000 subscribers**: as the first phase, with every subscriber connected.
+//! - **throughput, 1000 subscribers**: as the first phase, with every subscriber connected and
+//!   `PUSH_BENCH_ROUNDS` (5) REGISTERs each. Besides the ratio of REGISTERs per second (which,
+//!   with 1000 subscribers, the clients' CPU bounds: each push is decrypted, decoded and
+//!   verified by a subscriber), the ratio of the server's CPU per REGISTER: REGISTERs per
+//!   server CPU-second, what the server could take were it the bottleneck.
+//!
+//! `PUSH_BENCH_PIN=1` pins the servers (every `serve` process and redis-server) to CPU 0 and
+//! this process (every client swarm) to CPU 1 (`taskset`), so the server's CPU per push and
+//! REGISTER throughput are the server's, not what is left beside 1000 receiving swarms.
+//! `PUSH_BENCH_BIN=PATH` runs another build of `rendezvous` as the servers (a baseline, run
+//! with the same bench in the same session).
 //!
 //! Then polling: a memory server with push off (`--max-subscriptions 0`), `PUSH_BENCH_POLLERS`
 //! (100) clients polling every second, and `PUSH_BENCH_POLL_SAMPLES` (20) registrations one at
@@ -82,8 +93,48 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn main() {
     // `cargo bench` passes `--bench`; there is nothing to filter.
+    if pinned() {
+        // Before the runtime starts: its threads inherit the main thread's CPU.
+        pin(std::process::id(), CLIENT_CPU, false);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     runtime.block_on(run());
+}
+
+/// The CPU of the servers and the CPU of the clients, with `PUSH_BENCH_PIN=1`.
+const SERVER_CPU: &str = "0";
+const CLIENT_CPU: &str = "1";
+
+/// Whether `PUSH_BENCH_PIN=1`.
+fn pinned() -> bool {
+    std::env::var("PUSH_BENCH_PIN").is_ok_and(|v| v == "1")
+}
+
+/// Pins process `pid` to `cpu`: with `all`, every thread it has (a child started from this
+/// process inherited the clients' CPU); threads it starts later inherit it.
+fn pin(pid: u32, cpu: &str, all: bool) {
+    let pid = pid.to_string();
+    let mut args = vec!["-p", "-c", cpu, &pid];
+    if all {
+        args.insert(0, "-a");
+    }
+    let status = std::process::Command::new("taskset")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset (util-linux) runs");
+    assert!(status.success(), "taskset {args:?}: {status}");
+}
+
+/// A `rendezvous serve` with `args`: `PUSH_BENCH_BIN` or this build; on [`SERVER_CPU`] when
+/// pinned.
+fn serve(args: Vec<String>) -> Serve {
+    let bin = std::env::var_os("PUSH_BENCH_BIN").unwrap_or(support::serve::BIN.into());
+    let serve = Serve::start_bin(&bin, "/ip4/127.0.0.1/tcp/0", args);
+    if pinned() {
+        pin(serve.pid(), SERVER_CPU, true);
+    }
+    serve
 }
 
 /// What the environment asks for.
@@ -93,6 +144,7 @@ struct Plan {
     samples: usize,
     registrants: usize,
     rounds: usize,
+    rounds_none: usize,
     pollers: usize,
     poll_samples: usize,
 }
@@ -112,6 +164,7 @@ async fn run() {
         samples: env_or("PUSH_BENCH_SAMPLES", 100),
         registrants: env_or("PUSH_BENCH_REGISTRANTS", 100),
         rounds: env_or("PUSH_BENCH_ROUNDS", 5),
+        rounds_none: env_or("PUSH_BENCH_ROUNDS_NONE", 50),
         pollers: env_or("PUSH_BENCH_POLLERS", 100),
         poll_samples: env_or("PUSH_BENCH_POLL_SAMPLES", 20),
     };
@@ -177,7 +230,7 @@ impl Servers {
         };
         match store {
             Store::Memory => Self {
-                register_at: Serve::start(flags(&["--ephemeral"])),
+                register_at: serve(flags(&["--ephemeral"])),
                 other: None,
                 redis: None,
                 _dir: None,
@@ -187,7 +240,7 @@ impl Servers {
                 let data = dir.path().join("data");
                 let data = data.to_str().expect("a UTF-8 temporary path");
                 Self {
-                    register_at: Serve::start(flags(&["--data-dir", data, "--sync", "full"])),
+                    register_at: serve(flags(&["--data-dir", data, "--sync", "full"])),
                     other: None,
                     redis: None,
                     _dir: Some(dir),
@@ -195,10 +248,13 @@ impl Servers {
             }
             Store::Fleet => {
                 let redis = Redis::start();
+                if let (true, Some(pid)) = (pinned(), redis.pid()) {
+                    pin(pid, SERVER_CPU, true);
+                }
                 let url = redis.url();
                 Self {
-                    register_at: Serve::start(flags(&["--store", &url])),
-                    other: Some(Serve::start(flags(&["--store", &url]))),
+                    register_at: serve(flags(&["--store", &url])),
+                    other: Some(serve(flags(&["--store", &url]))),
                     redis: Some(redis),
                     _dir: None,
                 }
@@ -392,6 +448,10 @@ struct ThroughputRow {
 struct Throughput {
     per_second: f64,
     cpu_per_register: Duration,
+    /// The servers' CPU from the first REGISTER until the pushes were counted, per push.
+    cpu_per_push: Option<Duration>,
+    /// The servers' CPU over the burst, per second of it (1.0: one core busy throughout).
+    busy: f64,
     pushes: f64,
     overflows: f64,
 }
@@ -400,7 +460,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
     eprintln!("{}: starting", store.name());
     let servers = Servers::start(store, &[]);
     eprintln!("{}: throughput without subscribers", store.name());
-    let none = throughput(&servers, plan).await;
+    let none = throughput(&servers, plan, plan.rounds_none).await;
     let mut subscribers = Subscribers::new();
     let mut rows = Vec::new();
     for &n in &plan.subscribers {
@@ -429,7 +489,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
             subscribers.len()
         );
         wait_subscribed(&servers, subscribers.len()).await;
-        let with = throughput(&servers, plan).await;
+        let with = throughput(&servers, plan, plan.rounds).await;
         Some((subscribers.len(), with))
     } else {
         None
@@ -523,7 +583,7 @@ fn signed_ms(at: Instant, since: Instant) -> f64 {
 }
 
 /// Every registrant sends its REGISTERs one after the other, all registrants at once.
-async fn throughput(servers: &Servers, plan: &Plan) -> Throughput {
+async fn throughput(servers: &Servers, plan: &Plan, rounds: usize) -> Throughput {
     let server = servers.register_at.peer;
     let mut nodes = registrants(&servers.register_at, plan.registrants).await;
     let pushes0 = servers.metric(PUSHES).await;
@@ -531,23 +591,26 @@ async fn throughput(servers: &Servers, plan: &Plan) -> Throughput {
     let cpu0 = servers.cpu();
     let started = Instant::now();
     futures::future::join_all(nodes.iter_mut().map(|node| async move {
-        for _ in 0..plan.rounds {
+        for _ in 0..rounds {
             register(node, server).await;
         }
     }))
     .await;
     let elapsed = started.elapsed();
     let cpu = servers.cpu() - cpu0;
-    let total = (plan.registrants * plan.rounds) as f64;
+    let total = (plan.registrants * rounds) as f64;
     // Pushes still queued when the last REGISTER was answered go out meanwhile.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pushes = servers.metric(PUSHES).await - pushes0;
     let overflows = servers.metric(OVERFLOWS).await - overflows0;
+    let cpu_after = servers.cpu() - cpu0;
     drop(nodes);
     tokio::time::sleep(Duration::from_millis(500)).await;
     Throughput {
         per_second: total / elapsed.as_secs_f64(),
         cpu_per_register: (cpu.servers + cpu.redis).div_f64(total),
+        cpu_per_push: (pushes > 0.0).then(|| (cpu_after.servers + cpu_after.redis).div_f64(pushes)),
+        busy: (cpu.servers + cpu.redis).as_secs_f64() / elapsed.as_secs_f64(),
         pushes,
         overflows,
     }
@@ -588,6 +651,11 @@ fn print_report(
     throughput: &[ThroughputRow],
     polling: Option<&LatencyRow>,
 ) {
+    let bin = std::env::var("PUSH_BENCH_BIN").unwrap_or("this build".into());
+    println!(
+        "Servers: {bin}; pinned (servers CPU {SERVER_CPU}, clients CPU {CLIENT_CPU}): {}\n",
+        pinned()
+    );
     println!("### Latency: REGISTER acknowledged → `Discovered` at each subscriber (ms)\n");
     println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | server CPU / push (µs) | of which Redis |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -618,24 +686,27 @@ fn print_report(
         );
     }
     println!("\n### REGISTER throughput\n");
-    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | pushes | subscriptions ended by overflow |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in throughput {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         match &row.with {
             Some((n, with)) => println!(
-                "| {} | {:.0} | {:.0} ({n}) | {:.2}x | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} ({n}) | {:.4}x | {:.0} | {:.0} | {:.4}x | {:.0}% | {:.0} | {} | {:.0} |",
                 row.store,
                 row.none.per_second,
                 with.per_second,
                 with.per_second / row.none.per_second,
                 us(row.none.cpu_per_register),
                 us(with.cpu_per_register),
+                us(row.none.cpu_per_register) / us(with.cpu_per_register),
+                with.busy * 100.0,
                 with.pushes,
+                with.cpu_per_push.map_or("-".into(), |d| format!("{:.1}", us(d))),
                 with.overflows,
             ),
             None => println!(
-                "| {} | {:.0} | - | - | {:.0} | - | - | - |",
+                "| {} | {:.0} | - | - | {:.0} | - | - | - | - | - | - |",
                 row.store,
                 row.none.per_second,
                 us(row.none.cpu_per_register)

@@ -42,7 +42,16 @@ impl Serve {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = Command::new(BIN)
+        Self::start_bin(BIN.as_ref(), listen, args)
+    }
+
+    /// [`Serve::start_on`] with another build of the binary (a benchmark comparing two).
+    pub fn start_bin<I, S>(bin: &OsStr, listen: &str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(bin)
             .args(["serve", "--listen", listen])
             .args(args)
             .env("RUST_LOG", "warn")
