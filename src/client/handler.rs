@@ -166,11 +166,9 @@ impl Handler {
         let exchange = exchange(stream, message);
         self.running.push(
             async move {
-                let result =
-                    match futures::future::select(Box::pin(exchange), Delay::new(timeout)).await {
-                        futures::future::Either::Left((result, _)) => result,
-                        futures::future::Either::Right(_) => Err(RequestError::Timeout),
-                    };
+                let result = crate::timer::within(timeout, exchange)
+                    .await
+                    .unwrap_or(Err(RequestError::Timeout));
                 (request, result)
             }
             .boxed(),
