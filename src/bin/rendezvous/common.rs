@@ -10,7 +10,7 @@ use libp2p::{
     },
     dns,
     identity::Keypair,
-    noise, quic,
+    quic,
     swarm::NetworkBehaviour,
     tcp, websocket, yamux, PeerId, Swarm, Transport as _,
 };
@@ -178,7 +178,8 @@ fn transports(
         yamux.set_max_num_streams(n);
     }
     let noise = || {
-        noise::Config::new(key).map_err(|e| CliError::Failed(format!("cannot set up noise: {e}")))
+        crate::noise::Config::new(key)
+            .map_err(|e| CliError::Failed(format!("cannot set up noise: {e}")))
     };
     let tcp = tcp_socket(settings)?
         .upgrade(upgrade::Version::V1Lazy)

@@ -12,6 +12,7 @@ mod flood;
 mod load;
 mod metrics;
 mod node;
+mod noise;
 mod output;
 #[cfg(feature = "redis")]
 mod redis_store;

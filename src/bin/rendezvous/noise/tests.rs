@@ -1,0 +1,366 @@
+//! Our noise against itself and against libp2p-noise, in both roles, over real loopback TCP.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use futures::{future::poll_fn, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::{
+    core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
+    identity::Keypair,
+    tcp::tokio::TcpStream,
+    PeerId,
+};
+use prost::Message;
+
+use super::{handshake, io::Frames, Config, Error, Payload, PROTOCOL};
+
+/// Two ends of a loopback TCP connection.
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (dialed, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    (TcpStream(dialed.unwrap()), TcpStream(accepted.unwrap().0))
+}
+
+/// Bytes that differ from one position to the next, `len` of them.
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// `from` writes `len` bytes and flushes while `to` reads them; returns what `to` read.
+async fn send(
+    from: &mut (impl AsyncWrite + Unpin),
+    to: &mut (impl AsyncRead + Unpin),
+    sent: &[u8],
+) -> Vec<u8> {
+    let mut got = vec![0; sent.len()];
+    let (written, read) = tokio::join!(
+        async {
+            from.write_all(sent).await?;
+            from.flush().await
+        },
+        to.read_exact(&mut got)
+    );
+    written.unwrap();
+    read.unwrap();
+    got
+}
+
+/// Whole frames both ways, several of the largest size among them, arrive intact.
+async fn exchange(
+    a: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    b: &mut (impl AsyncRead + AsyncWrite + Unpin),
+) {
+    for len in [1, 100, 65_519, 65_520, 200_000] {
+        let sent = data(len, 1);
+        assert_eq!(send(a, b, &sent).await, sent, "{len} bytes from the dialer");
+        let sent = data(len, 2);
+        assert_eq!(send(b, a, &sent).await, sent, "{len} bytes to the dialer");
+    }
+}
+
+#[tokio::test]
+async fn ours_to_ours() {
+    let (dialer_key, listener_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (x, y) = pair().await;
+    let (dialer, listener) = tokio::join!(
+        Config::new(&dialer_key)
+            .unwrap()
+            .upgrade_outbound(x, PROTOCOL),
+        Config::new(&listener_key)
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    let ((listener_seen, mut dialer), (dialer_seen, mut listener)) =
+        (dialer.unwrap(), listener.unwrap());
+    assert_eq!(listener_seen, listener_key.public().to_peer_id());
+    assert_eq!(dialer_seen, dialer_key.public().to_peer_id());
+    exchange(&mut dialer, &mut listener).await;
+}
+
+#[tokio::test]
+async fn ours_listening_to_libp2p_noise() {
+    let (dialer_key, listener_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (x, y) = pair().await;
+    let (dialer, listener) = tokio::join!(
+        libp2p::noise::Config::new(&dialer_key)
+            .unwrap()
+            .upgrade_outbound(x, "/noise"),
+        Config::new(&listener_key)
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    let ((listener_seen, mut dialer), (dialer_seen, mut listener)) =
+        (dialer.unwrap(), listener.unwrap());
+    assert_eq!(listener_seen, listener_key.public().to_peer_id());
+    assert_eq!(dialer_seen, dialer_key.public().to_peer_id());
+    exchange(&mut dialer, &mut listener).await;
+}
+
+#[tokio::test]
+async fn ours_dialing_libp2p_noise() {
+    let (dialer_key, listener_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (x, y) = pair().await;
+    let (dialer, listener) = tokio::join!(
+        Config::new(&dialer_key)
+            .unwrap()
+            .upgrade_outbound(x, PROTOCOL),
+        libp2p::noise::Config::new(&listener_key)
+            .unwrap()
+            .upgrade_inbound(y, "/noise"),
+    );
+    let ((listener_seen, mut dialer), (dialer_seen, mut listener)) =
+        (dialer.unwrap(), listener.unwrap());
+    assert_eq!(listener_seen, listener_key.public().to_peer_id());
+    assert_eq!(dialer_seen, dialer_key.public().to_peer_id());
+    exchange(&mut dialer, &mut listener).await;
+}
+
+/// A socket that reads and writes one byte at a time: every frame arrives, and leaves, in
+/// pieces.
+struct Trickle<T>(T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Trickle<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let end = buf.len().min(1);
+        Pin::new(&mut self.0).poll_read(cx, &mut buf[..end])
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Trickle<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let end = buf.len().min(1);
+        Pin::new(&mut self.0).poll_write(cx, &buf[..end])
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+#[tokio::test]
+async fn frames_in_pieces() {
+    let (x, y) = pair().await;
+    let (dialer, listener) = tokio::join!(
+        libp2p::noise::Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_outbound(x, "/noise"),
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_inbound(Trickle(y), PROTOCOL),
+    );
+    let ((_, mut dialer), (_, mut listener)) = (dialer.unwrap(), listener.unwrap());
+    for len in [1, 3000] {
+        let sent = data(len, 3);
+        assert_eq!(send(&mut dialer, &mut listener, &sent).await, sent);
+        assert_eq!(send(&mut listener, &mut dialer, &sent).await, sent);
+    }
+}
+
+/// What issue 19 needs of it: a session that has carried traffic and waits for more holds
+/// no buffer, on either side.
+#[tokio::test]
+async fn an_idle_session_holds_no_buffer() {
+    let (x, y) = pair().await;
+    let (dialer, listener) = tokio::join!(
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_outbound(x, PROTOCOL),
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    let ((_, mut dialer), (_, mut listener)) = (dialer.unwrap(), listener.unwrap());
+    exchange(&mut dialer, &mut listener).await;
+    let mut byte = [0; 1];
+    for session in [&mut dialer, &mut listener] {
+        assert!(futures::poll!(session.read(&mut byte)).is_pending());
+        assert_eq!(session.buffered(), 0);
+    }
+}
+
+/// Dials with `payload` as the dialer's handshake payload; returns the listener's result.
+async fn listener_result(payload: &[u8]) -> Result<PeerId, Error> {
+    let dialer = Config::new(&Keypair::generate_ed25519()).unwrap();
+    let (x, y) = pair().await;
+    let (_, listener) = tokio::join!(
+        handshake::initiate(x, dialer.handshake(true).unwrap(), payload),
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    listener.map(|(peer, _)| peer)
+}
+
+#[tokio::test]
+async fn an_identity_that_did_not_sign_the_noise_key_is_refused() {
+    let dialer = Config::new(&Keypair::generate_ed25519()).unwrap();
+    let mut forged = Payload::decode(&dialer.local.payload[..]).unwrap();
+    forged.identity_key = Keypair::generate_ed25519().public().encode_protobuf();
+    let forged = forged.encode_to_vec();
+    let (x, y) = pair().await;
+    let (_, listener) = tokio::join!(
+        handshake::initiate(x, dialer.handshake(true).unwrap(), &forged),
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    assert!(matches!(listener, Err(Error::BadSignature)), "{listener:?}");
+}
+
+#[tokio::test]
+async fn a_payload_that_is_no_protobuf_is_refused() {
+    let result = listener_result(&[0xff, 0xff, 0xff]).await;
+    assert!(matches!(result, Err(Error::Payload(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_first_message_with_a_payload_is_refused() {
+    let dialer = Config::new(&Keypair::generate_ed25519()).unwrap();
+    let (mut x, y) = pair().await;
+    let mut state = dialer.handshake(true).unwrap();
+    let (sent, listener) = tokio::join!(
+        handshake::send(&mut x, &mut state, b"early data"),
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    sent.unwrap();
+    assert!(matches!(listener, Err(Error::FirstPayload)), "{listener:?}");
+}
+
+/// A socket whose writes are corrupted (the last byte of each flipped) once `armed`.
+struct Tamper<T> {
+    inner: T,
+    armed: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tamper<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tamper<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut bytes = buf.to_vec();
+        if let (true, Some(last)) = (self.armed.load(Ordering::Relaxed), bytes.last_mut()) {
+            *last ^= 1;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, &bytes)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_frame_is_an_error() {
+    let armed = Arc::new(AtomicBool::new(false));
+    let (x, y) = pair().await;
+    let x = Tamper {
+        inner: x,
+        armed: armed.clone(),
+    };
+    let (dialer, listener) = tokio::join!(
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_outbound(x, PROTOCOL),
+        Config::new(&Keypair::generate_ed25519())
+            .unwrap()
+            .upgrade_inbound(y, PROTOCOL),
+    );
+    let ((_, mut dialer), (_, mut listener)) = (dialer.unwrap(), listener.unwrap());
+    let sent = data(500, 4);
+    assert_eq!(send(&mut dialer, &mut listener, &sent).await, sent);
+    armed.store(true, Ordering::Relaxed);
+    dialer.write_all(&sent).await.unwrap();
+    dialer.flush().await.unwrap();
+    let mut got = vec![0; sent.len()];
+    let error = listener.read_exact(&mut got).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+}
+
+/// A socket that gives `bytes`, then nothing more, ever.
+struct Stall(Vec<u8>);
+
+impl AsyncRead for Stall {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.0.is_empty() {
+            return Poll::Pending;
+        }
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0.drain(..n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+#[tokio::test]
+async fn a_frame_announced_large_holds_what_arrived_not_what_was_announced() {
+    let mut frames = Frames::default();
+    let mut socket = Stall(vec![0xff, 0xff, 1, 2, 3]);
+    let polled = poll_fn(|cx| Poll::Ready(frames.poll_next(&mut socket, cx))).await;
+    assert!(polled.is_pending());
+    assert!(
+        frames.capacity() <= 2 * 5 + 2048,
+        "{} bytes held for 5 received",
+        frames.capacity()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_closed_within_a_frame_is_an_error() {
+    let mut frames = Frames::default();
+    let mut socket = futures::io::Cursor::new(vec![0, 10, 1, 2, 3]);
+    let error = poll_fn(|cx| frames.poll_next(&mut socket, cx))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+    let mut frames = Frames::default();
+    let mut socket = futures::io::Cursor::new(Vec::new());
+    assert_eq!(
+        poll_fn(|cx| frames.poll_next(&mut socket, cx))
+            .await
+            .unwrap(),
+        None
+    );
+}
