@@ -20,6 +20,7 @@ mod register;
 mod serve;
 mod session;
 mod signals;
+mod slim;
 mod streams;
 mod tcp;
 mod tls;

@@ -19,6 +19,7 @@ use crate::{
     metrics::Exporter,
     output::{HeldBack, Throttle, WARN_EVERY},
     signals::Signals,
+    slim::Slim,
 };
 
 /// Established connections one peer may hold: a node may reach the server over TCP and QUIC at
@@ -492,7 +493,7 @@ impl Args {
 pub(crate) struct Serve {
     limits: connection_limits::Behaviour,
     pub(crate) rendezvous: server::Behaviour,
-    identify: identify::Behaviour,
+    identify: Slim<identify::Behaviour>,
     ping: ping::Behaviour,
 }
 
@@ -596,10 +597,10 @@ pub async fn run(mut args: Args) -> CliResult {
     let mut swarm = build_swarm_with(key, &transport, |key| Serve {
         limits: connection_limits::Behaviour::new(limits),
         rendezvous,
-        identify: identify::Behaviour::new(
+        identify: Slim(identify::Behaviour::new(
             identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
                 .with_agent_version(AGENT_VERSION.into()),
-        ),
+        )),
         ping: ping::Behaviour::default(),
     })?;
     let local = *swarm.local_peer_id();
