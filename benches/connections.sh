@@ -16,7 +16,11 @@
 #
 # Knobs: N [20000], MAX_DIALING [500], BURST [2000; 0 skips part 2], IMPLS ["ours theirs"; an
 # entry NAME=PATH is another build of `rendezvous` serving as NAME, compared with ours, such as
-# one with another allocator], OUT (reports; temporary by default).
+# one with another allocator], WARMUP [1: first connect N clients to a throwaway `serve`, not
+# reported; 0 skips it], OUT (reports; temporary by default).
+# The warm-up is there because the first server of a run paid 80-120 us more per connection
+# than the same server later in the run (whichever it was, ours or rust-libp2p's): the kernel's
+# socket and TCP caches and the load client's first run on a quiet machine.
 # Traffic stays on 127.0.0.1; every run is bounded by its client count and ends by itself.
 # Loopback source ports run out near 28,000 per destination, and the load process and the
 # server each need a file descriptor per connection: N is lowered to fit the hard open-file
@@ -47,6 +51,15 @@ REF=$TARGET/release/examples/reference_server
 
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+
+if [[ ${WARMUP:-1} == 1 ]]; then
+    RUST_LOG=warn start_server "warmup" "$BIN" serve --ephemeral --listen /ip4/127.0.0.1/tcp/0
+    echo "warm-up: $N connections, not reported ($SERVER_ADDR)" >&2
+    RUST_LOG=off "$BIN" load --server "$SERVER_ADDR" --server-pid "$SERVER_PID" \
+        --clients "$N" --namespaces 1 --discoverers 1 --ttl 7200 --max-dialing "$MAX_DIALING" --json \
+        >"$OUT/warmup.json" || echo "  load exited with $? (see $OUT/warmup.json)" >&2
+    stop_server
+fi
 
 names=
 for impl in $IMPLS; do

@@ -185,11 +185,14 @@
 //! and the swarm's idle timeout. Measured figures under floods and bursts are in
 //! BENCHMARKS.md.
 //!
-//! The connection count follows from memory: an idle connection of `rendezvous serve` costs
-//! 33 KiB (BENCHMARKS.md, "Connections and bursts": noise's buffers and libp2p-swarm's
-//! connection task are most of it), so [`DEFAULT_MAX_CONNECTIONS`] (100,000) connections take
-//! about 3.2 GiB; with the store's [`DEFAULT_MAX_STORE_BYTES`] (512 MiB) and the SQLite page
-//! cache (64 MiB) a full server stays under 4 GiB. `rendezvous serve` raises the open-file limit
+//! The connection count follows from memory: an idle, registered connection of `rendezvous
+//! serve` costs 15-16 KiB of RSS (BENCHMARKS.md, "Connections and bursts": libp2p-swarm's
+//! connection task, identify's handler, yamux and the cipher states; its noise holds no buffer
+//! while idle), so [`DEFAULT_MAX_CONNECTIONS`] (100,000) connections take about 1.6 GiB; with
+//! the store's [`DEFAULT_MAX_STORE_BYTES`] (512 MiB) and the SQLite page cache (64 MiB) a full
+//! server stays under 2.2 GiB, within 4 GiB with room for bursts of handshakes (each holds a
+//! few KiB more until it completes). A server embedded in another swarm, with libp2p-noise
+//! and identify's handler inline, pays about 35 KiB per connection. `rendezvous serve` raises the open-file limit
 //! to the cap at start, and lowers the cap (with a warning) where the hard limit does not allow
 //! it.
 
