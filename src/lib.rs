@@ -80,7 +80,7 @@
 //!
 //! - `cli` (default): the `rendezvous` binary and what only it needs (tokio, clap,
 //!   tracing-subscriber, serde_json, libp2p's TCP, QUIC, yamux, identify and ping, and the
-//!   crates of its own noise: snow, x25519-dalek, zeroize).
+//!   crates of its own noise: snow, curve25519-dalek, zeroize).
 //!   A library does not need it: depend with `default-features = false`.
 //! - `mdns` (default): the [`mdns`] source, rust-libp2p's mdns on tokio.
 //!

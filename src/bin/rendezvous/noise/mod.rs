@@ -8,7 +8,11 @@
 //! Here every buffer exists only while bytes are in flight: the read buffer is released when
 //! the socket has nothing more to read, the write buffers after each flush. The cryptography
 //! is the same: snow's handshake with ring's ChaCha20-Poly1305 and SHA-256 (the crates and
-//! features libp2p-noise uses) and x25519-dalek's X25519. What is ours is the framing (a
+//! features libp2p-noise uses) and curve25519-dalek's X25519 (which x25519-dalek, libp2p-noise's,
+//! wraps). Two multiplications of the five a responder did are gone: the static public key is
+//! computed once per [`Config`], not once per handshake, and a fresh ephemeral key's public key
+//! is a fixed-base multiplication (precomputed tables) rather than a Montgomery ladder. What
+//! is ours is the framing (a
 //! two-byte big-endian length before each noise message) and the libp2p handshake payload
 //! (the identity key and its signature of the static noise key).
 //!
@@ -22,6 +26,7 @@ mod io;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+use curve25519_dalek::MontgomeryPoint;
 use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::{
     core::{
@@ -85,8 +90,8 @@ pub struct Config {
 
 /// What every handshake of one identity uses: its static noise key and its handshake payload.
 struct Local {
-    /// The static X25519 secret (zeroed on drop).
-    secret: Secret,
+    /// The static X25519 key pair (its secret zeroed on drop).
+    key: StaticKey,
     /// `PARAMS`, parsed once.
     params: NoiseParams,
     /// Our `NoiseHandshakePayload`, encoded: our identity key and its signature of our
@@ -100,6 +105,7 @@ impl Config {
         let mut secret = Secret([0; 32]);
         rand::rngs::OsRng.fill_bytes(&mut secret.0);
         let public = secret.public();
+        let key = StaticKey { secret, public };
         let signature = identity.sign(&[STATIC_KEY_DOMAIN, &public].concat())?;
         let payload = Payload {
             identity_key: identity.public().encode_protobuf(),
@@ -110,7 +116,7 @@ impl Config {
         let params = PARAMS.parse().expect("libp2p's noise parameters parse");
         Ok(Self {
             local: Arc::new(Local {
-                secret,
+                key,
                 params,
                 payload,
             }),
@@ -119,8 +125,11 @@ impl Config {
 
     /// A handshake in the given role, with our static key.
     fn handshake(&self, initiator: bool) -> Result<snow::HandshakeState, Error> {
-        let builder = snow::Builder::with_resolver(self.local.params.clone(), Box::new(Resolver))
-            .local_private_key(&self.local.secret.0)?;
+        let resolver = Resolver {
+            known: self.local.key.clone(),
+        };
+        let builder = snow::Builder::with_resolver(self.local.params.clone(), Box::new(resolver))
+            .local_private_key(&self.local.key.secret.0)?;
         Ok(if initiator {
             builder.build_initiator()?
         } else {
@@ -197,8 +206,11 @@ struct Extensions {
 struct Secret([u8; 32]);
 
 impl Secret {
+    /// The public key: a fixed-base multiplication with curve25519-dalek's precomputed tables,
+    /// several times cheaper than the Montgomery ladder of `x25519(secret, basepoint)` that
+    /// libp2p-noise uses for it (the ladder is for the other party's point, in `dh`).
     fn public(&self) -> [u8; 32] {
-        x25519_dalek::x25519(self.0, x25519_dalek::X25519_BASEPOINT_BYTES)
+        MontgomeryPoint::mul_base_clamped(self.0).to_bytes()
     }
 }
 
@@ -209,8 +221,11 @@ impl Drop for Secret {
 }
 
 /// snow's primitives for libp2p's noise: ring's hash and cipher (as libp2p-noise), X25519 from
-/// x25519-dalek, the operating system's random numbers.
-struct Resolver;
+/// curve25519-dalek, the operating system's random numbers; and our static key pair, so that
+/// a handshake does not compute the static public key again.
+struct Resolver {
+    known: StaticKey,
+}
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
@@ -218,7 +233,12 @@ impl CryptoResolver for Resolver {
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn snow::types::Dh>> {
-        matches!(choice, DHChoice::Curve25519).then(|| Box::new(X25519::default()) as _)
+        matches!(choice, DHChoice::Curve25519).then(|| {
+            Box::new(X25519 {
+                known: Some(self.known.clone()),
+                ..X25519::default()
+            }) as _
+        })
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn snow::types::Hash>> {
@@ -241,11 +261,21 @@ impl snow::types::Random for OsRandom {
     }
 }
 
+/// Our static key pair, computed once per [`Config`].
+#[derive(Clone)]
+struct StaticKey {
+    secret: Secret,
+    public: [u8; 32],
+}
+
 /// An X25519 key pair for snow.
 #[derive(Default)]
 struct X25519 {
     secret: Secret,
     public: [u8; 32],
+    /// Our static key pair: when snow sets this secret (every handshake does, for the static
+    /// key), its public key is taken from here instead of computed.
+    known: Option<StaticKey>,
 }
 
 impl snow::types::Dh for X25519 {
@@ -263,7 +293,10 @@ impl snow::types::Dh for X25519 {
 
     fn set(&mut self, secret: &[u8]) {
         self.secret.0.copy_from_slice(&secret[..32]);
-        self.public = self.secret.public();
+        self.public = match &self.known {
+            Some(known) if same(&known.secret.0, &self.secret.0) => known.public,
+            _ => self.secret.public(),
+        };
     }
 
     fn generate(&mut self, rng: &mut dyn snow::types::Random) -> Result<(), snow::Error> {
@@ -285,9 +318,18 @@ impl snow::types::Dh for X25519 {
             .get(..32)
             .and_then(|p| p.try_into().ok())
             .ok_or(snow::Error::Dh)?;
-        out[..32].copy_from_slice(&x25519_dalek::x25519(self.secret.0, public));
+        out[..32].copy_from_slice(
+            &MontgomeryPoint(public)
+                .mul_clamped(self.secret.0)
+                .to_bytes(),
+        );
         Ok(())
     }
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]

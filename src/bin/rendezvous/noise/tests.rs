@@ -19,7 +19,7 @@ use libp2p::{
 };
 use prost::Message;
 
-use super::{handshake, io::Frames, Config, Error, Payload, PROTOCOL};
+use super::{handshake, io::Frames, Config, Error, Payload, Secret, PROTOCOL, X25519};
 
 /// Two ends of a loopback TCP connection.
 async fn pair() -> (TcpStream, TcpStream) {
@@ -362,5 +362,57 @@ async fn a_connection_closed_within_a_frame_is_an_error() {
             .await
             .unwrap(),
         None
+    );
+}
+
+fn hex(s: &str) -> [u8; 32] {
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
+/// RFC 7748, section 6.1: both public keys (our fixed-base multiplication) and the shared
+/// secret from both sides (the ladder).
+#[test]
+fn x25519_matches_rfc_7748() {
+    use snow::types::Dh;
+    let alice_secret = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+    let bob_secret = hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+    let alice_public = hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+    let bob_public = hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+    let shared = hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+    assert_eq!(Secret(alice_secret).public(), alice_public);
+    assert_eq!(Secret(bob_secret).public(), bob_public);
+    let (mut alice, mut bob) = (X25519::default(), X25519::default());
+    alice.set(&alice_secret);
+    bob.set(&bob_secret);
+    assert_eq!(alice.pubkey(), alice_public);
+    let (mut from_alice, mut from_bob) = ([0; 32], [0; 32]);
+    alice.dh(&bob_public, &mut from_alice).unwrap();
+    bob.dh(&alice_public, &mut from_bob).unwrap();
+    assert_eq!(from_alice, shared);
+    assert_eq!(from_bob, shared);
+}
+
+/// The static key's public key is taken from the config, and only for the static secret.
+#[test]
+fn the_known_static_key_is_used_only_for_its_secret() {
+    use snow::types::Dh;
+    let config = Config::new(&Keypair::generate_ed25519()).unwrap();
+    let known = config.local.key.clone();
+    let mut dh = X25519 {
+        known: Some(known.clone()),
+        ..X25519::default()
+    };
+    dh.set(&known.secret.0);
+    assert_eq!(dh.pubkey(), known.public);
+    assert_eq!(known.public, Secret(known.secret.0).public());
+    let other = hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+    dh.set(&other);
+    assert_eq!(
+        dh.pubkey(),
+        hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     );
 }
