@@ -416,3 +416,61 @@ fn the_known_static_key_is_used_only_for_its_secret() {
         hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     );
 }
+
+/// A socket that reads `input`, then the end, and takes every write.
+struct Scripted(futures::io::Cursor<Vec<u8>>);
+
+impl AsyncRead for Scripted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Scripted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+proptest::proptest! {
+    /// Whatever a dialer sends, framed or not, the listener's handshake ends in an error,
+    /// without a panic: no bytes make a handshake without the dialer's keys.
+    #[test]
+    fn any_bytes_fail_the_handshake_cleanly(
+        frames in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..4),
+        raw in proptest::bool::ANY,
+    ) {
+        let input: Vec<u8> = if raw {
+            frames.concat()
+        } else {
+            frames
+                .iter()
+                .flat_map(|f| (f.len() as u16).to_be_bytes().into_iter().chain(f.iter().copied()))
+                .collect()
+        };
+        let config = Config::new(&Keypair::generate_ed25519()).unwrap();
+        let state = config.handshake(false).unwrap();
+        let result = futures::executor::block_on(handshake::respond(
+            Scripted(futures::io::Cursor::new(input)),
+            state,
+            &config.local.payload,
+        ));
+        proptest::prop_assert!(result.is_err());
+    }
+}
