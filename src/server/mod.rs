@@ -186,11 +186,12 @@
 //! BENCHMARKS.md.
 //!
 //! The connection count follows from memory: an idle, registered connection of `rendezvous
-//! serve` costs 15-16 KiB of RSS (BENCHMARKS.md, "Connections and bursts": libp2p-swarm's
-//! connection task, identify's handler, yamux and the cipher states; its noise holds no buffer
-//! while idle), so [`DEFAULT_MAX_CONNECTIONS`] (100,000) connections take about 1.6 GiB; with
-//! the store's [`DEFAULT_MAX_STORE_BYTES`] (512 MiB) and the SQLite page cache (64 MiB) a full
-//! server stays under 2.2 GiB, within 4 GiB with room for bursts of handshakes (each holds a
+//! serve` costs 14-16 KiB of RSS (BENCHMARKS.md, "Connections and bursts": libp2p-swarm's
+//! connection task, the behaviours' handlers, yamux and the cipher states, and its
+//! registration; its noise holds no buffer while idle), so [`DEFAULT_MAX_CONNECTIONS`]
+//! (100,000) connections take about 1.6 GiB; with the store's [`DEFAULT_MAX_STORE_BYTES`]
+//! (512 MiB) and the SQLite page cache (64 MiB) a full server stays under 2.2 GiB, within
+//! 4 GiB with room for bursts of handshakes (each holds a
 //! few KiB more until it completes). A server embedded in another swarm, with libp2p-noise
 //! and identify's handler inline, pays about 35 KiB per connection. `rendezvous serve` raises the open-file limit
 //! to the cap at start, and lowers the cap (with a warning) where the hard limit does not allow

@@ -25,7 +25,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     common::CliError,
-    serve::{Serve, ServeEvent},
+    serve::{ServeEvent, ServeSwarm},
 };
 
 /// HTTP connections served at once; more are closed at once. A scraper needs one; this leaves
@@ -303,7 +303,7 @@ impl Exporter {
     }
 
     /// Records one swarm event of `serve`.
-    pub fn record(&self, swarm: &libp2p::Swarm<Serve>, event: &SwarmEvent<ServeEvent>) {
+    pub fn record(&self, swarm: &ServeSwarm, event: &SwarmEvent<ServeEvent>) {
         use libp2p::metrics::Recorder as _;
         self.libp2p.record(event);
         // Connections open, by transport.

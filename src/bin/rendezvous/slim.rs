@@ -6,6 +6,8 @@
 //! on its way to the swarm). identify's handler is 3,400 bytes and its event 592, most of it
 //! room for an `Info` that arrives once per connection: inline, they made a connection task
 //! several KiB larger than a pointer to them does (BENCHMARKS.md, "Connections and bursts").
+//! `serve` wraps all its behaviours in one `Slim`: one box per connection holds every handler,
+//! and an event to a behaviour costs one allocation.
 
 use std::{
     ops::{Deref, DerefMut},
