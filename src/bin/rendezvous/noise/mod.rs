@@ -81,6 +81,9 @@ pub enum Error {
     Signing(#[from] identity::SigningError),
 }
 
+/// A handshake in progress: the remote's peer id and the session, once it is done.
+type Upgrade<T> = Pin<Box<dyn Future<Output = Result<(PeerId, Output<T>), Error>> + Send>>;
+
 /// The noise upgrade of a transport: `transport.upgrade(..).authenticate(Config::new(&key)?)`,
 /// as with libp2p-noise's `Config`.
 #[derive(Clone)]
@@ -123,6 +126,23 @@ impl Config {
         })
     }
 
+    /// The handshake over `socket`, as its dialer (`initiator`) or its listener.
+    fn upgrade<T>(self, socket: T, initiator: bool) -> Upgrade<T>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        async move {
+            let state = self.handshake(initiator)?;
+            let payload = &self.local.payload;
+            if initiator {
+                handshake::initiate(socket, state, payload).await
+            } else {
+                handshake::respond(socket, state, payload).await
+            }
+        }
+        .boxed()
+    }
+
     /// A handshake in the given role, with our static key.
     fn handshake(&self, initiator: bool) -> Result<snow::HandshakeState, Error> {
         let resolver = Resolver {
@@ -153,14 +173,10 @@ where
 {
     type Output = (PeerId, Output<T>);
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Output, Error>> + Send>>;
+    type Future = Upgrade<T>;
 
     fn upgrade_inbound(self, socket: T, _: Self::Info) -> Self::Future {
-        async move {
-            let state = self.handshake(false)?;
-            handshake::respond(socket, state, &self.local.payload).await
-        }
-        .boxed()
+        self.upgrade(socket, false)
     }
 }
 
@@ -170,14 +186,10 @@ where
 {
     type Output = (PeerId, Output<T>);
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Output, Error>> + Send>>;
+    type Future = Upgrade<T>;
 
     fn upgrade_outbound(self, socket: T, _: Self::Info) -> Self::Future {
-        async move {
-            let state = self.handshake(true)?;
-            handshake::initiate(socket, state, &self.local.payload).await
-        }
-        .boxed()
+        self.upgrade(socket, true)
     }
 }
 

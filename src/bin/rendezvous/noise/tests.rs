@@ -68,61 +68,59 @@ async fn exchange(
     }
 }
 
-#[tokio::test]
-async fn ours_to_ours() {
-    let (dialer_key, listener_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+/// `dialer` and `listener` (ours or libp2p-noise's) shake hands over loopback TCP, each learns
+/// the other's peer id, and whole frames go both ways intact.
+async fn handshake_and_exchange<D, L, DO, LO>(dialer: (Keypair, D), listener: (Keypair, L))
+where
+    D: OutboundConnectionUpgrade<TcpStream, Output = (PeerId, DO)>,
+    L: InboundConnectionUpgrade<TcpStream, Output = (PeerId, LO)>,
+    D::Error: std::fmt::Debug,
+    L::Error: std::fmt::Debug,
+    D::Info: From<&'static str>,
+    L::Info: From<&'static str>,
+    DO: AsyncRead + AsyncWrite + Unpin,
+    LO: AsyncRead + AsyncWrite + Unpin,
+{
+    let ((dialer_key, dialer), (listener_key, listener)) = (dialer, listener);
     let (x, y) = pair().await;
-    let (dialer, listener) = tokio::join!(
-        Config::new(&dialer_key)
-            .unwrap()
-            .upgrade_outbound(x, PROTOCOL),
-        Config::new(&listener_key)
-            .unwrap()
-            .upgrade_inbound(y, PROTOCOL),
+    let (dialed, listened) = tokio::join!(
+        dialer.upgrade_outbound(x, PROTOCOL.into()),
+        listener.upgrade_inbound(y, PROTOCOL.into()),
     );
     let ((listener_seen, mut dialer), (dialer_seen, mut listener)) =
-        (dialer.unwrap(), listener.unwrap());
+        (dialed.unwrap(), listened.unwrap());
     assert_eq!(listener_seen, listener_key.public().to_peer_id());
     assert_eq!(dialer_seen, dialer_key.public().to_peer_id());
     exchange(&mut dialer, &mut listener).await;
+}
+
+/// A fresh identity with our noise config.
+fn ours() -> (Keypair, Config) {
+    let key = Keypair::generate_ed25519();
+    let config = Config::new(&key).unwrap();
+    (key, config)
+}
+
+/// A fresh identity with libp2p-noise's config.
+fn libp2p_noise() -> (Keypair, libp2p::noise::Config) {
+    let key = Keypair::generate_ed25519();
+    let config = libp2p::noise::Config::new(&key).unwrap();
+    (key, config)
+}
+
+#[tokio::test]
+async fn ours_to_ours() {
+    handshake_and_exchange(ours(), ours()).await;
 }
 
 #[tokio::test]
 async fn ours_listening_to_libp2p_noise() {
-    let (dialer_key, listener_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let (x, y) = pair().await;
-    let (dialer, listener) = tokio::join!(
-        libp2p::noise::Config::new(&dialer_key)
-            .unwrap()
-            .upgrade_outbound(x, "/noise"),
-        Config::new(&listener_key)
-            .unwrap()
-            .upgrade_inbound(y, PROTOCOL),
-    );
-    let ((listener_seen, mut dialer), (dialer_seen, mut listener)) =
-        (dialer.unwrap(), listener.unwrap());
-    assert_eq!(listener_seen, listener_key.public().to_peer_id());
-    assert_eq!(dialer_seen, dialer_key.public().to_peer_id());
-    exchange(&mut dialer, &mut listener).await;
+    handshake_and_exchange(libp2p_noise(), ours()).await;
 }
 
 #[tokio::test]
 async fn ours_dialing_libp2p_noise() {
-    let (dialer_key, listener_key) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let (x, y) = pair().await;
-    let (dialer, listener) = tokio::join!(
-        Config::new(&dialer_key)
-            .unwrap()
-            .upgrade_outbound(x, PROTOCOL),
-        libp2p::noise::Config::new(&listener_key)
-            .unwrap()
-            .upgrade_inbound(y, "/noise"),
-    );
-    let ((listener_seen, mut dialer), (dialer_seen, mut listener)) =
-        (dialer.unwrap(), listener.unwrap());
-    assert_eq!(listener_seen, listener_key.public().to_peer_id());
-    assert_eq!(dialer_seen, dialer_key.public().to_peer_id());
-    exchange(&mut dialer, &mut listener).await;
+    handshake_and_exchange(ours(), libp2p_noise()).await;
 }
 
 /// A socket that reads and writes one byte at a time: every frame arrives, and leaves, in
