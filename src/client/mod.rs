@@ -81,8 +81,11 @@
 //!   a polled one (the cookie moves, [`Event::Discovered`] only for what is new), and a pushed
 //!   removal (an UNREGISTER, or the server removed a peer that disconnected) emits
 //!   [`Event::Expired`] at once. When a subscription ends (the server found the client too slow,
-//!   restarted, the connection was lost), the discovery DISCOVERs at once from its cookie and
-//!   subscribes again after a backoff: cookies are the truth, nothing is missed or repeated.
+//!   restarted, the connection was lost), the discovery DISCOVERs from its cookie and subscribes
+//!   again after a backoff: cookies are the truth, nothing is missed or repeated. The DISCOVER
+//!   comes at once, or at a moment drawn within the backoff when the server said it was busy
+//!   (`E_UNAVAILABLE`: a server sheds its subscribers under a storm of requests), so that those
+//!   it shed do not all poll it at the same moment.
 //!   Polling goes on at the interval meanwhile as a safety net; with push, the interval may be
 //!   far longer than [`DEFAULT_INTERVAL`] (an hour, say) at no cost in freshness. Servers without
 //!   push, and applications without identify, are polled as before.

@@ -46,6 +46,11 @@ impl Backoff {
         self.rng.gen_range(lo..=base)
     }
 
+    /// A moment drawn uniformly within `span`.
+    pub(super) fn within(&mut self, span: Duration) -> Duration {
+        span.mul_f64(self.rng.gen_range(0.0..1.0))
+    }
+
     /// The delay before retry `attempt` (1 for the first) of a request refused for a passing
     /// reason ([`super::retry::delay`]).
     pub(super) fn retry(&mut self, attempt: u32) -> Duration {

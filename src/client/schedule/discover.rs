@@ -263,16 +263,17 @@ impl DiscoverTasks {
         }
     }
 
-    /// The subscription of `namespace` at `peer` ended: the task DISCOVERs from its cookie now
-    /// (from the start after an invalid cookie) and subscribes again after a backoff (`rest`,
-    /// from [`DiscoverTasks::next_push_failure`]). Returns whether the cookie was dropped.
+    /// The subscription of `namespace` at `peer` ended: the task DISCOVERs from its cookie at
+    /// `catch_up` (from the start after an invalid cookie) and subscribes again after a backoff
+    /// (`rest`, from [`DiscoverTasks::next_push_failure`]). Returns whether the cookie was
+    /// dropped.
     pub(super) fn subscription_ended(
         &mut self,
         now: Instant,
         peer: PeerId,
         namespace: &Namespace,
         invalid_cookie: bool,
-        rest: Duration,
+        (catch_up, rest): (Instant, Duration),
         connected: bool,
     ) -> bool {
         let Some(task) = self.task_mut(peer, namespace) else {
@@ -284,7 +285,7 @@ impl DiscoverTasks {
         let dropped = invalid_cookie && task.cookie.take().is_some();
         if task.inflight.is_none() && connected {
             task.pages = 0;
-            self.set_due(peer, namespace, Some(now));
+            self.set_due(peer, namespace, Some(catch_up));
         }
         dropped
     }

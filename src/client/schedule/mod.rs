@@ -262,6 +262,9 @@ impl Schedule {
 
     /// The subscription of `namespace` at `server` ended (`error`: the server's reason): the
     /// discovery continues with DISCOVER from its cookie, and subscribes again after a backoff.
+    /// When the server was busy (`E_UNAVAILABLE`: it shed its subscribers, or was full), that
+    /// DISCOVER comes at a moment drawn within the backoff rather than at once, so that the
+    /// subscribers it shed do not all poll it at the same moment.
     pub(crate) fn subscription_ended(
         &mut self,
         now: Instant,
@@ -276,11 +279,23 @@ impl Schedule {
         let rest = self
             .backoff
             .after(self.discs.next_push_failure(&server, &namespace));
+        let busy = error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::Unavailable);
+        let catch_up = if busy {
+            now + self.backoff.within(rest)
+        } else {
+            now
+        };
         let connected = self.servers.is_connected(&server);
-        if self
-            .discs
-            .subscription_ended(now, server, &namespace, invalid_cookie, rest, connected)
-        {
+        if self.discs.subscription_ended(
+            now,
+            server,
+            &namespace,
+            invalid_cookie,
+            (catch_up, rest),
+            connected,
+        ) {
             self.report(Event::CookieReset { server, namespace });
         }
     }
