@@ -154,6 +154,10 @@ fn serve_refuses_out_of_range_limits_with_one_line_and_status_2() {
             "--max-message-size is 100 bytes",
         ),
         (&["--max-record-size", "0"][..], "--max-record-size is 0"),
+        (
+            &["--push-quiet-ms", "5000"][..],
+            "--push-quiet-ms is 5000 ms; expected 0 to 1000 ms",
+        ),
         (&["--max-page", "20000"][..], "--max-page is 20000"),
         (
             &["--max-registrations", "0"][..],

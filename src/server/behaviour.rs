@@ -37,6 +37,7 @@ use super::{
     answers::{self, Answer},
     connections::{Admission, Connections},
     formats::{Decision, PeerFormats},
+    gate::Gate,
     handler::{FromBehaviour, Handler, InboundRequest, ToBehaviour},
     in_flight::{Held, HeldDiscover, InFlight},
     rules::{self, Refusal},
@@ -57,6 +58,8 @@ pub struct Behaviour {
     formats: PeerFormats<Held>,
     connections: Connections,
     subscriptions: Subscriptions,
+    /// Requests before pushes: push writes wait for a quiet moment (gate.rs).
+    gate: Gate,
     in_flight: InFlight,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     timer: Timer,
@@ -99,6 +102,7 @@ impl Behaviour {
             store: Box::new(store),
             connections: Connections::new(config.max_connections, config.connection_grace),
             subscriptions: Subscriptions::new(&config),
+            gate: Gate::new(config.push_quiet),
             config,
             in_flight: InFlight::default(),
             events: VecDeque::new(),
@@ -213,7 +217,7 @@ impl Behaviour {
         let keep_alive = self
             .connections
             .established(peer, connection, holds, Instant::now());
-        Handler::new(&self.config, keep_alive)
+        Handler::new(&self.config, keep_alive, self.gate.clone())
     }
 
     /// Closes a connection that holds nothing, to make room near the connection cap.
@@ -243,6 +247,9 @@ impl Behaviour {
             request,
             responder,
             received,
+            // Given back when this returns: the request is handled (stored and answered, or
+            // held), so pushes may go.
+            pass: _pass,
         } = request;
         let now = Instant::now();
         match request {

@@ -123,6 +123,10 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = crate::client::MAX_N
 /// writes to the subscriber.
 pub const DEFAULT_PUSH_QUEUE: usize = 64;
 
+/// The longest quiet moment a server may wait for before it pushes
+/// ([`Config::with_push_quiet`]): a second.
+pub const MAX_PUSH_QUIET: Duration = Duration::from_secs(1);
+
 /// The longest TTL an operator may configure: one year. Deadlines are `now + ttl`; the cap keeps
 /// them far from any overflow of `Instant`.
 pub const MAX_CONFIGURABLE_TTL: Ttl = 365 * 24 * 60 * 60;
@@ -159,6 +163,7 @@ pub struct Config {
     pub(crate) max_subscriptions: usize,
     pub(crate) max_subscriptions_per_connection: usize,
     pub(crate) push_queue: usize,
+    pub(crate) push_quiet: Duration,
 }
 
 impl Default for Config {
@@ -187,6 +192,7 @@ impl Default for Config {
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             push_queue: DEFAULT_PUSH_QUEUE,
+            push_quiet: super::GATE_QUIET,
         }
     }
 }
@@ -384,6 +390,16 @@ impl Config {
         self
     }
 
+    /// How long no request must have come before pushes are written (default
+    /// [`GATE_QUIET`](super::GATE_QUIET); 0 to [`MAX_PUSH_QUIET`]). Requests come first: under
+    /// a storm of them, pushes wait and subscriptions whose queues fill are ended. Shorter,
+    /// pushes go out sooner on a server with steady traffic; longer, a storm is told from
+    /// ordinary traffic more surely (module docs, "Push").
+    pub fn with_push_quiet(mut self, quiet: Duration) -> Self {
+        self.push_quiet = quiet;
+        self
+    }
+
     /// Checks every limit against its range; [`Behaviour::try_new`](super::Behaviour::try_new) and `rendezvous serve` refuse
     /// a configuration that fails. (An unchecked configuration never panics the server either:
     /// out-of-range values are clamped where they are used.)
@@ -501,6 +517,16 @@ impl Config {
         }
         if self.push_queue == 0 {
             return fail("push-queue", "is 0; expected at least 1".into());
+        }
+        if self.push_quiet > MAX_PUSH_QUIET {
+            return fail(
+                "push-quiet-ms",
+                format!(
+                    "is {} ms; expected 0 to {} ms",
+                    self.push_quiet.as_millis(),
+                    MAX_PUSH_QUIET.as_millis()
+                ),
+            );
         }
         if self.stream_timeout.is_zero() || self.stream_timeout > MAX_CONFIGURABLE_STREAM_TIMEOUT {
             return fail(

@@ -34,6 +34,7 @@ use prost::Message as _;
 use super::{
     connections::KeepAlive,
     formats::{IdentifyPb, IDENTIFY_PROTOCOL, MAX_IDENTIFY_MESSAGE_SIZE},
+    gate::{Gate, Pass},
     push::{self, FromPush, Inbound, PushError, PushLimits},
     subscriptions::NewSubscription,
     Config, Limit, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
@@ -52,6 +53,9 @@ pub struct InboundRequest {
     pub(crate) responder: Option<oneshot::Sender<Message>>,
     /// When the request was read off its stream, to report how long answering took.
     pub(crate) received: Instant,
+    /// Keeps push writes waiting until the behaviour has handled the request (`None` for a
+    /// request made up in a test).
+    pub(crate) pass: Option<Pass>,
 }
 
 /// What a [`Handler`] tells the [`super::Behaviour`].
@@ -154,6 +158,8 @@ pub struct Handler {
     push_tx: mpsc::Sender<FromPush>,
     push_rx: mpsc::Receiver<FromPush>,
     next_push_id: u64,
+    /// The server's gate: requests read here shut it, push streams take turns through it.
+    gate: Gate,
 }
 
 /// The one identify request a connection may make.
@@ -177,7 +183,7 @@ impl std::fmt::Debug for Handler {
 }
 
 impl Handler {
-    pub(crate) fn new(config: &Config, keep_alive: KeepAlive) -> Self {
+    pub(crate) fn new(config: &Config, keep_alive: KeepAlive, gate: Gate) -> Self {
         let max_served = SERVED_STREAMS_PER_CONNECTION.min(config.max_streams_per_connection);
         // Each read stream has at most one request in flight, so this never fills for long.
         let (requests_tx, requests_rx) = mpsc::channel(max_served);
@@ -220,6 +226,7 @@ impl Handler {
             push_tx,
             push_rx,
             next_push_id: 0,
+            gate,
         }
     }
 }
@@ -400,7 +407,13 @@ impl Handler {
         }
         let id = self.next_push_id;
         self.next_push_id += 1;
-        let serving = push::serve(id, stream, self.push_tx.clone(), self.push_limits);
+        let serving = push::serve(
+            id,
+            stream,
+            self.push_tx.clone(),
+            self.push_limits,
+            self.gate.clone(),
+        );
         self.push_streams
             .push(async move { (id, serving.await) }.boxed());
     }
@@ -427,6 +440,7 @@ impl Handler {
                         timeout: self.timeout,
                     },
                     self.in_flight.clone(),
+                    self.gate.clone(),
                 )
                 .boxed(),
             );
@@ -491,6 +505,7 @@ async fn serve_stream(
     mut requests: mpsc::Sender<InboundRequest>,
     limits: Limits,
     in_flight: Arc<AtomicUsize>,
+    gate: Gate,
 ) -> Result<(), StreamError> {
     let Limits {
         max_request_size,
@@ -503,6 +518,7 @@ async fn serve_stream(
         };
         let received = Instant::now();
         let _in_flight = InFlight::new(&in_flight);
+        let pass = gate.pass();
         let request = match Request::decode(&body) {
             Ok(request) => request,
             Err(RequestError::NotARequest(kind)) => return Err(StreamError::NotARequest(kind)),
@@ -535,11 +551,15 @@ async fn serve_stream(
                 request,
                 responder,
                 received,
+                pass: Some(pass),
             })
             .await
             .map_err(|_| StreamError::Gone)?;
         if let Some(response) = response {
             let response = response.await.map_err(|_| StreamError::Gone)?;
+            // Writing the answer is the request's work too; waiting for it (a store's commit)
+            // was not.
+            let _pass = gate.pass();
             within(timeout, write_message(&mut stream, &response, max_size)).await?;
         }
     }

@@ -115,7 +115,11 @@
 //!   ([`Config::with_max_subscriptions_per_connection`]); each has a queue of
 //!   [`Config::with_push_queue`] pushes, and one that falls behind is ended (its subscriber
 //!   resumes with DISCOVER from its last cookie): adding a push never waits, so a slow
-//!   subscriber never slows a REGISTER.
+//!   subscriber never slows a REGISTER. Requests come first: pushes are written only in a
+//!   quiet moment, when no request has been read for [`Config::with_push_quiet`] ([`GATE_QUIET`],
+//!   5 ms) and none waits for the behaviour, so under a storm of requests the server spends
+//!   its CPU on them and subscriptions whose queues fill are ended (many subscribers do not
+//!   slow REGISTERs down). With steady traffic, pushes wait for the gaps between requests.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 //!
 //! # Memory
@@ -202,6 +206,7 @@ mod behaviour;
 mod config;
 mod connections;
 mod formats;
+mod gate;
 mod handler;
 pub mod handshakes;
 mod in_flight;
@@ -222,6 +227,7 @@ pub use formats::{
     served_by_identify, ServedFormats, IDENTIFY_WAIT, MAX_HELD, MAX_HELD_PER_PEER,
     MAX_IDENTIFY_MESSAGE_SIZE, MAX_KNOWN_PEERS,
 };
+pub use gate::GATE_QUIET;
 pub use handler::Handler;
 pub use rate::{RateLimiter, MAX_RATE_LIMITED_PEERS};
 pub use registrations::Registrations;

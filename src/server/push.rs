@@ -15,6 +15,7 @@ use libp2p::{
 };
 
 use super::{
+    gate::Gate,
     rules::response_overhead,
     subscriptions::{NewSubscription, Queued},
 };
@@ -126,8 +127,8 @@ impl PushLimits {
 
 /// Reads the stream's DISCOVER_SUBSCRIBE: `None` when the subscriber closed the stream
 /// first; an undecodable one is answered with its error page.
-async fn read_subscribe(
-    stream: &mut Stream,
+async fn read_subscribe<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
+    stream: &mut S,
     limits: &PushLimits,
 ) -> Result<Option<Subscribe>, PushError> {
     let Some(body) = within(
@@ -156,16 +157,20 @@ async fn read_subscribe(
 /// Serves subscription `id` on `stream`: reads its DISCOVER_SUBSCRIBE, hands it to the
 /// behaviour through `handler`, then writes what the behaviour queues until the subscriber
 /// closes the stream or the behaviour ends the subscription (an error page; or, when it drops
-/// the queue because the subscriber fell behind, an `E_UNAVAILABLE` page written here).
+/// the queue because the subscriber fell behind, an `E_UNAVAILABLE` page written here instead
+/// of what was still queued).
 ///
-/// What is queued when the stream gets to write goes out as one batch ([`coalesce`]d, one
-/// write, one flush): a subscriber that reads slower than registrations come gets fewer,
-/// larger pages rather than falling further behind.
-pub(crate) async fn serve(
+/// Each write waits for the stream's turn through the server's `gate`: while any request waits
+/// for the behaviour, pushes wait (gate.rs). What is queued when the stream gets to write goes
+/// out as one batch ([`coalesce`]d, one write, one flush): a subscriber that reads slower than
+/// registrations come, or that waited behind requests, gets fewer, larger pages rather than
+/// falling further behind.
+pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
     id: u64,
-    mut stream: Stream,
+    mut stream: S,
     mut handler: mpsc::Sender<FromPush>,
     limits: PushLimits,
+    gate: Gate,
 ) -> Result<(), PushError> {
     let Some(subscribe) = read_subscribe(&mut stream, &limits).await? else {
         return Ok(());
@@ -192,14 +197,30 @@ pub(crate) async fn serve(
     });
     loop {
         let first = match future::select(pushes.next(), closed.as_mut()).await {
-            Either::Left((Some(queued), _)) => queued,
-            Either::Left((None, _)) => {
-                limits.write_last(&mut writer, &fell_behind(&limits)).await;
-                return Ok(());
-            }
+            Either::Left((Some(queued), _)) => Some(queued),
+            Either::Left((None, _)) => None,
             Either::Right(((), _)) => return Ok(()),
         };
-        let (batch, dropped) = drain(first, &mut pushes, limits.queue);
+        // Requests first. Meanwhile more pushes queue up and go out with this one, or the
+        // queue fills and the behaviour ends the subscription.
+        if let Either::Right(((), _)) =
+            future::select(std::pin::pin!(gate.turn()), closed.as_mut()).await
+        {
+            return Ok(());
+        }
+        let Some(first) = first else {
+            limits.write_last(&mut writer, &fell_behind(&limits)).await;
+            return Ok(());
+        };
+        // One more than the queue holds, to see its end behind a full queue.
+        let (batch, dropped) = drain(first, &mut pushes, limits.queue + 1);
+        if dropped && !batch.iter().any(|q| matches!(q.push, Push::Page(Err(_)))) {
+            // It fell behind: what waited is stale. Its last cookie covers what it received,
+            // and DISCOVER from it brings the rest; writing the queue would only cost the
+            // server (and a subscriber that does not read would not take it).
+            limits.write_last(&mut writer, &fell_behind(&limits)).await;
+            return Ok(());
+        }
         match limits.write_batch(&mut writer, batch).await? {
             Written::Ended => return Ok(()),
             Written::More => handler

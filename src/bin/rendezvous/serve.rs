@@ -185,6 +185,10 @@ pub struct Args {
     /// subscription ended and resumes with DISCOVER.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_PUSH_QUEUE)]
     push_queue: usize,
+    /// Milliseconds without a request before pushes are written: requests come first, and
+    /// under a storm of them subscriptions whose queues fill are ended (0 to 1000).
+    #[arg(long, value_name = "MS", default_value_t = server::GATE_QUIET.as_millis() as u64)]
+    push_quiet_ms: u64,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
     #[arg(long)]
     keep_on_disconnect: bool,
@@ -263,7 +267,8 @@ impl Args {
             .with_max_connections(self.max_connections)
             .with_max_subscriptions(self.max_subscriptions)
             .with_max_subscriptions_per_connection(self.max_subscriptions_per_connection)
-            .with_push_queue(self.push_queue);
+            .with_push_queue(self.push_queue)
+            .with_push_quiet(Duration::from_millis(self.push_quiet_ms));
         let config = match self.connection_grace_ms {
             Some(ms) => config.with_connection_grace(Duration::from_millis(ms)),
             None => config,

@@ -1,3 +1,9 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use futures::{executor::block_on, io::Cursor};
 use libp2p::{identity::Keypair, PeerId};
 
@@ -246,4 +252,138 @@ fn a_cookie_in_a_merged_page_continues_where_a_discover_would() {
     };
     let expected: Cookie = cookie::encode(9, None, Some(&ns()));
     assert_eq!(merged.cookie.as_ref(), Some(&expected));
+}
+
+/// A subscriber's end of a push stream: it sent its subscription and then keeps its side open
+/// (reads after it never complete); what the server writes lands in `written`.
+struct Subscriber {
+    sent: Cursor<Vec<u8>>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Subscriber {
+    fn subscribed_to(namespace: Namespace) -> Self {
+        let subscribe = Subscribe {
+            namespace: Some(namespace),
+            cookie: None,
+            limit: None,
+        };
+        let mut sent = Vec::new();
+        append_frame(&mut sent, &subscribe.encode(), 1024).unwrap();
+        Self {
+            sent: Cursor::new(sent),
+            written: Default::default(),
+        }
+    }
+}
+
+impl futures::AsyncRead for Subscriber {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.sent.position() == self.sent.get_ref().len() as u64 {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.sent).poll_read(cx, buf)
+    }
+}
+
+impl futures::AsyncWrite for Subscriber {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.written.lock().unwrap().extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn while_a_request_waits_for_the_behaviour_pushes_wait_then_go_out_together() {
+    let gate = Gate::new(Duration::ZERO);
+    let subscriber = Subscriber::subscribed_to(ns());
+    let written = subscriber.written.clone();
+    let (to_handler, mut from_push) = mpsc::channel(4);
+    let mut serving = Box::pin(serve(7, subscriber, to_handler, limits(), gate.clone()));
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    let mut poll = move || serving.as_mut().poll(&mut cx);
+    assert!(poll().is_pending());
+    let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
+        panic!("the subscription reaches the handler");
+    };
+    assert_eq!((new.id, new.namespace), (7, Some(ns())));
+    let mut queue = new.sender;
+
+    // A request was read and waits for the behaviour: what is queued meanwhile waits.
+    let request = gate.pass();
+    for seq in 1..=3 {
+        queue.try_send(page(seq, 1)).unwrap();
+        assert!(poll().is_pending());
+    }
+    assert!(
+        written.lock().unwrap().is_empty(),
+        "nothing written while the request waits"
+    );
+
+    drop(request);
+    assert!(poll().is_pending());
+    let read = read_all(std::mem::take(&mut *written.lock().unwrap()));
+    assert_eq!(
+        read.len(),
+        1,
+        "the three pushes go out as one page: {read:?}"
+    );
+    let Push::Page(Ok(page)) = &read[0] else {
+        panic!("a page: {read:?}");
+    };
+    assert_eq!(page.registrations.len(), 3);
+    assert_eq!(page.cookie, Some(cookie::encode(3, None, Some(&ns()))));
+
+    // The behaviour ends the subscription: its end page, and the stream is done.
+    drop(queue);
+    assert!(matches!(poll(), Poll::Ready(Ok(()))));
+    let read = read_all(std::mem::take(&mut *written.lock().unwrap()));
+    assert!(matches!(read[..], [Push::Page(Err(_))]), "{read:?}");
+}
+
+#[test]
+fn a_subscription_ended_while_its_pushes_waited_gets_only_its_end() {
+    let gate = Gate::new(Duration::ZERO);
+    let subscriber = Subscriber::subscribed_to(ns());
+    let written = subscriber.written.clone();
+    let (to_handler, mut from_push) = mpsc::channel(4);
+    let mut serving = Box::pin(serve(1, subscriber, to_handler, limits(), gate.clone()));
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    let mut poll = move || serving.as_mut().poll(&mut cx);
+    assert!(poll().is_pending());
+    let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
+        panic!("the subscription reaches the handler");
+    };
+    let mut queue = new.sender;
+    let request = gate.pass();
+    for seq in 1..=3 {
+        queue.try_send(page(seq, 1)).unwrap();
+    }
+    assert!(poll().is_pending());
+    // The behaviour drops the queue: the subscriber fell behind.
+    drop(queue);
+    assert!(poll().is_pending(), "the end waits for the gate too");
+    drop(request);
+    assert!(matches!(poll(), Poll::Ready(Ok(()))));
+    let read = read_all(std::mem::take(&mut *written.lock().unwrap()));
+    let [Push::Page(Err(end))] = &read[..] else {
+        panic!("only the end: {read:?}");
+    };
+    assert_eq!(end.code, ErrorCode::Unavailable);
 }

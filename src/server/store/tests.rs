@@ -93,6 +93,7 @@ fn send(server: &mut Behaviour, peer: PeerId, request: Request) -> oneshot::Rece
         request,
         responder: Some(tx),
         received: Instant::now(),
+        pass: None,
     };
     server.on_connection_handler_event(
         peer,
@@ -182,6 +183,7 @@ fn given_max_in_flight_waiting_then_register_and_discover_get_unavailable_and_un
             request: Request::Unregister(Namespace::new("a").unwrap()),
             responder: None,
             received: Instant::now(),
+            pass: None,
         }),
     );
     assert_eq!(server.operations_in_flight(), MAX_IN_FLIGHT);

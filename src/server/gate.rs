@@ -1,0 +1,229 @@
+//! Requests before pushes: a push is written only in a quiet moment, when no request waits for
+//! the behaviour and none has come for [`GATE_QUIET`].
+//!
+//! Every request read off a rendezvous stream takes a [`Pass`] and holds it until the behaviour
+//! has handled it (stored it and made its answer, or held it); every push stream takes its
+//! [turn] before each write. While the server is not quiet, the stream whose turn it is waits,
+//! looking again every [`GATE_QUIET`], and every other push stream waits behind it for the
+//! turn: one task waits on a timer, however many subscribers there are. So under a storm of
+//! requests the server spends its CPU on them, the pushes queue up, and a subscriber whose
+//! queue fills has its subscription ended (it resumes with DISCOVER from its cookie;
+//! docs/push.md): REGISTER is not slowed by pushing earlier ones to many subscribers. When the
+//! storm is over, the turn goes round: each stream writes what waited for it, in one coalesced
+//! batch.
+//!
+//! Why a quiet moment rather than the moment no request waits: under a storm that moment comes
+//! between almost any two requests, and letting push streams through then cost a REGISTER
+//! half as much CPU again with 1000 subscribers; so did a quiet moment of 1 ms, which a storm
+//! from clients that stall now and then still leaves (BENCHMARKS.md, "Push"). With ordinary
+//! traffic quiet moments come often (requests spread at random: at 500 a second, a gap of
+//! 5 ms about 40 times a second; at 1000 a second, about 7 times), and a push waits about
+//! [`GATE_QUIET`] more; with steadier traffic than that, pushes wait longer, and
+//! subscriptions whose queues fill are ended.
+//!
+//! The pass counts CPU work, not waiting: a request held for its peer's identify, or a
+//! REGISTER whose answer waits for the SQLite commit, has already given its pass back (it
+//! takes another to write its answer).
+//!
+//! [turn]: Gate::turn
+
+use std::{
+    future::poll_fn,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use futures::{lock::Mutex, FutureExt};
+use futures_timer::Delay;
+
+/// How long the server must have read no request before a push goes out, and how often a push
+/// stream waiting for such a moment looks again.
+pub const GATE_QUIET: Duration = Duration::from_millis(5);
+
+/// The server's gate between requests and pushes (cheap to clone: one per handler).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gate(Arc<Inner>);
+
+impl Gate {
+    /// A gate that opens after `quiet` without a request ([`Config::with_push_quiet`]).
+    ///
+    /// [`Config::with_push_quiet`]: super::Config::with_push_quiet
+    pub(crate) fn new(quiet: Duration) -> Self {
+        Self(Arc::new(Inner {
+            quiet: quiet.min(super::MAX_PUSH_QUIET),
+            ..Inner::default()
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// What [`Inner::last_request`] counts from.
+    since: Instant,
+    /// When the last request was read, in microseconds since `since`.
+    last_request: AtomicU64,
+    /// Requests read and not yet handled by the behaviour.
+    busy: AtomicUsize,
+    /// [`GATE_QUIET`] (another in tests).
+    quiet: Duration,
+    /// Taken by one push stream at a time to pass the gate, so that only the holder waits on a
+    /// timer; the others wait for the turn (woken one at a time as it is handed on).
+    turn: Mutex<()>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            last_request: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            quiet: GATE_QUIET,
+            turn: Mutex::new(()),
+        }
+    }
+}
+
+/// A request on its way to the behaviour: the gate stays shut while one exists.
+#[derive(Debug)]
+pub(crate) struct Pass(Gate);
+
+impl Gate {
+    /// Shuts the gate until the pass is dropped and [`GATE_QUIET`] has passed.
+    pub(crate) fn pass(&self) -> Pass {
+        self.0.busy.fetch_add(1, Ordering::SeqCst);
+        self.0.last_request.store(self.0.now(), Ordering::Relaxed);
+        Pass(self.clone())
+    }
+
+    /// How long until the server is quiet: zero when it is, `None` while a request waits.
+    fn quiet_in(&self) -> Option<Duration> {
+        if self.0.busy.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = self
+            .0
+            .now()
+            .saturating_sub(self.0.last_request.load(Ordering::Relaxed));
+        Some(self.0.quiet.saturating_sub(Duration::from_micros(since)))
+    }
+
+    /// Resolves in a quiet moment: at once when the server is quiet, or else when it is this
+    /// caller's turn, after the push streams that were waiting before it, and the server is
+    /// quiet.
+    pub(crate) async fn turn(&self) {
+        if self.quiet_in() == Some(Duration::ZERO) {
+            return;
+        }
+        let _turn = self.0.turn.lock().await;
+        let mut looking: Option<Delay> = None;
+        poll_fn(|cx| loop {
+            let wait = match self.quiet_in() {
+                Some(Duration::ZERO) => return Poll::Ready(()),
+                Some(rest) => rest,
+                None => self.0.quiet,
+            };
+            let delay = looking.get_or_insert_with(|| Delay::new(wait));
+            if delay.poll_unpin(cx).is_pending() {
+                return Poll::Pending;
+            }
+            looking = None;
+        })
+        .await;
+    }
+}
+
+impl Inner {
+    fn now(&self) -> u64 {
+        self.since.elapsed().as_micros() as u64
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.0 .0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, pin::pin};
+
+    use futures::{executor::block_on, task::noop_waker_ref, FutureExt};
+
+    use super::*;
+
+    fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        future.poll_unpin(&mut std::task::Context::from_waker(noop_waker_ref()))
+    }
+
+    fn gate(quiet: Duration) -> Gate {
+        Gate::new(quiet)
+    }
+
+    #[test]
+    fn when_the_server_is_quiet_a_push_goes_at_once() {
+        let gate = gate(Duration::ZERO);
+        assert!(poll_once(&mut pin!(gate.turn())).is_ready());
+    }
+
+    #[test]
+    fn a_push_waits_while_a_request_waits_for_the_behaviour() {
+        let gate = gate(Duration::ZERO);
+        let first = gate.pass();
+        let second = gate.pass();
+        let mut turn = pin!(gate.turn());
+        assert!(poll_once(&mut turn).is_pending());
+        drop(first);
+        assert!(poll_once(&mut turn).is_pending(), "one request still waits");
+        drop(second);
+        block_on(turn);
+    }
+
+    #[test]
+    fn a_push_waits_for_a_quiet_moment_after_the_last_request() {
+        let gate = gate(Duration::from_secs(3600));
+        drop(gate.pass());
+        let mut turn = pin!(gate.turn());
+        assert!(poll_once(&mut turn).is_pending(), "a request came just now");
+        let gate = self::gate(Duration::from_millis(5));
+        drop(gate.pass());
+        let mut turn = pin!(gate.turn());
+        assert!(poll_once(&mut turn).is_pending());
+        block_on(turn);
+    }
+
+    #[test]
+    fn streams_behind_the_waiting_one_wait_for_their_turn() {
+        let gate = gate(Duration::ZERO);
+        let pass = gate.pass();
+        let mut first = pin!(gate.turn());
+        let mut second = pin!(gate.turn());
+        assert!(poll_once(&mut first).is_pending());
+        assert!(poll_once(&mut second).is_pending());
+        drop(pass);
+        assert!(
+            poll_once(&mut second).is_pending(),
+            "the first holds the turn"
+        );
+        assert!(poll_once(&mut first).is_ready());
+        assert!(poll_once(&mut second).is_ready());
+    }
+
+    #[test]
+    fn a_stream_dropped_while_it_waits_does_not_keep_the_others_waiting() {
+        let gate = gate(Duration::ZERO);
+        let pass = gate.pass();
+        let mut second = Box::pin(gate.turn());
+        {
+            let mut first = Box::pin(gate.turn());
+            assert!(poll_once(&mut first).is_pending());
+            assert!(poll_once(&mut second).is_pending());
+        }
+        drop(pass);
+        block_on(second);
+    }
+}
