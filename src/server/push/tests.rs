@@ -309,19 +309,43 @@ impl futures::AsyncWrite for Subscriber {
     }
 }
 
+/// [`serve`] for a [`Subscriber`] of `ns()` through a gate, polled by hand.
+struct Served {
+    serving: Pin<Box<dyn Future<Output = Result<(), PushError>>>>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Served {
+    /// Serves subscription `id` through `gate` until it has read the subscription; returns it
+    /// with what the behaviour was handed.
+    fn start(id: u64, gate: &Gate) -> (Self, NewSubscription) {
+        let subscriber = Subscriber::subscribed_to(ns());
+        let written = subscriber.written.clone();
+        let (to_handler, mut from_push) = mpsc::channel(4);
+        let serving = Box::pin(serve(id, subscriber, to_handler, limits(), gate.clone()));
+        let mut served = Self { serving, written };
+        assert!(served.poll().is_pending());
+        let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
+            panic!("the subscription reaches the handler");
+        };
+        (served, new)
+    }
+
+    fn poll(&mut self) -> Poll<Result<(), PushError>> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        self.serving.as_mut().poll(&mut cx)
+    }
+
+    /// What it wrote since the last call.
+    fn read(&self) -> Vec<Push> {
+        read_all(std::mem::take(&mut *self.written.lock().unwrap()))
+    }
+}
+
 #[test]
 fn while_a_request_waits_for_the_behaviour_pushes_wait_then_go_out_together() {
     let gate = Gate::new(Duration::ZERO);
-    let subscriber = Subscriber::subscribed_to(ns());
-    let written = subscriber.written.clone();
-    let (to_handler, mut from_push) = mpsc::channel(4);
-    let mut serving = Box::pin(serve(7, subscriber, to_handler, limits(), gate.clone()));
-    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-    let mut poll = move || serving.as_mut().poll(&mut cx);
-    assert!(poll().is_pending());
-    let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
-        panic!("the subscription reaches the handler");
-    };
+    let (mut served, new) = Served::start(7, &gate);
     assert_eq!((new.id, new.namespace), (7, Some(ns())));
     let mut queue = new.sender;
 
@@ -329,16 +353,16 @@ fn while_a_request_waits_for_the_behaviour_pushes_wait_then_go_out_together() {
     let request = gate.pass();
     for seq in 1..=3 {
         queue.try_send(page(seq, 1)).unwrap();
-        assert!(poll().is_pending());
+        assert!(served.poll().is_pending());
     }
     assert!(
-        written.lock().unwrap().is_empty(),
+        served.read().is_empty(),
         "nothing written while the request waits"
     );
 
     drop(request);
-    assert!(poll().is_pending());
-    let read = read_all(std::mem::take(&mut *written.lock().unwrap()));
+    assert!(served.poll().is_pending());
+    let read = served.read();
     assert_eq!(
         read.len(),
         1,
@@ -352,36 +376,27 @@ fn while_a_request_waits_for_the_behaviour_pushes_wait_then_go_out_together() {
 
     // The behaviour ends the subscription: its end page, and the stream is done.
     drop(queue);
-    assert!(matches!(poll(), Poll::Ready(Ok(()))));
-    let read = read_all(std::mem::take(&mut *written.lock().unwrap()));
+    assert!(matches!(served.poll(), Poll::Ready(Ok(()))));
+    let read = served.read();
     assert!(matches!(read[..], [Push::Page(Err(_))]), "{read:?}");
 }
 
 #[test]
 fn a_subscription_ended_while_its_pushes_waited_gets_only_its_end() {
     let gate = Gate::new(Duration::ZERO);
-    let subscriber = Subscriber::subscribed_to(ns());
-    let written = subscriber.written.clone();
-    let (to_handler, mut from_push) = mpsc::channel(4);
-    let mut serving = Box::pin(serve(1, subscriber, to_handler, limits(), gate.clone()));
-    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-    let mut poll = move || serving.as_mut().poll(&mut cx);
-    assert!(poll().is_pending());
-    let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
-        panic!("the subscription reaches the handler");
-    };
+    let (mut served, new) = Served::start(1, &gate);
     let mut queue = new.sender;
     let request = gate.pass();
     for seq in 1..=3 {
         queue.try_send(page(seq, 1)).unwrap();
     }
-    assert!(poll().is_pending());
+    assert!(served.poll().is_pending());
     // The behaviour drops the queue: the subscriber fell behind.
     drop(queue);
-    assert!(poll().is_pending(), "the end waits for the gate too");
+    assert!(served.poll().is_pending(), "the end waits for the gate too");
     drop(request);
-    assert!(matches!(poll(), Poll::Ready(Ok(()))));
-    let read = read_all(std::mem::take(&mut *written.lock().unwrap()));
+    assert!(matches!(served.poll(), Poll::Ready(Ok(()))));
+    let read = served.read();
     let [Push::Page(Err(end))] = &read[..] else {
         panic!("only the end: {read:?}");
     };
