@@ -22,8 +22,9 @@
 //! subscriptions whose queues fill are ended.
 //!
 //! The pass counts CPU work, not waiting: a request held for its peer's identify, or a
-//! REGISTER whose answer waits for the SQLite commit, has already given its pass back (it
-//! takes another to write its answer).
+//! REGISTER whose answer waits for the SQLite commit, has already given its pass back; so has
+//! one whose answer its peer is slow to read (a peer that does not read could otherwise keep
+//! the gate shut for as long as the stream timeout).
 //!
 //! [turn]: Gate::turn
 

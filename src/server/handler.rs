@@ -557,9 +557,6 @@ async fn serve_stream(
             .map_err(|_| StreamError::Gone)?;
         if let Some(response) = response {
             let response = response.await.map_err(|_| StreamError::Gone)?;
-            // Writing the answer is the request's work too; waiting for it (a store's commit)
-            // was not.
-            let _pass = gate.pass();
             within(timeout, write_message(&mut stream, &response, max_size)).await?;
         }
     }
