@@ -46,20 +46,8 @@ use futures_timer::Delay;
 pub const GATE_QUIET: Duration = Duration::from_millis(5);
 
 /// The server's gate between requests and pushes (cheap to clone: one per handler).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Gate(Arc<Inner>);
-
-impl Gate {
-    /// A gate that opens after `quiet` without a request ([`Config::with_push_quiet`]).
-    ///
-    /// [`Config::with_push_quiet`]: super::Config::with_push_quiet
-    pub(crate) fn new(quiet: Duration) -> Self {
-        Self(Arc::new(Inner {
-            quiet: quiet.min(super::MAX_PUSH_QUIET),
-            ..Inner::default()
-        }))
-    }
-}
 
 #[derive(Debug)]
 struct Inner {
@@ -69,23 +57,11 @@ struct Inner {
     last_request: AtomicU64,
     /// Requests read and not yet handled by the behaviour.
     busy: AtomicUsize,
-    /// [`GATE_QUIET`] (another in tests).
+    /// [`Config::with_push_quiet`](super::Config::with_push_quiet).
     quiet: Duration,
     /// Taken by one push stream at a time to pass the gate, so that only the holder waits on a
     /// timer; the others wait for the turn (woken one at a time as it is handed on).
     turn: Mutex<()>,
-}
-
-impl Default for Inner {
-    fn default() -> Self {
-        Self {
-            since: Instant::now(),
-            last_request: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
-            quiet: GATE_QUIET,
-            turn: Mutex::new(()),
-        }
-    }
 }
 
 /// A request on its way to the behaviour: the gate stays shut while one exists.
@@ -93,7 +69,20 @@ impl Default for Inner {
 pub(crate) struct Pass(Gate);
 
 impl Gate {
-    /// Shuts the gate until the pass is dropped and [`GATE_QUIET`] has passed.
+    /// A gate that opens after `quiet` without a request ([`Config::with_push_quiet`]).
+    ///
+    /// [`Config::with_push_quiet`]: super::Config::with_push_quiet
+    pub(crate) fn new(quiet: Duration) -> Self {
+        Self(Arc::new(Inner {
+            since: Instant::now(),
+            last_request: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            quiet: quiet.min(super::MAX_PUSH_QUIET),
+            turn: Mutex::new(()),
+        }))
+    }
+
+    /// Shuts the gate until the pass is dropped and the quiet time has passed.
     pub(crate) fn pass(&self) -> Pass {
         self.0.busy.fetch_add(1, Ordering::SeqCst);
         self.0.last_request.store(self.0.now(), Ordering::Relaxed);
@@ -161,19 +150,15 @@ mod tests {
         future.poll_unpin(&mut std::task::Context::from_waker(noop_waker_ref()))
     }
 
-    fn gate(quiet: Duration) -> Gate {
-        Gate::new(quiet)
-    }
-
     #[test]
     fn when_the_server_is_quiet_a_push_goes_at_once() {
-        let gate = gate(Duration::ZERO);
+        let gate = Gate::new(Duration::ZERO);
         assert!(poll_once(&mut pin!(gate.turn())).is_ready());
     }
 
     #[test]
     fn a_push_waits_while_a_request_waits_for_the_behaviour() {
-        let gate = gate(Duration::ZERO);
+        let gate = Gate::new(Duration::ZERO);
         let first = gate.pass();
         let second = gate.pass();
         let mut turn = pin!(gate.turn());
@@ -186,11 +171,11 @@ mod tests {
 
     #[test]
     fn a_push_waits_for_a_quiet_moment_after_the_last_request() {
-        let gate = gate(Duration::from_secs(3600));
+        let gate = Gate::new(Duration::from_secs(3600));
         drop(gate.pass());
         let mut turn = pin!(gate.turn());
         assert!(poll_once(&mut turn).is_pending(), "a request came just now");
-        let gate = self::gate(Duration::from_millis(5));
+        let gate = Gate::new(Duration::from_millis(5));
         drop(gate.pass());
         let mut turn = pin!(gate.turn());
         assert!(poll_once(&mut turn).is_pending());
@@ -199,7 +184,7 @@ mod tests {
 
     #[test]
     fn streams_behind_the_waiting_one_wait_for_their_turn() {
-        let gate = gate(Duration::ZERO);
+        let gate = Gate::new(Duration::ZERO);
         let pass = gate.pass();
         let mut first = pin!(gate.turn());
         let mut second = pin!(gate.turn());
@@ -216,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_stream_dropped_while_it_waits_does_not_keep_the_others_waiting() {
-        let gate = gate(Duration::ZERO);
+        let gate = Gate::new(Duration::ZERO);
         let pass = gate.pass();
         let mut second = Box::pin(gate.turn());
         {
