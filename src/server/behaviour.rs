@@ -396,7 +396,7 @@ impl Behaviour {
         if let Some(refusal) = self.refusal(peer, now) {
             let mut sender = new.sender;
             let push = Push::Page(Err(refusal.error));
-            let _ = sender.try_send(Queued { push, more: false });
+            let _ = sender.try_send(Queued::new(push, false));
             if let Some(limit) = refusal.limit {
                 let event = Event::SubscriptionRefused {
                     peer,

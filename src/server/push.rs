@@ -2,7 +2,7 @@
 //! that accepts it beside the rendezvous protocol, and the task that reads the one
 //! DISCOVER_SUBSCRIBE and then writes what the behaviour queues for it.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use futures::{
     channel::mpsc,
@@ -214,7 +214,7 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
         };
         // One more than the queue holds, to see its end behind a full queue.
         let (batch, dropped) = drain(first, &mut pushes, limits.queue + 1);
-        if dropped && !batch.iter().any(|q| matches!(q.push, Push::Page(Err(_)))) {
+        if dropped && !batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_)))) {
             // It fell behind: what waited is stale. Its last cookie covers what it received,
             // and DISCOVER from it brings the rest; writing the queue would only cost the
             // server (and a subscriber that does not read would not take it).
@@ -286,7 +286,7 @@ impl PushLimits {
         for Queued { push, more } in coalesce(batch, self.max_message_size) {
             append_frame(&mut bytes, &push.encode(), self.max_message_size)
                 .map_err(|e| PushError::Io(e.to_string()))?;
-            if let Push::Page(Err(_)) = push {
+            if let Push::Page(Err(_)) = *push {
                 written = Written::Ended;
                 break;
             }
@@ -317,39 +317,30 @@ pub(crate) fn coalesce(batch: Vec<Queued>, max_message_size: usize) -> Vec<Queue
     // The size of `out`'s last page, while more may be merged into it.
     let mut open: Option<usize> = None;
     for queued in batch {
-        let page = match queued {
-            Queued {
-                push: Push::Page(Ok(page)),
-                more: false,
-            } => page,
-            other => {
+        let page = match (&*queued.push, queued.more) {
+            (Push::Page(Ok(page)), false) => page,
+            _ => {
                 open = None;
-                out.push(other);
+                out.push(queued);
                 continue;
             }
         };
         let size = wire_len(&page.registrations);
-        if let (
-            Some(open_size),
-            Some(Queued {
-                push: Push::Page(Ok(last)),
-                ..
-            }),
-        ) = (open.as_mut(), out.last_mut())
-        {
+        if let (Some(open_size), Some(last)) = (open.as_mut(), out.last_mut()) {
             if *open_size + size <= max_message_size {
                 *open_size += size;
-                last.registrations.extend(page.registrations);
-                last.cookie = page.cookie;
-                last.skipped += page.skipped;
+                // The open page is shared with other subscribers' queues until it grows: it
+                // is copied once, at its first merge.
+                if let Push::Page(Ok(last)) = Arc::make_mut(&mut last.push) {
+                    last.registrations.extend_from_slice(&page.registrations);
+                    last.cookie.clone_from(&page.cookie);
+                    last.skipped += page.skipped;
+                }
                 continue;
             }
         }
         open = Some(response_overhead() + size);
-        out.push(Queued {
-            push: Push::Page(Ok(page)),
-            more: false,
-        });
+        out.push(queued);
     }
     out
 }

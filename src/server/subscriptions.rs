@@ -12,7 +12,10 @@
 //! is full, the subscription ends ([`SubscriptionEnd::Overflow`]) and its subscriber resumes with
 //! DISCOVER from its last cookie. So a slow subscriber never slows a REGISTER.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
 
 use futures::channel::mpsc;
 use libp2p::{swarm::ConnectionId, PeerId};
@@ -30,10 +33,21 @@ pub(crate) type Key = (ConnectionId, u64);
 /// What goes to a subscription's stream.
 #[derive(Debug)]
 pub struct Queued {
-    pub(crate) push: Push,
+    /// Shared: a registration's push is made once and queued for every subscriber it goes to
+    /// (a thousand subscribers of a namespace hold one page, not a thousand copies).
+    pub(crate) push: Arc<Push>,
     /// A replayed page after which the replay goes on: once it is written, the stream asks for
     /// the next one.
     pub(crate) more: bool,
+}
+
+impl Queued {
+    pub(crate) fn new(push: Push, more: bool) -> Self {
+        Self {
+            push: Arc::new(push),
+            more,
+        }
+    }
 }
 
 /// A subscription as the connection's handler read it, on its way to the behaviour.
@@ -156,7 +170,7 @@ struct Pushed {
     after: u64,
     mark: Option<ServedFormats>,
     /// `None`: left out for its format.
-    push: Option<Push>,
+    push: Option<Arc<Push>>,
 }
 
 /// Subscribers that get the same push for a registration: the formats they are served, their
@@ -165,11 +179,15 @@ struct Pushed {
 /// all four.
 type Kind = (ServedFormats, u64, Option<ServedFormats>, bool);
 
-/// One registration's pushes, made once per [`Kind`] of subscriber (a page cut by the rules,
-/// its cookie encoded and read back) and cloned for every other subscriber of that kind: with
-/// a thousand subscribers of a namespace, one page is made, not a thousand.
+/// One change's pushes, made once and shared by every subscriber they go to: a registration's
+/// once per [`Kind`] of subscriber (a page cut by the rules, its cookie encoded and read back),
+/// a removal's once for the subscribers that follow all of its namespaces. With a thousand
+/// subscribers of a namespace, one page is made and queued a thousand times, not copied.
 #[derive(Debug, Default)]
-struct Made(Vec<(Kind, Pushed)>);
+struct Made {
+    pages: Vec<(Kind, Pushed)>,
+    removed: Option<Arc<Push>>,
+}
 
 impl Made {
     /// The push of registration `seq` to `sub`, made for the first subscriber of its kind.
@@ -181,12 +199,31 @@ impl Made {
         registration: &Registration,
     ) -> Pushed {
         let kind = (sub.served, sub.after, sub.mark, sub.namespace.is_some());
-        if let Some((_, pushed)) = self.0.iter().find(|(k, _)| *k == kind) {
+        if let Some((_, pushed)) = self.pages.iter().find(|(k, _)| *k == kind) {
             return pushed.clone();
         }
         let pushed = make(limits, sub, seq, registration);
-        self.0.push((kind, pushed.clone()));
+        self.pages.push((kind, pushed.clone()));
         pushed
+    }
+
+    /// The removal of `peer` from `namespaces` as `sub` is told it: only the namespaces it
+    /// follows.
+    fn removed(&mut self, sub: &Subscription, peer: PeerId, namespaces: &[Namespace]) -> Arc<Push> {
+        let wanted = |ns: &&Namespace| sub.wants(ns);
+        if sub.namespace.is_some() && namespaces.len() > 1 {
+            let namespaces = namespaces.iter().filter(wanted).cloned().collect();
+            return Arc::new(Push::Removed { peer, namespaces });
+        }
+        // It follows all of them: the one it follows, or every namespace.
+        self.removed
+            .get_or_insert_with(|| {
+                Arc::new(Push::Removed {
+                    peer,
+                    namespaces: namespaces.to_vec(),
+                })
+            })
+            .clone()
     }
 }
 
@@ -205,11 +242,11 @@ fn make(limits: &Limits, sub: &Subscription, seq: u64, registration: &Registrati
     let (after, mark) = cookie::parse(&cookie, sub.namespace.as_ref(), u64::MAX, sub.served)
         .unwrap_or((sub.after, sub.mark));
     let push = (offer == Offer::Taken).then(|| {
-        Push::Page(Ok(DiscoverPage {
+        Arc::new(Push::Page(Ok(DiscoverPage {
             registrations,
             cookie: Some(cookie),
             skipped: 0,
-        }))
+        })))
     });
     Pushed { after, mark, push }
 }
@@ -283,7 +320,7 @@ impl Subscriptions {
         if let Some(text) = refusal {
             let error = ErrorResponse::new(ErrorCode::Unavailable, text);
             let push = Push::Page(Err(error.clone()));
-            let _ = sender.try_send(Queued { push, more: false });
+            let _ = sender.try_send(Queued::new(push, false));
             return Err(error);
         }
         let key = (connection, id);
@@ -355,7 +392,7 @@ impl Subscriptions {
         let ended = match result {
             Err(error) => {
                 let push = Push::Page(Err(error));
-                let _ = sub.sender.try_send(Queued { push, more: false });
+                let _ = sub.sender.try_send(Queued::new(push, false));
                 Some(SubscriptionEnd::Refused)
             }
             Ok((registrations, cookie)) => {
@@ -370,10 +407,7 @@ impl Subscriptions {
                             cookie: Some(cookie),
                             skipped: 0,
                         };
-                        let queued = Queued {
-                            push: Push::Page(Ok(page)),
-                            more: !up_to_date,
-                        };
+                        let queued = Queued::new(Push::Page(Ok(page)), !up_to_date);
                         match sub.sender.try_send(queued) {
                             Err(_) => Some(SubscriptionEnd::Overflow),
                             Ok(()) => {
@@ -409,7 +443,7 @@ impl Subscriptions {
         let mut out = FanOut::default();
         if let Some(sub) = self.all.get_mut(&key) {
             let push = Push::Page(Err(error));
-            let _ = sub.sender.try_send(Queued { push, more: false });
+            let _ = sub.sender.try_send(Queued::new(push, false));
             self.end(key, SubscriptionEnd::Refused, &mut out);
         }
         out
@@ -461,14 +495,7 @@ impl Subscriptions {
             }
             Change::Removed {
                 peer, namespaces, ..
-            } => Push::Removed {
-                peer: *peer,
-                namespaces: namespaces
-                    .iter()
-                    .filter(|ns| sub.wants(ns))
-                    .cloned()
-                    .collect(),
-            },
+            } => made.removed(sub, *peer, namespaces),
         };
         match sub.sender.try_send(Queued { push, more: false }) {
             Ok(()) => out.pushed += 1,

@@ -28,29 +28,25 @@ fn registration() -> Registration {
 
 /// A live page of `n` registrations whose cookie says `seq`.
 fn page(seq: u64, n: usize) -> Queued {
-    Queued {
-        push: Push::Page(Ok(DiscoverPage {
-            registrations: (0..n).map(|_| registration()).collect(),
-            cookie: Some(cookie::encode(seq, None, Some(&ns()))),
-            skipped: 0,
-        })),
-        more: false,
-    }
+    let push = Push::Page(Ok(DiscoverPage {
+        registrations: (0..n).map(|_| registration()).collect(),
+        cookie: Some(cookie::encode(seq, None, Some(&ns()))),
+        skipped: 0,
+    }));
+    Queued::new(push, false)
 }
 
 fn removed() -> Queued {
-    Queued {
-        push: Push::Removed {
-            peer: PeerId::random(),
-            namespaces: vec![ns()],
-        },
-        more: false,
-    }
+    let push = Push::Removed {
+        peer: PeerId::random(),
+        namespaces: vec![ns()],
+    };
+    Queued::new(push, false)
 }
 
 /// (registrations, cookie's sequence number) of a page; `None` for anything else.
 fn shape(queued: &Queued) -> Option<(usize, u64)> {
-    let Push::Page(Ok(page)) = &queued.push else {
+    let Push::Page(Ok(page)) = &*queued.push else {
         return None;
     };
     let cookie = page.cookie.as_ref().unwrap();
@@ -67,7 +63,7 @@ fn shape(queued: &Queued) -> Option<(usize, u64)> {
 fn registrations(batch: &[Queued]) -> Vec<Registration> {
     batch
         .iter()
-        .filter_map(|q| match &q.push {
+        .filter_map(|q| match &*q.push {
             Push::Page(Ok(page)) => Some(page.registrations.clone()),
             _ => None,
         })
@@ -128,10 +124,8 @@ fn given_pages_over_the_message_cap_when_coalesced_then_each_merged_page_fits() 
 fn given_a_replay_page_with_more_to_come_or_an_error_when_coalesced_then_neither_merges() {
     let mut replay = page(3, 2);
     replay.more = true;
-    let error = Queued {
-        push: Push::Page(Err(ErrorResponse::new(ErrorCode::Unavailable, "full"))),
-        more: false,
-    };
+    let error = Push::Page(Err(ErrorResponse::new(ErrorCode::Unavailable, "full")));
+    let error = Queued::new(error, false);
     let out = coalesce(
         vec![page(1, 1), replay, page(4, 1), error, page(5, 1)],
         1 << 16,
@@ -182,7 +176,7 @@ fn given_a_batch_when_written_then_the_subscriber_reads_the_coalesced_pushes() {
         1 << 16,
     )
     .into_iter()
-    .map(|q| q.push)
+    .map(|q| Push::clone(&q.push))
     .collect();
     let mut stream = Cursor::new(Vec::new());
     let written = block_on(limits().write_batch(&mut stream, batch)).unwrap();
@@ -195,14 +189,7 @@ fn given_a_batch_when_written_then_the_subscriber_reads_the_coalesced_pushes() {
 #[test]
 fn given_an_error_page_in_a_batch_when_written_then_nothing_after_it_goes_out() {
     let error = Push::Page(Err(ErrorResponse::new(ErrorCode::Unavailable, "full")));
-    let batch = vec![
-        page(1, 1),
-        Queued {
-            push: error.clone(),
-            more: false,
-        },
-        page(2, 1),
-    ];
+    let batch = vec![page(1, 1), Queued::new(error.clone(), false), page(2, 1)];
     let mut stream = Cursor::new(Vec::new());
     let written = block_on(limits().write_batch(&mut stream, batch)).unwrap();
     assert_eq!(written, Written::Ended);
@@ -247,11 +234,26 @@ fn a_cookie_in_a_merged_page_continues_where_a_discover_would() {
     // The merged page's cookie is the last page's: a DISCOVER from it returns what came
     // after the last registration sent, as it would after the separate pages.
     let out = coalesce(vec![page(7, 1), page(9, 1)], 1 << 16);
-    let Push::Page(Ok(merged)) = &out[0].push else {
+    let Push::Page(Ok(merged)) = &*out[0].push else {
         panic!("a page");
     };
     let expected: Cookie = cookie::encode(9, None, Some(&ns()));
     assert_eq!(merged.cookie.as_ref(), Some(&expected));
+}
+
+#[test]
+fn given_a_page_shared_with_other_queues_when_merged_then_theirs_stays_as_it_was() {
+    let shared = page(7, 1);
+    let other = Queued {
+        push: std::sync::Arc::clone(&shared.push),
+        more: false,
+    };
+    let out = coalesce(vec![shared, page(9, 2)], 1 << 16);
+    assert_eq!(
+        out.iter().map(shape).collect::<Vec<_>>(),
+        vec![Some((3, 9))]
+    );
+    assert_eq!(shape(&other), Some((1, 7)), "the other queue's page");
 }
 
 /// A subscriber's end of a push stream: it sent its subscription and then keeps its side open

@@ -53,7 +53,7 @@ fn drain(receiver: &mut mpsc::Receiver<Queued>) -> Vec<Queued> {
 }
 
 fn cookie_seq(queued: &Queued) -> u64 {
-    let Push::Page(Ok(page)) = &queued.push else {
+    let Push::Page(Ok(page)) = &*queued.push else {
         panic!("not a page: {queued:?}");
     };
     let bytes = page.cookie.as_ref().unwrap().as_bytes();
@@ -61,7 +61,7 @@ fn cookie_seq(queued: &Queued) -> u64 {
 }
 
 fn page_len(queued: &Queued) -> usize {
-    match &queued.push {
+    match &*queued.push {
         Push::Page(Ok(page)) => page.registrations.len(),
         other => panic!("not a page: {other:?}"),
     }
@@ -178,7 +178,7 @@ fn given_the_caps_then_subscriptions_over_them_are_refused_and_closing_frees_a_p
     let (refused, mut answer) = new_sub(2, None, 4);
     let error = subs.open(peer, connection(1), refused).unwrap_err();
     assert_eq!(error.code, ErrorCode::Unavailable);
-    assert!(matches!(drain(&mut answer)[0].push, Push::Page(Err(_))));
+    assert!(matches!(*drain(&mut answer)[0].push, Push::Page(Err(_))));
     subs.open(peer, connection(2), new_sub(0, None, 4).0)
         .unwrap();
     assert!(subs
@@ -212,7 +212,7 @@ fn given_a_record_the_subscriber_does_not_read_then_it_is_skipped_and_the_next_c
         1
     );
     let queued = drain(&mut pushes);
-    let Push::Page(Ok(page)) = &queued[0].push else {
+    let Push::Page(Ok(page)) = &*queued[0].push else {
         panic!()
     };
     let (seq, mark) = cookie::parse(
@@ -245,7 +245,7 @@ fn given_a_removal_then_subscribers_of_its_namespaces_get_only_theirs() {
         cause: crate::server::Removal::Disconnect,
     };
     assert_eq!(subs.changed(&removed).pushed, 2);
-    let namespaces = |queued: Vec<Queued>| match &queued.last().unwrap().push {
+    let namespaces = |queued: Vec<Queued>| match &*queued.last().unwrap().push {
         Push::Removed { namespaces, .. } => namespaces.clone(),
         other => panic!("{other:?}"),
     };
@@ -315,7 +315,7 @@ fn given_subscribers_of_several_kinds_then_each_gets_the_page_a_discover_from_it
     let page = |pushes: &mut mpsc::Receiver<Queued>| {
         let queued = drain(pushes);
         assert_eq!(queued.len(), 1);
-        let Push::Page(Ok(page)) = &queued[0].push else {
+        let Push::Page(Ok(page)) = &*queued[0].push else {
             panic!("a page");
         };
         page.clone()
@@ -337,6 +337,36 @@ fn given_subscribers_of_several_kinds_then_each_gets_the_page_a_discover_from_it
     let marked = cookie::encode(12, Some(ServedFormats::LegacyOnly), Some(&ns("chat")));
     assert_eq!(page(&mut legacy).cookie, Some(marked));
     assert_eq!(page(&mut chat_a).cookie, page(&mut chat_b).cookie);
+}
+
+#[test]
+fn given_many_subscribers_of_a_namespace_then_they_share_one_page_and_one_removal() {
+    let mut subs = subscriptions(8);
+    let mut queues: Vec<_> = (0..3)
+        .map(|id| live(&mut subs, id, Some("chat"), ServedFormats::All, 10))
+        .collect();
+    let mut every = live(&mut subs, 3, None, ServedFormats::All, 10);
+    queues.iter_mut().chain([&mut every]).for_each(|q| {
+        drain(q);
+    });
+    let mut one = |subs: &mut Subscriptions, change: &Change| {
+        assert_eq!(subs.changed(change).pushed, 4);
+        let mut pushes = queues.iter_mut().map(|q| drain(q).remove(0).push);
+        let first = pushes.next().unwrap();
+        assert!(pushes.all(|p| Arc::ptr_eq(&p, &first)), "one page, shared");
+        let all = drain(&mut every).remove(0).push;
+        (first, all)
+    };
+    let (page, all) = one(&mut subs, &registered(11, "chat", RecordFormat::Standard));
+    assert!(!Arc::ptr_eq(&page, &all), "its cookie names no namespace");
+    let removed = Change::Removed {
+        peer: PeerId::random(),
+        namespaces: vec![ns("chat")],
+        cause: crate::server::Removal::Unregister,
+    };
+    let (removal, all) = one(&mut subs, &removed);
+    assert!(matches!(*removal, Push::Removed { .. }));
+    assert!(Arc::ptr_eq(&removal, &all), "the same news for all of them");
 }
 
 #[test]
