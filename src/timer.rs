@@ -1,15 +1,29 @@
-//! [`Timer`]: the one timer a behaviour owns, re-armed from its cores' next deadline.
+//! [`Timer`]: the one timer a behaviour owns, re-armed from its cores' next deadline; and
+//! [`within`], the timeout of one stream exchange.
+//!
+//! Both spare futures-timer's helper thread: arming a [`Delay`] and dropping it each wake that
+//! thread, and a server that armed one per request spent about a third of its CPU there and
+//! in switching to it (BENCHMARKS.md, "Push").
 
 use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::{Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use futures::FutureExt;
+use futures::{
+    future::{Shared, WeakShared},
+    FutureExt,
+};
 use futures_timer::Delay;
 
 /// A [`Delay`] armed for the earliest deadline of a behaviour's cores. Re-armed only when the
-/// deadline changes, so polling it again and again costs nothing.
+/// deadline comes sooner than the armed one: a later deadline (a registration refreshed, a
+/// connection active again) lets the armed delay fire early, and the caller, finding nothing
+/// due, arms the next. So a deadline that moves with every request arms one delay, not one per
+/// request.
 #[derive(Debug, Default)]
 pub(crate) struct Timer {
     /// The armed delay and the deadline it was armed for.
@@ -17,8 +31,9 @@ pub(crate) struct Timer {
 }
 
 impl Timer {
-    /// Ready once `deadline` (the earliest of the cores', `None`: nothing to wait for) has
-    /// passed; else registers `cx` to be woken then. `now` is the caller's clock reading.
+    /// Ready once `deadline` (the earliest of the cores', `None`: nothing to wait for), or an
+    /// earlier deadline it was armed for, has passed; else registers `cx` to be woken then.
+    /// `now` is the caller's clock reading. Ready is a hint: the caller looks at what is due.
     pub(crate) fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -30,7 +45,7 @@ impl Timer {
             return Poll::Pending;
         };
         let delay = match &mut self.armed {
-            Some((armed, delay)) if *armed == deadline => delay,
+            Some((armed, delay)) if *armed <= deadline => delay,
             slot => {
                 let wait = deadline.saturating_duration_since(now);
                 &mut slot.insert((deadline, Delay::new(wait))).1
@@ -44,21 +59,55 @@ impl Timer {
     }
 }
 
-/// Runs `future` for at most `timeout`: `None` when it took longer.
+/// How finely [`within`] keeps time: a timeout ends at the first tick after it is due, so that
+/// every timeout ending in the same tick waits on one [`Delay`].
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// The delays [`within`] shares: one per tick that a timeout waits for, held only by the
+/// timeouts waiting (a tick no one waits for any more is armed again if asked for).
+struct Ticks {
+    origin: Instant,
+    delays: Mutex<BTreeMap<u64, WeakShared<Delay>>>,
+}
+
+static TICKS: OnceLock<Ticks> = OnceLock::new();
+
+/// A delay that ends at the first tick at least `timeout` after `now`, shared with every
+/// other timeout that ends then.
+fn tick_after(now: Instant, timeout: Duration) -> Shared<Delay> {
+    let ticks = TICKS.get_or_init(|| Ticks {
+        origin: now,
+        delays: Mutex::new(BTreeMap::new()),
+    });
+    let since = now.saturating_duration_since(ticks.origin);
+    let tick_of = |d: Duration| d.as_nanos().div_ceil(TICK.as_nanos()) as u64;
+    let tick = tick_of(since.saturating_add(timeout));
+    let mut delays = ticks.delays.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = delays.get(&tick).and_then(WeakShared::upgrade) {
+        return shared;
+    }
+    // The ticks that have passed go: the map holds at most one entry per tick ahead.
+    *delays = delays.split_off(&tick_of(since));
+    let at = ticks.origin + Duration::from_nanos(tick.saturating_mul(TICK.as_nanos() as u64));
+    let shared = Delay::new(at.saturating_duration_since(now)).shared();
+    if let Some(weak) = shared.downgrade() {
+        delays.insert(tick, weak);
+    }
+    shared
+}
+
+/// Runs `future` for at most `timeout` (and less than [`TICK`] more): `None` when it took
+/// longer.
 ///
 /// A future that is ready when first polled (most writes to a stream with room, most reads of
-/// a request that came with its stream) never arms a timer: arming a [`Delay`] and dropping it
-/// each wake futures-timer's helper thread, which cost a server more than the write itself
-/// when it pushed one record to a thousand subscribers.
-pub(crate) async fn within<F: std::future::Future>(
-    timeout: std::time::Duration,
-    future: F,
-) -> Option<F::Output> {
+/// a request that came with its stream) never waits on a timer, and the others wait on one
+/// shared per [`TICK`] ([`tick_after`]), not a [`Delay`] each.
+pub(crate) async fn within<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     if let Poll::Ready(output) = futures::poll!(future.as_mut()) {
         return Some(output);
     }
-    match futures::future::select(future, Delay::new(timeout)).await {
+    match futures::future::select(future, tick_after(Instant::now(), timeout)).await {
         futures::future::Either::Left((output, _)) => Some(output),
         futures::future::Either::Right(((), _)) => None,
     }
@@ -84,6 +133,37 @@ mod tests {
         futures::executor::block_on(futures::future::poll_fn(|cx| {
             timer.poll(cx, Some(now), Instant::now())
         }));
+    }
+
+    #[test]
+    fn a_later_deadline_keeps_the_armed_delay_and_a_sooner_one_rearms_it() {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut timer = Timer::default();
+        let now = Instant::now();
+        let hour = now + Duration::from_secs(3600);
+        assert!(timer.poll(&mut cx, Some(hour), now).is_pending());
+        let later = hour + Duration::from_secs(1);
+        assert!(timer.poll(&mut cx, Some(later), now).is_pending());
+        let armed = |timer: &Timer| timer.armed.as_ref().map(|(at, _)| *at);
+        assert_eq!(armed(&timer), Some(hour), "kept: it fires first");
+        let sooner = now + Duration::from_secs(60);
+        assert!(timer.poll(&mut cx, Some(sooner), now).is_pending());
+        assert_eq!(armed(&timer), Some(sooner));
+    }
+
+    #[test]
+    fn timeouts_that_end_in_the_same_tick_share_one_delay() {
+        let now = Instant::now();
+        let minutes = Duration::from_secs(600);
+        let a = tick_after(now, minutes);
+        let b = tick_after(now + TICK / 4, minutes - TICK / 4);
+        let c = tick_after(now, minutes + TICK);
+        assert!(a.ptr_eq(&b), "they end at the same moment");
+        assert!(!a.ptr_eq(&c), "a tick later");
+        // Once no timeout holds a tick's delay, it goes.
+        let weak = c.downgrade().unwrap();
+        drop(c);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]
