@@ -32,6 +32,11 @@
 //!   CPU-second. Requests come before pushes (the server's gate), so during the burst the
 //!   subscribers' queues fill and their subscriptions end; what the server still pushes, and
 //!   how many subscriptions ended, are counted until a second after the last acknowledgement.
+//! - Each throughput phase is `PUSH_BENCH_BURSTS` (3) bursts, each with fresh registrants (and,
+//!   with subscribers, once they have all caught up and subscribed again: a burst ends their
+//!   subscriptions); the table reports the burst with the median rate, and every burst's rate.
+//!   One burst's rate moves from run to run by about 10% on this machine, more than most of what
+//!   the ratio measures.
 //!
 //! `PUSH_BENCH_PIN=1` pins the servers (every `serve` process and redis-server) to CPU 0 and
 //! this process (every client swarm) to CPU 1 (`taskset`), so the server's CPU per push and
@@ -146,6 +151,8 @@ struct Plan {
     registrants: usize,
     rounds: usize,
     rounds_none: usize,
+    /// Bursts per throughput phase; the median one is reported.
+    bursts: usize,
     pollers: usize,
     poll_samples: usize,
 }
@@ -166,6 +173,7 @@ async fn run() {
         registrants: env_or("PUSH_BENCH_REGISTRANTS", 100),
         rounds: env_or("PUSH_BENCH_ROUNDS", 50),
         rounds_none: env_or("PUSH_BENCH_ROUNDS_NONE", 50),
+        bursts: env_or("PUSH_BENCH_BURSTS", 3).max(1),
         pollers: env_or("PUSH_BENCH_POLLERS", 100),
         poll_samples: env_or("PUSH_BENCH_POLL_SAMPLES", 20),
     };
@@ -471,6 +479,8 @@ struct ThroughputRow {
 
 struct Throughput {
     per_second: f64,
+    /// Every burst's REGISTERs per second, this one's among them, slowest first.
+    bursts: Vec<f64>,
     cpu_per_register: Duration,
     /// The servers' CPU from the first REGISTER until the pushes were counted, per push.
     cpu_per_push: Option<Duration>,
@@ -486,7 +496,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
     eprintln!("{}: starting", store.name());
     let servers = Servers::start(store, &[]);
     eprintln!("{}: throughput without subscribers", store.name());
-    let none = throughput(&servers, plan, plan.rounds_none).await;
+    let none = bursts(&servers, plan, plan.rounds_none, 0).await;
     let mut subscribers = Subscribers::new();
     let mut rows = Vec::new();
     for &n in &plan.subscribers {
@@ -514,8 +524,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
             store.name(),
             subscribers.len()
         );
-        wait_subscribed(&servers, subscribers.len()).await;
-        let with = throughput(&servers, plan, plan.rounds).await;
+        let with = bursts(&servers, plan, plan.rounds, subscribers.len()).await;
         Some((subscribers.len(), with))
     } else {
         None
@@ -608,6 +617,23 @@ fn signed_ms(at: Instant, since: Instant) -> f64 {
     }
 }
 
+/// [`throughput`] `plan.bursts` times, each once `subscribed` subscribers are (again)
+/// subscribed: the burst with the median rate, and every burst's rate. A burst with
+/// subscribers ends their subscriptions (their queues fill); the next waits until they have
+/// caught up and subscribed again.
+async fn bursts(servers: &Servers, plan: &Plan, rounds: usize, subscribed: usize) -> Throughput {
+    let mut runs = Vec::new();
+    for _ in 0..plan.bursts {
+        wait_subscribed(servers, subscribed).await;
+        runs.push(throughput(servers, plan, rounds).await);
+    }
+    runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    let rates: Vec<f64> = runs.iter().map(|r| r.per_second).collect();
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.bursts = rates;
+    median
+}
+
 /// Every registrant sends its REGISTERs one after the other, all registrants at once.
 async fn throughput(servers: &Servers, plan: &Plan, rounds: usize) -> Throughput {
     let server = servers.register_at.peer;
@@ -636,6 +662,7 @@ async fn throughput(servers: &Servers, plan: &Plan, rounds: usize) -> Throughput
     tokio::time::sleep(Duration::from_millis(500)).await;
     Throughput {
         per_second: total / elapsed.as_secs_f64(),
+        bursts: Vec::new(),
         cpu_per_register: (cpu.servers + cpu.redis).div_f64(total),
         cpu_per_push: (pushes > 0.0).then(|| (cpu_after.servers + cpu_after.redis).div_f64(pushes)),
         busy: (cpu.servers + cpu.redis).as_secs_f64() / elapsed.as_secs_f64(),
@@ -715,13 +742,13 @@ fn print_report(
         );
     }
     println!("\n### REGISTER throughput\n");
-    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow | DISCOVERs during the burst |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow | DISCOVERs during the burst | every burst (REGISTER/s), none / with |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in throughput {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         match &row.with {
             Some((n, with)) => println!(
-                "| {} | {:.0} | {:.0} ({n}) | {:.4}x | {:.0} | {:.0} | {:.4}x | {:.0}% | {:.0} | {} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} ({n}) | {:.4}x | {:.0} | {:.0} | {:.4}x | {:.0}% | {:.0} | {} | {:.0} | {:.0} | {} / {} |",
                 row.store,
                 row.none.per_second,
                 with.per_second,
@@ -734,13 +761,22 @@ fn print_report(
                 with.cpu_per_push.map_or("-".into(), |d| format!("{:.1}", us(d))),
                 with.overflows,
                 with.discovers,
+                rates(&row.none.bursts),
+                rates(&with.bursts),
             ),
             None => println!(
-                "| {} | {:.0} | - | - | {:.0} | - | - | - | - | - | - | - |",
+                "| {} | {:.0} | - | - | {:.0} | - | - | - | - | - | - | - | {} / - |",
                 row.store,
                 row.none.per_second,
-                us(row.none.cpu_per_register)
+                us(row.none.cpu_per_register),
+                rates(&row.none.bursts),
             ),
         }
     }
+}
+
+/// Rates as `19.5k 20.1k 21.0k`.
+fn rates(rates: &[f64]) -> String {
+    let each: Vec<String> = rates.iter().map(|r| format!("{:.1}k", r / 1e3)).collect();
+    each.join(" ")
 }
