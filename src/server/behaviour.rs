@@ -383,7 +383,8 @@ impl Behaviour {
         responder: Option<oneshot::Sender<Message>>,
         received: Instant,
     ) {
-        let id = self.in_flight.start(responder, received);
+        let pass = responder.is_some().then(|| self.gate.pass());
+        let id = self.in_flight.start(responder, received, pass);
         self.store.submit(id, operation, Instant::now());
     }
 }
@@ -433,7 +434,7 @@ impl Behaviour {
             return;
         }
         if let Some(operation) = self.subscriptions.replay(key, served) {
-            let id = self.in_flight.start(None, Instant::now());
+            let id = self.in_flight.start(None, Instant::now(), None);
             self.subscriptions.submitted(id, key);
             self.store.submit(id, operation, Instant::now());
         }

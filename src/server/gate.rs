@@ -21,10 +21,14 @@
 //! [`GATE_QUIET`] more; with steadier traffic than that, pushes wait longer, and
 //! subscriptions whose queues fill are ended.
 //!
-//! The pass counts CPU work, not waiting: a request held for its peer's identify, or a
-//! REGISTER whose answer waits for the SQLite commit, has already given its pass back; so has
-//! one whose answer its peer is slow to read (a peer that does not read could otherwise keep
-//! the gate shut for as long as the stream timeout).
+//! A request submitted to the store holds a second pass until the store has answered it
+//! ([`InFlight`](super::in_flight::InFlight)): a storm of REGISTERs on SQLite leaves the server
+//! idle while each group commit syncs, and pushes written in those gaps cost the storm a
+//! quarter of its rate (BENCHMARKS.md, "Push"); with its answer made, a REGISTER lets pushes
+//! go at once if the server has been quiet meanwhile, so a push still follows its
+//! acknowledgement closely. A request held for its peer's identify holds no pass while it
+//! waits, and neither does an answer its peer is slow to read (a peer that does not read could
+//! otherwise keep the gate shut for as long as the stream timeout).
 //!
 //! [turn]: Gate::turn
 

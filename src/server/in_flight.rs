@@ -7,6 +7,7 @@ use std::{collections::HashMap, time::Instant};
 use futures::channel::oneshot;
 
 use super::{
+    gate::Pass,
     store::{OperationId, MAX_IN_FLIGHT},
     subscriptions::Key,
 };
@@ -36,6 +37,8 @@ pub(crate) struct Waiting {
     pub(crate) responder: oneshot::Sender<Message>,
     /// When the handler read the request.
     pub(crate) received: Instant,
+    /// Pushes wait while the request waits for the store (gate.rs).
+    pub(crate) _pass: Option<Pass>,
 }
 
 /// The operations submitted to the store: each gets a new [`OperationId`]; those with an
@@ -59,11 +62,13 @@ impl InFlight {
         self.waiting.len() >= MAX_IN_FLIGHT
     }
 
-    /// A new operation, whose answer goes to `responder` (none: nobody waits for it).
+    /// A new operation, whose answer goes to `responder` (none: nobody waits for it), holding
+    /// `pass` until then.
     pub(crate) fn start(
         &mut self,
         responder: Option<oneshot::Sender<Message>>,
         received: Instant,
+        pass: Option<Pass>,
     ) -> OperationId {
         let id = OperationId(self.next_id);
         self.next_id += 1;
@@ -73,6 +78,7 @@ impl InFlight {
                 Waiting {
                     responder,
                     received,
+                    _pass: pass,
                 },
             );
         }
@@ -94,8 +100,8 @@ mod tests {
         let mut in_flight = InFlight::default();
         let now = Instant::now();
         let (tx, mut rx) = oneshot::channel();
-        let answered = in_flight.start(Some(tx), now);
-        let silent = in_flight.start(None, now);
+        let answered = in_flight.start(Some(tx), now, None);
+        let silent = in_flight.start(None, now, None);
         assert_ne!(answered, silent, "every operation gets its own id");
         assert_eq!(in_flight.len(), 1);
 
@@ -112,6 +118,18 @@ mod tests {
     }
 
     #[test]
+    fn given_a_request_waiting_for_the_store_then_pushes_wait_until_it_is_answered() {
+        use futures::FutureExt;
+        let gate = super::super::gate::Gate::new(std::time::Duration::ZERO);
+        let mut in_flight = InFlight::default();
+        let (tx, _rx) = oneshot::channel();
+        let id = in_flight.start(Some(tx), Instant::now(), Some(gate.pass()));
+        assert!(gate.turn().now_or_never().is_none(), "shut while it waits");
+        drop(in_flight.finish(id));
+        assert!(gate.turn().now_or_never().is_some(), "open once answered");
+    }
+
+    #[test]
     fn given_the_bound_of_waiting_requests_then_it_is_full_until_one_completes() {
         let mut in_flight = InFlight::default();
         let now = Instant::now();
@@ -120,7 +138,7 @@ mod tests {
         for _ in 0..MAX_IN_FLIGHT {
             let (tx, rx) = oneshot::channel();
             receivers.push(rx);
-            ids.push(in_flight.start(Some(tx), now));
+            ids.push(in_flight.start(Some(tx), now, None));
         }
         assert!(in_flight.is_full());
         in_flight.finish(ids[0]);
