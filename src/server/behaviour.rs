@@ -96,15 +96,16 @@ impl Behaviour {
     /// registration limits it was made with; `config` gives the shell's (rate, streams,
     /// disconnect removal).
     pub fn with_store(config: Config, store: impl Store) -> Self {
+        let gate = Gate::new(config.push_quiet);
         Self {
             rate: RateLimiter::new(config.requests_per_second, config.request_burst),
             formats: PeerFormats::new(config.unknown_peer_formats, config.identify_wait),
             store: Box::new(store),
             connections: Connections::new(config.max_connections, config.connection_grace),
             subscriptions: Subscriptions::new(&config),
-            gate: Gate::new(config.push_quiet),
+            in_flight: InFlight::new(gate.clone()),
+            gate,
             config,
-            in_flight: InFlight::default(),
             events: VecDeque::new(),
             timer: Timer::default(),
         }
@@ -383,8 +384,7 @@ impl Behaviour {
         responder: Option<oneshot::Sender<Message>>,
         received: Instant,
     ) {
-        let pass = responder.is_some().then(|| self.gate.pass());
-        let id = self.in_flight.start(responder, received, pass);
+        let id = self.in_flight.start(responder, received);
         self.store.submit(id, operation, Instant::now());
     }
 }
@@ -434,7 +434,7 @@ impl Behaviour {
             return;
         }
         if let Some(operation) = self.subscriptions.replay(key, served) {
-            let id = self.in_flight.start(None, Instant::now(), None);
+            let id = self.in_flight.start(None, Instant::now());
             self.subscriptions.submitted(id, key);
             self.store.submit(id, operation, Instant::now());
         }

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Instant};
 use futures::channel::oneshot;
 
 use super::{
-    gate::Pass,
+    gate::{Gate, Pass},
     store::{OperationId, MAX_IN_FLIGHT},
     subscriptions::Key,
 };
@@ -38,20 +38,30 @@ pub(crate) struct Waiting {
     /// When the handler read the request.
     pub(crate) received: Instant,
     /// Pushes wait while the request waits for the store (gate.rs).
-    pub(crate) _pass: Option<Pass>,
+    _pass: Pass,
 }
 
 /// The operations submitted to the store: each gets a new [`OperationId`]; those with an
 /// answer to send wait here until the store completes them. Invariant: at most
 /// [`MAX_IN_FLIGHT`] wait, when the shell checks [`InFlight::is_full`] before each REGISTER
 /// and DISCOVER (UNREGISTERs and disconnect removals have no answer and never wait here).
-#[derive(Debug, Default)]
+/// Each one waiting holds a [`Pass`] of the server's gate: pushes wait for the store's answers.
+#[derive(Debug)]
 pub(crate) struct InFlight {
     waiting: HashMap<OperationId, Waiting>,
     next_id: u64,
+    gate: Gate,
 }
 
 impl InFlight {
+    pub(crate) fn new(gate: Gate) -> Self {
+        Self {
+            waiting: HashMap::new(),
+            next_id: 0,
+            gate,
+        }
+    }
+
     /// Requests waiting for the store.
     pub(crate) fn len(&self) -> usize {
         self.waiting.len()
@@ -62,13 +72,11 @@ impl InFlight {
         self.waiting.len() >= MAX_IN_FLIGHT
     }
 
-    /// A new operation, whose answer goes to `responder` (none: nobody waits for it), holding
-    /// `pass` until then.
+    /// A new operation, whose answer goes to `responder` (none: nobody waits for it).
     pub(crate) fn start(
         &mut self,
         responder: Option<oneshot::Sender<Message>>,
         received: Instant,
-        pass: Option<Pass>,
     ) -> OperationId {
         let id = OperationId(self.next_id);
         self.next_id += 1;
@@ -78,7 +86,7 @@ impl InFlight {
                 Waiting {
                     responder,
                     received,
-                    _pass: pass,
+                    _pass: self.gate.pass(),
                 },
             );
         }
@@ -97,11 +105,11 @@ mod tests {
 
     #[test]
     fn given_requests_with_and_without_answers_then_only_those_with_one_wait() {
-        let mut in_flight = InFlight::default();
+        let mut in_flight = InFlight::new(Gate::new(std::time::Duration::ZERO));
         let now = Instant::now();
         let (tx, mut rx) = oneshot::channel();
-        let answered = in_flight.start(Some(tx), now, None);
-        let silent = in_flight.start(None, now, None);
+        let answered = in_flight.start(Some(tx), now);
+        let silent = in_flight.start(None, now);
         assert_ne!(answered, silent, "every operation gets its own id");
         assert_eq!(in_flight.len(), 1);
 
@@ -120,10 +128,10 @@ mod tests {
     #[test]
     fn given_a_request_waiting_for_the_store_then_pushes_wait_until_it_is_answered() {
         use futures::FutureExt;
-        let gate = super::super::gate::Gate::new(std::time::Duration::ZERO);
-        let mut in_flight = InFlight::default();
+        let gate = Gate::new(std::time::Duration::ZERO);
+        let mut in_flight = InFlight::new(gate.clone());
         let (tx, _rx) = oneshot::channel();
-        let id = in_flight.start(Some(tx), Instant::now(), Some(gate.pass()));
+        let id = in_flight.start(Some(tx), Instant::now());
         assert!(gate.turn().now_or_never().is_none(), "shut while it waits");
         drop(in_flight.finish(id));
         assert!(gate.turn().now_or_never().is_some(), "open once answered");
@@ -131,14 +139,14 @@ mod tests {
 
     #[test]
     fn given_the_bound_of_waiting_requests_then_it_is_full_until_one_completes() {
-        let mut in_flight = InFlight::default();
+        let mut in_flight = InFlight::new(Gate::new(std::time::Duration::ZERO));
         let now = Instant::now();
         let mut receivers = Vec::new();
         let mut ids = Vec::new();
         for _ in 0..MAX_IN_FLIGHT {
             let (tx, rx) = oneshot::channel();
             receivers.push(rx);
-            ids.push(in_flight.start(Some(tx), now, None));
+            ids.push(in_flight.start(Some(tx), now));
         }
         assert!(in_flight.is_full());
         in_flight.finish(ids[0]);

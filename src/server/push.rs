@@ -229,10 +229,6 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
                 .map_err(|_| PushError::Gone)?,
             Written::Done => {}
         }
-        if dropped {
-            limits.write_last(&mut writer, &fell_behind(&limits)).await;
-            return Ok(());
-        }
     }
 }
 
