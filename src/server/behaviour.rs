@@ -502,6 +502,7 @@ impl Behaviour {
         }
         match event {
             StoreEvent::Changed(change) => {
+                self.gate.changed();
                 let out = self.subscriptions.changed(&change);
                 self.fanned_out(out);
             }

@@ -31,6 +31,15 @@
 //! waits, and neither does an answer its peer is slow to read (a peer that does not read could
 //! otherwise keep the gate shut for as long as the stream timeout).
 //!
+//! Changes the store reports count too, when they come in a burst: a change that comes within
+//! [`GATE_QUIET`] of the one before shuts the gate as a request read does. On one server
+//! every change comes from a request, which shut the gate already; in a fleet, a storm of
+//! REGISTERs at another instance reaches this one only as changes, and without this its push
+//! streams would write each one to every subscriber as it came, taking the CPU from its own
+//! requests (and, where instances share a machine, from the instance with the storm). With
+//! it they wait, coalesce, and shed as above. A lone change does not shut the gate: it is
+//! pushed at once, as before.
+//!
 //! [turn]: Gate::turn
 
 use std::{
@@ -56,10 +65,12 @@ pub(crate) struct Gate(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    /// What [`Inner::last_request`] counts from.
+    /// What [`Inner::now`] counts from, less `quiet`: a new gate is quiet at once.
     since: Instant,
-    /// When the last request was read, in microseconds since `since`.
+    /// When the last request was read (or a change came in a burst), per [`Inner::now`].
     last_request: AtomicU64,
+    /// When the store last reported a change, per [`Inner::now`].
+    last_change: AtomicU64,
     /// Requests read and not yet handled by the behaviour.
     busy: AtomicUsize,
     /// [`Config::with_push_quiet`](super::Config::with_push_quiet).
@@ -81,6 +92,7 @@ impl Gate {
         Self(Arc::new(Inner {
             since: Instant::now(),
             last_request: AtomicU64::new(0),
+            last_change: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             quiet: quiet.min(super::MAX_PUSH_QUIET),
             turn: Mutex::new(()),
@@ -92,6 +104,16 @@ impl Gate {
         self.0.busy.fetch_add(1, Ordering::SeqCst);
         self.0.last_request.store(self.0.now(), Ordering::Relaxed);
         Pass(self.clone())
+    }
+
+    /// The store reported a change: within the quiet time of the one before (a burst), it
+    /// shuts the gate for the quiet time as a request does.
+    pub(crate) fn changed(&self) {
+        let now = self.0.now();
+        let last = self.0.last_change.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(last) < self.0.quiet.as_micros() as u64 {
+            self.0.last_request.store(now, Ordering::Relaxed);
+        }
     }
 
     /// How long until the server is quiet: zero when it is, `None` while a request waits.
@@ -132,8 +154,10 @@ impl Gate {
 }
 
 impl Inner {
+    /// Microseconds since the gate was made, plus its quiet time: a time of 0 (no request
+    /// yet, no change yet) is a quiet time ago when the gate is new.
     fn now(&self) -> u64 {
-        self.since.elapsed().as_micros() as u64
+        (self.since.elapsed() + self.quiet).as_micros() as u64
     }
 }
 
@@ -182,6 +206,36 @@ mod tests {
         assert!(poll_once(&mut turn).is_pending(), "a request came just now");
         let gate = Gate::new(Duration::from_millis(5));
         drop(gate.pass());
+        let mut turn = pin!(gate.turn());
+        assert!(poll_once(&mut turn).is_pending());
+        block_on(turn);
+    }
+
+    #[test]
+    fn a_new_gate_is_quiet() {
+        let gate = Gate::new(Duration::from_secs(3600));
+        assert!(poll_once(&mut pin!(gate.turn())).is_ready());
+    }
+
+    #[test]
+    fn a_lone_change_is_pushed_at_once() {
+        let gate = Gate::new(Duration::from_secs(3600));
+        gate.changed();
+        assert!(poll_once(&mut pin!(gate.turn())).is_ready());
+    }
+
+    #[test]
+    fn changes_in_a_burst_shut_the_gate_as_a_request_does() {
+        let gate = Gate::new(Duration::from_secs(3600));
+        gate.changed();
+        gate.changed();
+        assert!(
+            poll_once(&mut pin!(gate.turn())).is_pending(),
+            "a second change within the quiet time"
+        );
+        let gate = Gate::new(Duration::from_millis(5));
+        gate.changed();
+        gate.changed();
         let mut turn = pin!(gate.turn());
         assert!(poll_once(&mut turn).is_pending());
         block_on(turn);
