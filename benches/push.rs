@@ -12,8 +12,8 @@
 //! For each store:
 //! - **throughput, none**: `PUSH_BENCH_REGISTRANTS` (100) registrants, connected first, each
 //!   sending `PUSH_BENCH_ROUNDS_NONE` (50) REGISTERs one after the other, all at once, before
-//!   any subscriber exists: REGISTERs per second and server CPU per REGISTER (enough of them
-//!   for the CPU clock's 10 ms ticks).
+//!   any subscriber exists, and again after the last subscriber has left: REGISTERs per second
+//!   and server CPU per REGISTER (enough of them for the CPU clock's 10 ms ticks).
 //! - **latency** with 1, 100 and 1000 subscribers (`PUSH_BENCH_SUBSCRIBERS`) of the namespace
 //!   (added to the ones before; the bench waits until the server reports them all subscribed):
 //!   `PUSH_BENCH_SAMPLES` (100) fresh registrants register one at a time, each after every
@@ -35,6 +35,8 @@
 //! - Each throughput phase is `PUSH_BENCH_BURSTS` (3) bursts, each with fresh registrants (and,
 //!   with subscribers, once they have all caught up and subscribed again: a burst ends their
 //!   subscriptions); the table reports the burst with the median rate, and every burst's rate.
+//!   Without subscribers that is the median of the bursts before and after the phases with
+//!   them, so that the machine's drift over a run weighs on both sides of the ratio.
 //!   One burst's rate moves from run to run by about 10% on this machine, more than most of what
 //!   the ratio measures.
 //!
@@ -434,6 +436,20 @@ async fn wait_subscribed(servers: &Servers, n: usize) {
     }
 }
 
+/// Waits until the pushing server reports no subscription open (the subscribers are gone).
+async fn wait_unsubscribed(servers: &Servers) {
+    let deadline = Instant::now() + SUBSCRIBE_WAIT;
+    while servers.metric(SUBSCRIPTIONS).await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions still open {SUBSCRIBE_WAIT:?} after their subscribers left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Their connections closed with them; let the server finish with them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 type Registrant = support::node::Node<client::Behaviour>;
 
 /// `n` registrants, each its own identity, connected to `server`.
@@ -496,7 +512,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
     eprintln!("{}: starting", store.name());
     let servers = Servers::start(store, &[]);
     eprintln!("{}: throughput without subscribers", store.name());
-    let none = bursts(&servers, plan, plan.rounds_none, 0).await;
+    let mut none = bursts(&servers, plan, plan.rounds_none, 0).await;
     let mut subscribers = Subscribers::new();
     let mut rows = Vec::new();
     for &n in &plan.subscribers {
@@ -524,11 +540,20 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
             store.name(),
             subscribers.len()
         );
-        let with = bursts(&servers, plan, plan.rounds, subscribers.len()).await;
-        Some((subscribers.len(), with))
+        let with = median(bursts(&servers, plan, plan.rounds, subscribers.len()).await);
+        let n = subscribers.len();
+        // The bursts without subscribers again, after the ones with them: this machine's rate
+        // drifts over a run (by up to 2x within minutes on a busy host), and a baseline taken
+        // on both sides weighs the drift on both sides of the ratio alike.
+        drop(subscribers);
+        wait_unsubscribed(&servers).await;
+        eprintln!("{}: throughput without subscribers, again", store.name());
+        none.extend(bursts(&servers, plan, plan.rounds_none, 0).await);
+        Some((n, with))
     } else {
         None
     };
+    let none = median(none);
     (
         rows,
         ThroughputRow {
@@ -621,12 +646,22 @@ fn signed_ms(at: Instant, since: Instant) -> f64 {
 /// subscribed: the burst with the median rate, and every burst's rate. A burst with
 /// subscribers ends their subscriptions (their queues fill); the next waits until they have
 /// caught up and subscribed again.
-async fn bursts(servers: &Servers, plan: &Plan, rounds: usize, subscribed: usize) -> Throughput {
+async fn bursts(
+    servers: &Servers,
+    plan: &Plan,
+    rounds: usize,
+    subscribed: usize,
+) -> Vec<Throughput> {
     let mut runs = Vec::new();
     for _ in 0..plan.bursts {
         wait_subscribed(servers, subscribed).await;
         runs.push(throughput(servers, plan, rounds).await);
     }
+    runs
+}
+
+/// The burst with the median rate of `runs`, with every burst's rate.
+fn median(mut runs: Vec<Throughput>) -> Throughput {
     runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
     let rates: Vec<f64> = runs.iter().map(|r| r.per_second).collect();
     let mut median = runs.swap_remove(runs.len() / 2);
