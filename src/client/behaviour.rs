@@ -6,8 +6,6 @@ use std::{
     time::Instant,
 };
 
-use futures::FutureExt;
-use futures_timer::Delay;
 use libp2p::{
     core::{transport::PortUse, Endpoint},
     identity::Keypair,
@@ -27,6 +25,7 @@ use super::{
 };
 use crate::{
     codec::{Message, NewRegistration, Subscribe},
+    timer::Timer,
     Cookie, Namespace, RecordFormat, SignedRecord, Ttl,
 };
 
@@ -42,7 +41,10 @@ pub struct Behaviour {
     /// Whether handlers list [`crate::STANDARD_RECORDS_PROTOCOL`].
     standard_marker: bool,
     schedule: Schedule,
-    timer: Option<Delay>,
+    /// Armed for the schedule's next deadline; kept while an earlier one than needed is armed
+    /// (it fires early and is armed again), so that an event does not re-arm it: arming a
+    /// futures-timer delay wakes its helper thread.
+    timer: Timer,
     /// Open connections per peer, first one used for requests.
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Which connection carries each request in flight.
@@ -85,7 +87,7 @@ impl Behaviour {
             request_timeout: timeout,
             standard_marker,
             schedule,
-            timer: None,
+            timer: Timer::default(),
             connections: HashMap::new(),
             requests: HashMap::new(),
             static_addresses,
@@ -104,7 +106,6 @@ impl Behaviour {
         namespace: Namespace,
         ttl: Option<Ttl>,
     ) -> RequestId {
-        self.wake();
         self.schedule
             .request(server, Request::register(namespace, ttl))
     }
@@ -112,7 +113,6 @@ impl Behaviour {
     /// Unregisters from `namespace` at `server`, and stops refreshing that registration. The
     /// outcome is [`Event::Unregistered`] (once written) or [`Event::UnregisterFailed`].
     pub fn unregister(&mut self, server: PeerId, namespace: Namespace) -> RequestId {
-        self.wake();
         self.schedule
             .request(server, Request::Unregister { namespace })
     }
@@ -126,7 +126,6 @@ impl Behaviour {
         cookie: Option<Cookie>,
         limit: Option<u64>,
     ) -> RequestId {
-        self.wake();
         let request = Request::Discover {
             namespace,
             cookie,
@@ -138,7 +137,6 @@ impl Behaviour {
     /// Stops the loops and unregisters every namespace on every connected server;
     /// [`Event::Stopped`] follows once every UNREGISTER is written.
     pub fn stop(&mut self) {
-        self.wake();
         self.schedule.stop();
     }
 
@@ -157,11 +155,6 @@ impl Behaviour {
         self.schedule.discovered_addresses(peer)
     }
 
-    fn wake(&mut self) {
-        // Make the next poll act at once.
-        self.timer = None;
-    }
-
     fn own_addresses(&self) -> Vec<Multiaddr> {
         let mut out = self.static_addresses.clone();
         for a in &self.external {
@@ -177,7 +170,6 @@ impl Behaviour {
         self.records.clear();
         let has_any = !self.own_addresses().is_empty();
         self.schedule.addresses_changed(Instant::now(), has_any);
-        self.wake();
     }
 
     fn record(&mut self, format: RecordFormat) -> Result<SignedRecord, RequestError> {
@@ -387,7 +379,6 @@ impl NetworkBehaviour for Behaviour {
                 conns.push(e.connection_id);
                 if conns.len() == 1 {
                     self.schedule.connected(now, e.peer_id);
-                    self.wake();
                 }
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
@@ -406,7 +397,6 @@ impl NetworkBehaviour for Behaviour {
                 if remaining_established == 0 {
                     self.schedule.disconnected(now, peer_id);
                 }
-                self.wake();
             }
             FromSwarm::DialFailure(DialFailure {
                 peer_id: Some(peer),
@@ -418,7 +408,6 @@ impl NetworkBehaviour for Behaviour {
                 }
                 if !self.connections.contains_key(&peer) {
                     self.schedule.dial_failed(now, peer);
-                    self.wake();
                 }
             }
             FromSwarm::ExternalAddrConfirmed(ExternalAddrConfirmed { addr })
@@ -459,7 +448,6 @@ impl NetworkBehaviour for Behaviour {
                 .schedule
                 .subscription_ended(now, peer, namespace, error),
         }
-        self.wake();
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
@@ -472,24 +460,14 @@ impl NetworkBehaviour for Behaviour {
                 self.act(action);
                 continue;
             }
-            match self.schedule.poll_timeout() {
-                None => {
-                    self.timer = None;
-                    return Poll::Pending;
-                }
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(now);
-                    match self.timer.as_mut() {
-                        Some(timer) => timer.reset(wait),
-                        None => self.timer = Some(Delay::new(wait)),
-                    }
-                    if let Some(timer) = self.timer.as_mut() {
-                        if timer.poll_unpin(cx).is_ready() {
-                            continue;
-                        }
-                    }
-                    return Poll::Pending;
-                }
+            // Whatever is due was acted on above, so the swarm needs waking only at the next
+            // deadline; calls and events in between are followed by a poll anyway.
+            if self
+                .timer
+                .poll(cx, self.schedule.poll_timeout(), now)
+                .is_pending()
+            {
+                return Poll::Pending;
             }
         }
     }
