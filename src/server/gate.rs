@@ -25,9 +25,12 @@
 //! ([`InFlight`](super::in_flight::InFlight)): a storm of REGISTERs on SQLite leaves the server
 //! idle while each group commit syncs, and pushes written in those gaps cost the server 60 to
 //! 90 ms of CPU more over a burst of 5000 REGISTERs with 1000 subscribers, where the memory
-//! store spent 25 ms more (BENCHMARKS.md, "Push"); with its answer made, a REGISTER lets pushes
-//! go at once if the server has been quiet meanwhile, so a push still follows its
-//! acknowledgement closely. A request held for its peer's identify holds no pass while it
+//! store spent 25 ms more (BENCHMARKS.md, "Push"). The quiet time counts from the moment a
+//! pass is let go as well as from the read: a commit's sync often outlasts the quiet time, and
+//! the gate then opened the moment the commit's REGISTERs were answered, in the gap before
+//! their registrants sent the next ones (pushes went out in every such gap of a storm, and 1000
+//! subscribers took the registrants' core to check them). So a push follows its
+//! acknowledgement by the quiet time, on every store. A request held for its peer's identify holds no pass while it
 //! waits, and neither does an answer its peer is slow to read (a peer that does not read could
 //! otherwise keep the gate shut for as long as the stream timeout).
 //!
@@ -67,7 +70,8 @@ pub(crate) struct Gate(Arc<Inner>);
 struct Inner {
     /// What [`Inner::now`] counts from, less `quiet`: a new gate is quiet at once.
     since: Instant,
-    /// When the last request was read (or a change came in a burst), per [`Inner::now`].
+    /// When the last request was read or let go of its pass (or a change came in a burst), per
+    /// [`Inner::now`].
     last_request: AtomicU64,
     /// When the store last reported a change, per [`Inner::now`].
     last_change: AtomicU64,
@@ -163,7 +167,12 @@ impl Inner {
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        self.0 .0.busy.fetch_sub(1, Ordering::SeqCst);
+        // The quiet time counts from here too: a request answered after a long wait (a commit's
+        // sync) is as recent as one just read. Stored before `busy` falls, so that whoever
+        // sees the gate unbusy sees this time.
+        let inner = &self.0 .0;
+        inner.last_request.store(inner.now(), Ordering::Relaxed);
+        inner.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -209,6 +218,20 @@ mod tests {
         let mut turn = pin!(gate.turn());
         assert!(poll_once(&mut turn).is_pending());
         block_on(turn);
+    }
+
+    #[test]
+    fn the_quiet_time_counts_from_the_request_s_answer_too() {
+        let gate = Gate::new(Duration::from_secs(3600));
+        let pass = gate.pass();
+        // As if the request had been read an hour ago and waited for the store since.
+        gate.0.last_request.store(0, Ordering::Relaxed);
+        assert!(poll_once(&mut pin!(gate.turn())).is_pending(), "it waits");
+        drop(pass);
+        assert!(
+            poll_once(&mut pin!(gate.turn())).is_pending(),
+            "answered just now: the quiet time starts again"
+        );
     }
 
     #[test]
