@@ -422,32 +422,35 @@ impl Drop for Subscribers {
 
 /// Waits until the pushing server reports `n` subscriptions open.
 async fn wait_subscribed(servers: &Servers, n: usize) {
-    let deadline = Instant::now() + SUBSCRIBE_WAIT;
-    loop {
-        let open = servers.metric(SUBSCRIPTIONS).await as usize;
-        if open >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} of {n} subscribers subscribed after {SUBSCRIBE_WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_open(servers, |open| open >= n, "subscribed").await;
 }
 
 /// Waits until the pushing server reports no subscription open (the subscribers are gone).
 async fn wait_unsubscribed(servers: &Servers) {
+    wait_open(
+        servers,
+        |open| open == 0,
+        "still open after their subscribers left",
+    )
+    .await;
+    // Their connections closed with them; let the server finish with them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Polls the pushing server's open subscriptions until `done`, for at most [`SUBSCRIBE_WAIT`].
+async fn wait_open(servers: &Servers, done: impl Fn(usize) -> bool, what: &str) {
     let deadline = Instant::now() + SUBSCRIBE_WAIT;
-    while servers.metric(SUBSCRIPTIONS).await > 0.0 {
+    loop {
+        let open = servers.metric(SUBSCRIPTIONS).await as usize;
+        if done(open) {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "subscriptions still open {SUBSCRIBE_WAIT:?} after their subscribers left"
+            "{open} subscriptions {what} after {SUBSCRIBE_WAIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Their connections closed with them; let the server finish with them.
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 type Registrant = support::node::Node<client::Behaviour>;

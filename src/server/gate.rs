@@ -30,9 +30,9 @@
 //! the gate then opened the moment the commit's REGISTERs were answered, in the gap before
 //! their registrants sent the next ones (pushes went out in every such gap of a storm, and 1000
 //! subscribers took the registrants' core to check them). So a push follows its
-//! acknowledgement by the quiet time, on every store. A request held for its peer's identify holds no pass while it
-//! waits, and neither does an answer its peer is slow to read (a peer that does not read could
-//! otherwise keep the gate shut for as long as the stream timeout).
+//! acknowledgement by the quiet time, on every store. A request held for its peer's identify
+//! holds no pass while it waits, and neither does an answer its peer is slow to read (a peer
+//! that does not read could otherwise keep the gate shut for as long as the stream timeout).
 //!
 //! Changes the store reports count too, when they come in a burst: a change that comes within
 //! [`GATE_QUIET`] of the one before shuts the gate as a request read does. On one server
@@ -106,7 +106,7 @@ impl Gate {
     /// Shuts the gate until the pass is dropped and the quiet time has passed.
     pub(crate) fn pass(&self) -> Pass {
         self.0.busy.fetch_add(1, Ordering::SeqCst);
-        self.0.last_request.store(self.0.now(), Ordering::Relaxed);
+        self.0.shut_at(self.0.now());
         Pass(self.clone())
     }
 
@@ -116,7 +116,7 @@ impl Gate {
         let now = self.0.now();
         let last = self.0.last_change.swap(now, Ordering::Relaxed);
         if now.saturating_sub(last) < self.0.quiet.as_micros() as u64 {
-            self.0.last_request.store(now, Ordering::Relaxed);
+            self.0.shut_at(now);
         }
     }
 
@@ -163,6 +163,11 @@ impl Inner {
     fn now(&self) -> u64 {
         (self.since.elapsed() + self.quiet).as_micros() as u64
     }
+
+    /// The quiet time starts again at `now` (a request read or answered, a change in a burst).
+    fn shut_at(&self, now: u64) {
+        self.last_request.store(now, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Pass {
@@ -171,7 +176,7 @@ impl Drop for Pass {
         // sync) is as recent as one just read. Stored before `busy` falls, so that whoever
         // sees the gate unbusy sees this time.
         let inner = &self.0 .0;
-        inner.last_request.store(inner.now(), Ordering::Relaxed);
+        inner.shut_at(inner.now());
         inner.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
