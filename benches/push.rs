@@ -25,7 +25,12 @@
 //!   are also given from the moment the REGISTER was sent. The subscribers
 //!   poll once an hour, so everything they find after their first poll came by push. Server CPU
 //!   per push: utime + stime of every `serve` process over the phase, divided by the pushes the
-//!   pushing server counted (`libp2p_rendezvous_server_pushes_total`).
+//!   pushing server counted (`libp2p_rendezvous_server_pushes_total`). Beside it, the
+//!   **subscribers' floor**: how long the subscribers' thread takes, in the same run, to check
+//!   as many pushed records as there are subscribers (decode the envelope and verify its
+//!   signature, as each subscriber must with each push), and the p99 over that floor. The
+//!   subscribers share one thread here, so the floor is what no server can take off their
+//!   latency, and the ratio compares runs on machines (or days) of different speeds.
 //! - **throughput, 1000 subscribers**: as the first phase, with every subscriber connected and
 //!   `PUSH_BENCH_ROUNDS` (50, as many as without) REGISTERs each. Besides the ratio of
 //!   REGISTERs per second, the ratio of the server's CPU per REGISTER: REGISTERs per server
@@ -45,6 +50,8 @@
 //! REGISTER throughput are the server's, not what is left beside 1000 receiving swarms.
 //! `PUSH_BENCH_BIN=PATH` runs another build of `rendezvous` as the servers (a baseline, run
 //! with the same bench in the same session).
+//! `PUSH_BENCH_SUBSCRIBER_THREADS` (1) is how many threads the subscribers' runtime has; with
+//! 2 and without `PUSH_BENCH_PIN`, the subscribers may use the core the servers leave idle.
 //!
 //! Then polling: a memory server with push off (`--max-subscriptions 0`), `PUSH_BENCH_POLLERS`
 //! (100) clients polling every second, and `PUSH_BENCH_POLL_SAMPLES` (20) registrations one at
@@ -66,7 +73,7 @@ use futures::StreamExt;
 use libp2p::{swarm::SwarmEvent, PeerId};
 use rendezvous_discovery::{
     client::{self, Event},
-    Namespace,
+    Namespace, RecordFormat, SignedRecord,
 };
 use support::{
     fleet::{self, Redis},
@@ -353,7 +360,7 @@ impl Subscribers {
     fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(env_or("PUSH_BENCH_SUBSCRIBER_THREADS", 1))
             .enable_all()
             .on_thread_start(|| {
                 // Linux: 0 is the calling thread; raising one's own nice value needs no
@@ -400,6 +407,33 @@ impl Subscribers {
                 }
             }));
         }
+    }
+
+    /// How long the subscribers' thread takes to check `n` pushed records: decode the signed
+    /// envelope and verify its signature, as every subscriber does with every record pushed to
+    /// it. `n` subscribers on that one thread spend at least this on each registration,
+    /// whatever the server does: the latency's floor on this machine, measured in the same run
+    /// (median of three, while the subscribers are idle).
+    async fn floor(&self, n: usize) -> Duration {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let address = "/ip4/127.0.0.1/tcp/4001".parse().expect("a multiaddr");
+        let record = SignedRecord::new(&key, vec![address], RecordFormat::Standard)
+            .expect("an ed25519 key signs");
+        let runtime = self.runtime.as_ref().expect("until dropped");
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let bytes = record.envelope_bytes().to_vec();
+            let check = runtime.spawn(async move {
+                let start = Instant::now();
+                for _ in 0..n {
+                    SignedRecord::from_bytes(std::hint::black_box(&bytes)).expect("a valid record");
+                }
+                start.elapsed()
+            });
+            times.push(check.await.expect("the check runs"));
+        }
+        times.sort();
+        times[1]
     }
 
     /// Sightings received so far, without waiting.
@@ -488,6 +522,8 @@ struct LatencyRow {
     missing: usize,
     cpu: Cpu,
     pushes: f64,
+    /// [`Subscribers::floor`] for this many subscribers.
+    floor: Duration,
 }
 
 struct ThroughputRow {
@@ -588,6 +624,7 @@ async fn latency(
     let server = servers.register_at.peer;
     let mut nodes = registrants(&servers.register_at, samples).await;
     let n = subscribers.len();
+    let floor = subscribers.floor(n).await;
     let pushes0 = servers.metric(PUSHES).await;
     let cpu0 = servers.cpu();
     let mut acked: HashMap<PeerId, (Instant, Instant)> = HashMap::new();
@@ -635,7 +672,12 @@ async fn latency(
         missing,
         cpu,
         pushes,
+        floor,
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn signed_ms(at: Instant, since: Instant) -> f64 {
@@ -751,8 +793,8 @@ fn print_report(
         pinned()
     );
     println!("### Latency: REGISTER acknowledged → `Discovered` at each subscriber (ms)\n");
-    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | server CPU / push (µs) | of which Redis |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | server CPU / push (µs) | of which Redis | subscribers' floor | p99 / floor |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in latency.iter().chain(polling) {
         let [p50, p99, max] = quantiles(&mut row.samples.clone()).unwrap_or([f64::NAN; 3]);
         let [s50, s99, smax] = quantiles(&mut row.from_sent.clone()).unwrap_or([f64::NAN; 3]);
@@ -764,19 +806,21 @@ fn print_report(
             }
         };
         println!(
-            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {} | {} | {:.1} | {:.2}x |",
             row.store,
             row.subscribers,
             row.samples.len(),
             row.missing,
             per_push(row.cpu.servers + row.cpu.redis),
             per_push(row.cpu.redis),
+            ms(row.floor),
+            p99 / ms(row.floor),
         );
     }
     if polling.is_some() {
         println!(
             "| polling every 60 s, the default (model: the next poll, uniform in 0..60 s) | - | - | - \
-             | 30000 | 59400 | 60000 | - | - | - | - | - |"
+             | 30000 | 59400 | 60000 | - | - | - | - | - | - | - |"
         );
     }
     println!("\n### REGISTER throughput\n");
