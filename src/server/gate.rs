@@ -36,12 +36,13 @@
 //!
 //! Changes the store reports count too, when they come in a burst: a change that comes within
 //! [`GATE_QUIET`] of the one before shuts the gate as a request read does. On one server
-//! every change comes from a request, which shut the gate already; in a fleet, a storm of
-//! REGISTERs at another instance reaches this one only as changes, and without this its push
-//! streams would write each one to every subscriber as it came, taking the CPU from its own
-//! requests (and, where instances share a machine, from the instance with the storm). With
-//! it they wait, coalesce, and shed as above. A lone change does not shut the gate: it is
-//! pushed at once, as before.
+//! most changes come from a request, which shut the gate already (a disconnected peer's
+//! registrations removed at once are changes without one, and follow the same rule); in a
+//! fleet, a storm of REGISTERs at another instance reaches this one only as changes, and
+//! without this its push streams would write each one to every subscriber as it came, taking
+//! the CPU from its own requests (and, where instances share a machine, from the instance with
+//! the storm). With it they wait, coalesce, and shed as above. A lone change does not shut the
+//! gate: it is pushed at once, as before.
 //!
 //! [turn]: Gate::turn
 
