@@ -682,8 +682,8 @@ fn ms(d: Duration) -> f64 {
 
 fn signed_ms(at: Instant, since: Instant) -> f64 {
     match at.checked_duration_since(since) {
-        Some(d) => d.as_secs_f64() * 1e3,
-        None => -(since - at).as_secs_f64() * 1e3,
+        Some(d) => ms(d),
+        None => -ms(since - at),
     }
 }
 
