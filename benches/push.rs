@@ -22,7 +22,8 @@
 //!   acknowledgement) came. Negative: the push came before the acknowledgement (the SQLite
 //!   store answers a REGISTER after its group commit, and may push before it; and the
 //!   acknowledgement itself waits behind the fan-out when the cores are busy). The same stamps
-//!   are also given from the moment the REGISTER was sent. The subscribers
+//!   are also given from the moment the REGISTER was sent, and beside them the REGISTERs' own
+//!   round trips (sent to acknowledged: what pushing costs the registrant). The subscribers
 //!   poll once an hour, so everything they find after their first poll came by push. Server CPU
 //!   per push: utime + stime of every `serve` process over the phase, divided by the pushes the
 //!   pushing server counted (`libp2p_rendezvous_server_pushes_total`). Beside it, the
@@ -519,6 +520,8 @@ struct LatencyRow {
     samples: Vec<f64>,
     /// The same stamps from the moment the REGISTER was sent.
     from_sent: Vec<f64>,
+    /// Each REGISTER's round trip: sent to acknowledged.
+    round_trips: Vec<f64>,
     missing: usize,
     cpu: Cpu,
     pushes: f64,
@@ -669,6 +672,10 @@ async fn latency(
         subscribers: n,
         samples: since(|(_, acked)| *acked),
         from_sent: since(|(sent, _)| *sent),
+        round_trips: acked
+            .values()
+            .map(|(sent, acked)| signed_ms(*acked, *sent))
+            .collect(),
         missing,
         cpu,
         pushes,
@@ -793,11 +800,12 @@ fn print_report(
         pinned()
     );
     println!("### Latency: REGISTER acknowledged → `Discovered` at each subscriber (ms)\n");
-    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | server CPU / push (µs) | of which Redis | subscribers' floor | p99 / floor |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | REGISTER round trip: p50 | p99 | server CPU / push (µs) | of which Redis | subscribers' floor | p99 / floor |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in latency.iter().chain(polling) {
         let [p50, p99, max] = quantiles(&mut row.samples.clone()).unwrap_or([f64::NAN; 3]);
         let [s50, s99, smax] = quantiles(&mut row.from_sent.clone()).unwrap_or([f64::NAN; 3]);
+        let [r50, r99, _] = quantiles(&mut row.round_trips.clone()).unwrap_or([f64::NAN; 3]);
         let per_push = |d: Duration| {
             if row.pushes > 0.0 {
                 format!("{:.1}", d.as_secs_f64() * 1e6 / row.pushes)
@@ -806,7 +814,7 @@ fn print_report(
             }
         };
         println!(
-            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {} | {} | {:.1} | {:.2}x |",
+            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {r50:.1} | {r99:.1} | {} | {} | {:.1} | {:.2}x |",
             row.store,
             row.subscribers,
             row.samples.len(),
@@ -820,7 +828,7 @@ fn print_report(
     if polling.is_some() {
         println!(
             "| polling every 60 s, the default (model: the next poll, uniform in 0..60 s) | - | - | - \
-             | 30000 | 59400 | 60000 | - | - | - | - | - | - | - |"
+             | 30000 | 59400 | 60000 | - | - | - | - | - | - | - | - | - |"
         );
     }
     println!("\n### REGISTER throughput\n");

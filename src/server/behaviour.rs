@@ -395,9 +395,8 @@ impl Behaviour {
         let now = Instant::now();
         let namespace = new.namespace.clone();
         if let Some(refusal) = self.refusal(peer, now) {
-            let mut sender = new.sender;
             let push = Push::Page(Err(refusal.error));
-            let _ = sender.try_send(Queued::new(push, false));
+            new.sender.send_last(Queued::new(push, false));
             if let Some(limit) = refusal.limit {
                 let event = Event::SubscriptionRefused {
                     peer,
@@ -720,10 +719,16 @@ impl NetworkBehaviour for Behaviour {
                 self.close_idle(peer, connection);
                 continue;
             }
+            // After every change and replayed page of this poll: their streams wake together.
+            let wake_at = self
+                .subscriptions
+                .wake_if_quiet(&self.gate)
+                .map(|in_| now + in_);
             let deadline = [
                 self.store.poll_timeout(),
                 self.formats.poll_timeout(),
                 self.connections.poll_timeout(),
+                wake_at,
             ]
             .into_iter()
             .flatten()

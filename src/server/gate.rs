@@ -44,19 +44,26 @@
 //! the storm). With it they wait, coalesce, and shed as above. A lone change does not shut the
 //! gate: it is pushed at once, as before.
 //!
+//! A push stream is not woken when a push is queued for it, but when the gate is quiet: the
+//! behaviour lists its [`Bell`] as it queues and rings every listed bell in the next quiet
+//! moment ([`Bells`]). Waking a thousand subscribers' streams the moment a REGISTER's change
+//! was queued, only for each to find the gate shut and wait again, cost the server a second
+//! wake per push and delayed that REGISTER's own answer behind a thousand connection tasks
+//! (17 to 23 ms rather than 2; BENCHMARKS.md, "Push").
+//!
 //! [turn]: Gate::turn
 
 use std::{
     future::poll_fn,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     task::Poll,
     time::{Duration, Instant},
 };
 
-use futures::{lock::Mutex, FutureExt};
+use futures::{lock::Mutex, task::AtomicWaker, FutureExt};
 use futures_timer::Delay;
 
 /// How long the server must have read no request before a push goes out, and how often a push
@@ -155,6 +162,85 @@ impl Gate {
             looking = None;
         })
         .await;
+    }
+}
+
+/// A push stream's bell: rung, it wakes the stream to look at its queue.
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    waker: AtomicWaker,
+    /// In a [`Bells`] list, not rung yet.
+    listed: AtomicBool,
+}
+
+impl Bell {
+    /// The stream waits for a ring: wakes `cx` at the next one.
+    pub(crate) fn register(&self, cx: &std::task::Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
+    /// Wakes the stream now.
+    pub(crate) fn ring(&self) {
+        self.listed.store(false, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// The bells of the push streams that have pushes queued and were not woken yet: each listed
+/// once however many pushes wait for it, all rung in the next quiet moment.
+#[derive(Debug)]
+pub(crate) struct Bells {
+    listed: Vec<Arc<Bell>>,
+    /// When the list gets this long, the bells of streams that are gone are dropped from it
+    /// (then it may grow to twice what is left): a storm that keeps the gate shut while
+    /// subscriptions come and go leaves a list as long as the streams alive, not one entry per
+    /// subscription ever made.
+    prune_at: usize,
+}
+
+impl Default for Bells {
+    fn default() -> Self {
+        Self {
+            listed: Vec::new(),
+            prune_at: Self::MIN_PRUNE_AT,
+        }
+    }
+}
+
+impl Bells {
+    const MIN_PRUNE_AT: usize = 64;
+
+    /// Lists `bell` to be rung in the next quiet moment, unless it is listed already.
+    pub(crate) fn list(&mut self, bell: &Arc<Bell>) {
+        if bell.listed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.listed.len() >= self.prune_at {
+            // Only this list holds the bell of a stream and queue both gone.
+            self.listed.retain(|bell| Arc::strong_count(bell) > 1);
+            self.prune_at = (2 * self.listed.len()).max(Self::MIN_PRUNE_AT);
+        }
+        self.listed.push(bell.clone());
+    }
+
+    /// Rings every listed bell if `gate` is quiet. Otherwise, while bells wait, how long until
+    /// it may be (the caller looks again then).
+    pub(crate) fn ring_if_quiet(&mut self, gate: &Gate) -> Option<Duration> {
+        if self.listed.is_empty() {
+            return None;
+        }
+        match gate.quiet_in() {
+            Some(Duration::ZERO) => {
+                for bell in self.listed.drain(..) {
+                    bell.ring();
+                }
+                None
+            }
+            Some(rest) => Some(rest),
+            // A request waits for the behaviour: look again a quiet time later (at least a
+            // millisecond: a behaviour looking at once would not get to handle the request).
+            None => Some(gate.0.quiet.max(Duration::from_millis(1))),
+        }
     }
 }
 
@@ -285,6 +371,41 @@ mod tests {
         );
         assert!(poll_once(&mut first).is_ready());
         assert!(poll_once(&mut second).is_ready());
+    }
+
+    #[test]
+    fn a_bell_is_listed_once_until_it_is_rung() {
+        let gate = Gate::new(Duration::ZERO);
+        let mut bells = Bells::default();
+        let bell = Arc::new(Bell::default());
+        bells.list(&bell);
+        bells.list(&bell);
+        assert_eq!(bells.listed.len(), 1);
+        assert_eq!(bells.ring_if_quiet(&gate), None);
+        assert!(bells.listed.is_empty());
+        bells.list(&bell);
+        assert_eq!(bells.listed.len(), 1, "rung, it is listed again");
+    }
+
+    #[test]
+    fn the_bells_of_streams_that_are_gone_do_not_pile_up() {
+        let mut bells = Bells::default();
+        let alive: Vec<Arc<Bell>> = (0..10).map(|_| Arc::new(Bell::default())).collect();
+        for bell in &alive {
+            bells.list(bell);
+        }
+        // A storm keeps the gate shut while subscriptions come and go.
+        for _ in 0..10_000 {
+            bells.list(&Arc::new(Bell::default()));
+        }
+        assert!(
+            bells.listed.len() <= Bells::MIN_PRUNE_AT + 1,
+            "{} listed",
+            bells.listed.len()
+        );
+        for bell in &alive {
+            assert!(bells.listed.iter().any(|b| Arc::ptr_eq(b, bell)), "kept");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use futures::{
     channel::mpsc,
     future::{self, Either},
-    AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt,
+    AsyncReadExt, AsyncWriteExt, SinkExt,
 };
 use libp2p::{
     core::{upgrade::UpgradeInfo, InboundUpgrade},
@@ -15,7 +15,7 @@ use libp2p::{
 };
 
 use super::{
-    gate::Gate,
+    gate::{Bell, Bells, Gate},
     rules::response_overhead,
     subscriptions::{NewSubscription, Queued},
 };
@@ -55,6 +55,78 @@ impl InboundUpgrade<Stream> for Inbound {
     fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
         future::ready(Ok((stream, protocol)))
     }
+}
+
+/// A subscription's end of its stream's queue of pushes (bounded: [`PushLimits::queue`]).
+/// Adding a push does not wake the stream: it lists the stream's bell, which the behaviour
+/// rings in the next quiet moment ([`Bells`]). Dropped, it closes the queue and wakes the
+/// stream at once (it then writes what was queued, or the end, after its turn at the gate).
+#[derive(Debug)]
+pub struct PushQueue {
+    sender: mpsc::Sender<Queued>,
+    bell: Arc<Bell>,
+}
+
+impl PushQueue {
+    /// A queue of `capacity` pushes (at least one), the stream's end of it, and its bell.
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Queued>, Arc<Bell>) {
+        // A channel holds its buffer plus one message per sender: `capacity` in all.
+        let (sender, receiver) = mpsc::channel(capacity.saturating_sub(1));
+        let bell = Arc::new(Bell::default());
+        let queue = Self {
+            sender,
+            bell: bell.clone(),
+        };
+        (queue, receiver, bell)
+    }
+
+    /// Adds `queued`, and lists the stream's bell in `bells`; or says why not (full, or the
+    /// stream is gone).
+    pub(crate) fn try_send(
+        &mut self,
+        queued: Queued,
+        bells: &mut Bells,
+    ) -> Result<(), mpsc::TrySendError<Queued>> {
+        self.sender.try_send(queued)?;
+        bells.list(&self.bell);
+        Ok(())
+    }
+
+    /// Adds `queued` as the last push and closes the queue (the stream wakes at once); if the
+    /// queue is full, only closes it.
+    pub(crate) fn send_last(mut self, queued: Queued) {
+        let _ = self.sender.try_send(queued);
+    }
+}
+
+impl Drop for PushQueue {
+    fn drop(&mut self) {
+        // Closed before the ring, so that the woken stream sees the end.
+        self.sender.close_channel();
+        self.bell.ring();
+    }
+}
+
+/// The next push of `pushes` once `bell` rings (`None`: the queue was closed, after what it
+/// held). A push already queued is taken at once, rung or not.
+async fn next(pushes: &mut mpsc::Receiver<Queued>, bell: &Bell) -> Option<Queued> {
+    let mut take = || match pushes.try_recv() {
+        Ok(queued) => Some(Some(queued)),
+        Err(mpsc::TryRecvError::Closed) => Some(None),
+        Err(mpsc::TryRecvError::Empty) => None,
+    };
+    future::poll_fn(|cx| {
+        if let Some(next) = take() {
+            return std::task::Poll::Ready(next);
+        }
+        bell.register(cx);
+        // Queued (and rung) between the look and the registration.
+        match take() {
+            Some(next) => std::task::Poll::Ready(next),
+            None => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// What a push stream tells its connection's handler.
@@ -160,8 +232,10 @@ async fn read_subscribe<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
 /// the queue because the subscriber fell behind, an `E_UNAVAILABLE` page written here instead
 /// of what was still queued).
 ///
-/// Each write waits for the stream's turn through the server's `gate`: while any request waits
-/// for the behaviour, pushes wait (gate.rs). What is queued when the stream gets to write goes
+/// The stream wakes when the behaviour rings its bell, in a quiet moment after pushes were
+/// queued ([`PushQueue`]), and each write still waits for the stream's turn through the
+/// server's `gate` (a request may have come since): while any request waits for the behaviour,
+/// pushes wait (gate.rs). What is queued when the stream gets to write goes
 /// out as one batch ([`coalesce`]d, one write, one flush): a subscriber that reads slower than
 /// registrations come, or that waited behind requests, gets fewer, larger pages rather than
 /// falling further behind.
@@ -175,8 +249,7 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
     let Some(subscribe) = read_subscribe(&mut stream, &limits).await? else {
         return Ok(());
     };
-    // A channel holds its buffer plus one message per sender: `queue` in all.
-    let (sender, mut pushes) = mpsc::channel(limits.queue.saturating_sub(1));
+    let (sender, mut pushes, bell) = PushQueue::new(limits.queue);
     let new = NewSubscription {
         id,
         namespace: subscribe.namespace,
@@ -196,11 +269,12 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
         let _ = reader.read(&mut byte).await;
     });
     loop {
-        let first = match future::select(pushes.next(), closed.as_mut()).await {
-            Either::Left((Some(queued), _)) => Some(queued),
-            Either::Left((None, _)) => None,
-            Either::Right(((), _)) => return Ok(()),
-        };
+        let first =
+            match future::select(std::pin::pin!(next(&mut pushes, &bell)), closed.as_mut()).await {
+                Either::Left((Some(queued), _)) => Some(queued),
+                Either::Left((None, _)) => None,
+                Either::Right(((), _)) => return Ok(()),
+            };
         // Requests first. Meanwhile more pushes queue up and go out with this one, or the
         // queue fills and the behaviour ends the subscription.
         if let Either::Right(((), _)) =

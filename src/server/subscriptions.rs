@@ -17,10 +17,11 @@ use std::{
     sync::Arc,
 };
 
-use futures::channel::mpsc;
 use libp2p::{swarm::ConnectionId, PeerId};
 
 use super::{
+    gate::{Bells, Gate},
+    push::PushQueue,
     rules::{self, cookie, Limits, Offer, ScanEnd},
     store::{Change, Operation, OperationId},
     Config, ServedFormats,
@@ -59,7 +60,7 @@ pub struct NewSubscription {
     pub(crate) cookie: Option<Cookie>,
     pub(crate) limit: Option<u64>,
     /// Where its pushes go (bounded: [`Config::with_push_queue`]).
-    pub(crate) sender: mpsc::Sender<Queued>,
+    pub(crate) sender: PushQueue,
 }
 
 /// Why a subscription ended on the server's side.
@@ -108,7 +109,7 @@ struct Subscription {
     state: State,
     /// Changes of its namespace that came before the replay caught up.
     buffered: VecDeque<Change>,
-    sender: mpsc::Sender<Queued>,
+    sender: PushQueue,
 }
 
 impl Subscription {
@@ -267,6 +268,8 @@ pub(crate) struct Subscriptions {
     per_connection: HashMap<ConnectionId, usize>,
     /// The replay page each replaying subscription asked the store for (one each).
     replays: HashMap<OperationId, Key>,
+    /// The streams with pushes queued, to wake in the next quiet moment.
+    bells: Bells,
 }
 
 impl Subscriptions {
@@ -280,7 +283,14 @@ impl Subscriptions {
             index: Index::default(),
             per_connection: HashMap::new(),
             replays: HashMap::new(),
+            bells: Bells::default(),
         }
+    }
+
+    /// Wakes the streams that have pushes queued if `gate` is quiet; otherwise, while some
+    /// wait, how long until it may be (the behaviour calls again then).
+    pub(crate) fn wake_if_quiet(&mut self, gate: &Gate) -> Option<std::time::Duration> {
+        self.bells.ring_if_quiet(gate)
     }
 
     /// Subscriptions open.
@@ -301,7 +311,7 @@ impl Subscriptions {
             namespace,
             cookie,
             limit,
-            mut sender,
+            sender,
         } = new;
         let on_connection = self.per_connection.get(&connection).copied().unwrap_or(0);
         let refusal = if self.all.len() >= self.max {
@@ -320,7 +330,7 @@ impl Subscriptions {
         if let Some(text) = refusal {
             let error = ErrorResponse::new(ErrorCode::Unavailable, text);
             let push = Push::Page(Err(error.clone()));
-            let _ = sender.try_send(Queued::new(push, false));
+            sender.send_last(Queued::new(push, false));
             return Err(error);
         }
         let key = (connection, id);
@@ -392,7 +402,9 @@ impl Subscriptions {
         let ended = match result {
             Err(error) => {
                 let push = Push::Page(Err(error));
-                let _ = sub.sender.try_send(Queued::new(push, false));
+                let _ = sub
+                    .sender
+                    .try_send(Queued::new(push, false), &mut self.bells);
                 Some(SubscriptionEnd::Refused)
             }
             Ok((registrations, cookie)) => {
@@ -408,7 +420,7 @@ impl Subscriptions {
                             skipped: 0,
                         };
                         let queued = Queued::new(Push::Page(Ok(page)), !up_to_date);
-                        match sub.sender.try_send(queued) {
+                        match sub.sender.try_send(queued, &mut self.bells) {
                             Err(_) => Some(SubscriptionEnd::Overflow),
                             Ok(()) => {
                                 sub.state = if up_to_date {
@@ -443,7 +455,9 @@ impl Subscriptions {
         let mut out = FanOut::default();
         if let Some(sub) = self.all.get_mut(&key) {
             let push = Push::Page(Err(error));
-            let _ = sub.sender.try_send(Queued::new(push, false));
+            let _ = sub
+                .sender
+                .try_send(Queued::new(push, false), &mut self.bells);
             self.end(key, SubscriptionEnd::Refused, &mut out);
         }
         out
@@ -497,7 +511,10 @@ impl Subscriptions {
                 peer, namespaces, ..
             } => made.removed(sub, *peer, namespaces),
         };
-        match sub.sender.try_send(Queued { push, more: false }) {
+        match sub
+            .sender
+            .try_send(Queued { push, more: false }, &mut self.bells)
+        {
             Ok(()) => out.pushed += 1,
             Err(e) if e.is_full() => self.end(key, SubscriptionEnd::Overflow, out),
             Err(_) => self.end(key, SubscriptionEnd::Closed, out),

@@ -334,8 +334,11 @@ impl Served {
     }
 
     fn poll(&mut self) -> Poll<Result<(), PushError>> {
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        self.serving.as_mut().poll(&mut cx)
+        self.poll_with(futures::task::noop_waker_ref())
+    }
+
+    fn poll_with(&mut self, waker: &std::task::Waker) -> Poll<Result<(), PushError>> {
+        self.serving.as_mut().poll(&mut Context::from_waker(waker))
     }
 
     /// What it wrote since the last call.
@@ -350,11 +353,12 @@ fn while_a_request_waits_for_the_behaviour_pushes_wait_then_go_out_together() {
     let (mut served, new) = Served::start(7, &gate);
     assert_eq!((new.id, new.namespace), (7, Some(ns())));
     let mut queue = new.sender;
+    let mut bells = Bells::default();
 
     // A request was read and waits for the behaviour: what is queued meanwhile waits.
     let request = gate.pass();
     for seq in 1..=3 {
-        queue.try_send(page(seq, 1)).unwrap();
+        queue.try_send(page(seq, 1), &mut bells).unwrap();
         assert!(served.poll().is_pending());
     }
     assert!(
@@ -388,9 +392,10 @@ fn a_subscription_ended_while_its_pushes_waited_gets_only_its_end() {
     let gate = Gate::new(Duration::ZERO);
     let (mut served, new) = Served::start(1, &gate);
     let mut queue = new.sender;
+    let mut bells = Bells::default();
     let request = gate.pass();
     for seq in 1..=3 {
-        queue.try_send(page(seq, 1)).unwrap();
+        queue.try_send(page(seq, 1), &mut bells).unwrap();
     }
     assert!(served.poll().is_pending());
     // The behaviour drops the queue: the subscriber fell behind.
@@ -403,4 +408,82 @@ fn a_subscription_ended_while_its_pushes_waited_gets_only_its_end() {
         panic!("only the end: {read:?}");
     };
     assert_eq!(end.code, ErrorCode::Unavailable);
+}
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for Wakes {
+    fn wake_by_ref(this: &std::sync::Arc<Self>) {
+        this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Wakes {
+    fn waker() -> (std::sync::Arc<Self>, std::task::Waker) {
+        let wakes = std::sync::Arc::new(Self::default());
+        (wakes.clone(), futures::task::waker(wakes))
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_push_queued_while_the_gate_is_shut_wakes_its_stream_only_once_it_is_quiet() {
+    let gate = Gate::new(Duration::ZERO);
+    let (mut served, new) = Served::start(3, &gate);
+    let (wakes, waker) = Wakes::waker();
+    assert!(served.poll_with(&waker).is_pending(), "nothing queued yet");
+    let mut queue = new.sender;
+    let mut bells = Bells::default();
+
+    let request = gate.pass();
+    queue.try_send(page(1, 1), &mut bells).unwrap();
+    queue.try_send(page(2, 1), &mut bells).unwrap();
+    assert_eq!(wakes.count(), 0, "queuing does not wake the stream");
+    assert!(
+        bells.ring_if_quiet(&gate).is_some(),
+        "a request waits: the behaviour looks again later"
+    );
+    assert_eq!(wakes.count(), 0, "not while a request waits");
+
+    drop(request);
+    assert_eq!(
+        bells.ring_if_quiet(&gate),
+        None,
+        "rung: nothing left to ring"
+    );
+    assert_eq!(wakes.count(), 1, "one wake for both pushes");
+    assert!(served.poll_with(&waker).is_pending());
+    let read = served.read();
+    let [Push::Page(Ok(written))] = &read[..] else {
+        panic!("the two pushes as one page: {read:?}");
+    };
+    assert_eq!(written.registrations.len(), 2);
+
+    // Quiet now: the next push's bell rings at the behaviour's next look.
+    queue.try_send(page(3, 1), &mut bells).unwrap();
+    assert_eq!(wakes.count(), 1);
+    assert_eq!(bells.ring_if_quiet(&gate), None);
+    assert_eq!(wakes.count(), 2);
+}
+
+#[test]
+fn a_dropped_queue_wakes_its_stream_at_once() {
+    let gate = Gate::new(Duration::ZERO);
+    let (mut served, new) = Served::start(4, &gate);
+    let (wakes, waker) = Wakes::waker();
+    assert!(served.poll_with(&waker).is_pending());
+    drop(new.sender);
+    assert_eq!(
+        wakes.count(),
+        1,
+        "no bell list needed to end a subscription"
+    );
+    assert!(matches!(served.poll_with(&waker), Poll::Ready(Ok(()))));
+    let read = served.read();
+    assert!(matches!(read[..], [Push::Page(Err(_))]), "{read:?}");
 }

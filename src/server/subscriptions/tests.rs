@@ -36,7 +36,7 @@ fn new_sub(
     namespace: Option<&str>,
     queue: usize,
 ) -> (NewSubscription, mpsc::Receiver<Queued>) {
-    let (sender, receiver) = mpsc::channel(queue - 1);
+    let (sender, receiver, _bell) = PushQueue::new(queue);
     let new = NewSubscription {
         id,
         namespace: namespace.map(ns),
