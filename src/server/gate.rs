@@ -49,7 +49,8 @@
 //! moment ([`Bells`]). Waking a thousand subscribers' streams the moment a REGISTER's change
 //! was queued, only for each to find the gate shut and wait again, cost the server a second
 //! wake per push and delayed that REGISTER's own answer behind a thousand connection tasks
-//! (17 to 23 ms rather than 2; BENCHMARKS.md, "Push").
+//! (28 ms at the median with 1000 subscribers rather than 2; BENCHMARKS.md, "A push stream
+//! wakes once").
 //!
 //! [turn]: Gate::turn
 
