@@ -93,7 +93,7 @@ const PAGE_BUCKETS: [f64; 11] = [
 
 #[derive(Debug)]
 pub(super) struct Metrics {
-    /// `requests_total` by [type][status], created up front so recording is one atomic add.
+    /// `requests_total` by `[type][status]`, created up front so recording is one atomic add.
     requests: [[Counter; STATUS_LABELS.len()]; 2],
     /// `request_duration_seconds` by type.
     duration: [Histogram; 2],

@@ -363,7 +363,7 @@ impl Registrations {
     /// ([`Config::with_max_store_bytes`]) counts them: for each registration
     /// [`REGISTRATION_OVERHEAD_BYTES`](super::REGISTRATION_OVERHEAD_BYTES) plus its namespace;
     /// for each distinct record of each peer (once, however many namespaces hold it)
-    /// [`RECORD_OVERHEAD_BYTES`](super::RECORD_OVERHEAD_BYTES) plus its envelope plus, per
+    /// [`RECORD_OVERHEAD_BYTES`] plus its envelope plus, per
     /// address, [`ADDRESS_OVERHEAD_BYTES`](super::ADDRESS_OVERHEAD_BYTES) and its bytes. Never
     /// above the budget.
     pub fn stored_bytes(&self) -> usize {

@@ -99,7 +99,7 @@ pub(super) enum Origin {
     Auto,
     /// The application.
     Manual,
-    /// [`Schedule::stop`], unregistering.
+    /// [`Schedule::stop`](super::Schedule::stop), unregistering.
     Stop,
 }
 
