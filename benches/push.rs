@@ -21,7 +21,7 @@
 //!   latency is that stamp minus the moment the registrant's `Registered` event (the
 //!   acknowledgement) came. Negative: the push came before the acknowledgement (the SQLite
 //!   store answers a REGISTER after its group commit, and may push before it; and the
-//!   acknowledgement itself waits behind the fan-out when the cores are busy). The same stamps
+//!   acknowledgement may wait for the registrants' core when it is busy). The same stamps
 //!   are also given from the moment the REGISTER was sent, and beside them the REGISTERs' own
 //!   round trips (sent to acknowledged: what pushing costs the registrant). The subscribers
 //!   poll once an hour, so everything they find after their first poll came by push. Server CPU
@@ -674,7 +674,7 @@ async fn latency(
         from_sent: since(|(sent, _)| *sent),
         round_trips: acked
             .values()
-            .map(|(sent, acked)| signed_ms(*acked, *sent))
+            .map(|(sent, acked)| ms(*acked - *sent))
             .collect(),
         missing,
         cpu,

@@ -129,33 +129,35 @@ impl Gate {
         }
     }
 
-    /// How long until the server is quiet: zero when it is, `None` while a request waits.
-    fn quiet_in(&self) -> Option<Duration> {
+    /// Zero when the server is quiet; otherwise how long to wait before looking again: the
+    /// rest of the quiet time, or, while a request waits for the behaviour, a quiet time (at
+    /// least a millisecond: whoever looks again at once only spins, and a behaviour that did
+    /// would never get to handle the request).
+    fn look_in(&self) -> Duration {
         if self.0.busy.load(Ordering::SeqCst) > 0 {
-            return None;
+            return self.0.quiet.max(Duration::from_millis(1));
         }
         let since = self
             .0
             .now()
             .saturating_sub(self.0.last_request.load(Ordering::Relaxed));
-        Some(self.0.quiet.saturating_sub(Duration::from_micros(since)))
+        self.0.quiet.saturating_sub(Duration::from_micros(since))
     }
 
     /// Resolves in a quiet moment: at once when the server is quiet, or else when it is this
     /// caller's turn, after the push streams that were waiting before it, and the server is
     /// quiet.
     pub(crate) async fn turn(&self) {
-        if self.quiet_in() == Some(Duration::ZERO) {
+        if self.look_in().is_zero() {
             return;
         }
         let _turn = self.0.turn.lock().await;
         let mut looking: Option<Delay> = None;
         poll_fn(|cx| loop {
-            let wait = match self.quiet_in() {
-                Some(Duration::ZERO) => return Poll::Ready(()),
-                Some(rest) => rest,
-                None => self.0.quiet,
-            };
+            let wait = self.look_in();
+            if wait.is_zero() {
+                return Poll::Ready(());
+            }
             let delay = looking.get_or_insert_with(|| Delay::new(wait));
             if delay.poll_unpin(cx).is_pending() {
                 return Poll::Pending;
@@ -230,18 +232,14 @@ impl Bells {
         if self.listed.is_empty() {
             return None;
         }
-        match gate.quiet_in() {
-            Some(Duration::ZERO) => {
-                for bell in self.listed.drain(..) {
-                    bell.ring();
-                }
-                None
-            }
-            Some(rest) => Some(rest),
-            // A request waits for the behaviour: look again a quiet time later (at least a
-            // millisecond: a behaviour looking at once would not get to handle the request).
-            None => Some(gate.0.quiet.max(Duration::from_millis(1))),
+        let wait = gate.look_in();
+        if !wait.is_zero() {
+            return Some(wait);
         }
+        for bell in self.listed.drain(..) {
+            bell.ring();
+        }
+        None
     }
 }
 
