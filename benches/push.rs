@@ -31,7 +31,10 @@
 //!   as many pushed records as there are subscribers (decode the envelope and verify its
 //!   signature, as each subscriber must with each push), and the p99 over that floor. The
 //!   subscribers share one thread here, so the floor is what no server can take off their
-//!   latency, and the ratio compares runs on machines (or days) of different speeds.
+//!   latency, and the ratio compares runs on machines (or days) of different speeds. And the
+//!   server's own part: how long the pushing server's pushes waited, from their change
+//!   reaching it to their write (`libp2p_rendezvous_server_push_delay_seconds` over the
+//!   phase): the mean, and the bound of the bucket that holds the p99.
 //! - **throughput, 1000 subscribers**: as the first phase, with every subscriber connected and
 //!   `PUSH_BENCH_ROUNDS` (50, as many as without) REGISTERs each. Besides the ratio of
 //!   REGISTERs per second, the ratio of the server's CPU per REGISTER: REGISTERs per server
@@ -300,12 +303,71 @@ impl Servers {
 
     /// A sample of the pushing server's `/metrics`.
     async fn metric(&self, series: &str) -> f64 {
+        self.scrape().await.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// The pushing server's metrics.
+    async fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
         let address = self.push_from().metrics.expect("started with --metrics");
         let (_, _, body) = support::http::get(address, "/metrics").await;
         support::http::parse(&body)
-            .get(series)
+    }
+}
+
+/// The pushing server's `push_delay_seconds` histogram, at one moment: the cumulative count at
+/// each bucket bound (seconds, `+Inf` last), and the sum (seconds).
+#[derive(Debug, Clone, Default)]
+struct Delays {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+}
+
+impl Delays {
+    const NAME: &str = "libp2p_rendezvous_server_push_delay_seconds";
+
+    fn parse(scraped: &std::collections::BTreeMap<String, f64>) -> Self {
+        let prefix = format!("{}_bucket{{le=\"", Self::NAME);
+        let mut buckets: Vec<(f64, f64)> = scraped
+            .iter()
+            .filter_map(|(series, n)| {
+                let le = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, *n))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let sum = scraped
+            .get(&format!("{}_sum", Self::NAME))
             .copied()
-            .unwrap_or(0.0)
+            .unwrap_or(0.0);
+        Self { buckets, sum }
+    }
+
+    /// What was counted since `before`: the mean (ms) and the bound (ms) of the bucket that holds
+    /// the p99; `None` when nothing was.
+    fn since(&self, before: &Delays) -> Option<(f64, f64)> {
+        let earlier = |le: f64| {
+            before
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0.0, |(_, n)| *n)
+        };
+        let moved: Vec<(f64, f64)> = self
+            .buckets
+            .iter()
+            .map(|(le, n)| (*le, n - earlier(*le)))
+            .collect();
+        let count = moved.last()?.1;
+        if count <= 0.0 {
+            return None;
+        }
+        let p99 = moved.iter().find(|(_, n)| *n >= 0.99 * count)?.0;
+        Some(((self.sum - before.sum) / count * 1e3, p99 * 1e3))
     }
 }
 
@@ -527,6 +589,9 @@ struct LatencyRow {
     pushes: f64,
     /// [`Subscribers::floor`] for this many subscribers.
     floor: Duration,
+    /// How long the pushing server's pushes waited, from their change to their write (its
+    /// `push_delay_seconds`): the mean and the p99's bucket bound, in ms.
+    written: Option<(f64, f64)>,
 }
 
 struct ThroughputRow {
@@ -629,6 +694,7 @@ async fn latency(
     let n = subscribers.len();
     let floor = subscribers.floor(n).await;
     let pushes0 = servers.metric(PUSHES).await;
+    let delays0 = Delays::parse(&servers.scrape().await);
     let cpu0 = servers.cpu();
     let mut acked: HashMap<PeerId, (Instant, Instant)> = HashMap::new();
     let mut seen: HashMap<PeerId, Vec<Instant>> = HashMap::new();
@@ -656,6 +722,7 @@ async fn latency(
     }
     let cpu = servers.cpu() - cpu0;
     let pushes = servers.metric(PUSHES).await - pushes0;
+    let written = Delays::parse(&servers.scrape().await).since(&delays0);
     // The registrants disconnect: their registrations are removed (and the removals pushed),
     // so the next phase's subscribers replay nothing.
     drop(nodes);
@@ -680,6 +747,7 @@ async fn latency(
         cpu,
         pushes,
         floor,
+        written,
     }
 }
 
@@ -800,8 +868,8 @@ fn print_report(
         pinned()
     );
     println!("### Latency: REGISTER acknowledged → `Discovered` at each subscriber (ms)\n");
-    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | REGISTER round trip: p50 | p99 | server CPU / push (µs) | of which Redis | subscribers' floor | p99 / floor |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| store | subscribers | samples | missing | p50 | p99 | max | from sent: p50 | p99 | max | REGISTER round trip: p50 | p99 | server CPU / push (µs) | of which Redis | subscribers' floor | p99 / floor | server wrote the push: mean | p99 ≤ |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in latency.iter().chain(polling) {
         let [p50, p99, max] = quantiles(&mut row.samples.clone()).unwrap_or([f64::NAN; 3]);
         let [s50, s99, smax] = quantiles(&mut row.from_sent.clone()).unwrap_or([f64::NAN; 3]);
@@ -814,7 +882,7 @@ fn print_report(
             }
         };
         println!(
-            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {r50:.1} | {r99:.1} | {} | {} | {:.1} | {:.2}x |",
+            "| {} | {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} | {s50:.1} | {s99:.1} | {smax:.1} | {r50:.1} | {r99:.1} | {} | {} | {:.1} | {:.2}x | {} | {} |",
             row.store,
             row.subscribers,
             row.samples.len(),
@@ -823,12 +891,15 @@ fn print_report(
             per_push(row.cpu.redis),
             ms(row.floor),
             p99 / ms(row.floor),
+            row.written
+                .map_or("-".into(), |(mean, _)| format!("{mean:.1}")),
+            row.written.map_or("-".into(), |(_, p99)| format!("{p99}")),
         );
     }
     if polling.is_some() {
         println!(
             "| polling every 60 s, the default (model: the next poll, uniform in 0..60 s) | - | - | - \
-             | 30000 | 59400 | 60000 | - | - | - | - | - | - | - | - | - |"
+             | 30000 | 59400 | 60000 | - | - | - | - | - | - | - | - | - | - | - |"
         );
     }
     println!("\n### REGISTER throughput\n");

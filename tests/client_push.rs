@@ -79,6 +79,35 @@ async fn a_registration_reaches_a_subscribed_client_without_a_poll() {
 }
 
 #[tokio::test]
+async fn the_server_counts_each_push_it_wrote_by_how_long_it_waited() {
+    let mut s = server(server::Config::default()).await;
+    let delays = s
+        .ask(|swarm| swarm.behaviour().rendezvous.push_delays().clone())
+        .await;
+    let mut watcher = spawn_client(watcher_config(&s)).await;
+    s.wait_for(subscribed(watcher.peer)).await;
+    assert_eq!(delays.snapshot().count(), 0, "a replay is not a push");
+
+    let alice = registrant(&s).await;
+    watcher.wait_for(discovered(alice.peer)).await;
+    // Counted once its write was flushed, which the watcher's read may overtake.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while delays.snapshot().count() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the push is counted");
+    let counted = delays.snapshot();
+    assert_eq!(
+        counted.count(),
+        1,
+        "one change, one subscriber: {counted:?}"
+    );
+    assert!(counted.sum > Duration::ZERO, "{counted:?}");
+}
+
+#[tokio::test]
 async fn an_unregister_reaches_a_subscribed_client_as_expired() {
     let mut s = server(server::Config::default()).await;
     let mut watcher = spawn_client(watcher_config(&s)).await;

@@ -364,7 +364,8 @@ async fn a_registration_through_one_instance_is_pushed_to_a_subscriber_on_the_ot
     use support::{node, raw};
 
     let redis = Redis::start();
-    let (a, b) = (serve(&redis, &[]), serve(&redis, &[]));
+    let metrics = ["--metrics", "127.0.0.1:0"];
+    let (a, b) = (serve(&redis, &metrics), serve(&redis, &metrics));
     // Both instances listen to the change feed (an instance that subscribes to it later ends
     // the push subscriptions it has, which would end ours before the test starts).
     feed_listeners(&redis, 2).await;
@@ -425,6 +426,28 @@ async fn a_registration_through_one_instance_is_pushed_to_a_subscriber_on_the_ot
         }
         other => panic!("expected the removal, got {other:?}"),
     }
+
+    // B counted the two pushes it wrote (not the replay) by how long each waited from the
+    // moment B heard of its change; A, which pushed nothing, none.
+    let count = "libp2p_rendezvous_server_push_delay_seconds_count";
+    let at_b = tokio::time::timeout(HANG, async {
+        loop {
+            let scraped = support::http::scrape(b.metrics.unwrap()).await;
+            if scraped[count] >= 2.0 {
+                return scraped;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("B counts its pushes once written");
+    assert_eq!(at_b[count], 2.0);
+    assert_eq!(
+        at_b["libp2p_rendezvous_server_push_delay_seconds_bucket{le=\"+Inf\"}"],
+        2.0
+    );
+    let at_a = support::http::scrape(a.metrics.unwrap()).await;
+    assert_eq!(at_a[count], 0.0);
 }
 
 /// The next message on a push stream.

@@ -169,6 +169,12 @@ async fn metrics_count_exactly_what_a_client_did_and_health_reports_the_server()
         .map(|(_, v)| v)
         .sum();
     assert_eq!(rejected, 0.0, "a bad TTL is no limit");
+    // No subscriber, so no push: the histogram is there, empty.
+    assert_eq!(after[&format!("{p}push_delay_seconds_count")], 0.0);
+    assert_eq!(
+        after[&format!("{p}push_delay_seconds_bucket{{le=\"+Inf\"}}")],
+        0.0
+    );
     // libp2p-metrics' swarm metrics are in the same registry.
     assert!(
         after

@@ -84,12 +84,17 @@ impl Metrics {
     /// Sets the server's gauges (registrations held, namespaces in use, whether its store is
     /// available) from `server`. Call it after recording each of its events (the gauges are
     /// state, not events). A count the store cannot give at once (a shared store, such as
-    /// Redis) is left out of the exposition rather than shown as 0.
+    /// Redis) is left out of the exposition rather than shown as 0. The first call also
+    /// attaches `server`'s push delay counters ([`Behaviour::push_delays`]), which
+    /// `libp2p_rendezvous_server_push_delay_seconds` reads at each scrape (empty until then).
+    ///
+    /// [`Behaviour::push_delays`]: crate::server::Behaviour::push_delays
     pub fn record_server_state(&self, server: &crate::server::Behaviour) {
         self.server.set_state(
             server.registration_count(),
             server.namespace_count(),
             server.store_available(),
+            server.push_delays(),
         );
     }
 

@@ -1,14 +1,18 @@
 //! `libp2p_rendezvous_server_*`: what the server answered, held and refused.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{
         counter::Counter,
         family::Family,
         gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
+        MetricType,
     },
     registry::{Registry, Unit},
 };
@@ -16,7 +20,7 @@ use prometheus_client::{
 use super::{gauge::KnownGauge, status_label, STATUS_LABELS};
 use crate::{
     codec::RequestKind,
-    server::{Event, Limit, Removal, SubscriptionEnd},
+    server::{Event, Limit, PushDelays, Removal, SubscriptionEnd, PUSH_DELAY_BUCKETS},
     ErrorCode,
 };
 
@@ -123,6 +127,48 @@ struct Push {
     pushes: Counter,
     /// By reason: overflow, refused, closed.
     ended: [Counter; 3],
+    /// `push_delay_seconds`: the server's own counters, once a server was seen.
+    delays: Delays,
+}
+
+/// `push_delay_seconds`, read at each scrape from the [`PushDelays`] of the server that
+/// [`Metrics::set_state`] was first given (its counters are kept by its push streams, which
+/// carry no metric code); empty before.
+#[derive(Debug, Clone, Default)]
+struct Delays(Arc<OnceLock<PushDelays>>);
+
+impl EncodeMetric for Delays {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.get().map(PushDelays::snapshot);
+        let buckets: Vec<(f64, u64)> = match &snapshot {
+            Some(snapshot) => snapshot
+                .buckets
+                .iter()
+                .map(|(bound, n)| (bucket_bound(*bound), *n))
+                .collect(),
+            None => PUSH_DELAY_BUCKETS
+                .iter()
+                .copied()
+                .chain([Duration::MAX])
+                .map(|bound| (bucket_bound(bound), 0))
+                .collect(),
+        };
+        let (sum, count) = snapshot.map_or((0.0, 0), |s| (s.sum.as_secs_f64(), s.count()));
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A bucket's upper bound in seconds; [`Duration::MAX`], the bucket of the slower, is `+Inf`.
+fn bucket_bound(bound: Duration) -> f64 {
+    if bound == Duration::MAX {
+        f64::INFINITY
+    } else {
+        bound.as_secs_f64()
+    }
 }
 
 impl Push {
@@ -150,10 +196,20 @@ impl Push {
         );
         let ended = ["overflow", "refused", "closed"]
             .map(|reason| ended.get_or_create_owned(&ReasonLabels { reason }));
+        let delays = Delays::default();
+        registry.register_with_unit(
+            "push_delay",
+            "How long each push written waited on this server: from its change reaching the \
+             server (in a fleet, this instance hearing of it) until its stream wrote it; pushes \
+             wait for quiet moments between requests",
+            Unit::Seconds,
+            delays.clone(),
+        );
         Self {
             open,
             pushes,
             ended,
+            delays,
         }
     }
 }
@@ -198,12 +254,15 @@ impl Metrics {
     }
 
     /// Sets the state gauges; a count the store cannot give at once (`None`) is left out.
+    /// The first `delays` given are the ones exported from then on.
     pub(super) fn set_state(
         &self,
         registrations: Option<usize>,
         namespaces: Option<usize>,
         available: bool,
+        delays: &PushDelays,
     ) {
+        self.push.delays.0.get_or_init(|| delays.clone());
         self.registrations.set(registrations);
         self.namespaces.set(namespaces);
         self.store_available.set(i64::from(available));

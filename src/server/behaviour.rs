@@ -43,7 +43,7 @@ use super::{
     rules::{self, Refusal},
     store::{Local, MemoryStore, Operation, Outcome, Store, StoreEvent, MAX_IN_FLIGHT},
     subscriptions::{FanOut, Key, NewSubscription, Queued, SubscriptionEnd, Subscriptions},
-    Config, Event, InvalidConfig, Limit, RateLimiter, ServedFormats,
+    Config, Event, InvalidConfig, Limit, PushDelays, RateLimiter, ServedFormats,
 };
 use crate::{
     codec::{Message, Namespace, Push, RecordFormat, Registration, Request},
@@ -60,6 +60,8 @@ pub struct Behaviour {
     subscriptions: Subscriptions,
     /// Requests before pushes: push writes wait for a quiet moment (gate.rs).
     gate: Gate,
+    /// How long pushes waited, counted by the push streams.
+    push_delays: PushDelays,
     in_flight: InFlight,
     events: VecDeque<ToSwarm<Event, FromBehaviour>>,
     timer: Timer,
@@ -105,6 +107,7 @@ impl Behaviour {
             subscriptions: Subscriptions::new(&config),
             in_flight: InFlight::new(gate.clone()),
             gate,
+            push_delays: PushDelays::default(),
             config,
             events: VecDeque::new(),
             timer: Timer::default(),
@@ -122,6 +125,13 @@ impl Behaviour {
     /// registrations live elsewhere (see [`Store::local`]).
     pub fn local(&self) -> Option<&dyn Local> {
         self.store.local()
+    }
+
+    /// How long the pushes this server wrote waited, from their change to their write
+    /// (`libp2p_rendezvous_server_push_delay_seconds`). The counters are shared: a clone
+    /// keeps counting.
+    pub fn push_delays(&self) -> &PushDelays {
+        &self.push_delays
     }
 
     /// How many registrations are stored; `None` when the store cannot say at once (its
@@ -218,7 +228,12 @@ impl Behaviour {
         let keep_alive = self
             .connections
             .established(peer, connection, holds, Instant::now());
-        Handler::new(&self.config, keep_alive, self.gate.clone())
+        Handler::new(
+            &self.config,
+            keep_alive,
+            self.gate.clone(),
+            self.push_delays.clone(),
+        )
     }
 
     /// Closes a connection that holds nothing, to make room near the connection cap.
@@ -502,7 +517,7 @@ impl Behaviour {
         match event {
             StoreEvent::Changed(change) => {
                 self.gate.changed();
-                let out = self.subscriptions.changed(&change);
+                let out = self.subscriptions.changed_at(&change, Instant::now());
                 self.fanned_out(out);
             }
             StoreEvent::ChangesLost => {

@@ -37,7 +37,7 @@ use super::{
     gate::{Gate, Pass},
     push::{self, FromPush, Inbound, PushError, PushLimits},
     subscriptions::NewSubscription,
-    Config, Limit, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
+    Config, Limit, PushDelays, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
 };
 use crate::codec::{
     read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
@@ -160,6 +160,8 @@ pub struct Handler {
     next_push_id: u64,
     /// The server's gate: requests read here shut it, push streams take turns through it.
     gate: Gate,
+    /// Where push streams count how long their pushes waited.
+    push_delays: PushDelays,
 }
 
 /// The one identify request a connection may make.
@@ -183,7 +185,12 @@ impl std::fmt::Debug for Handler {
 }
 
 impl Handler {
-    pub(crate) fn new(config: &Config, keep_alive: KeepAlive, gate: Gate) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        keep_alive: KeepAlive,
+        gate: Gate,
+        push_delays: PushDelays,
+    ) -> Self {
         let max_served = SERVED_STREAMS_PER_CONNECTION.min(config.max_streams_per_connection);
         // Each read stream has at most one request in flight, so this never fills for long.
         let (requests_tx, requests_rx) = mpsc::channel(max_served);
@@ -227,6 +234,7 @@ impl Handler {
             push_rx,
             next_push_id: 0,
             gate,
+            push_delays,
         }
     }
 }
@@ -413,6 +421,7 @@ impl Handler {
             self.push_tx.clone(),
             self.push_limits,
             self.gate.clone(),
+            self.push_delays.clone(),
         );
         self.push_streams
             .push(async move { (id, serving.await) }.boxed());

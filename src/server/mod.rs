@@ -205,6 +205,7 @@ mod answers;
 mod behaviour;
 mod config;
 mod connections;
+mod delays;
 mod formats;
 mod gate;
 mod handler;
@@ -223,6 +224,7 @@ use libp2p::PeerId;
 
 pub use behaviour::Behaviour;
 pub use config::*;
+pub use delays::{PushDelaySnapshot, PushDelays, PUSH_DELAY_BUCKETS};
 pub use formats::{
     served_by_identify, ServedFormats, IDENTIFY_WAIT, MAX_HELD, MAX_HELD_PER_PEER,
     MAX_IDENTIFY_MESSAGE_SIZE, MAX_KNOWN_PEERS,

@@ -2,7 +2,11 @@
 //! that accepts it beside the rendezvous protocol, and the task that reads the one
 //! DISCOVER_SUBSCRIBE and then writes what the behaviour queues for it.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{
     channel::mpsc,
@@ -18,6 +22,7 @@ use super::{
     gate::{Bell, Bells, Gate},
     rules::response_overhead,
     subscriptions::{NewSubscription, Queued},
+    PushDelays,
 };
 use crate::{
     codec::{
@@ -238,13 +243,14 @@ async fn read_subscribe<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
 /// pushes wait (gate.rs). What is queued when the stream gets to write goes
 /// out as one batch ([`coalesce`]d, one write, one flush): a subscriber that reads slower than
 /// registrations come, or that waited behind requests, gets fewer, larger pages rather than
-/// falling further behind.
+/// falling further behind. Each push of a change that it writes is counted in `delays`.
 pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
     id: u64,
     mut stream: S,
     mut handler: mpsc::Sender<FromPush>,
     limits: PushLimits,
     gate: Gate,
+    delays: PushDelays,
 ) -> Result<(), PushError> {
     let Some(subscribe) = read_subscribe(&mut stream, &limits).await? else {
         return Ok(());
@@ -295,7 +301,7 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
             limits.write_last(&mut writer, &fell_behind(&limits)).await;
             return Ok(());
         }
-        match limits.write_batch(&mut writer, batch).await? {
+        match limits.write_batch(&mut writer, batch, &delays).await? {
             Written::Ended => return Ok(()),
             Written::More => handler
                 .send(FromPush::NextPage(id))
@@ -345,15 +351,19 @@ enum Written {
 
 impl PushLimits {
     /// Writes `batch`, [`coalesce`]d, in one write and one flush, within the timeout; an
-    /// error page ends it (and the stream).
+    /// error page ends it (and the stream). Once flushed, its pushes of changes are counted in
+    /// `delays`.
     async fn write_batch<S: futures::AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
         batch: Vec<Queued>,
+        delays: &PushDelays,
     ) -> Result<Written, PushError> {
+        // Read before coalescing, which keeps one push's moment of a merged run.
+        let changed: Vec<Instant> = batch.iter().filter_map(|q| q.changed).collect();
         let mut bytes = Vec::new();
         let mut written = Written::Done;
-        for Queued { push, more } in coalesce(batch, self.max_message_size) {
+        for Queued { push, more, .. } in coalesce(batch, self.max_message_size) {
             append_frame(&mut bytes, &push.encode(), self.max_message_size)
                 .map_err(|e| PushError::Io(e.to_string()))?;
             if let Push::Page(Err(_)) = *push {
@@ -369,6 +379,12 @@ impl PushLimits {
             stream.flush().await
         })
         .await?;
+        if !changed.is_empty() {
+            let now = Instant::now();
+            for at in changed {
+                delays.observe(at, now);
+            }
+        }
         if written == Written::Ended {
             let _ = stream.close().await;
         }

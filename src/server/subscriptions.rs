@@ -15,6 +15,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
+    time::Instant,
 };
 
 use libp2p::{swarm::ConnectionId, PeerId};
@@ -40,13 +41,20 @@ pub struct Queued {
     /// A replayed page after which the replay goes on: once it is written, the stream asks for
     /// the next one.
     pub(crate) more: bool,
+    /// When the change it pushes reached the server (`None`: not a change's push, such as a
+    /// replayed page or an error): the stream counts how long it waited ([`PushDelays`]).
+    ///
+    /// [`PushDelays`]: super::PushDelays
+    pub(crate) changed: Option<Instant>,
 }
 
 impl Queued {
+    /// A push that is no change's.
     pub(crate) fn new(push: Push, more: bool) -> Self {
         Self {
             push: Arc::new(push),
             more,
+            changed: None,
         }
     }
 }
@@ -107,8 +115,9 @@ struct Subscription {
     after: u64,
     mark: Option<ServedFormats>,
     state: State,
-    /// Changes of its namespace that came before the replay caught up.
-    buffered: VecDeque<Change>,
+    /// Changes of its namespace that came before the replay caught up, each with the moment
+    /// it came.
+    buffered: VecDeque<(Change, Instant)>,
     sender: PushQueue,
 }
 
@@ -443,8 +452,8 @@ impl Subscriptions {
             return out;
         }
         let buffered = std::mem::take(&mut sub.buffered);
-        for change in &buffered {
-            self.push_to(key, change, &mut out, &mut Made::default());
+        for (change, at) in &buffered {
+            self.push_to(key, change, *at, &mut out, &mut Made::default());
         }
         out
     }
@@ -463,8 +472,15 @@ impl Subscriptions {
         out
     }
 
-    /// Pushes `change` to every subscription of its namespace (buffered while they replay).
+    /// [`Subscriptions::changed_at`] now.
+    #[cfg(test)]
     pub(crate) fn changed(&mut self, change: &Change) -> FanOut {
+        self.changed_at(change, Instant::now())
+    }
+
+    /// Pushes `change`, which reached the server `at`, to every subscription of its namespace
+    /// (buffered while they replay).
+    pub(crate) fn changed_at(&mut self, change: &Change, at: Instant) -> FanOut {
         let mut out = FanOut::default();
         let keys = match change {
             Change::Registered { registration, .. } => {
@@ -474,13 +490,20 @@ impl Subscriptions {
         };
         let mut made = Made::default();
         for key in keys {
-            self.push_to(key, change, &mut out, &mut made);
+            self.push_to(key, change, at, &mut out, &mut made);
         }
         out
     }
 
-    /// Pushes `change` (of its namespace) to `key`, or buffers it while it replays.
-    fn push_to(&mut self, key: Key, change: &Change, out: &mut FanOut, made: &mut Made) {
+    /// Pushes `change` (of its namespace, come `at`) to `key`, or buffers it while it replays.
+    fn push_to(
+        &mut self,
+        key: Key,
+        change: &Change,
+        at: Instant,
+        out: &mut FanOut,
+        made: &mut Made,
+    ) {
         let Some(sub) = self.all.get_mut(&key) else {
             return;
         };
@@ -488,7 +511,7 @@ impl Subscriptions {
             if sub.buffered.len() >= self.queue {
                 self.end(key, SubscriptionEnd::Overflow, out);
             } else {
-                sub.buffered.push_back(change.clone());
+                sub.buffered.push_back((change.clone(), at));
             }
             return;
         }
@@ -511,10 +534,12 @@ impl Subscriptions {
                 peer, namespaces, ..
             } => made.removed(sub, *peer, namespaces),
         };
-        match sub
-            .sender
-            .try_send(Queued { push, more: false }, &mut self.bells)
-        {
+        let queued = Queued {
+            push,
+            more: false,
+            changed: Some(at),
+        };
+        match sub.sender.try_send(queued, &mut self.bells) {
             Ok(()) => out.pushed += 1,
             Err(e) if e.is_full() => self.end(key, SubscriptionEnd::Overflow, out),
             Err(_) => self.end(key, SubscriptionEnd::Closed, out),

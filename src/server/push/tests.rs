@@ -171,6 +171,7 @@ fn given_a_batch_when_written_then_the_subscriber_reads_the_coalesced_pushes() {
             .map(|q| Queued {
                 push: q.push.clone(),
                 more: q.more,
+                changed: q.changed,
             })
             .collect(),
         1 << 16,
@@ -179,7 +180,8 @@ fn given_a_batch_when_written_then_the_subscriber_reads_the_coalesced_pushes() {
     .map(|q| Push::clone(&q.push))
     .collect();
     let mut stream = Cursor::new(Vec::new());
-    let written = block_on(limits().write_batch(&mut stream, batch)).unwrap();
+    let written =
+        block_on(limits().write_batch(&mut stream, batch, &PushDelays::default())).unwrap();
     assert_eq!(written, Written::Done);
     let read = read_all(stream.into_inner());
     assert_eq!(read.len(), 3);
@@ -191,7 +193,8 @@ fn given_an_error_page_in_a_batch_when_written_then_nothing_after_it_goes_out() 
     let error = Push::Page(Err(ErrorResponse::new(ErrorCode::Unavailable, "full")));
     let batch = vec![page(1, 1), Queued::new(error.clone(), false), page(2, 1)];
     let mut stream = Cursor::new(Vec::new());
-    let written = block_on(limits().write_batch(&mut stream, batch)).unwrap();
+    let written =
+        block_on(limits().write_batch(&mut stream, batch, &PushDelays::default())).unwrap();
     assert_eq!(written, Written::Ended);
     let read = read_all(stream.into_inner());
     assert_eq!(read.len(), 2);
@@ -203,7 +206,8 @@ fn given_a_replay_page_with_more_when_written_then_the_next_page_is_asked_for() 
     let mut replay = page(3, 2);
     replay.more = true;
     let mut stream = Cursor::new(Vec::new());
-    let written = block_on(limits().write_batch(&mut stream, vec![replay])).unwrap();
+    let written =
+        block_on(limits().write_batch(&mut stream, vec![replay], &PushDelays::default())).unwrap();
     assert_eq!(written, Written::More);
 }
 
@@ -247,6 +251,7 @@ fn given_a_page_shared_with_other_queues_when_merged_then_theirs_stays_as_it_was
     let other = Queued {
         push: std::sync::Arc::clone(&shared.push),
         more: false,
+        changed: None,
     };
     let out = coalesce(vec![shared, page(9, 2)], 1 << 16);
     assert_eq!(
@@ -315,6 +320,8 @@ impl futures::AsyncWrite for Subscriber {
 struct Served {
     serving: Pin<Box<dyn Future<Output = Result<(), PushError>>>>,
     written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// What the stream counted of its pushes' waits.
+    delays: PushDelays,
 }
 
 impl Served {
@@ -324,8 +331,20 @@ impl Served {
         let subscriber = Subscriber::subscribed_to(ns());
         let written = subscriber.written.clone();
         let (to_handler, mut from_push) = mpsc::channel(4);
-        let serving = Box::pin(serve(id, subscriber, to_handler, limits(), gate.clone()));
-        let mut served = Self { serving, written };
+        let delays = PushDelays::default();
+        let serving = Box::pin(serve(
+            id,
+            subscriber,
+            to_handler,
+            limits(),
+            gate.clone(),
+            delays.clone(),
+        ));
+        let mut served = Self {
+            serving,
+            written,
+            delays,
+        };
         assert!(served.poll().is_pending());
         let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
             panic!("the subscription reaches the handler");
@@ -385,6 +404,60 @@ fn while_a_request_waits_for_the_behaviour_pushes_wait_then_go_out_together() {
     assert!(matches!(served.poll(), Poll::Ready(Ok(()))));
     let read = served.read();
     assert!(matches!(read[..], [Push::Page(Err(_))]), "{read:?}");
+}
+
+/// `queued` as the push of a change that reached the server `ago`.
+fn changed_ago(mut queued: Queued, ago: Duration) -> Queued {
+    queued.changed = Some(Instant::now() - ago);
+    queued
+}
+
+#[test]
+fn the_pushes_of_changes_it_writes_are_counted_by_how_long_they_waited() {
+    let gate = Gate::new(Duration::ZERO);
+    let (mut served, new) = Served::start(5, &gate);
+    let mut queue = new.sender;
+    let mut bells = Bells::default();
+    let request = gate.pass();
+    let ago = Duration::from_millis(3);
+    queue
+        .try_send(changed_ago(page(1, 1), ago), &mut bells)
+        .unwrap();
+    queue
+        .try_send(changed_ago(removed(), ago), &mut bells)
+        .unwrap();
+    // A page that is no change's push (a replayed one): not counted.
+    queue.try_send(page(2, 1), &mut bells).unwrap();
+    assert!(served.poll().is_pending());
+    assert_eq!(served.delays.snapshot().count(), 0, "nothing written yet");
+
+    drop(request);
+    assert!(served.poll().is_pending());
+    assert_eq!(served.read().len(), 3, "written");
+    let counted = served.delays.snapshot();
+    assert_eq!(counted.count(), 2, "the two changes' pushes: {counted:?}");
+    assert!(
+        counted.quantile(0.0).unwrap() >= Duration::from_millis(4),
+        "both waited at least 3 ms, the 4 ms bucket or later: {counted:?}"
+    );
+    assert!(counted.sum >= 2 * ago);
+}
+
+#[test]
+fn pushes_dropped_when_their_subscription_ended_are_not_counted() {
+    let gate = Gate::new(Duration::ZERO);
+    let (mut served, new) = Served::start(6, &gate);
+    let mut queue = new.sender;
+    let mut bells = Bells::default();
+    let request = gate.pass();
+    queue
+        .try_send(changed_ago(page(1, 1), Duration::ZERO), &mut bells)
+        .unwrap();
+    assert!(served.poll().is_pending());
+    drop(queue);
+    drop(request);
+    assert!(matches!(served.poll(), Poll::Ready(Ok(()))));
+    assert_eq!(served.delays.snapshot().count(), 0);
 }
 
 #[test]
