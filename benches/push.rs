@@ -56,6 +56,7 @@
 //! with the same bench in the same session).
 //! `PUSH_BENCH_SUBSCRIBER_THREADS` (1) is how many threads the subscribers' runtime has; with
 //! 2 and without `PUSH_BENCH_PIN`, the subscribers may use the core the servers leave idle.
+//! `PUSH_BENCH_SERVE_FLAGS` adds flags to every `serve` process (say `--push-quiet-ms 20`).
 //!
 //! Then polling: a memory server with push off (`--max-subscriptions 0`), `PUSH_BENCH_POLLERS`
 //! (100) clients polling every second, and `PUSH_BENCH_POLL_SAMPLES` (20) registrations one at
@@ -240,14 +241,23 @@ struct Servers {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// `PUSH_BENCH_SERVE_FLAGS`, split at whitespace: more flags for every `serve` process.
+fn serve_flags() -> Vec<String> {
+    std::env::var("PUSH_BENCH_SERVE_FLAGS")
+        .map(|flags| flags.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 impl Servers {
     fn start(store: Store, extra: &[&str]) -> Self {
+        let more = serve_flags();
         let flags = |own: &[&str]| -> Vec<String> {
             COMMON_FLAGS
                 .iter()
                 .chain(own)
                 .chain(extra)
                 .map(|s| s.to_string())
+                .chain(more.iter().cloned())
                 .collect()
         };
         match store {
@@ -407,11 +417,13 @@ fn cpu_of(pid: u32) -> Duration {
 /// What each subscriber reports: which subscriber, the peer it discovered, when.
 type Sighting = (usize, PeerId, Instant);
 
-/// Subscribers (or pollers), each its own swarm in its own task.
-/// Subscriber swarms (or pollers), on a runtime of their own whose one thread runs at the
-/// lowest CPU priority (nice 19): on the clients' core the registrants run first, so that
-/// REGISTER throughput measures the server and not 1000 swarms decrypting, decoding and
-/// verifying pushes on the registrants' core. They still get every cycle the registrants leave.
+/// Subscriber swarms (or pollers), each its own swarm in its own task, on a runtime of their own
+/// whose threads are `SCHED_IDLE`: they stand in for peers on other machines, so they run only
+/// on cycles nothing else wants, and the servers and the registrants never wait for them (at
+/// nice 19, which this used before, a waking server or registrant could still wait behind a
+/// subscriber's slice). So REGISTER throughput measures the server and not 1000 swarms
+/// decrypting, decoding and verifying pushes beside it; the subscribers still get every cycle
+/// the others leave, on both cores unless pinned.
 struct Subscribers {
     runtime: Option<tokio::runtime::Runtime>,
     tasks: Vec<JoinHandle<()>>,
@@ -426,10 +438,11 @@ impl Subscribers {
             .worker_threads(env_or("PUSH_BENCH_SUBSCRIBER_THREADS", 1))
             .enable_all()
             .on_thread_start(|| {
-                // Linux: 0 is the calling thread; raising one's own nice value needs no
+                // Linux: 0 is the calling thread; taking SCHED_IDLE for oneself needs no
                 // privilege.
-                let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-                assert_eq!(niced, 0, "nice 19 for the subscribers' thread");
+                let param = libc::sched_param { sched_priority: 0 };
+                let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+                assert_eq!(idle, 0, "SCHED_IDLE for the subscribers' thread");
             })
             .build()
             .expect("the subscribers' runtime");
@@ -602,8 +615,9 @@ struct ThroughputRow {
 
 struct Throughput {
     per_second: f64,
-    /// Every burst's REGISTERs per second, this one's among them, slowest first.
-    bursts: Vec<f64>,
+    /// Every burst's REGISTERs per second and DISCOVERs answered during it, this one's among
+    /// them, slowest first.
+    bursts: Vec<(f64, f64)>,
     cpu_per_register: Duration,
     /// The servers' CPU from the first REGISTER until the pushes were counted, per push.
     cpu_per_push: Option<Duration>,
@@ -780,10 +794,10 @@ async fn bursts(
     runs
 }
 
-/// The burst with the median rate of `runs`, with every burst's rate.
+/// The burst with the median rate of `runs`, with every burst's rate (and DISCOVERs).
 fn median(mut runs: Vec<Throughput>) -> Throughput {
     runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
-    let rates: Vec<f64> = runs.iter().map(|r| r.per_second).collect();
+    let rates: Vec<(f64, f64)> = runs.iter().map(|r| (r.per_second, r.discovers)).collect();
     let mut median = runs.swap_remove(runs.len() / 2);
     median.bursts = rates;
     median
@@ -864,7 +878,8 @@ fn print_report(
 ) {
     let bin = std::env::var("PUSH_BENCH_BIN").unwrap_or("this build".into());
     println!(
-        "Servers: {bin}; pinned (servers CPU {SERVER_CPU}, clients CPU {CLIENT_CPU}): {}\n",
+        "Servers: {bin} {}; pinned (servers CPU {SERVER_CPU}, clients CPU {CLIENT_CPU}): {}\n",
+        serve_flags().join(" "),
         pinned()
     );
     println!("### Latency: REGISTER acknowledged → `Discovered` at each subscriber (ms)\n");
@@ -903,7 +918,7 @@ fn print_report(
         );
     }
     println!("\n### REGISTER throughput\n");
-    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow | DISCOVERs during the burst | every burst (REGISTER/s), none / with |");
+    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow | DISCOVERs during the burst | every burst (REGISTER/s, and DISCOVERs during it), none / with |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in throughput {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -936,8 +951,17 @@ fn print_report(
     }
 }
 
-/// Rates as `19.5k 20.1k 21.0k`.
-fn rates(rates: &[f64]) -> String {
-    let each: Vec<String> = rates.iter().map(|r| format!("{:.1}k", r / 1e3)).collect();
+/// Rates as `19.5k 20.1k (12) 21.0k`: a burst's DISCOVERs in brackets, where there were any.
+fn rates(rates: &[(f64, f64)]) -> String {
+    let each: Vec<String> = rates
+        .iter()
+        .map(|(rate, discovers)| {
+            if *discovers > 0.0 {
+                format!("{:.1}k ({discovers})", rate / 1e3)
+            } else {
+                format!("{:.1}k", rate / 1e3)
+            }
+        })
+        .collect();
     each.join(" ")
 }
