@@ -51,6 +51,8 @@ pub struct Peer {
     pub addrs: Vec<Multiaddr>,
     name: String,
     _child: Child,
+    /// The browser's temporary directory (after the child: removed once it is killed).
+    _tmp: Option<tempfile::TempDir>,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<Value>,
     /// Event lines read while waiting for answers, oldest first.
@@ -64,6 +66,7 @@ impl Peer {
     /// its `ready` line.
     pub async fn start(implementation: Impl, args: &[&str]) -> Self {
         let dir = interop_dir();
+        let mut tmp = None;
         let mut command = match implementation {
             Impl::Js => {
                 let mut c = Command::new("node");
@@ -73,6 +76,10 @@ impl Peer {
             Impl::Browser => {
                 let mut c = Command::new("node");
                 c.arg(dir.join("js/browser.mjs"));
+                // Chromium's profile goes in here: the script removes it when it stops, but
+                // not when the test kills it; this directory goes with the peer.
+                let profiles = tempfile::tempdir().expect("a temporary directory");
+                c.env("TMPDIR", tmp.insert(profiles).path());
                 c
             }
             Impl::Py => {
@@ -133,6 +140,7 @@ impl Peer {
             addrs: Vec::new(),
             name: format!("{implementation:?} {}", args.join(" ")),
             _child: child,
+            _tmp: tmp,
             stdin,
             lines,
             events: VecDeque::new(),
