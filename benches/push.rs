@@ -39,11 +39,13 @@
 //!   `PUSH_BENCH_ROUNDS` (50, as many as without) REGISTERs each. Besides the ratio of
 //!   REGISTERs per second, the ratio of the server's CPU per REGISTER: REGISTERs per server
 //!   CPU-second. Requests come before pushes (the server's gate), so during the burst the
-//!   subscribers' queues fill and their subscriptions end; what the server still pushes, and
-//!   how many subscriptions ended, are counted until a second after the last acknowledgement.
+//!   subscribers' queues fill and their subscriptions are left behind (caught up from their
+//!   cookies after the burst; a server before that change ended them, and its subscribers
+//!   came back with DISCOVER); what the server still pushes, and how many subscriptions were
+//!   left behind or ended, are counted until a second after the last acknowledgement.
 //! - Each throughput phase is `PUSH_BENCH_BURSTS` (3) bursts, each with fresh registrants (and,
-//!   with subscribers, once they have all caught up and subscribed again: a burst ends their
-//!   subscriptions); the table reports the burst with the median rate, and every burst's rate.
+//!   with subscribers, once they are all subscribed: a burst may end their subscriptions);
+//!   the table reports the burst with the median rate, and every burst's rate.
 //!   Without subscribers that is the median of the bursts before and after the phases with
 //!   them, so that the machine's drift over a run weighs on both sides of the ratio.
 //!   One burst's rate moves from run to run by about 10% on this machine, more than most of what
@@ -385,6 +387,7 @@ const SUBSCRIPTIONS: &str = "libp2p_rendezvous_server_subscriptions";
 const PUSHES: &str = "libp2p_rendezvous_server_pushes_total";
 const DISCOVERS: &str = "libp2p_rendezvous_server_requests_total{type=\"discover\",status=\"ok\"}";
 const OVERFLOWS: &str = "libp2p_rendezvous_server_subscriptions_ended_total{reason=\"overflow\"}";
+const BEHIND: &str = "libp2p_rendezvous_server_subscriptions_behind_total";
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Cpu {
@@ -625,6 +628,9 @@ struct Throughput {
     busy: f64,
     pushes: f64,
     overflows: f64,
+    /// Subscriptions left behind (their queues filled while their pushes waited; caught up
+    /// from their cookies afterwards).
+    behind: f64,
     /// DISCOVERs the pushing server answered during the burst (subscribers catching up).
     discovers: f64,
 }
@@ -778,8 +784,8 @@ fn signed_ms(at: Instant, since: Instant) -> f64 {
 
 /// [`throughput`] `plan.bursts` times, each once `subscribed` subscribers are (again)
 /// subscribed: the burst with the median rate, and every burst's rate. A burst with
-/// subscribers ends their subscriptions (their queues fill); the next waits until they have
-/// caught up and subscribed again.
+/// subscribers may end their subscriptions (a server that ends those whose queues fill); the
+/// next waits until they have caught up and subscribed again.
 async fn bursts(
     servers: &Servers,
     plan: &Plan,
@@ -809,6 +815,7 @@ async fn throughput(servers: &Servers, plan: &Plan, rounds: usize) -> Throughput
     let mut nodes = registrants(&servers.register_at, plan.registrants).await;
     let pushes0 = servers.metric(PUSHES).await;
     let overflows0 = servers.metric(OVERFLOWS).await;
+    let behind0 = servers.metric(BEHIND).await;
     let discovers0 = servers.metric(DISCOVERS).await;
     let cpu0 = servers.cpu();
     let started = Instant::now();
@@ -826,6 +833,7 @@ async fn throughput(servers: &Servers, plan: &Plan, rounds: usize) -> Throughput
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pushes = servers.metric(PUSHES).await - pushes0;
     let overflows = servers.metric(OVERFLOWS).await - overflows0;
+    let behind = servers.metric(BEHIND).await - behind0;
     let cpu_after = servers.cpu() - cpu0;
     drop(nodes);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -837,6 +845,7 @@ async fn throughput(servers: &Servers, plan: &Plan, rounds: usize) -> Throughput
         busy: (cpu.servers + cpu.redis).as_secs_f64() / elapsed.as_secs_f64(),
         pushes,
         overflows,
+        behind,
         discovers,
     }
 }
@@ -918,13 +927,13 @@ fn print_report(
         );
     }
     println!("\n### REGISTER throughput\n");
-    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow | DISCOVERs during the burst | every burst (REGISTER/s, and DISCOVERs during it), none / with |");
+    println!("| store | REGISTER/s, no subscribers | with | ratio | server CPU / REGISTER (µs), none | with | ratio (none / with) | server CPU busy, with | pushes | server CPU / push (µs) | subscriptions ended by overflow / left behind | DISCOVERs during the burst | every burst (REGISTER/s, and DISCOVERs during it), none / with |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in throughput {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         match &row.with {
             Some((n, with)) => println!(
-                "| {} | {:.0} | {:.0} ({n}) | {:.4}x | {:.0} | {:.0} | {:.4}x | {:.0}% | {:.0} | {} | {:.0} | {:.0} | {} / {} |",
+                "| {} | {:.0} | {:.0} ({n}) | {:.4}x | {:.0} | {:.0} | {:.4}x | {:.0}% | {:.0} | {} | {:.0} / {:.0} | {:.0} | {} / {} |",
                 row.store,
                 row.none.per_second,
                 with.per_second,
@@ -936,6 +945,7 @@ fn print_report(
                 with.pushes,
                 with.cpu_per_push.map_or("-".into(), |d| format!("{:.1}", us(d))),
                 with.overflows,
+                with.behind,
                 with.discovers,
                 rates(&row.none.bursts),
                 rates(&with.bursts),

@@ -276,7 +276,12 @@ async fn an_unregister_and_a_disconnect_reach_the_subscriber() {
 
 #[tokio::test]
 async fn a_subscriber_that_does_not_read_is_cut_off_and_registers_are_answered_meanwhile() {
-    let mut server = server(server::Config::default().with_push_queue(2)).await;
+    // Pushes go out between any two REGISTERs (no quiet time), so the stream is writing, not
+    // waiting for a quiet moment, when its queue fills: the subscriber is the slow one.
+    let config = server::Config::default()
+        .with_push_queue(2)
+        .with_push_quiet(std::time::Duration::ZERO);
+    let mut server = server(config).await;
     let (_sub, mut stream) = subscribe(&server, Some("chat"), None).await;
     next_page(&mut stream).await;
     // Records near the size cap, so the stream's window fills after a few dozen pushes and
@@ -311,6 +316,58 @@ async fn a_subscriber_that_does_not_read_is_cut_off_and_registers_are_answered_m
         Some(Push::Page(Err(error))) => assert_eq!(error.code, ErrorCode::Unavailable),
         other => panic!("expected E_UNAVAILABLE, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_subscriber_whose_pushes_waited_out_a_burst_is_caught_up_from_its_cookie_not_cut_off() {
+    // A quiet time no burst of REGISTERs one after the other leaves: every push waits for the
+    // burst's end, and the queue of two fills within it.
+    let config = server::Config::default()
+        .with_push_queue(2)
+        .with_push_quiet(server::MAX_PUSH_QUIET);
+    let mut server = server(config).await;
+    let (_sub, mut stream) = subscribe(&server, Some("chat"), None).await;
+    let first = next_page(&mut stream).await;
+    assert!(first.registrations.is_empty());
+    let mut alice = Registrant::new(&server).await;
+    let mut bob = Registrant::new(&server).await;
+    for _ in 0..3 {
+        alice.register("chat").await;
+        bob.register("chat").await;
+    }
+    server
+        .wait_for(|e| match e {
+            server::Event::SubscriptionBehind { namespace, .. } => {
+                assert_eq!(namespace.as_ref(), Some(&ns("chat")));
+                Some(())
+            }
+            server::Event::SubscriptionEnded { reason, .. } => panic!("ended: {reason:?}"),
+            _ => None,
+        })
+        .await;
+
+    // After the burst: a replay from the cookie of the first page, each registrant once in
+    // its latest state, not the six pushes (two of which were queued).
+    let page = next_page(&mut stream).await;
+    let mut got = peers(&page);
+    got.sort();
+    let mut want = vec![alice.peer(), bob.peer()];
+    want.sort();
+    assert_eq!(got, want, "{page:?}");
+    let caught_up = page.cookie.clone().expect("a cookie");
+    assert!(
+        alice
+            .discover("chat", Some(caught_up))
+            .await
+            .registrations
+            .is_empty(),
+        "its cookie is up to date"
+    );
+
+    // The subscription goes on: the next registration is pushed.
+    let mut carol = Registrant::new(&server).await;
+    carol.register("chat").await;
+    assert_eq!(peers(&next_page(&mut stream).await), vec![carol.peer()]);
 }
 
 #[tokio::test]

@@ -116,7 +116,8 @@ pub(super) struct Metrics {
     commit_duration: Histogram,
     /// `idle_connections_closed_total`.
     idle_closed: Counter,
-    /// `subscriptions`, `pushes_total` and `subscriptions_ended_total` by reason.
+    /// `subscriptions`, `pushes_total`, `subscriptions_ended_total` by reason and
+    /// `subscriptions_behind_total`.
     push: Push,
 }
 
@@ -127,6 +128,8 @@ struct Push {
     pushes: Counter,
     /// By reason: overflow, refused, closed.
     ended: [Counter; 3],
+    /// `subscriptions_behind_total`.
+    behind: Counter,
     /// `push_delay_seconds`: the server's own counters, once a server was seen.
     delays: Delays,
 }
@@ -196,6 +199,14 @@ impl Push {
         );
         let ended = ["overflow", "refused", "closed"]
             .map(|reason| ended.get_or_create_owned(&ReasonLabels { reason }));
+        let behind = Counter::default();
+        registry.register(
+            "subscriptions_behind",
+            "Times a push subscription's queue filled while its pushes waited for a quiet moment \
+             (the server busy with requests): what waited was dropped and the server replayed \
+             to it from its last cookie in the next quiet moment; it was not ended",
+            behind.clone(),
+        );
         let delays = Delays::default();
         registry.register_with_unit(
             "push_delay",
@@ -208,6 +219,7 @@ impl Push {
         Self {
             open,
             pushes,
+            behind,
             ended,
             delays,
         }
@@ -356,6 +368,9 @@ impl Metrics {
                     SubscriptionEnd::Closed => 2,
                 };
                 self.push.ended[i].inc();
+            }
+            Event::SubscriptionBehind { .. } => {
+                self.push.behind.inc();
             }
             Event::Pushed { subscribers } => {
                 self.push.pushes.inc_by(*subscribers as u64);

@@ -474,6 +474,11 @@ impl Behaviour {
             };
             self.events.push_back(ToSwarm::GenerateEvent(event));
         }
+        for (peer, namespace) in out.behind {
+            tracing::debug!(%peer, "push subscription left behind; it resumes from its cookie");
+            let event = Event::SubscriptionBehind { peer, namespace };
+            self.events.push_back(ToSwarm::GenerateEvent(event));
+        }
         for (peer, namespace, reason) in out.ended {
             tracing::debug!(%peer, ?reason, "push subscription ended");
             let event = Event::SubscriptionEnded {
@@ -705,6 +710,13 @@ impl NetworkBehaviour for Behaviour {
                 self.next_page((connection, id));
                 return;
             }
+            ToBehaviour::Resume(id, cookie) => {
+                let key = (connection, id);
+                if self.subscriptions.resume(key, cookie) {
+                    self.next_page(key);
+                }
+                return;
+            }
             ToBehaviour::SubscriptionClosed(id) => {
                 let closed = self.subscriptions.closed((connection, id));
                 self.subscription_closed(closed);
@@ -737,7 +749,7 @@ impl NetworkBehaviour for Behaviour {
             // After every change and replayed page of this poll: their streams wake together.
             let wake_at = self
                 .subscriptions
-                .wake_if_quiet(&self.gate)
+                .wake_if_quiet(&self.gate, now)
                 .map(|in_| now + in_);
             let deadline = [
                 self.store.poll_timeout(),

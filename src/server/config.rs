@@ -117,11 +117,25 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = crate::client::MAX_NAMESPACES;
 
 /// Pushes one subscription may have waiting for its stream. A subscriber that falls this far
-/// behind has its subscription ended (it resumes with DISCOVER from its last cookie), so a slow
+/// behind while the server writes to it has its subscription ended (it resumes with DISCOVER
+/// from its last cookie); one whose pushes waited this long for a quiet moment is left behind
+/// and caught up from its cookie later ([`super::Event::SubscriptionBehind`]). So a slow
 /// subscriber never holds more, and never slows a REGISTER: the server only ever adds to a
 /// queue without waiting. 64 absorbs a burst of 64 registrations in one namespace between two
 /// writes to the subscriber.
 pub const DEFAULT_PUSH_QUEUE: usize = 64;
+
+/// How long a push subscription left behind ([`super::Event::SubscriptionBehind`]) waits
+/// before the server catches it up in any quiet moment, unless the server is quiet for ten
+/// quiet times ([`Config::with_push_quiet`]) first, the storm over; doubled each time it falls
+/// behind again within twice that of being caught up (a storm that goes on), up to
+/// [`MAX_PUSH_BEHIND`]. So under a long storm each subscriber costs a replayed page now and
+/// then, fewer and fewer, and after it is caught up within ten quiet times.
+pub const MIN_PUSH_BEHIND: Duration = Duration::from_secs(1);
+
+/// The longest a push subscription left behind waits before the server catches it up in any
+/// quiet moment ([`MIN_PUSH_BEHIND`]).
+pub const MAX_PUSH_BEHIND: Duration = Duration::from_secs(30);
 
 /// The longest quiet moment a server may wait for before it pushes
 /// ([`Config::with_push_quiet`]): a second.
@@ -383,7 +397,7 @@ impl Config {
         self
     }
 
-    /// Pushes one subscription may have waiting before it is ended (default
+    /// Pushes one subscription may have waiting before it is ended, or left behind (default
     /// [`DEFAULT_PUSH_QUEUE`]; at least 1).
     pub fn with_push_queue(mut self, n: usize) -> Self {
         self.push_queue = n;
@@ -392,7 +406,8 @@ impl Config {
 
     /// How long no request must have come before pushes are written (default
     /// [`GATE_QUIET`](super::GATE_QUIET); 0 to [`MAX_PUSH_QUIET`]). Requests come first: under
-    /// a storm of them, pushes wait and subscriptions whose queues fill are ended. Shorter,
+    /// a storm of them, pushes wait and subscriptions whose queues fill are left behind (ten
+    /// quiet times without a request end the storm for them). Shorter,
     /// pushes go out sooner on a server with steady traffic; longer, a storm is told from
     /// ordinary traffic more surely (module docs, "Push").
     pub fn with_push_quiet(mut self, quiet: Duration) -> Self {

@@ -6,11 +6,11 @@
 //! [turn] before each write. While the server is not quiet, the stream whose turn it is waits,
 //! looking again every [`GATE_QUIET`], and every other push stream waits behind it for the
 //! turn: one task waits on a timer, however many subscribers there are. So under a storm of
-//! requests the server spends its CPU on them, the pushes queue up, and a subscriber whose
-//! queue fills has its subscription ended (it resumes with DISCOVER from its cookie;
-//! docs/push.md): REGISTER is not slowed by pushing earlier ones to many subscribers. When the
-//! storm is over, the turn goes round: each stream writes what waited for it, in one coalesced
-//! batch.
+//! requests the server spends its CPU on them, the pushes queue up, and a subscription whose
+//! queue fills is left behind (changes pass it by; once the storm is over the server replays
+//! to it from its cookie; docs/push.md): REGISTER is not slowed by pushing earlier ones to many
+//! subscribers. When the storm is over, the turn goes round: each stream writes what waited
+//! for it, in one coalesced batch.
 //!
 //! Why a quiet moment rather than the moment no request waits: under a storm that moment comes
 //! between almost any two requests, and letting push streams through then cost a REGISTER
@@ -19,7 +19,7 @@
 //! traffic quiet moments come often (requests spread at random: at 500 a second, a gap of
 //! 5 ms about 40 times a second; at 1000 a second, about 7 times), and a push waits about
 //! [`GATE_QUIET`] more; with steadier traffic than that, pushes wait longer, and
-//! subscriptions whose queues fill are ended.
+//! subscriptions whose queues fill are left behind.
 //!
 //! A request submitted to the store holds a second pass until the store has answered it
 //! ([`InFlight`](super::in_flight::InFlight)): a storm of REGISTERs on SQLite leaves the server
@@ -133,7 +133,7 @@ impl Gate {
     /// rest of the quiet time, or, while a request waits for the behaviour, a quiet time (at
     /// least a millisecond: whoever looks again at once only spins, and a behaviour that did
     /// would never get to handle the request).
-    fn look_in(&self) -> Duration {
+    pub(crate) fn look_in(&self) -> Duration {
         if self.0.busy.load(Ordering::SeqCst) > 0 {
             return self.0.quiet.max(Duration::from_millis(1));
         }
@@ -142,6 +142,24 @@ impl Gate {
             .now()
             .saturating_sub(self.0.last_request.load(Ordering::Relaxed));
         self.0.quiet.saturating_sub(Duration::from_micros(since))
+    }
+
+    /// How long the server has been quiet: zero while a request waits for the behaviour, or
+    /// within the quiet time of the last one.
+    pub(crate) fn quiet_for(&self) -> Duration {
+        if self.0.busy.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        let since = self
+            .0
+            .now()
+            .saturating_sub(self.0.last_request.load(Ordering::Relaxed));
+        let since = Duration::from_micros(since);
+        if since < self.0.quiet {
+            Duration::ZERO
+        } else {
+            since
+        }
     }
 
     /// Resolves in a quiet moment: at once when the server is quiet, or else when it is this
@@ -168,15 +186,60 @@ impl Gate {
     }
 }
 
-/// A push stream's bell: rung, it wakes the stream to look at its queue.
+/// A push stream's bell: rung, it wakes the stream to look at its queue. It also carries
+/// what the stream and the behaviour tell each other besides the queue: whether the stream is
+/// writing, and whether the behaviour left it behind.
 #[derive(Debug, Default)]
 pub(crate) struct Bell {
     waker: AtomicWaker,
     /// In a [`Bells`] list, not rung yet.
     listed: AtomicBool,
+    /// The stream is writing a batch: it took pushes off its queue and has not flushed them.
+    writing: AtomicBool,
+    /// Its queue filled while the stream waited for a quiet moment: the behaviour stopped
+    /// queuing, and the stream drops what waited.
+    behind: AtomicBool,
+    /// The behaviour lets the stream, left behind, catch its subscriber up from its last
+    /// cookie.
+    resume: AtomicBool,
 }
 
 impl Bell {
+    /// The stream starts (`true`) or finished (`false`) writing a batch.
+    pub(crate) fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, Ordering::SeqCst);
+    }
+
+    /// Whether the stream is writing a batch.
+    pub(crate) fn is_writing(&self) -> bool {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    /// The behaviour left the stream behind: it queues nothing more until the stream resumes.
+    pub(crate) fn set_behind(&self) {
+        self.behind.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the stream was left behind and has not resumed yet.
+    pub(crate) fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::SeqCst)
+    }
+
+    /// The behaviour lets the stream, left behind, resume: wakes it now.
+    pub(crate) fn resume(&self) {
+        self.resume.store(true, Ordering::SeqCst);
+        self.ring();
+    }
+
+    /// Whether the stream may resume; if so, it is no longer behind.
+    pub(crate) fn take_resume(&self) -> bool {
+        if !self.resume.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        self.behind.store(false, Ordering::SeqCst);
+        true
+    }
+
     /// The stream waits for a ring: wakes `cx` at the next one.
     pub(crate) fn register(&self, cx: &std::task::Context<'_>) {
         self.waker.register(cx.waker());

@@ -40,7 +40,7 @@ use super::{
     Config, Limit, PushDelays, ServedFormats, SERVED_STREAMS_PER_CONNECTION,
 };
 use crate::codec::{
-    read_frame, write_message, DecodeError, ErrorResponse, FrameError, Message, Request,
+    read_frame, write_message, Cookie, DecodeError, ErrorResponse, FrameError, Message, Request,
     RequestError, RequestKind,
 };
 use crate::{PUSH_PROTOCOL, STANDARD_RECORDS_PROTOCOL};
@@ -90,6 +90,9 @@ pub enum ToBehaviour {
     Subscribe(NewSubscription),
     /// Push stream `0` wrote a replayed page after which the replay goes on.
     NextPage(u64),
+    /// Push stream `0` was left behind and dropped what waited: it takes a replay from
+    /// `1`, the last cookie it wrote.
+    Resume(u64, Option<Cookie>),
     /// Push stream `0` ended.
     SubscriptionClosed(u64),
 }
@@ -315,6 +318,7 @@ impl ConnectionHandler for Handler {
                 let event = match from_push {
                     FromPush::Subscribe(new) => ToBehaviour::Subscribe(new),
                     FromPush::NextPage(id) => ToBehaviour::NextPage(id),
+                    FromPush::Resume(id, cookie) => ToBehaviour::Resume(id, cookie),
                 };
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(event));
             }

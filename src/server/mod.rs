@@ -113,13 +113,18 @@
 //!   to the changes before its replay, so each registration reaches it exactly once. Capped in
 //!   all ([`Config::with_max_subscriptions`]; 0 turns push off) and per connection
 //!   ([`Config::with_max_subscriptions_per_connection`]); each has a queue of
-//!   [`Config::with_push_queue`] pushes, and one that falls behind is ended (its subscriber
-//!   resumes with DISCOVER from its last cookie): adding a push never waits, so a slow
-//!   subscriber never slows a REGISTER. Requests come first: pushes are written only in a
-//!   quiet moment, when no request has been read for [`Config::with_push_quiet`] ([`GATE_QUIET`],
-//!   5 ms) and none waits for the behaviour, so under a storm of requests the server spends
-//!   its CPU on them and subscriptions whose queues fill are ended (many subscribers do not
-//!   slow REGISTERs down). With steady traffic, pushes wait for the gaps between requests.
+//!   [`Config::with_push_queue`] pushes, and one whose subscriber reads slower than its
+//!   pushes come is ended (its subscriber resumes with DISCOVER from its last cookie): adding
+//!   a push never waits, so a slow subscriber never slows a REGISTER. Requests come first:
+//!   pushes are written only in a quiet moment, when no request has been read for
+//!   [`Config::with_push_quiet`] ([`GATE_QUIET`], 5 ms) and none waits for the behaviour, so
+//!   under a storm of requests the server spends its CPU on them. A subscription whose queue
+//!   fills meanwhile is left behind ([`Event::SubscriptionBehind`]): changes pass it by until
+//!   the storm is over (ten quiet times without a request) or its backoff is ([`MIN_PUSH_BEHIND`]
+//!   doubling to [`MAX_PUSH_BEHIND`] while the storm goes on), and then, in a quiet moment, the
+//!   server replays to it from the last cookie it was sent. So many subscribers do not slow
+//!   REGISTERs down, and they miss nothing without polling. With steady traffic, pushes wait
+//!   for the gaps between requests.
 //! - **Bounds.** Every limit is a documented constant with a `with_*` setter on [`Config`].
 //!
 //! # Memory
@@ -394,6 +399,16 @@ pub enum Event {
         namespace: Option<Namespace>,
         /// The bound.
         limit: Limit,
+    },
+    /// A subscription's queue filled while its pushes waited for a quiet moment (the server
+    /// busy with requests): the server dropped what waited and, in the next quiet moment,
+    /// replays to it from the last cookie it was sent. It is not ended: its subscriber misses
+    /// nothing, and does not have to poll.
+    SubscriptionBehind {
+        /// The subscriber.
+        peer: PeerId,
+        /// The namespace; `None` for all namespaces.
+        namespace: Option<Namespace>,
     },
     /// A subscription ended.
     SubscriptionEnded {

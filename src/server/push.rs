@@ -26,8 +26,8 @@ use super::{
 };
 use crate::{
     codec::{
-        append_frame, read_frame, registration_wire_len, write_frame, DecodeError, ErrorCode,
-        ErrorResponse, Push, Registration, Subscribe,
+        append_frame, read_frame, registration_wire_len, write_frame, Cookie, DecodeError,
+        ErrorCode, ErrorResponse, Push, Registration, Subscribe,
     },
     PUSH_PROTOCOL,
 };
@@ -97,6 +97,25 @@ impl PushQueue {
         Ok(())
     }
 
+    /// Whether the stream is writing a batch: a queue that fills meanwhile belongs to a
+    /// subscriber (or a connection) slower than its pushes.
+    pub(crate) fn is_writing(&self) -> bool {
+        self.bell.is_writing()
+    }
+
+    /// Leaves the stream behind: its queue filled while it waited for a quiet moment, and the
+    /// behaviour queues nothing more. The stream drops what is queued (but removals, which it
+    /// keeps) without writing it, and waits for [`PushQueue::resume`].
+    pub(crate) fn fall_behind(&mut self) {
+        self.bell.set_behind();
+    }
+
+    /// Lets the stream, left behind, catch up (in a quiet moment): it writes the removals it
+    /// kept and asks for a replay from the last cookie it wrote ([`FromPush::Resume`]).
+    pub(crate) fn resume(&self) {
+        self.bell.resume();
+    }
+
     /// Adds `queued` as the last push and closes the queue (the stream wakes at once); if the
     /// queue is full, only closes it.
     pub(crate) fn send_last(mut self, queued: Queued) {
@@ -112,13 +131,25 @@ impl Drop for PushQueue {
     }
 }
 
-/// The next push of `pushes` once `bell` rings (`None`: the queue was closed, after what it
-/// held). A push already queued is taken at once, rung or not.
-async fn next(pushes: &mut mpsc::Receiver<Queued>, bell: &Bell) -> Option<Queued> {
+/// What a push stream waits for.
+#[derive(Debug)]
+enum Next {
+    /// A push.
+    Push(Queued),
+    /// Nothing queued, and the behaviour lets the stream, left behind, catch up
+    /// ([`PushQueue::resume`]).
+    Resume,
+    /// The queue was closed, after what it held.
+    Closed,
+}
+
+/// The next push of `pushes` once `bell` rings, or that the stream may resume. A push already
+/// queued is taken at once, rung or not.
+async fn next(pushes: &mut mpsc::Receiver<Queued>, bell: &Bell) -> Next {
     let mut take = || match pushes.try_recv() {
-        Ok(queued) => Some(Some(queued)),
-        Err(mpsc::TryRecvError::Closed) => Some(None),
-        Err(mpsc::TryRecvError::Empty) => None,
+        Ok(queued) => Some(Next::Push(queued)),
+        Err(mpsc::TryRecvError::Closed) => Some(Next::Closed),
+        Err(mpsc::TryRecvError::Empty) => bell.take_resume().then_some(Next::Resume),
     };
     future::poll_fn(|cx| {
         if let Some(next) = take() {
@@ -141,6 +172,9 @@ pub(crate) enum FromPush {
     Subscribe(NewSubscription),
     /// It wrote a replayed page after which the replay goes on: the next one, please.
     NextPage(u64),
+    /// It was left behind and dropped what waited: a replay from the last cookie it wrote
+    /// (`None`: it wrote none, and the subscription had none), please.
+    Resume(u64, Option<Cookie>),
 }
 
 /// The limits a push stream is served with.
@@ -237,6 +271,16 @@ async fn read_subscribe<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
 /// the queue because the subscriber fell behind, an `E_UNAVAILABLE` page written here instead
 /// of what was still queued).
 ///
+/// A queue that fills while the stream waits for a quiet moment is the server's doing, not the
+/// subscriber's: the behaviour then leaves the stream behind rather than ending it
+/// ([`PushQueue::fall_behind`]). The stream drops the registrations that waited, unwritten
+/// (stale: newer ones come and are not queued), and keeps the removals among them (at most a
+/// queue's worth). When the behaviour lets it resume ([`PushQueue::resume`]), it writes those
+/// removals in a quiet moment and asks for a replay from the last cookie it wrote
+/// ([`FromPush::Resume`]): the subscriber gets, as replayed pages, what a DISCOVER from its
+/// cookie would have brought it, and the subscription goes on. A queue that fills while the
+/// stream is writing ends the subscription.
+///
 /// The stream wakes when the behaviour rings its bell, in a quiet moment after pushes were
 /// queued ([`PushQueue`]), and each write still waits for the stream's turn through the
 /// server's `gate` (a request may have come since): while any request waits for the behaviour,
@@ -255,6 +299,9 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
     let Some(subscribe) = read_subscribe(&mut stream, &limits).await? else {
         return Ok(());
     };
+    // The cookie that covers what the subscriber has: where a replay after falling behind
+    // starts.
+    let mut cookie = subscribe.cookie.clone();
     let (sender, mut pushes, bell) = PushQueue::new(limits.queue);
     let new = NewSubscription {
         id,
@@ -274,42 +321,144 @@ pub(crate) async fn serve<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
         let mut byte = [0u8; 1];
         let _ = reader.read(&mut byte).await;
     });
+    // Removals that waited while the stream was behind: written when it resumes.
+    let mut kept: Vec<Queued> = Vec::new();
     loop {
         let first =
             match future::select(std::pin::pin!(next(&mut pushes, &bell)), closed.as_mut()).await {
-                Either::Left((Some(queued), _)) => Some(queued),
-                Either::Left((None, _)) => None,
+                Either::Left((next, _)) => next,
                 Either::Right(((), _)) => return Ok(()),
             };
-        // Requests first. Meanwhile more pushes queue up and go out with this one, or the
-        // queue fills and the behaviour ends the subscription.
+        if let Next::Push(first) = first {
+            // Requests first. Meanwhile more pushes queue up and go out with this one, or the
+            // queue fills and the behaviour leaves the stream behind. (Dropping what waits
+            // needs no turn.)
+            if !bell.is_behind() {
+                if let Either::Right(((), _)) =
+                    future::select(std::pin::pin!(gate.turn()), closed.as_mut()).await
+                {
+                    return Ok(());
+                }
+            }
+            // One more than the queue holds, to see its end behind a full queue.
+            let (batch, dropped) = drain(first, &mut pushes, limits.queue + 1);
+            if bell.is_behind() {
+                if let Some(batch) = keep_removals(batch, dropped, &mut kept, limits.queue) {
+                    ended(&mut writer, batch, dropped, &limits, &delays).await?;
+                    return Ok(());
+                }
+                continue;
+            }
+            if dropped {
+                ended(&mut writer, batch, dropped, &limits, &delays).await?;
+                return Ok(());
+            }
+            match write(&mut writer, batch, &mut cookie, &limits, &delays, &bell).await? {
+                Written::Ended => return Ok(()),
+                Written::More => handler
+                    .send(FromPush::NextPage(id))
+                    .await
+                    .map_err(|_| PushError::Gone)?,
+                Written::Done => {}
+            }
+            continue;
+        }
         if let Either::Right(((), _)) =
             future::select(std::pin::pin!(gate.turn()), closed.as_mut()).await
         {
             return Ok(());
         }
-        let Some(first) = first else {
-            limits.write_last(&mut writer, &fell_behind(&limits)).await;
-            return Ok(());
-        };
-        // One more than the queue holds, to see its end behind a full queue.
-        let (batch, dropped) = drain(first, &mut pushes, limits.queue + 1);
-        if dropped && !batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_)))) {
-            // It fell behind: what waited is stale. Its last cookie covers what it received,
-            // and DISCOVER from it brings the rest; writing the queue would only cost the
-            // server (and a subscriber that does not read would not take it).
-            limits.write_last(&mut writer, &fell_behind(&limits)).await;
+        if let Next::Closed = first {
+            ended(&mut writer, Vec::new(), true, &limits, &delays).await?;
             return Ok(());
         }
-        match limits.write_batch(&mut writer, batch, &delays).await? {
-            Written::Ended => return Ok(()),
-            Written::More => handler
-                .send(FromPush::NextPage(id))
-                .await
-                .map_err(|_| PushError::Gone)?,
-            Written::Done => {}
+        // Resume: the removals that waited, then a replay from the last cookie written.
+        let batch = std::mem::take(&mut kept);
+        if write(&mut writer, batch, &mut cookie, &limits, &delays, &bell).await? == Written::Ended
+        {
+            return Ok(());
         }
+        handler
+            .send(FromPush::Resume(id, cookie.clone()))
+            .await
+            .map_err(|_| PushError::Gone)?;
     }
+}
+
+/// A batch taken while the stream is behind: its removals are kept (the latest `max` of all
+/// kept), its registrations dropped; or, when the behaviour ended the subscription meanwhile
+/// (`dropped`, or an error page in it), the batch to end with.
+fn keep_removals(
+    batch: Vec<Queued>,
+    dropped: bool,
+    kept: &mut Vec<Queued>,
+    max: usize,
+) -> Option<Vec<Queued>> {
+    if dropped || batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_)))) {
+        return Some(batch);
+    }
+    kept.extend(
+        batch
+            .into_iter()
+            .filter(|q| matches!(*q.push, Push::Removed { .. })),
+    );
+    if kept.len() > max {
+        kept.drain(..kept.len() - max);
+    }
+    None
+}
+
+/// Ends the stream with `batch`, in which the behaviour ended the subscription: its error page
+/// when it has one (written after what comes before it); else (the behaviour dropped the queue:
+/// the subscriber fell behind) an `E_UNAVAILABLE` page alone. What waited is stale then: the
+/// subscriber's last cookie covers what it received, and DISCOVER from it brings the rest;
+/// writing the queue would only cost the server (and a subscriber that does not read would
+/// not take it).
+async fn ended<S: futures::AsyncWrite + Unpin>(
+    writer: &mut S,
+    batch: Vec<Queued>,
+    dropped: bool,
+    limits: &PushLimits,
+    delays: &PushDelays,
+) -> Result<(), PushError> {
+    if dropped && !batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_)))) {
+        limits.write_last(writer, &fell_behind(limits)).await;
+        return Ok(());
+    }
+    limits.write_batch(writer, batch, delays).await?;
+    Ok(())
+}
+
+/// Writes `batch` (nothing when it is empty), the stream's bell saying it is writing
+/// meanwhile; once written, `cookie` is its last OK page's.
+async fn write<S: futures::AsyncWrite + Unpin>(
+    writer: &mut S,
+    batch: Vec<Queued>,
+    cookie: &mut Option<Cookie>,
+    limits: &PushLimits,
+    delays: &PushDelays,
+    bell: &Bell,
+) -> Result<Written, PushError> {
+    if batch.is_empty() {
+        return Ok(Written::Done);
+    }
+    let covered = last_cookie(&batch);
+    bell.set_writing(true);
+    let written = limits.write_batch(writer, batch, delays).await;
+    bell.set_writing(false);
+    if covered.is_some() {
+        *cookie = covered;
+    }
+    written
+}
+
+/// The cookie of the last OK page of `batch`: once it is written, what covers everything the
+/// subscriber received.
+fn last_cookie(batch: &[Queued]) -> Option<Cookie> {
+    batch.iter().rev().find_map(|q| match &*q.push {
+        Push::Page(Ok(page)) => page.cookie.clone(),
+        _ => None,
+    })
 }
 
 /// The page that ends a subscription whose queue the behaviour dropped.

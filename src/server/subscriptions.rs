@@ -10,12 +10,19 @@
 //!
 //! Nothing here waits: a push is added to the subscription's bounded queue or, when the queue
 //! is full, the subscription ends ([`SubscriptionEnd::Overflow`]) and its subscriber resumes with
-//! DISCOVER from its last cookie. So a slow subscriber never slows a REGISTER.
+//! DISCOVER from its last cookie. So a slow subscriber never slows a REGISTER. A queue that
+//! fills while its stream waits for a quiet moment (the server held the pushes, the
+//! subscriber did not fall behind) does not end the subscription: it is left behind
+//! ([`State::Behind`]: its changes are dropped, the store has them) and, in the next quiet
+//! moment, its stream asks for a replay from the last cookie it wrote, which brings what a
+//! DISCOVER from there would have. Under a storm of REGISTERs that costs one replayed page per
+//! subscriber after the storm, written in a quiet moment, where ending it cost a DISCOVER, a
+//! new stream and a replay, that the subscriber sent whenever it was told, storm or not.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use libp2p::{swarm::ConnectionId, PeerId};
@@ -25,7 +32,7 @@ use super::{
     push::PushQueue,
     rules::{self, cookie, Limits, Offer, ScanEnd},
     store::{Change, Operation, OperationId},
-    Config, ServedFormats,
+    Config, ServedFormats, MAX_PUSH_BEHIND, MIN_PUSH_BEHIND,
 };
 use crate::codec::{Cookie, DiscoverPage, ErrorCode, ErrorResponse, Namespace, Push, Registration};
 
@@ -90,6 +97,8 @@ pub(crate) struct FanOut {
     pub(crate) pushed: usize,
     /// Subscriptions that ended.
     pub(crate) ended: Vec<(PeerId, Option<Namespace>, SubscriptionEnd)>,
+    /// Subscriptions left behind (they resume from their cookies).
+    pub(crate) behind: Vec<(PeerId, Option<Namespace>)>,
 }
 
 #[derive(Debug)]
@@ -100,7 +109,16 @@ enum State {
     Replaying,
     /// Caught up: changes are pushed as they come.
     Live,
+    /// Its queue filled while its stream waited for a quiet moment: out of the index, so
+    /// changes pass it by (the store has them), until the stream asks for a replay from its
+    /// last cookie, which it may once the server has been quiet for a while, or it has been
+    /// behind for its backoff.
+    Behind,
 }
+
+/// How many quiet times ([`Config::with_push_quiet`]) without a request let every subscription
+/// left behind resume at once: the storm that left them behind is over.
+const RESUME_QUIET: u32 = 10;
 
 #[derive(Debug)]
 struct Subscription {
@@ -119,6 +137,9 @@ struct Subscription {
     /// it came.
     buffered: VecDeque<(Change, Instant)>,
     sender: PushQueue,
+    /// How long it waited when it last fell behind, and when it last resumed.
+    behind_for: Duration,
+    resumed: Option<Instant>,
 }
 
 impl Subscription {
@@ -279,6 +300,10 @@ pub(crate) struct Subscriptions {
     replays: HashMap<OperationId, Key>,
     /// The streams with pushes queued, to wake in the next quiet moment.
     bells: Bells,
+    /// The subscriptions left behind, each with the moment it may resume in any quiet moment.
+    behind: Vec<(Instant, Key)>,
+    /// How long the server must be quiet for all of them to resume.
+    resume_quiet: Duration,
 }
 
 impl Subscriptions {
@@ -293,13 +318,46 @@ impl Subscriptions {
             per_connection: HashMap::new(),
             replays: HashMap::new(),
             bells: Bells::default(),
+            behind: Vec::new(),
+            resume_quiet: config.push_quiet.min(super::MAX_PUSH_QUIET) * RESUME_QUIET,
         }
     }
 
-    /// Wakes the streams that have pushes queued if `gate` is quiet; otherwise, while some
-    /// wait, how long until it may be (the behaviour calls again then).
-    pub(crate) fn wake_if_quiet(&mut self, gate: &Gate) -> Option<std::time::Duration> {
-        self.bells.ring_if_quiet(gate)
+    /// Wakes the streams that have pushes queued if `gate` is quiet, and lets those left
+    /// behind resume if it has been quiet for [`RESUME_QUIET`] quiet times, or their backoff is
+    /// over; while some wait, how long until that may change (the behaviour calls again then).
+    pub(crate) fn wake_if_quiet(&mut self, gate: &Gate, now: Instant) -> Option<Duration> {
+        let queued = self.bells.ring_if_quiet(gate);
+        [queued, self.resume_if_quiet(gate, now)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn resume_if_quiet(&mut self, gate: &Gate, now: Instant) -> Option<Duration> {
+        if self.behind.is_empty() {
+            return None;
+        }
+        let wait = gate.look_in();
+        if !wait.is_zero() {
+            return Some(wait);
+        }
+        let quiet_for = gate.quiet_for();
+        let over = quiet_for >= self.resume_quiet;
+        let all = &self.all;
+        let mut next: Option<Instant> = None;
+        self.behind.retain(|(at, key)| {
+            if over || *at <= now {
+                if let Some(sub) = all.get(key).filter(|s| matches!(s.state, State::Behind)) {
+                    sub.sender.resume();
+                }
+                return false;
+            }
+            next = Some(next.map_or(*at, |n| n.min(*at)));
+            true
+        });
+        let until_over = self.resume_quiet.saturating_sub(quiet_for);
+        next.map(|at| (at - now).min(until_over))
     }
 
     /// Subscriptions open.
@@ -358,6 +416,8 @@ impl Subscriptions {
                 state: State::Waiting,
                 buffered: VecDeque::new(),
                 sender,
+                behind_for: Duration::ZERO,
+                resumed: None,
             },
         );
         Ok(key)
@@ -541,9 +601,52 @@ impl Subscriptions {
         };
         match sub.sender.try_send(queued, &mut self.bells) {
             Ok(()) => out.pushed += 1,
-            Err(e) if e.is_full() => self.end(key, SubscriptionEnd::Overflow, out),
+            // Full while the stream writes: the subscriber reads slower than its pushes come.
+            Err(e) if e.is_full() && sub.sender.is_writing() => {
+                self.end(key, SubscriptionEnd::Overflow, out)
+            }
+            // Full while the stream waits for a quiet moment: the server held its pushes.
+            Err(e) if e.is_full() => {
+                let again = sub.resumed.is_some_and(|resumed| {
+                    at.saturating_duration_since(resumed) < 2 * sub.behind_for
+                });
+                sub.behind_for = if again {
+                    (2 * sub.behind_for).min(MAX_PUSH_BEHIND)
+                } else {
+                    MIN_PUSH_BEHIND
+                };
+                sub.state = State::Behind;
+                sub.sender.fall_behind();
+                // Changes no longer look at it (under a storm, a thousand subscribers left
+                // behind cost each REGISTER nothing), until it resumes.
+                self.index.remove(key, sub.namespace.as_ref());
+                out.behind.push((sub.peer, sub.namespace.clone()));
+                let resume_at = at + sub.behind_for;
+                if self.behind.len() >= 2 * self.all.len() + 64 {
+                    // Entries of subscriptions gone since they fell behind.
+                    let all = &self.all;
+                    self.behind.retain(|(_, k)| all.contains_key(k));
+                }
+                self.behind.push((resume_at, key));
+            }
             Err(_) => self.end(key, SubscriptionEnd::Closed, out),
         }
+    }
+
+    /// The stream of `key`, left behind, dropped what waited and takes a replay from `cookie`
+    /// (the last it wrote): `true` if `key` was behind, and its replay is to be asked for.
+    pub(crate) fn resume(&mut self, key: Key, cookie: Option<Cookie>) -> bool {
+        let Some(sub) = self.all.get_mut(&key) else {
+            return false;
+        };
+        if !matches!(sub.state, State::Behind) {
+            return false;
+        }
+        sub.cookie = cookie;
+        sub.state = State::Waiting;
+        sub.resumed = Some(Instant::now());
+        self.index.insert(key, sub.namespace.as_ref());
+        true
     }
 
     /// Ends `key`: its sender is dropped, so its stream ends once it wrote what was queued.

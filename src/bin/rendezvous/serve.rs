@@ -793,6 +793,9 @@ fn log_event(event: server::Event) {
             namespace,
             limit,
         } => tracing::debug!(%peer, ?namespace, ?limit, "subscription refused"),
+        SubscriptionBehind { peer, namespace } => {
+            tracing::debug!(%peer, ?namespace, "subscription left behind; replayed from its cookie")
+        }
         SubscriptionEnded {
             peer,
             namespace,

@@ -322,6 +322,8 @@ struct Served {
     written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     /// What the stream counted of its pushes' waits.
     delays: PushDelays,
+    /// What the stream told the handler after the subscription.
+    from_push: mpsc::Receiver<FromPush>,
 }
 
 impl Served {
@@ -330,7 +332,7 @@ impl Served {
     fn start(id: u64, gate: &Gate) -> (Self, NewSubscription) {
         let subscriber = Subscriber::subscribed_to(ns());
         let written = subscriber.written.clone();
-        let (to_handler, mut from_push) = mpsc::channel(4);
+        let (to_handler, from_push) = mpsc::channel(4);
         let delays = PushDelays::default();
         let serving = Box::pin(serve(
             id,
@@ -344,9 +346,10 @@ impl Served {
             serving,
             written,
             delays,
+            from_push,
         };
         assert!(served.poll().is_pending());
-        let Ok(FromPush::Subscribe(new)) = from_push.try_recv() else {
+        let Ok(FromPush::Subscribe(new)) = served.from_push.try_recv() else {
             panic!("the subscription reaches the handler");
         };
         (served, new)
@@ -559,4 +562,88 @@ fn a_dropped_queue_wakes_its_stream_at_once() {
     assert!(matches!(served.poll_with(&waker), Poll::Ready(Ok(()))));
     let read = served.read();
     assert!(matches!(read[..], [Push::Page(Err(_))]), "{read:?}");
+}
+
+/// The cookie of a page [`page`] made with `seq`.
+fn cookie_of(seq: u64) -> Cookie {
+    cookie::encode(seq, None, Some(&ns()))
+}
+
+#[test]
+fn a_stream_left_behind_writes_only_the_removals_that_waited_and_asks_for_a_replay_from_its_last_cookie(
+) {
+    let gate = Gate::new(Duration::ZERO);
+    let (mut served, new) = Served::start(2, &gate);
+    let mut queue = new.sender;
+    let mut bells = Bells::default();
+    queue.try_send(page(1, 1), &mut bells).unwrap();
+    assert!(served.poll().is_pending());
+    assert_eq!(
+        served.read().len(),
+        1,
+        "written at once: the server is quiet"
+    );
+
+    // A request waits; pushes queue up until the behaviour leaves the stream behind.
+    let request = gate.pass();
+    queue.try_send(page(2, 1), &mut bells).unwrap();
+    let removal = removed();
+    let expected = removal.push.clone();
+    queue.try_send(removal, &mut bells).unwrap();
+    queue.try_send(page(3, 1), &mut bells).unwrap();
+    queue.fall_behind();
+    assert!(served.poll().is_pending());
+    assert!(served.read().is_empty(), "nothing written, only dropped");
+    assert!(
+        queue.try_send(page(4, 1), &mut bells).is_ok(),
+        "the queue was emptied without waiting for the gate"
+    );
+    assert!(served.poll().is_pending());
+
+    // The behaviour lets it resume: in a quiet moment, the removal it kept, and the ask.
+    queue.resume();
+    assert!(served.poll().is_pending());
+    assert!(served.read().is_empty(), "not while the request waits");
+    assert!(served.from_push.try_recv().is_err());
+    drop(request);
+    assert!(served.poll().is_pending());
+    let read = served.read();
+    assert_eq!(read, vec![(*expected).clone()], "only the removal");
+    match served.from_push.try_recv() {
+        Ok(FromPush::Resume(2, cookie)) => assert_eq!(cookie, Some(cookie_of(1))),
+        other => panic!("expected a resume, got {other:?}"),
+    }
+
+    // The replay goes out as any page, and the subscription goes on.
+    queue.try_send(page(3, 2), &mut bells).unwrap();
+    assert!(served.poll().is_pending());
+    let read = served.read();
+    assert!(
+        matches!(&read[..], [Push::Page(Ok(p))] if p.registrations.len() == 2),
+        "{read:?}"
+    );
+    assert!(served.from_push.try_recv().is_err(), "nothing more to ask");
+}
+
+#[test]
+fn a_stream_left_behind_with_nothing_queued_asks_from_the_subscriptions_own_cookie() {
+    let gate = Gate::new(Duration::ZERO);
+    let (mut served, new) = Served::start(3, &gate);
+    let mut queue = new.sender;
+    let request = gate.pass();
+    queue.fall_behind();
+    queue.resume();
+    assert!(served.poll().is_pending());
+    assert!(
+        served.from_push.try_recv().is_err(),
+        "not while a request waits"
+    );
+    drop(request);
+    assert!(served.poll().is_pending());
+    assert!(served.read().is_empty(), "nothing to write");
+    match served.from_push.try_recv() {
+        // It wrote nothing and subscribed without a cookie.
+        Ok(FromPush::Resume(3, None)) => {}
+        other => panic!("expected a resume, got {other:?}"),
+    }
 }

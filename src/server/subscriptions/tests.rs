@@ -3,6 +3,8 @@ use libp2p::identity::Keypair;
 
 use super::*;
 use crate::codec::{RecordFormat, SignedRecord};
+use crate::server::gate::{Bell, Gate};
+use std::time::Duration;
 
 fn ns(s: &str) -> Namespace {
     Namespace::new(s).unwrap()
@@ -36,7 +38,17 @@ fn new_sub(
     namespace: Option<&str>,
     queue: usize,
 ) -> (NewSubscription, mpsc::Receiver<Queued>) {
-    let (sender, receiver, _bell) = PushQueue::new(queue);
+    let (new, receiver, _bell) = new_sub_with_bell(id, namespace, queue);
+    (new, receiver)
+}
+
+/// [`new_sub`], with the bell its stream would hold.
+fn new_sub_with_bell(
+    id: u64,
+    namespace: Option<&str>,
+    queue: usize,
+) -> (NewSubscription, mpsc::Receiver<Queued>, Arc<Bell>) {
+    let (sender, receiver, bell) = PushQueue::new(queue);
     let new = NewSubscription {
         id,
         namespace: namespace.map(ns),
@@ -44,7 +56,7 @@ fn new_sub(
         limit: None,
         sender,
     };
-    (new, receiver)
+    (new, receiver, bell)
 }
 
 /// The pages queued so far: (peers' sequence numbers as the cookies say, registrations).
@@ -129,9 +141,10 @@ fn given_a_replay_page_that_is_not_up_to_date_then_it_asks_for_more_and_the_next
 }
 
 #[test]
-fn given_a_full_queue_then_the_subscription_ends_by_overflow_without_waiting() {
+fn given_a_full_queue_while_its_stream_writes_then_the_subscription_ends_by_overflow_without_waiting(
+) {
     let mut subs = subscriptions(2);
-    let (new, _pushes) = new_sub(0, None, 2);
+    let (new, _pushes, bell) = new_sub_with_bell(0, None, 2);
     let peer = PeerId::random();
     let key = subs.open(peer, connection(1), new).unwrap();
     subs.replay(key, ServedFormats::All).unwrap();
@@ -142,9 +155,118 @@ fn given_a_full_queue_then_the_subscription_ends_by_overflow_without_waiting() {
             .pushed,
         1
     );
+    // The stream is writing (a slow subscriber): the queue filled behind it.
+    bell.set_writing(true);
     let out = subs.changed(&registered(3, "a", RecordFormat::Standard));
     assert_eq!(out.ended, vec![(peer, None, SubscriptionEnd::Overflow)]);
+    assert!(out.behind.is_empty());
     assert_eq!(subs.len(), 0);
+}
+
+#[test]
+fn given_a_full_queue_while_its_stream_waits_for_quiet_then_it_is_left_behind_and_replays_from_the_cookie_it_gives(
+) {
+    // Resumed only after the backoff: the server is never quiet for 10 of these quiet times
+    // within this test. The gate opens as soon as no request waits.
+    let config = Config::default()
+        .with_push_queue(2)
+        .with_push_quiet(crate::server::MAX_PUSH_QUIET);
+    let mut subs = Subscriptions::new(&config);
+    let gate = Gate::new(Duration::ZERO);
+    let (new, mut pushes, bell) = new_sub_with_bell(0, Some("chat"), 2);
+    let peer = PeerId::random();
+    let key = subs.open(peer, connection(1), new).unwrap();
+    subs.replay(key, ServedFormats::All).unwrap();
+    let replayed = cookie::encode(1, None, Some(&ns("chat")));
+    subs.replayed(key, Ok((vec![], replayed.clone())), true);
+    let chat = |seq| registered(seq, "chat", RecordFormat::Standard);
+    assert_eq!(subs.changed(&chat(2)).pushed, 1);
+
+    // The stream waits for a quiet moment (not writing): the server held its pushes.
+    let fell = Instant::now();
+    let out = subs.changed(&chat(3));
+    assert_eq!(out.behind, vec![(peer, Some(ns("chat")))]);
+    assert!(out.ended.is_empty(), "not ended: {out:?}");
+    assert_eq!(subs.len(), 1);
+    assert!(bell.is_behind(), "its stream is told");
+    // Changes from here on are not queued: the store has them, the replay brings them.
+    let out = subs.changed(&chat(4));
+    assert_eq!(out, FanOut::default());
+    assert_eq!(drain(&mut pushes).len(), 2, "the replay page and seq 2");
+
+    // Not resumed in a mere quiet moment before its backoff, nor while a request waits after.
+    assert!(subs.wake_if_quiet(&gate, fell).is_some());
+    assert!(!bell.take_resume());
+    let request = gate.pass();
+    assert!(subs.wake_if_quiet(&gate, fell + MIN_PUSH_BEHIND).is_some());
+    assert!(!bell.take_resume());
+    drop(request);
+    // After its backoff, in a quiet moment: it may resume.
+    let quiet = fell + MIN_PUSH_BEHIND + Duration::from_millis(10);
+    assert_eq!(
+        subs.wake_if_quiet(&gate, quiet),
+        None,
+        "nothing left behind"
+    );
+    assert!(bell.take_resume());
+    assert!(!bell.is_behind());
+
+    // The stream dropped what waited and asks for a replay from the last cookie it wrote.
+    assert!(subs.resume(key, Some(replayed.clone())));
+    assert!(!subs.resume(key, None), "once");
+    let Some(Operation::Discover { cookie, .. }) = subs.replay(key, ServedFormats::All) else {
+        panic!("a replay page");
+    };
+    assert_eq!(cookie, Some(replayed));
+    // Changes during the replay are buffered again, and pushed after it once only.
+    subs.changed(&chat(5));
+    let up_to_date = cookie::encode(4, None, Some(&ns("chat")));
+    let out = subs.replayed(key, Ok((vec![], up_to_date)), true);
+    assert_eq!(out.pushed, 1);
+    let queued = drain(&mut pushes);
+    assert_eq!(
+        queued.iter().map(cookie_seq).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+
+    // Behind again soon after resuming (the storm goes on): it waits twice as long.
+    assert_eq!(subs.changed(&chat(6)).pushed, 1);
+    assert_eq!(subs.changed(&chat(7)).pushed, 1);
+    assert_eq!(subs.changed(&chat(8)).behind.len(), 1);
+    let fell = Instant::now();
+    assert!(subs
+        .wake_if_quiet(&gate, fell + MIN_PUSH_BEHIND + Duration::from_millis(10))
+        .is_some());
+    assert!(!bell.take_resume());
+    assert_eq!(subs.wake_if_quiet(&gate, fell + 2 * MIN_PUSH_BEHIND), None);
+    assert!(bell.take_resume());
+}
+
+#[test]
+fn given_subscriptions_left_behind_when_the_server_stays_quiet_then_all_resume_before_their_backoff(
+) {
+    // A quiet time of zero: the server is quiet long enough as soon as it is quiet.
+    let config = Config::default()
+        .with_push_queue(1)
+        .with_push_quiet(Duration::ZERO);
+    let mut subs = Subscriptions::new(&config);
+    let gate = Gate::new(Duration::ZERO);
+    let mut bells = Vec::new();
+    for id in 0..3 {
+        let (new, pushes, bell) = new_sub_with_bell(id, Some("chat"), 1);
+        let key = subs.open(PeerId::random(), connection(1), new).unwrap();
+        subs.replay(key, ServedFormats::All).unwrap();
+        let cookie = cookie::encode(1, None, Some(&ns("chat")));
+        subs.replayed(key, Ok((vec![], cookie)), true);
+        bells.push((bell, pushes));
+    }
+    let out = subs.changed(&registered(2, "chat", RecordFormat::Standard));
+    assert_eq!(out.behind.len(), 3);
+    let request = gate.pass();
+    assert!(subs.wake_if_quiet(&gate, Instant::now()).is_some());
+    drop(request);
+    assert_eq!(subs.wake_if_quiet(&gate, Instant::now()), None);
+    assert!(bells.iter().all(|(bell, _)| bell.take_resume()));
 }
 
 #[test]
