@@ -181,12 +181,14 @@ pub struct Args {
     /// Push subscriptions one connection may hold.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION)]
     max_subscriptions_per_connection: usize,
-    /// Pushes queued for one subscriber; a subscriber that falls further behind has its
-    /// subscription ended and resumes with DISCOVER.
+    /// Pushes queued for one subscriber; a subscriber that reads slower than that has its
+    /// subscription ended and resumes with DISCOVER (one whose pushes wait out a storm of
+    /// requests is left behind, and caught up from its cookie after the storm).
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_PUSH_QUEUE)]
     push_queue: usize,
     /// Milliseconds without a request before pushes are written: requests come first, and
-    /// under a storm of them subscriptions whose queues fill are ended (0 to 1000).
+    /// under a storm of them subscriptions whose queues fill are left behind, and caught up
+    /// once ten such quiet times pass (or their backoff does) (0 to 1000).
     #[arg(long, value_name = "MS", default_value_t = server::GATE_QUIET.as_millis() as u64)]
     push_quiet_ms: u64,
     /// Keep a peer's registrations when its last connection closes (until their TTL ends).
