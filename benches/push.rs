@@ -44,7 +44,11 @@
 //!   came back with DISCOVER); what the server still pushes, and how many subscriptions were
 //!   left behind or ended, are counted until a second after the last acknowledgement.
 //! - Each throughput phase is `PUSH_BENCH_BURSTS` (3) bursts, each with fresh registrants (and,
-//!   with subscribers, once they are all subscribed: a burst may end their subscriptions);
+//!   with subscribers, once they are all subscribed: a burst may end their subscriptions), and
+//!   each once the burst before has settled: the pushing server has written no push and the
+//!   subscribers have seen nothing for [`SETTLE`] (the subscriptions it left behind caught
+//!   up, the removals of the registrants that left delivered), so that a burst measures its
+//!   own REGISTERs, not the tail of the one before (how long each took is printed);
 //!   the table reports the burst with the median rate, and every burst's rate.
 //!   Without subscribers that is the median of the bursts before and after the phases with
 //!   them, so that the machine's drift over a run weighs on both sides of the ratio.
@@ -101,6 +105,9 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// How long the bench waits for subscribers to connect and subscribe.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(120);
+
+/// How long nothing may be pushed or seen before a burst starts ([`wait_settled`]).
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// Flags of every server: no request rate limit (the bench measures the server, not the rate
 /// limiter), metrics for the subscription and push counts.
@@ -639,7 +646,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
     eprintln!("{}: starting", store.name());
     let servers = Servers::start(store, &[]);
     eprintln!("{}: throughput without subscribers", store.name());
-    let mut none = bursts(&servers, plan, plan.rounds_none, 0).await;
+    let mut none = bursts(&servers, plan, plan.rounds_none, None).await;
     let mut subscribers = Subscribers::new();
     let mut rows = Vec::new();
     for &n in &plan.subscribers {
@@ -667,7 +674,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
             store.name(),
             subscribers.len()
         );
-        let with = median(bursts(&servers, plan, plan.rounds, subscribers.len()).await);
+        let with = median(bursts(&servers, plan, plan.rounds, Some(&mut subscribers)).await);
         let n = subscribers.len();
         // The bursts without subscribers again, after the ones with them: this machine's rate
         // drifts over a run (by up to 2x within minutes on a busy host), and a baseline taken
@@ -675,7 +682,7 @@ async fn bench_store(store: Store, plan: &Plan) -> (Vec<LatencyRow>, ThroughputR
         drop(subscribers);
         wait_unsubscribed(&servers).await;
         eprintln!("{}: throughput without subscribers, again", store.name());
-        none.extend(bursts(&servers, plan, plan.rounds_none, 0).await);
+        none.extend(bursts(&servers, plan, plan.rounds_none, None).await);
         Some((n, with))
     } else {
         None
@@ -782,22 +789,45 @@ fn signed_ms(at: Instant, since: Instant) -> f64 {
     }
 }
 
-/// [`throughput`] `plan.bursts` times, each once `subscribed` subscribers are (again)
-/// subscribed: the burst with the median rate, and every burst's rate. A burst with
+/// [`throughput`] `plan.bursts` times, each once `subscribers` (if any) are (again)
+/// subscribed and the burst before has settled: every burst's result. A burst with
 /// subscribers may end their subscriptions (a server that ends those whose queues fill); the
 /// next waits until they have caught up and subscribed again.
 async fn bursts(
     servers: &Servers,
     plan: &Plan,
     rounds: usize,
-    subscribed: usize,
+    mut subscribers: Option<&mut Subscribers>,
 ) -> Vec<Throughput> {
     let mut runs = Vec::new();
-    for _ in 0..plan.bursts {
+    for burst in 1..=plan.bursts {
+        let subscribed = subscribers.as_ref().map_or(0, |s| s.len());
         wait_subscribed(servers, subscribed).await;
+        let settled = wait_settled(servers, subscribers.as_deref_mut()).await;
+        eprintln!("  burst {burst}: settled in {:.1} s", settled.as_secs_f64());
         runs.push(throughput(servers, plan, rounds).await);
     }
     runs
+}
+
+/// Waits until the pushing server has written no push, and `subscribers` have seen nothing,
+/// for [`SETTLE`]; at most [`SUBSCRIBE_WAIT`]. How long it took.
+async fn wait_settled(servers: &Servers, mut subscribers: Option<&mut Subscribers>) -> Duration {
+    let started = Instant::now();
+    let mut pushes = servers.metric(PUSHES).await;
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let now = servers.metric(PUSHES).await;
+        let seen = subscribers.as_deref_mut().map_or(0, Subscribers::drain);
+        if now == pushes && seen == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < SUBSCRIBE_WAIT,
+            "still pushing after {SUBSCRIBE_WAIT:?}"
+        );
+        pushes = now;
+    }
 }
 
 /// The burst with the median rate of `runs`, with every burst's rate (and DISCOVERs).
