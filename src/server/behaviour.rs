@@ -712,7 +712,7 @@ impl NetworkBehaviour for Behaviour {
             }
             ToBehaviour::Resume(id, cookie) => {
                 let key = (connection, id);
-                if self.subscriptions.resume(key, cookie) {
+                if self.subscriptions.resume(key, cookie, Instant::now()) {
                     self.next_page(key);
                 }
                 return;

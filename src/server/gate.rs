@@ -134,32 +134,31 @@ impl Gate {
     /// least a millisecond: whoever looks again at once only spins, and a behaviour that did
     /// would never get to handle the request).
     pub(crate) fn look_in(&self) -> Duration {
-        if self.0.busy.load(Ordering::SeqCst) > 0 {
-            return self.0.quiet.max(Duration::from_millis(1));
+        match self.since_request() {
+            None => self.0.quiet.max(Duration::from_millis(1)),
+            Some(since) => self.0.quiet.saturating_sub(since),
         }
-        let since = self
-            .0
-            .now()
-            .saturating_sub(self.0.last_request.load(Ordering::Relaxed));
-        self.0.quiet.saturating_sub(Duration::from_micros(since))
     }
 
     /// How long the server has been quiet: zero while a request waits for the behaviour, or
     /// within the quiet time of the last one.
     pub(crate) fn quiet_for(&self) -> Duration {
+        match self.since_request() {
+            Some(since) if since >= self.0.quiet => since,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// How long since the last request came; `None` while a request waits for the behaviour.
+    fn since_request(&self) -> Option<Duration> {
         if self.0.busy.load(Ordering::SeqCst) > 0 {
-            return Duration::ZERO;
+            return None;
         }
         let since = self
             .0
             .now()
             .saturating_sub(self.0.last_request.load(Ordering::Relaxed));
-        let since = Duration::from_micros(since);
-        if since < self.0.quiet {
-            Duration::ZERO
-        } else {
-            since
-        }
+        Some(Duration::from_micros(since))
     }
 
     /// Resolves in a quiet moment: at once when the server is quiet, or else when it is this

@@ -394,7 +394,7 @@ fn keep_removals(
     kept: &mut Vec<Queued>,
     max: usize,
 ) -> Option<Vec<Queued>> {
-    if dropped || batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_)))) {
+    if dropped || has_error_page(&batch) {
         return Some(batch);
     }
     kept.extend(
@@ -406,6 +406,11 @@ fn keep_removals(
         kept.drain(..kept.len() - max);
     }
     None
+}
+
+/// Whether `batch` holds an error page (the behaviour ended the subscription with it).
+fn has_error_page(batch: &[Queued]) -> bool {
+    batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_))))
 }
 
 /// Ends the stream with `batch`, in which the behaviour ended the subscription: its error page
@@ -421,7 +426,7 @@ async fn ended<S: futures::AsyncWrite + Unpin>(
     limits: &PushLimits,
     delays: &PushDelays,
 ) -> Result<(), PushError> {
-    if dropped && !batch.iter().any(|q| matches!(*q.push, Push::Page(Err(_)))) {
+    if dropped && !has_error_page(&batch) {
         limits.write_last(writer, &fell_behind(limits)).await;
         return Ok(());
     }

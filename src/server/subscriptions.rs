@@ -634,8 +634,9 @@ impl Subscriptions {
     }
 
     /// The stream of `key`, left behind, dropped what waited and takes a replay from `cookie`
-    /// (the last it wrote): `true` if `key` was behind, and its replay is to be asked for.
-    pub(crate) fn resume(&mut self, key: Key, cookie: Option<Cookie>) -> bool {
+    /// (the last it wrote), `now`: `true` if `key` was behind, and its replay is to be asked
+    /// for.
+    pub(crate) fn resume(&mut self, key: Key, cookie: Option<Cookie>, now: Instant) -> bool {
         let Some(sub) = self.all.get_mut(&key) else {
             return false;
         };
@@ -644,7 +645,7 @@ impl Subscriptions {
         }
         sub.cookie = cookie;
         sub.state = State::Waiting;
-        sub.resumed = Some(Instant::now());
+        sub.resumed = Some(now);
         self.index.insert(key, sub.namespace.as_ref());
         true
     }

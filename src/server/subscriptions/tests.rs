@@ -212,8 +212,8 @@ fn given_a_full_queue_while_its_stream_waits_for_quiet_then_it_is_left_behind_an
     assert!(!bell.is_behind());
 
     // The stream dropped what waited and asks for a replay from the last cookie it wrote.
-    assert!(subs.resume(key, Some(replayed.clone())));
-    assert!(!subs.resume(key, None), "once");
+    assert!(subs.resume(key, Some(replayed.clone()), quiet));
+    assert!(!subs.resume(key, None, quiet), "once");
     let Some(Operation::Discover { cookie, .. }) = subs.replay(key, ServedFormats::All) else {
         panic!("a replay page");
     };
